@@ -1,0 +1,91 @@
+// Shared by every batch-norm kernel. Prepended to each kernel file at
+// pipeline creation. All shapes and scalars arrive in one uniform buffer, so
+// one pipeline serves every shape.
+
+struct Params {
+    n: u32,          // batch size N
+    c: u32,          // channels C
+    l: u32,          // length L (1 for (N, C) inputs)
+    m: u32,          // values per channel, N * L
+    numel: u32,      // N * C * L
+    cpw: u32,        // channels per reduction workgroup (power of two)
+    tpc: u32,        // threads per channel in a reduction workgroup; cpw * tpc == WG
+    tiles: u32,      // ceil(C / cpw)
+    segments: u32,   // reduction segments along each channel
+    seg_len: u32,    // values per segment
+    flags: u32,      // FLAG_* bits
+    seg_base: u32,   // index of this dispatch's first segment among all partials
+    eps: f32,
+    momentum: f32,   // running-statistics factor for this step
+    lead: u32,       // elements between the start of row `0` of this chunk and the chunk
+    pad: u32,
+}
+
+const FLAG_UPDATE_RUNNING: u32 = 1u;
+const FLAG_AFFINE: u32 = 2u;
+const FLAG_BATCH_STATS: u32 = 4u;
+
+// Workgroup size of every kernel: within WebGPU's and GL's minimum limits.
+const WG: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> P: Params;
+
+// Tensors larger than one storage binding are processed in chunks: element
+// ranges that start on an aligned offset. A chunk's Params describe the rows
+// it overlaps (n, m), its length (numel), where it starts inside its first
+// row (lead) and its first partial (seg_base); values of a row outside the
+// chunk belong to the neighbouring chunk. The finalize steps see the totals.
+// Without chunking, lead = 0 and numel covers the whole tensor.
+
+// Workgroups are dispatched on a 2-D grid when one dimension is not enough.
+fn linear_group(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.y * nwg.x + wid.x;
+}
+
+// The input's first row (n = 0), bound by the kernels that need the shift.
+@group(0) @binding(7) var<storage, read> head: array<f32>;
+
+// Shift of channel ch: its first value (n = 0, l = 0) when finite and bound.
+// Statistics are accumulated on x - shift, which keeps data such as
+// 1e4 + noise exact to f32 rounding.
+fn shift_of(ch: u32) -> f32 {
+    let i = ch * P.l;
+    if (i >= arrayLength(&head)) {
+        return 0.0;
+    }
+    let v = head[i];
+    return select(0.0, v, is_finite(v));
+}
+
+// Bit test, so no compiler may assume finite math away.
+fn is_finite(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
+}
+
+// Offset of value j (0 <= j < n * L) of channel ch in the chunk's rows,
+// counted from the start of its first row (subtract lead for the binding).
+fn offset_of(ch: u32, j: u32) -> u32 {
+    if (P.l == 1u) {
+        return j * P.c + ch;
+    }
+    let n = j / P.l;
+    let l = j - n * P.l;
+    return (n * P.c + ch) * P.l + l;
+}
+
+// Chan et al. merge of two moment states (count, mean, M2, sum). Counts are
+// exact in f32 per partial; the merge never forms E[x^2] - E[x]^2.
+fn merge_moments(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    if (b.x == 0.0) {
+        return a;
+    }
+    if (a.x == 0.0) {
+        return b;
+    }
+    let n = a.x + b.x;
+    let wb = b.x / n;
+    let d = b.y - a.y;
+    let mean = a.y + d * wb;
+    let m2 = a.z + b.z + d * d * (a.x * wb);
+    return vec4<f32>(n, mean, m2, a.w + b.w);
+}

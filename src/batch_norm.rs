@@ -1,0 +1,711 @@
+//! [`BatchNorm1d`]: module state (parameters, running statistics, workspace)
+//! and the public PyTorch-shaped API.
+
+use crate::config::BatchNorm1dConfig;
+use crate::context::GpuContext;
+use crate::error::{Error, Result};
+use crate::kernels::{self, ExecPlan, Params, FLAG_AFFINE, FLAG_BATCH_STATS, FLAG_UPDATE_RUNNING};
+use crate::semantics::{self, ForwardPlan, Layout};
+use crate::tensor::{OwnedBuffer, Tensor};
+
+/// Gradients returned by [`BatchNorm1d::backward`].
+#[derive(Debug, Clone)]
+pub struct Gradients {
+    /// d loss / d input, same shape as the forward's input.
+    pub grad_input: Tensor,
+    /// d loss / d weight, `[C]`; `Some` iff the module is affine.
+    pub grad_weight: Option<Tensor>,
+    /// d loss / d bias, `[C]`; `Some` iff the module is affine.
+    pub grad_bias: Option<Tensor>,
+}
+
+/// What backward needs from the most recent successful forward.
+#[derive(Clone)]
+struct Saved {
+    input: Tensor,
+    layout: Layout,
+    batch_stats: bool,
+    empty: bool,
+}
+
+/// Buffers reused from call to call; they only grow.
+struct Workspace {
+    forward_uniform: OwnedBuffer,
+    backward_uniform: OwnedBuffer,
+    partials: Option<OwnedBuffer>,
+    chan: Option<OwnedBuffer>,
+}
+
+/// `torch.nn.BatchNorm1d` on the GPU.
+///
+/// Parameters and running statistics live in one GPU buffer
+/// (`weight | bias | running_mean | running_var`); a training forward updates
+/// the running statistics on the GPU, with no host round trip.
+pub struct BatchNorm1d {
+    ctx: GpuContext,
+    cfg: BatchNorm1dConfig,
+    training: bool,
+    num_batches_tracked: u64,
+    state: OwnedBuffer,
+    ws: Workspace,
+    saved: Option<Saved>,
+}
+
+impl std::fmt::Debug for BatchNorm1d {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchNorm1d")
+            .field("config", &self.cfg)
+            .field("training", &self.training)
+            .field("num_batches_tracked", &self.num_batches_tracked)
+            .finish()
+    }
+}
+
+/// Which quarter of the state buffer.
+#[derive(Clone, Copy)]
+enum Slot {
+    Weight = 0,
+    Bias = 1,
+    RunningMean = 2,
+    RunningVar = 3,
+}
+
+const UNIFORM_SIZE: u64 = std::mem::size_of::<Params>() as u64;
+const UNIFORM_USAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::UNIFORM.union(wgpu::BufferUsages::COPY_DST);
+
+impl BatchNorm1d {
+    /// Creates a module in training mode with PyTorch's initial values:
+    /// weight 1, bias 0, running_mean 0, running_var 1, num_batches_tracked 0.
+    pub fn new(ctx: &GpuContext, cfg: BatchNorm1dConfig) -> Result<Self> {
+        cfg.validate()?;
+        let nf = cfg.num_features;
+        let state_bytes = (4 * nf as u64) * 4;
+        if state_bytes > ctx.device().limits().max_storage_buffer_binding_size {
+            return Err(Error::TooLarge(format!("num_features {nf}")));
+        }
+        let uniform = UNIFORM_USAGE;
+        let (state, ws) = ctx.scoped(|| {
+            let state = OwnedBuffer::new(
+                ctx,
+                "batchnorm/state",
+                crate::tensor::padded_bytes(4 * nf),
+                crate::tensor::TENSOR_USAGE,
+            );
+            let ws = Workspace {
+                forward_uniform: OwnedBuffer::new(
+                    ctx,
+                    "batchnorm/forward-params",
+                    UNIFORM_SIZE,
+                    uniform,
+                ),
+                backward_uniform: OwnedBuffer::new(
+                    ctx,
+                    "batchnorm/backward-params",
+                    UNIFORM_SIZE,
+                    uniform,
+                ),
+                partials: None,
+                chan: None,
+            };
+            Ok((state, ws))
+        })?;
+        let mut bn = Self {
+            ctx: ctx.clone(),
+            cfg,
+            training: true,
+            num_batches_tracked: 0,
+            state,
+            ws,
+            saved: None,
+        };
+        bn.reset_parameters()?;
+        Ok(bn)
+    }
+
+    /// The module's configuration.
+    pub fn config(&self) -> &BatchNorm1dConfig {
+        &self.cfg
+    }
+
+    /// The context the module runs on.
+    pub fn context(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    /// Switches to training mode (batch statistics, running-stat updates).
+    pub fn train(&mut self) {
+        self.training = true;
+    }
+
+    /// Switches to eval mode (running statistics when tracked).
+    pub fn eval(&mut self) {
+        self.training = false;
+    }
+
+    /// Whether the module is in training mode.
+    pub fn is_training(&self) -> bool {
+        self.training
+    }
+
+    /// Batches seen in training mode since the last reset.
+    pub fn num_batches_tracked(&self) -> u64 {
+        self.num_batches_tracked
+    }
+
+    /// Resets running_mean to 0, running_var to 1 and num_batches_tracked to 0.
+    pub fn reset_running_stats(&mut self) -> Result<()> {
+        let nf = self.cfg.num_features;
+        self.write_slot(Slot::RunningMean, &vec![0.0; nf])?;
+        self.write_slot(Slot::RunningVar, &vec![1.0; nf])?;
+        self.num_batches_tracked = 0;
+        Ok(())
+    }
+
+    /// Resets the running statistics and sets weight to 1 and bias to 0.
+    pub fn reset_parameters(&mut self) -> Result<()> {
+        let nf = self.cfg.num_features;
+        self.reset_running_stats()?;
+        self.write_slot(Slot::Weight, &vec![1.0; nf])?;
+        self.write_slot(Slot::Bias, &vec![0.0; nf])
+    }
+
+    fn write_slot(&self, slot: Slot, values: &[f32]) -> Result<()> {
+        let offset = (slot as u64) * (self.cfg.num_features as u64) * 4;
+        self.ctx.scoped(|| {
+            self.ctx
+                .queue()
+                .write_buffer(&self.state.buffer, offset, bytemuck::cast_slice(values));
+            Ok(())
+        })
+    }
+
+    fn read_slot(&self, slot: Slot) -> Result<Vec<f32>> {
+        let nf = self.cfg.num_features;
+        let offset = (slot as u64) * (nf as u64) * 4;
+        crate::tensor::read_buffer(&self.ctx, &self.state.buffer, offset, nf)
+    }
+
+    fn set_checked(&mut self, slot: Slot, name: &'static str, values: &[f32]) -> Result<()> {
+        let available = match slot {
+            Slot::Weight | Slot::Bias => self.cfg.affine,
+            Slot::RunningMean | Slot::RunningVar => self.cfg.track_running_stats,
+        };
+        if !available {
+            return Err(not_available(name));
+        }
+        semantics::check_len(name, values, self.cfg.num_features)?;
+        self.write_slot(slot, values)
+    }
+
+    fn get_checked(&self, slot: Slot, available: bool) -> Result<Option<Vec<f32>>> {
+        if !available {
+            self.ctx.check_alive()?;
+            return Ok(None);
+        }
+        self.read_slot(slot).map(Some)
+    }
+
+    /// Sets the per-channel weight (gamma). Errors when not affine or on a
+    /// length other than `num_features`.
+    pub fn set_weight(&mut self, values: &[f32]) -> Result<()> {
+        self.set_checked(Slot::Weight, "weight", values)
+    }
+
+    /// Sets the per-channel bias (beta).
+    pub fn set_bias(&mut self, values: &[f32]) -> Result<()> {
+        self.set_checked(Slot::Bias, "bias", values)
+    }
+
+    /// Sets running_mean. Errors when running statistics are not tracked.
+    pub fn set_running_mean(&mut self, values: &[f32]) -> Result<()> {
+        self.set_checked(Slot::RunningMean, "running_mean", values)
+    }
+
+    /// Sets running_var.
+    pub fn set_running_var(&mut self, values: &[f32]) -> Result<()> {
+        self.set_checked(Slot::RunningVar, "running_var", values)
+    }
+
+    /// Sets num_batches_tracked (as when loading a checkpoint).
+    pub fn set_num_batches_tracked(&mut self, value: u64) {
+        self.num_batches_tracked = value;
+    }
+
+    /// The weight, `Some` iff affine (reads back from the GPU).
+    pub fn weight(&self) -> Result<Option<Vec<f32>>> {
+        self.get_checked(Slot::Weight, self.cfg.affine)
+    }
+
+    /// The bias, `Some` iff affine.
+    pub fn bias(&self) -> Result<Option<Vec<f32>>> {
+        self.get_checked(Slot::Bias, self.cfg.affine)
+    }
+
+    /// The running mean, `Some` iff `track_running_stats`.
+    pub fn running_mean(&self) -> Result<Option<Vec<f32>>> {
+        self.get_checked(Slot::RunningMean, self.cfg.track_running_stats)
+    }
+
+    /// The running (unbiased) variance, `Some` iff `track_running_stats`.
+    pub fn running_var(&self) -> Result<Option<Vec<f32>>> {
+        self.get_checked(Slot::RunningVar, self.cfg.track_running_stats)
+    }
+
+    fn check_tensor(&self, t: &Tensor) -> Result<()> {
+        if !t.context().same_as(&self.ctx) {
+            return Err(Error::ContextMismatch);
+        }
+        self.ctx.check_alive()
+    }
+
+    /// Forward pass: normalizes `x` of shape `(N, C)` or `(N, C, L)`.
+    ///
+    /// In training mode (or without running statistics) it uses the batch
+    /// mean and biased variance and, when tracking, updates the running
+    /// statistics; in eval mode it uses the running statistics. One command
+    /// submission. A rejected call changes nothing.
+    pub fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
+        let ctx = self.ctx.clone();
+        let mut encoder = ctx
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("batchnorm/forward"),
+            });
+        let (y, commit) = ctx.scoped(|| {
+            let r = self.record_forward(&mut encoder, x)?;
+            ctx.queue().submit([encoder.finish()]);
+            Ok(r)
+        })?;
+        self.commit(commit);
+        Ok(y)
+    }
+
+    /// Records the forward pass into the caller's `encoder` without
+    /// submitting it, so batch norm joins the app's own command stream.
+    ///
+    /// The module's state (running statistics, `num_batches_tracked`, what
+    /// `backward` differentiates) advances as if the work ran; submit the
+    /// encoder before reading results. Record at most one forward (and one
+    /// backward) per module per submission: they share the module's
+    /// workspace buffers.
+    pub fn encode_forward(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+    ) -> Result<Tensor> {
+        let ctx = self.ctx.clone();
+        let (y, commit) = ctx.scoped(|| self.record_forward(encoder, x))?;
+        self.commit(commit);
+        Ok(y)
+    }
+
+    fn commit(&mut self, c: Commit) {
+        self.num_batches_tracked = c.num_batches_tracked;
+        self.saved = Some(c.saved);
+    }
+
+    fn record_forward(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+    ) -> Result<(Tensor, Commit)> {
+        let plan = semantics::plan_forward(&self.cfg, self.training, x.shape())?;
+        self.check_tensor(x)?;
+        let nbt = self.num_batches_tracked + u64::from(plan.track_step);
+        let y = Tensor::zeros(&self.ctx, x.shape())?;
+        if !plan.empty {
+            let factor = semantics::momentum_factor(&self.cfg, nbt) as f32;
+            self.encode_forward_passes(encoder, x, &y, &plan, factor)?;
+        }
+        let saved = Saved {
+            input: x.clone(),
+            layout: plan.layout,
+            batch_stats: plan.batch_stats,
+            empty: plan.empty,
+        };
+        Ok((
+            y,
+            Commit {
+                num_batches_tracked: nbt,
+                saved,
+            },
+        ))
+    }
+
+    fn flags(&self, plan_batch_stats: bool, update_running: bool) -> u32 {
+        let mut flags = 0;
+        if update_running {
+            flags |= FLAG_UPDATE_RUNNING;
+        }
+        if self.cfg.affine {
+            flags |= FLAG_AFFINE;
+        }
+        if plan_batch_stats {
+            flags |= FLAG_BATCH_STATS;
+        }
+        flags
+    }
+
+    /// Chunks `layout` for this device's binding limits.
+    fn exec_plan(&self, layout: &Layout) -> Result<ExecPlan> {
+        let limits = self.ctx.device().limits();
+        kernels::plan_exec(
+            layout,
+            limits.max_storage_buffer_binding_size,
+            u64::from(limits.min_storage_buffer_offset_alignment),
+        )
+        .map_err(Error::TooLarge)
+    }
+
+    /// Makes sure the workspace buffers hold `plan`'s partials and `C` channels.
+    fn reserve(&mut self, plan: &ExecPlan) -> Result<()> {
+        let c = plan.layout.c;
+        let need_partials = (plan.partial_count().max(1) as u64) * 16;
+        let need_chan = (2 * c.max(1) as u64) * 16;
+        let limit = self.ctx.device().limits().max_storage_buffer_binding_size;
+        if need_partials > limit || need_chan > limit {
+            return Err(Error::TooLarge(format!("{c} channels")));
+        }
+        let ctx = &self.ctx;
+        grow(
+            &mut self.ws.partials,
+            need_partials,
+            "batchnorm/partials",
+            ctx,
+            wgpu::BufferUsages::STORAGE,
+        );
+        grow(
+            &mut self.ws.chan,
+            need_chan,
+            "batchnorm/channel-terms",
+            ctx,
+            wgpu::BufferUsages::STORAGE,
+        );
+        Ok(())
+    }
+
+    fn encode_forward_passes(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+        y: &Tensor,
+        plan: &ForwardPlan,
+        momentum: f32,
+    ) -> Result<()> {
+        let layout = plan.layout;
+        let exec = self.exec_plan(&layout)?;
+        self.reserve(&exec)?;
+        let flags = self.flags(plan.batch_stats, plan.track_step);
+        let eps = self.cfg.eps as f32;
+        write_uniforms(
+            &self.ctx,
+            &mut self.ws.forward_uniform,
+            "batchnorm/forward-params",
+            &exec,
+            flags,
+            eps,
+            momentum,
+        )?;
+        let (partials, chan) = self.workspace()?;
+        let ctx = &self.ctx;
+        let k = ctx.kernels();
+        let device = ctx.device();
+        let uniforms = &self.ws.forward_uniform;
+        let state = self.state.buffer.as_entire_binding();
+        let head = x.window(0, exec.head);
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("batchnorm/forward"),
+            timestamp_writes: None,
+        });
+        if plan.batch_stats {
+            for (i, chunk) in exec.chunks.iter().enumerate() {
+                let xs = x.window(chunk.start, chunk.count);
+                kernels::dispatch(
+                    device,
+                    &mut pass,
+                    &k.moments_partial,
+                    "batchnorm/moments_partial",
+                    &[
+                        (0, uniform_slot(ctx, uniforms, i + 1)),
+                        (1, xs),
+                        (4, partials.clone()),
+                        (7, head.clone()),
+                    ],
+                    chunk.reduce.groups(),
+                );
+            }
+            kernels::dispatch(
+                device,
+                &mut pass,
+                &k.moments_finalize,
+                "batchnorm/moments_finalize",
+                &[
+                    (0, uniform_slot(ctx, uniforms, 0)),
+                    (2, partials),
+                    (7, head),
+                    (3, state),
+                    (4, chan.clone()),
+                ],
+                kernels::channel_groups(layout.c),
+            );
+        } else {
+            kernels::dispatch(
+                device,
+                &mut pass,
+                &k.eval_prepare,
+                "batchnorm/eval_prepare",
+                &[
+                    (0, uniform_slot(ctx, uniforms, 0)),
+                    (3, state),
+                    (4, chan.clone()),
+                ],
+                kernels::channel_groups(layout.c),
+            );
+        }
+        for (i, chunk) in exec.chunks.iter().enumerate() {
+            let (start, count) = (chunk.start, chunk.count);
+            kernels::dispatch(
+                device,
+                &mut pass,
+                &k.normalize,
+                "batchnorm/normalize",
+                &[
+                    (0, uniform_slot(ctx, uniforms, i + 1)),
+                    (1, x.window(start, count)),
+                    (3, chan.clone()),
+                    (4, y.window(start, count)),
+                ],
+                kernels::elementwise_groups(count),
+            );
+        }
+        Ok(())
+    }
+
+    fn workspace(&self) -> Result<(wgpu::BindingResource<'_>, wgpu::BindingResource<'_>)> {
+        match (&self.ws.partials, &self.ws.chan) {
+            (Some(p), Some(c)) => Ok((p.buffer.as_entire_binding(), c.buffer.as_entire_binding())),
+            _ => Err(Error::InvalidArgument("workspace not reserved".into())),
+        }
+    }
+
+    /// Backward pass: gradients of the most recent successful forward for
+    /// `grad_output` (same shape as that forward's input). One submission.
+    ///
+    /// Training (batch statistics):
+    /// `dx = weight * invstd * (dy - mean(dy) - x_hat * mean(dy * x_hat))`;
+    /// eval with running statistics: `dx = dy * weight * invstd(running_var)`.
+    /// `grad_weight = sum(dy * x_hat)`, `grad_bias = sum(dy)` per channel.
+    pub fn backward(&mut self, grad_output: &Tensor) -> Result<Gradients> {
+        let ctx = self.ctx.clone();
+        let mut encoder = ctx
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("batchnorm/backward"),
+            });
+        ctx.scoped(|| {
+            let g = self.encode_backward(&mut encoder, grad_output)?;
+            ctx.queue().submit([encoder.finish()]);
+            Ok(g)
+        })
+    }
+
+    /// Records the backward pass into the caller's `encoder` without submitting.
+    pub fn encode_backward(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        grad_output: &Tensor,
+    ) -> Result<Gradients> {
+        let saved = self.saved.clone().ok_or(Error::NoForward)?;
+        self.check_tensor(grad_output)?;
+        if grad_output.shape() != saved.input.shape() {
+            return Err(Error::ShapeMismatch {
+                expected: saved.input.shape().to_vec(),
+                actual: grad_output.shape().to_vec(),
+            });
+        }
+        let layout = saved.layout;
+        let ctx = self.ctx.clone();
+        let grad_input = Tensor::zeros(&ctx, grad_output.shape())?;
+        let gc = if saved.empty {
+            self.cfg.num_features
+        } else {
+            layout.c
+        };
+        let grad_weight = Tensor::zeros(&ctx, &[gc])?;
+        let grad_bias = Tensor::zeros(&ctx, &[gc])?;
+        if !saved.empty {
+            ctx.scoped(|| {
+                self.encode_backward_passes(
+                    encoder,
+                    &saved,
+                    grad_output,
+                    &grad_input,
+                    &grad_weight,
+                    &grad_bias,
+                )
+            })?;
+        }
+        let affine = self.cfg.affine;
+        Ok(Gradients {
+            grad_input,
+            grad_weight: affine.then_some(grad_weight),
+            grad_bias: affine.then_some(grad_bias),
+        })
+    }
+
+    fn encode_backward_passes(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        saved: &Saved,
+        dy: &Tensor,
+        dx: &Tensor,
+        gw: &Tensor,
+        gb: &Tensor,
+    ) -> Result<()> {
+        let layout = saved.layout;
+        let exec = self.exec_plan(&layout)?;
+        let flags = self.flags(saved.batch_stats, false);
+        let eps = self.cfg.eps as f32;
+        write_uniforms(
+            &self.ctx,
+            &mut self.ws.backward_uniform,
+            "batchnorm/backward-params",
+            &exec,
+            flags,
+            eps,
+            0.0,
+        )?;
+        let (partials, chan) = self.workspace()?;
+        let ctx = &self.ctx;
+        let k = ctx.kernels();
+        let device = ctx.device();
+        let uniforms = &self.ws.backward_uniform;
+        let x = &saved.input;
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("batchnorm/backward"),
+            timestamp_writes: None,
+        });
+        for (i, chunk) in exec.chunks.iter().enumerate() {
+            let (start, count) = (chunk.start, chunk.count);
+            kernels::dispatch(
+                device,
+                &mut pass,
+                &k.grads_partial,
+                "batchnorm/grads_partial",
+                &[
+                    (0, uniform_slot(ctx, uniforms, i + 1)),
+                    (1, x.window(start, count)),
+                    (2, dy.window(start, count)),
+                    (3, chan.clone()),
+                    (4, partials.clone()),
+                ],
+                chunk.reduce.groups(),
+            );
+        }
+        kernels::dispatch(
+            device,
+            &mut pass,
+            &k.grads_finalize,
+            "batchnorm/grads_finalize",
+            &[
+                (0, uniform_slot(ctx, uniforms, 0)),
+                (2, partials),
+                (4, chan.clone()),
+                (5, gw.binding()),
+                (6, gb.binding()),
+            ],
+            kernels::channel_groups(layout.c),
+        );
+        for (i, chunk) in exec.chunks.iter().enumerate() {
+            let (start, count) = (chunk.start, chunk.count);
+            kernels::dispatch(
+                device,
+                &mut pass,
+                &k.grad_input,
+                "batchnorm/grad_input",
+                &[
+                    (0, uniform_slot(ctx, uniforms, i + 1)),
+                    (1, x.window(start, count)),
+                    (2, dy.window(start, count)),
+                    (3, chan.clone()),
+                    (4, dx.window(start, count)),
+                ],
+                kernels::elementwise_groups(count),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Bytes between uniform slots: one `Params` per aligned slot.
+fn uniform_stride(ctx: &GpuContext) -> u64 {
+    u64::from(ctx.device().limits().min_uniform_buffer_offset_alignment).max(UNIFORM_SIZE)
+}
+
+/// Grows `slot` to at least `need` bytes (never shrinks).
+fn grow(
+    slot: &mut Option<OwnedBuffer>,
+    need: u64,
+    label: &str,
+    ctx: &GpuContext,
+    usage: wgpu::BufferUsages,
+) {
+    if slot.as_ref().is_none_or(|b| b.buffer.size() < need) {
+        *slot = Some(OwnedBuffer::new(ctx, label, need, usage));
+    }
+}
+
+/// Writes slot 0 (totals, for the finalize steps) and one slot per chunk.
+fn write_uniforms(
+    ctx: &GpuContext,
+    buffer: &mut OwnedBuffer,
+    label: &str,
+    exec: &ExecPlan,
+    flags: u32,
+    eps: f32,
+    momentum: f32,
+) -> Result<()> {
+    let slots = 1 + exec.chunks.len();
+    let stride = uniform_stride(ctx);
+    let mut bytes = vec![0u8; slots * stride as usize];
+    let mut put = |slot: usize, p: Params| {
+        let at = slot * stride as usize;
+        bytes[at..at + std::mem::size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(&p));
+    };
+    put(0, exec.total_params(flags, eps, momentum));
+    for k in 0..exec.chunks.len() {
+        put(k + 1, exec.chunk_params(k, flags, eps, momentum));
+    }
+    if buffer.buffer.size() < bytes.len() as u64 {
+        *buffer = OwnedBuffer::new(ctx, label, bytes.len() as u64, UNIFORM_USAGE);
+    }
+    ctx.queue().write_buffer(&buffer.buffer, 0, &bytes);
+    Ok(())
+}
+
+/// Binding of uniform slot `i` of a buffer written by [`write_uniforms`].
+fn uniform_slot<'a>(
+    ctx: &GpuContext,
+    buffer: &'a OwnedBuffer,
+    i: usize,
+) -> wgpu::BindingResource<'a> {
+    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+        buffer: &buffer.buffer,
+        offset: i as u64 * uniform_stride(ctx),
+        size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
+    })
+}
+
+/// State changes of a forward, applied only once the GPU work was accepted.
+struct Commit {
+    num_batches_tracked: u64,
+    saved: Saved,
+}
+
+fn not_available(name: &'static str) -> Error {
+    match name {
+        "weight" | "bias" => Error::NotAvailable(name, "the module is not affine"),
+        _ => Error::NotAvailable(name, "the module does not track running statistics"),
+    }
+}

@@ -1,0 +1,95 @@
+//! [`BatchNorm1dConfig`]: the constructor arguments of `torch.nn.BatchNorm1d`.
+
+use crate::error::{Error, Result};
+
+/// Configuration of a [`BatchNorm1d`](crate::BatchNorm1d) module, with
+/// PyTorch's defaults: `eps = 1e-5`, `momentum = Some(0.1)`, `affine = true`,
+/// `track_running_stats = true`.
+///
+/// ```
+/// use wgpu_batchnorm::BatchNorm1dConfig;
+/// let cfg = BatchNorm1dConfig::new(16).eps(1e-3).momentum(None).affine(false);
+/// assert_eq!(cfg.num_features, 16);
+/// assert!(cfg.validate().is_ok());
+/// assert!(BatchNorm1dConfig::new(0).validate().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchNorm1dConfig {
+    /// `C`, the number of channels.
+    pub num_features: usize,
+    /// Added to the variance before the square root; finite and > 0.
+    pub eps: f64,
+    /// Running-statistics factor in `[0, 1]`; `None` is the cumulative
+    /// average (`1 / num_batches_tracked`).
+    pub momentum: Option<f64>,
+    /// Learnable per-channel `weight` (init 1) and `bias` (init 0).
+    pub affine: bool,
+    /// Keep `running_mean` (init 0), `running_var` (init 1) and
+    /// `num_batches_tracked`; when false, batch statistics are used in eval too.
+    pub track_running_stats: bool,
+}
+
+impl BatchNorm1dConfig {
+    /// PyTorch defaults for `num_features` channels.
+    pub fn new(num_features: usize) -> Self {
+        Self {
+            num_features,
+            eps: 1e-5,
+            momentum: Some(0.1),
+            affine: true,
+            track_running_stats: true,
+        }
+    }
+
+    /// Sets `eps`.
+    pub fn eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+
+    /// Sets `momentum` (`None`: cumulative moving average).
+    pub fn momentum(mut self, momentum: Option<f64>) -> Self {
+        self.momentum = momentum;
+        self
+    }
+
+    /// Sets `affine`.
+    pub fn affine(mut self, affine: bool) -> Self {
+        self.affine = affine;
+        self
+    }
+
+    /// Sets `track_running_stats`.
+    pub fn track_running_stats(mut self, track: bool) -> Self {
+        self.track_running_stats = track;
+        self
+    }
+
+    /// Checks the values: `num_features > 0`, `eps` finite and `> 0`,
+    /// `momentum` in `[0, 1]`.
+    pub fn validate(&self) -> Result<()> {
+        if self.num_features == 0 {
+            return Err(Error::InvalidConfig("num_features must be > 0".into()));
+        }
+        if u32::try_from(self.num_features).is_err() {
+            return Err(Error::InvalidConfig(format!(
+                "num_features {} exceeds u32::MAX",
+                self.num_features
+            )));
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return Err(Error::InvalidConfig(format!(
+                "eps must be finite and > 0, got {}",
+                self.eps
+            )));
+        }
+        if let Some(m) = self.momentum {
+            if !(0.0..=1.0).contains(&m) {
+                return Err(Error::InvalidConfig(format!(
+                    "momentum must be in [0, 1], got {m}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}

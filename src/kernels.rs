@@ -1,0 +1,362 @@
+//! Compute pipelines and their dispatch: shader sources, the uniform block,
+//! the reduction plan, and helpers that record passes into an encoder.
+
+use crate::semantics::Layout;
+
+/// Threads per workgroup in every kernel (`WG` in `shaders/common.wgsl`).
+pub(crate) const WG: u32 = 256;
+/// Aim for about this many workgroups in a reduction pass.
+const TARGET_GROUPS: usize = 512;
+/// A reduction thread folds at least this many values before merging.
+const MIN_VALUES_PER_THREAD: usize = 8;
+/// Upper bound on reduction segments per channel (finalize merges them serially).
+const MAX_SEGMENTS: usize = 1024;
+
+/// WGSL sources: the shared prelude and one file per kernel family.
+pub mod sources {
+    /// Uniform block and helpers prepended to every kernel file.
+    pub const COMMON: &str = include_str!("../shaders/common.wgsl");
+    /// Per-channel partial reductions (moments and gradient sums).
+    pub const REDUCE: &str = include_str!("../shaders/reduce.wgsl");
+    /// Per-channel finalize steps.
+    pub const FINALIZE: &str = include_str!("../shaders/finalize.wgsl");
+    /// Normalize and grad-input elementwise passes.
+    pub const ELEMENTWISE: &str = include_str!("../shaders/elementwise.wgsl");
+    /// The vec4 copy kernel used as the benchmarks' bandwidth baseline.
+    pub const COPY: &str = include_str!("../shaders/copy.wgsl");
+
+    /// `(name, complete WGSL module)` for every shader the crate compiles,
+    /// plus the copy baseline; used by the pipeline cache and the naga test.
+    pub fn modules() -> Vec<(&'static str, String)> {
+        vec![
+            ("reduce", format!("{COMMON}\n{REDUCE}")),
+            ("finalize", format!("{COMMON}\n{FINALIZE}")),
+            ("elementwise", format!("{COMMON}\n{ELEMENTWISE}")),
+            ("copy", COPY.to_string()),
+        ]
+    }
+}
+
+/// The uniform block shared by all kernels (`Params` in `common.wgsl`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct Params {
+    pub n: u32,
+    pub c: u32,
+    pub l: u32,
+    pub m: u32,
+    pub numel: u32,
+    pub cpw: u32,
+    pub tpc: u32,
+    pub tiles: u32,
+    pub segments: u32,
+    pub seg_len: u32,
+    pub flags: u32,
+    pub seg_base: u32,
+    pub eps: f32,
+    pub momentum: f32,
+    pub lead: u32,
+    pub pad: u32,
+}
+
+pub(crate) const FLAG_UPDATE_RUNNING: u32 = 1;
+pub(crate) const FLAG_AFFINE: u32 = 2;
+pub(crate) const FLAG_BATCH_STATS: u32 = 4;
+
+/// How a per-channel reduction is split over workgroups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReducePlan {
+    pub cpw: u32,
+    pub tpc: u32,
+    pub tiles: u32,
+    pub segments: u32,
+    pub seg_len: u32,
+}
+
+impl ReducePlan {
+    /// Workgroups of the partial pass.
+    pub fn groups(&self) -> u32 {
+        self.tiles * self.segments
+    }
+}
+
+/// Chooses the reduction split for a layout (`per_channel > 0`).
+pub(crate) fn plan_reduce(layout: &Layout) -> ReducePlan {
+    let wg = WG as usize;
+    let cpw = if layout.l == 1 {
+        layout.c.next_power_of_two().min(64)
+    } else {
+        1
+    };
+    let tpc = wg / cpw;
+    let tiles = layout.c.div_ceil(cpw);
+    let m = layout.per_channel().max(1);
+    let max_segments = m
+        .div_ceil(tpc * MIN_VALUES_PER_THREAD)
+        .clamp(1, MAX_SEGMENTS);
+    let segments = TARGET_GROUPS.div_ceil(tiles).clamp(1, max_segments);
+    let seg_len = m.div_ceil(segments);
+    let segments = m.div_ceil(seg_len);
+    ReducePlan {
+        cpw: cpw as u32,
+        tpc: tpc as u32,
+        tiles: tiles as u32,
+        segments: segments as u32,
+        seg_len: seg_len as u32,
+    }
+}
+
+/// One chunk of a tensor: an element range small enough for one storage
+/// binding, starting on an aligned offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Chunk {
+    /// First element of the chunk.
+    pub start: usize,
+    /// Elements in the chunk.
+    pub count: usize,
+    /// Elements between the start of the chunk's first row and `start`.
+    pub lead: usize,
+    /// The rows the chunk overlaps, viewed as a `(rows, C, L)` tensor.
+    pub layout: Layout,
+    /// Reduction split over those rows.
+    pub reduce: ReducePlan,
+    /// Index of the chunk's first segment among all partials.
+    pub seg_base: u32,
+}
+
+/// How one op over a whole tensor is dispatched: chunks within
+/// `max_storage_buffer_binding_size`, whose partials the finalize steps
+/// merge in segment order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ExecPlan {
+    pub layout: Layout,
+    pub chunks: Vec<Chunk>,
+    pub total_segments: u32,
+    /// Elements of the first row that are bound for the per-channel shift.
+    pub head: usize,
+}
+
+/// Splits a non-empty `layout` into chunks whose bytes fit `max_binding`
+/// and start at multiples of `align` bytes.
+pub(crate) fn plan_exec(layout: &Layout, max_binding: u64, align: u64) -> Result<ExecPlan, String> {
+    let numel = layout.numel();
+    let row = layout.c * layout.l;
+    let align_elems = (align.max(16) / 4) as usize;
+    let max_elems = (max_binding / 4) as usize / align_elems * align_elems;
+    if max_elems == 0 {
+        return Err(format!(
+            "storage bindings of {max_binding} bytes are too small"
+        ));
+    }
+    let chunk_elems = if numel <= max_elems { numel } else { max_elems };
+    let mut chunks = Vec::new();
+    let mut seg_base = 0u32;
+    let mut start = 0;
+    while start < numel {
+        let count = chunk_elems.min(numel - start);
+        let row0 = start / row;
+        let row1 = (start + count).div_ceil(row);
+        let sub = Layout {
+            n: row1 - row0,
+            ..*layout
+        };
+        let reduce = plan_reduce(&sub);
+        chunks.push(Chunk {
+            start,
+            count,
+            lead: start - row0 * row,
+            layout: sub,
+            reduce,
+            seg_base,
+        });
+        seg_base = seg_base
+            .checked_add(reduce.segments)
+            .ok_or_else(|| "too many reduction segments".to_string())?;
+        start += count;
+    }
+    Ok(ExecPlan {
+        layout: *layout,
+        chunks,
+        total_segments: seg_base,
+        head: row.min(max_elems),
+    })
+}
+
+impl ExecPlan {
+    /// Params of chunk `k` (the reduction and elementwise dispatches).
+    pub fn chunk_params(&self, k: usize, flags: u32, eps: f32, momentum: f32) -> Params {
+        let ch = &self.chunks[k];
+        Params {
+            seg_base: ch.seg_base,
+            numel: ch.count as u32,
+            lead: ch.lead as u32,
+            ..Params::new(&ch.layout, &ch.reduce, flags, eps, momentum)
+        }
+    }
+
+    /// Params of the per-channel finalize steps: totals over all chunks.
+    pub fn total_params(&self, flags: u32, eps: f32, momentum: f32) -> Params {
+        let reduce = ReducePlan {
+            segments: self.total_segments,
+            ..self.chunks.first().map(|c| c.reduce).unwrap_or(ReducePlan {
+                cpw: 1,
+                tpc: WG,
+                tiles: 0,
+                segments: 0,
+                seg_len: 0,
+            })
+        };
+        Params::new(&self.layout, &reduce, flags, eps, momentum)
+    }
+
+    /// Partial states written by all chunks.
+    pub fn partial_count(&self) -> usize {
+        self.total_segments as usize * self.layout.c
+    }
+}
+
+impl Params {
+    /// The uniform block for `layout` and `plan`.
+    pub fn new(layout: &Layout, plan: &ReducePlan, flags: u32, eps: f32, momentum: f32) -> Self {
+        Self {
+            n: layout.n as u32,
+            c: layout.c as u32,
+            l: layout.l as u32,
+            m: layout.per_channel() as u32,
+            numel: layout.numel() as u32,
+            cpw: plan.cpw,
+            tpc: plan.tpc,
+            tiles: plan.tiles,
+            segments: plan.segments,
+            seg_len: plan.seg_len,
+            flags,
+            eps,
+            momentum,
+            ..Default::default()
+        }
+    }
+}
+
+/// Every compute pipeline, compiled once per [`GpuContext`](crate::GpuContext).
+pub(crate) struct Kernels {
+    pub moments_partial: wgpu::ComputePipeline,
+    pub grads_partial: wgpu::ComputePipeline,
+    pub moments_finalize: wgpu::ComputePipeline,
+    pub eval_prepare: wgpu::ComputePipeline,
+    pub grads_finalize: wgpu::ComputePipeline,
+    pub normalize: wgpu::ComputePipeline,
+    pub grad_input: wgpu::ComputePipeline,
+}
+
+fn pipeline(
+    device: &wgpu::Device,
+    module: &wgpu::ShaderModule,
+    entry: &str,
+    label: &str,
+) -> wgpu::ComputePipeline {
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(label),
+        layout: None,
+        module,
+        entry_point: Some(entry),
+        compilation_options: Default::default(),
+        cache: None,
+    })
+}
+
+fn module(device: &wgpu::Device, label: &str, source: String) -> wgpu::ShaderModule {
+    device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(label),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    })
+}
+
+impl Kernels {
+    /// Compiles every pipeline (errors surface through the caller's error scope).
+    pub fn new(device: &wgpu::Device) -> Self {
+        use sources::*;
+        let reduce = module(device, "batchnorm/reduce", format!("{COMMON}\n{REDUCE}"));
+        let finalize = module(
+            device,
+            "batchnorm/finalize",
+            format!("{COMMON}\n{FINALIZE}"),
+        );
+        let elementwise = module(
+            device,
+            "batchnorm/elementwise",
+            format!("{COMMON}\n{ELEMENTWISE}"),
+        );
+        Self {
+            moments_partial: pipeline(
+                device,
+                &reduce,
+                "moments_partial",
+                "batchnorm/moments_partial",
+            ),
+            grads_partial: pipeline(device, &reduce, "grads_partial", "batchnorm/grads_partial"),
+            moments_finalize: pipeline(
+                device,
+                &finalize,
+                "moments_finalize",
+                "batchnorm/moments_finalize",
+            ),
+            eval_prepare: pipeline(device, &finalize, "eval_prepare", "batchnorm/eval_prepare"),
+            grads_finalize: pipeline(
+                device,
+                &finalize,
+                "grads_finalize",
+                "batchnorm/grads_finalize",
+            ),
+            normalize: pipeline(device, &elementwise, "normalize", "batchnorm/normalize"),
+            grad_input: pipeline(device, &elementwise, "grad_input", "batchnorm/grad_input"),
+        }
+    }
+}
+
+/// Splits `groups` workgroups over a 2-D grid within the per-dimension limit.
+pub(crate) fn grid(groups: u32, max_dim: u32) -> (u32, u32) {
+    let groups = groups.max(1);
+    if groups <= max_dim {
+        return (groups, 1);
+    }
+    let gy = groups.div_ceil(max_dim);
+    (groups.div_ceil(gy), gy)
+}
+
+/// Records one dispatch of `pipeline` with the given bindings into `pass`.
+pub(crate) fn dispatch(
+    device: &wgpu::Device,
+    pass: &mut wgpu::ComputePass<'_>,
+    pipeline: &wgpu::ComputePipeline,
+    label: &str,
+    entries: &[(u32, wgpu::BindingResource<'_>)],
+    groups: u32,
+) {
+    let layout = pipeline.get_bind_group_layout(0);
+    let entries: Vec<wgpu::BindGroupEntry<'_>> = entries
+        .iter()
+        .map(|(binding, resource)| wgpu::BindGroupEntry {
+            binding: *binding,
+            resource: resource.clone(),
+        })
+        .collect();
+    let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some(label),
+        layout: &layout,
+        entries: &entries,
+    });
+    let (gx, gy) = grid(groups, device.limits().max_compute_workgroups_per_dimension);
+    pass.set_pipeline(pipeline);
+    pass.set_bind_group(0, &bind_group, &[]);
+    pass.dispatch_workgroups(gx, gy, 1);
+}
+
+/// Workgroups for one thread per channel.
+pub(crate) fn channel_groups(c: usize) -> u32 {
+    (c as u32).div_ceil(WG)
+}
+
+/// Workgroups for the elementwise kernels (four values per thread).
+pub(crate) fn elementwise_groups(numel: usize) -> u32 {
+    (numel as u32).div_ceil(4).div_ceil(WG)
+}

@@ -1,0 +1,183 @@
+//! GPU module against the CPU reference on random shapes, configs, data and
+//! train/eval sequences (proptest), covering both reduction layouts.
+
+mod common;
+
+use proptest::prelude::*;
+use std::sync::OnceLock;
+use wgpu_batchnorm::{cpu, BatchNorm1d, BatchNorm1dConfig, GpuContext, Tensor};
+
+fn ctx() -> Option<&'static GpuContext> {
+    static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(common::context).as_ref()
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    shape: Vec<usize>,
+    cfg: BatchNorm1dConfig,
+    steps: Vec<bool>,
+    seed: u64,
+    offset: f64,
+    sd: f64,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        prop_oneof![
+            (0usize..48, 1usize..70).prop_map(|(n, c)| vec![n, c]),
+            (0usize..12, 1usize..20, 0usize..40).prop_map(|(n, c, l)| vec![n, c, l]),
+        ],
+        (
+            prop_oneof![Just(1e-5), Just(1e-3), Just(0.5)],
+            prop_oneof![
+                Just(Some(0.1)),
+                Just(None),
+                Just(Some(0.0)),
+                Just(Some(1.0))
+            ],
+            any::<bool>(),
+            any::<bool>(),
+        ),
+        proptest::collection::vec(any::<bool>(), 1..4),
+        any::<u64>(),
+        -100.0f64..100.0,
+        prop_oneof![Just(0.01), Just(1.0), Just(30.0)],
+    )
+        .prop_map(
+            |(shape, (eps, momentum, affine, track), steps, seed, offset, sd)| {
+                let c = shape[1];
+                Case {
+                    shape,
+                    cfg: BatchNorm1dConfig::new(c)
+                        .eps(eps)
+                        .momentum(momentum)
+                        .affine(affine)
+                        .track_running_stats(track),
+                    steps,
+                    seed,
+                    offset,
+                    sd,
+                }
+            },
+        )
+}
+
+fn run(ctx: &GpuContext, case: &Case) -> Result<(), String> {
+    let mut rng = common::Rng(case.seed | 1);
+    let mut gpu = BatchNorm1d::new(ctx, case.cfg.clone()).map_err(|e| e.to_string())?;
+    let mut cpu = cpu::BatchNorm1d::new(case.cfg.clone()).map_err(|e| e.to_string())?;
+    let nf = case.cfg.num_features;
+    if case.cfg.affine {
+        let w = rng.normals(nf, 1.0, 0.5);
+        let b = rng.normals(nf, 0.0, 0.5);
+        gpu.set_weight(&w).map_err(|e| e.to_string())?;
+        gpu.set_bias(&b).map_err(|e| e.to_string())?;
+        cpu.set_weight(&w).map_err(|e| e.to_string())?;
+        cpu.set_bias(&b).map_err(|e| e.to_string())?;
+    }
+    let numel: usize = case.shape.iter().product();
+    for (i, &train) in case.steps.iter().enumerate() {
+        if train {
+            gpu.train();
+            cpu.train();
+        } else {
+            gpu.eval();
+            cpu.eval();
+        }
+        let x = rng.normals(numel, case.offset, case.sd);
+        let dy = rng.normals(numel, 0.0, 1.0);
+        let tx = Tensor::from_slice(ctx, &x, &case.shape).map_err(|e| e.to_string())?;
+        let g = gpu.forward(&tx);
+        let c = cpu.forward(&x, &case.shape);
+        let at = |w: &str| format!("step {i} {w}");
+        match (g, c) {
+            (Err(a), Err(b)) => {
+                if a.to_string() != b.to_string() {
+                    return Err(at(&format!("errors differ: {a} vs {b}")));
+                }
+            }
+            (Ok(y), Ok(want)) => {
+                let got = y.to_vec().map_err(|e| e.to_string())?;
+                let want: Vec<f64> = want.iter().map(|&v| f64::from(v)).collect();
+                common::check_close(&at("output"), &got, &want, 2e-4)?;
+                let tdy = Tensor::from_slice(ctx, &dy, &case.shape).map_err(|e| e.to_string())?;
+                let gg = gpu.backward(&tdy).map_err(|e| e.to_string())?;
+                let cg = cpu.backward(&dy).map_err(|e| e.to_string())?;
+                let f = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
+                let gi = gg.grad_input.to_vec().map_err(|e| e.to_string())?;
+                common::check_close(&at("grad_input"), &gi, &f(&cg.grad_input), 1e-3)?;
+                for (name, a, b) in [
+                    ("grad_weight", gg.grad_weight, cg.grad_weight),
+                    ("grad_bias", gg.grad_bias, cg.grad_bias),
+                ] {
+                    match (a, b) {
+                        (Some(a), Some(b)) => {
+                            let a = a.to_vec().map_err(|e| e.to_string())?;
+                            common::check_close(&at(name), &a, &f(&b), 1e-3)?;
+                        }
+                        (None, None) => {}
+                        _ => return Err(at(&format!("{name} presence differs"))),
+                    }
+                }
+            }
+            (a, b) => return Err(at(&format!("gpu {:?} vs cpu {:?}", a.err(), b.err()))),
+        }
+        if gpu.num_batches_tracked() != cpu.num_batches_tracked() {
+            return Err(at("num_batches_tracked differs"));
+        }
+        let f =
+            |v: Option<Vec<f32>>| v.map(|v| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>());
+        let rm = gpu.running_mean().map_err(|e| e.to_string())?;
+        let rv = gpu.running_var().map_err(|e| e.to_string())?;
+        match (rm, f(cpu.running_mean()), rv, f(cpu.running_var())) {
+            (Some(a), Some(b), Some(c), Some(d)) => {
+                common::check_close(&at("running_mean"), &a, &b, 1e-4)?;
+                common::check_close(&at("running_var"), &c, &d, 1e-4)?;
+            }
+            (None, None, None, None) => {}
+            _ => return Err(at("running stats presence differs")),
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn gpu_matches_cpu_reference(case in case()) {
+        let Some(ctx) = ctx() else { return Ok(()) };
+        if let Err(e) = run(ctx, &case) {
+            prop_assert!(false, "{e}\ncase: {case:?}");
+        }
+    }
+}
+
+/// Shapes that exercise many segments and both layouts with larger sizes.
+#[test]
+fn larger_shapes_match_reference() {
+    let Some(ctx) = ctx() else { return };
+    for (i, shape) in [
+        vec![4096, 3],
+        vec![1000, 257],
+        vec![3, 4097],
+        vec![64, 3, 1000],
+        vec![513, 7, 9],
+        vec![2, 100_000],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = shape[1];
+        let case = Case {
+            shape,
+            cfg: BatchNorm1dConfig::new(c),
+            steps: vec![true, false],
+            seed: 1000 + i as u64,
+            offset: 3.0,
+            sd: 2.0,
+        };
+        run(ctx, &case).unwrap_or_else(|e| panic!("{e}\n{case:?}"));
+    }
+}
