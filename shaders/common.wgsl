@@ -37,9 +37,15 @@ const WG: u32 = 256u;
 // chunk belong to the neighbouring chunk. The finalize steps see the totals.
 // Without chunking, lead = 0 and numel covers the whole tensor.
 
-// Workgroups are dispatched on a 2-D grid when one dimension is not enough.
+// Workgroups are dispatched on a 2-D grid when one dimension is not enough;
+// when even that exceeds the device's limits, every kernel strides over its
+// work by the number of workgroups launched.
 fn linear_group(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.y * nwg.x + wid.x;
+}
+
+fn group_count(nwg: vec3<u32>) -> u32 {
+    return nwg.x * nwg.y;
 }
 
 // The input's first row (n = 0), bound by the kernels that need the shift.

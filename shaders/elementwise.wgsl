@@ -16,11 +16,13 @@ fn normalize(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let i = linear_group(wid, nwg) * WG + li;
-    let e0 = i * 4u;
-    if (e0 >= P.numel) {
-        return;
+    for (var i = linear_group(wid, nwg) * WG + li; i * 4u < P.numel; i += group_count(nwg) * WG) {
+        normalize_vec4(i);
     }
+}
+
+fn normalize_vec4(i: u32) {
+    let e0 = i * 4u;
     let q = (e0 + P.lead) / P.l;
     var l = (e0 + P.lead) - q * P.l;
     var ch = q % P.c;
@@ -49,11 +51,13 @@ fn grad_input(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let i = linear_group(wid, nwg) * WG + li;
-    let e0 = i * 4u;
-    if (e0 >= P.numel) {
-        return;
+    for (var i = linear_group(wid, nwg) * WG + li; i * 4u < P.numel; i += group_count(nwg) * WG) {
+        grad_input_vec4(i);
     }
+}
+
+fn grad_input_vec4(i: u32) {
+    let e0 = i * 4u;
     let q = (e0 + P.lead) / P.l;
     var l = (e0 + P.lead) - q * P.l;
     var ch = q % P.c;

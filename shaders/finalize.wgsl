@@ -33,10 +33,12 @@ fn moments_finalize(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let ch = linear_group(wid, nwg) * WG + li;
-    if (ch >= P.c) {
-        return;
+    for (var ch = linear_group(wid, nwg) * WG + li; ch < P.c; ch += group_count(nwg) * WG) {
+        moments_finalize_channel(ch);
     }
+}
+
+fn moments_finalize_channel(ch: u32) {
     var st = vec4<f32>(0.0);
     for (var s = 0u; s < P.segments; s += 1u) {
         st = merge_moments(st, partials[s * P.c + ch]);
@@ -67,10 +69,12 @@ fn eval_prepare(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let ch = linear_group(wid, nwg) * WG + li;
-    if (ch >= P.c) {
-        return;
+    for (var ch = linear_group(wid, nwg) * WG + li; ch < P.c; ch += group_count(nwg) * WG) {
+        eval_prepare_channel(ch);
     }
+}
+
+fn eval_prepare_channel(ch: u32) {
     let invstd = 1.0 / sqrt(state[3u * P.c + ch] + P.eps);
     let wb = affine_of(ch);
     chan[2u * ch] = vec4<f32>(state[2u * P.c + ch], 0.0, invstd, wb.x * invstd);
@@ -83,10 +87,12 @@ fn grads_finalize(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let ch = linear_group(wid, nwg) * WG + li;
-    if (ch >= P.c) {
-        return;
+    for (var ch = linear_group(wid, nwg) * WG + li; ch < P.c; ch += group_count(nwg) * WG) {
+        grads_finalize_channel(ch);
     }
+}
+
+fn grads_finalize_channel(ch: u32) {
     var st = vec2<f32>(0.0);
     for (var s = 0u; s < P.segments; s += 1u) {
         st += partials[s * P.c + ch].xy;

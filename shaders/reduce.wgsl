@@ -75,7 +75,13 @@ fn moments_partial(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let s = slot_of(li, linear_group(wid, nwg));
+    for (var g = linear_group(wid, nwg); g < P.tiles * P.segments; g += group_count(nwg)) {
+        moments_group(li, g);
+    }
+}
+
+fn moments_group(li: u32, g: u32) {
+    let s = slot_of(li, g);
     var acc = vec4<f32>(0.0);
     if (s.valid) {
         let shift = shift_of(s.ch);
@@ -104,7 +110,13 @@ fn grads_partial(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let s = slot_of(li, linear_group(wid, nwg));
+    for (var g = linear_group(wid, nwg); g < P.tiles * P.segments; g += group_count(nwg)) {
+        grads_group(li, g);
+    }
+}
+
+fn grads_group(li: u32, g: u32) {
+    let s = slot_of(li, g);
     var acc = vec4<f32>(0.0);
     if (s.valid) {
         let a = chan[2u * s.ch]; // (shift, mean - shift, invstd, weight * invstd)

@@ -313,14 +313,16 @@ impl Kernels {
     }
 }
 
-/// Splits `groups` workgroups over a 2-D grid within the per-dimension limit.
+/// Splits `groups` workgroups over a 2-D grid within the per-dimension
+/// limit; beyond `max_dim^2` the kernels stride over the remaining work.
 pub(crate) fn grid(groups: u32, max_dim: u32) -> (u32, u32) {
     let groups = groups.max(1);
+    let max_dim = max_dim.max(1);
     if groups <= max_dim {
         return (groups, 1);
     }
-    let gy = groups.div_ceil(max_dim);
-    (groups.div_ceil(gy), gy)
+    let gy = groups.div_ceil(max_dim).min(max_dim);
+    (groups.div_ceil(gy).min(max_dim), gy)
 }
 
 /// Records one dispatch of `pipeline` with the given bindings into `pass`.

@@ -1,0 +1,112 @@
+//! Every WGSL module the crate compiles is parsed and validated with naga
+//! (the version wgpu uses) and translated to SPIR-V (Vulkan), MSL (Metal),
+//! HLSL (DX12) and GLSL ES 3.10 (wgpu's GL compute target), entry point by
+//! entry point. Any back end rejecting a shader fails with naga's error.
+
+use naga::back::{glsl, hlsl, msl, spv};
+use naga::valid::{Capabilities, ValidationFlags, Validator};
+use wgpu_batchnorm::kernels::sources;
+
+fn compile(name: &str, source: &str) -> Result<usize, String> {
+    let module = naga::front::wgsl::parse_str(source)
+        .map_err(|e| format!("{name}: WGSL parse error:\n{}", e.emit_to_string(source)))?;
+    let info = Validator::new(ValidationFlags::all(), Capabilities::default())
+        .validate(&module)
+        .map_err(|e| format!("{name}: validation error:\n{}", e.emit_to_string(source)))?;
+    let mut entries = 0;
+    for ep in &module.entry_points {
+        let stage = ep.stage;
+        let at = format!("{name}::{}", ep.name);
+        spv::write_vec(
+            &module,
+            &info,
+            &spv::Options::default(),
+            Some(&spv::PipelineOptions {
+                shader_stage: stage,
+                entry_point: ep.name.clone(),
+            }),
+        )
+        .map_err(|e| format!("{at}: SPIR-V: {e:?}"))?;
+        msl::write_string(
+            &module,
+            &info,
+            &msl::Options::default(),
+            &msl::PipelineOptions {
+                entry_point: Some((stage, ep.name.clone())),
+                ..Default::default()
+            },
+        )
+        .map_err(|e| format!("{at}: MSL: {e:?}"))?;
+        let hlsl_pipeline = hlsl::PipelineOptions {
+            entry_point: Some((stage, ep.name.clone())),
+        };
+        let hlsl_options = hlsl::Options::default();
+        let mut hlsl_out = String::new();
+        hlsl::Writer::new(&mut hlsl_out, &hlsl_options, &hlsl_pipeline)
+            .write(&module, &info, None)
+            .map_err(|e| format!("{at}: HLSL: {e:?}"))?;
+        let mut glsl_out = String::new();
+        let glsl_options = glsl::Options {
+            version: glsl::Version::new_gles(310),
+            ..Default::default()
+        };
+        let glsl_pipeline = glsl::PipelineOptions {
+            shader_stage: stage,
+            entry_point: ep.name.clone(),
+            multiview: None,
+        };
+        glsl::Writer::new(
+            &mut glsl_out,
+            &module,
+            &info,
+            &glsl_options,
+            &glsl_pipeline,
+            naga::proc::BoundsCheckPolicies::default(),
+        )
+        .and_then(|mut w| w.write())
+        .map_err(|e| format!("{at}: GLSL: {e:?}"))?;
+        entries += 1;
+    }
+    Ok(entries)
+}
+
+#[test]
+fn every_shader_translates_to_every_backend() {
+    let mut failures = Vec::new();
+    let mut entries = 0;
+    for (name, source) in sources::modules() {
+        match compile(name, &source) {
+            Ok(n) => entries += n,
+            Err(e) => failures.push(e),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    // reduce: 2, finalize: 3, elementwise: 2, copy: 1
+    assert_eq!(entries, 8);
+}
+
+#[test]
+fn every_wgsl_file_is_covered() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
+    let all: String = sources::modules().into_iter().map(|(_, s)| s).collect();
+    for entry in std::fs::read_dir(dir).expect("shaders dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) == Some("wgsl") {
+            let text = std::fs::read_to_string(&path).expect("read");
+            assert!(
+                all.contains(text.trim()),
+                "{} is not compiled by any module",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_broken_shader_is_reported() {
+    let broken = format!(
+        "{}\nfn oops() -> f32 {{ return undefined_name; }}",
+        sources::COMMON
+    );
+    assert!(compile("broken", &broken).is_err());
+}
