@@ -34,6 +34,8 @@ struct Workspace {
     backward_uniform: OwnedBuffer,
     partials: Option<OwnedBuffer>,
     chan: Option<OwnedBuffer>,
+    /// Per-channel gradient outputs of a non-affine module (never returned).
+    grad_scratch: Option<(Tensor, Tensor)>,
 }
 
 /// `torch.nn.BatchNorm1d` on the GPU.
@@ -107,6 +109,7 @@ impl BatchNorm1d {
                 ),
                 partials: None,
                 chan: None,
+                grad_scratch: None,
             };
             Ok((state, ws))
         })?;
@@ -259,26 +262,36 @@ impl BatchNorm1d {
         self.ctx.check_alive()
     }
 
-    /// Forward pass: normalizes `x` of shape `(N, C)` or `(N, C, L)`.
+    /// Forward pass: normalizes `x` of shape `(N, C)` or `(N, C, L)` into a
+    /// new tensor.
     ///
     /// In training mode (or without running statistics) it uses the batch
     /// mean and biased variance and, when tracking, updates the running
     /// statistics; in eval mode it uses the running statistics. One command
     /// submission. A rejected call changes nothing.
     pub fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
+        let y = Tensor::zeros(&self.ctx, x.shape())?;
+        self.forward_into(x, &y)?;
+        Ok(y)
+    }
+
+    /// Forward pass writing into `out` (same shape as `x`), so steady-state
+    /// loops allocate nothing. `out` must not alias `x`, and its buffer
+    /// needs room for the data rounded up to 16 bytes.
+    pub fn forward_into(&mut self, x: &Tensor, out: &Tensor) -> Result<()> {
         let ctx = self.ctx.clone();
         let mut encoder = ctx
             .device()
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("batchnorm/forward"),
             });
-        let (y, commit) = ctx.scoped(|| {
-            let r = self.record_forward(&mut encoder, x)?;
+        let commit = ctx.scoped(|| {
+            let c = self.record_forward(&mut encoder, x, out)?;
             ctx.queue().submit([encoder.finish()]);
-            Ok(r)
+            Ok(c)
         })?;
         self.commit(commit);
-        Ok(y)
+        Ok(())
     }
 
     /// Records the forward pass into the caller's `encoder` without
@@ -294,10 +307,22 @@ impl BatchNorm1d {
         encoder: &mut wgpu::CommandEncoder,
         x: &Tensor,
     ) -> Result<Tensor> {
-        let ctx = self.ctx.clone();
-        let (y, commit) = ctx.scoped(|| self.record_forward(encoder, x))?;
-        self.commit(commit);
+        let y = Tensor::zeros(&self.ctx, x.shape())?;
+        self.encode_forward_into(encoder, x, &y)?;
         Ok(y)
+    }
+
+    /// [`BatchNorm1d::encode_forward`] writing into `out`.
+    pub fn encode_forward_into(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+        out: &Tensor,
+    ) -> Result<()> {
+        let ctx = self.ctx.clone();
+        let commit = ctx.scoped(|| self.record_forward(encoder, x, out))?;
+        self.commit(commit);
+        Ok(())
     }
 
     fn commit(&mut self, c: Commit) {
@@ -305,18 +330,35 @@ impl BatchNorm1d {
         self.saved = Some(c.saved);
     }
 
+    fn check_output(&self, out: &Tensor, shape: &[usize], what: &'static str) -> Result<()> {
+        self.check_tensor(out)?;
+        if out.shape() != shape {
+            return Err(Error::ShapeMismatch {
+                expected: shape.to_vec(),
+                actual: out.shape().to_vec(),
+            });
+        }
+        if !out.is_padded() {
+            return Err(Error::InvalidArgument(format!(
+                "{what}: the buffer needs room for the data rounded up to 16 bytes"
+            )));
+        }
+        Ok(())
+    }
+
     fn record_forward(
         &mut self,
         encoder: &mut wgpu::CommandEncoder,
         x: &Tensor,
-    ) -> Result<(Tensor, Commit)> {
+        out: &Tensor,
+    ) -> Result<Commit> {
         let plan = semantics::plan_forward(&self.cfg, self.training, x.shape())?;
         self.check_tensor(x)?;
+        self.check_output(out, x.shape(), "forward output")?;
         let nbt = self.num_batches_tracked + u64::from(plan.track_step);
-        let y = Tensor::zeros(&self.ctx, x.shape())?;
         if !plan.empty {
             let factor = semantics::momentum_factor(&self.cfg, nbt) as f32;
-            self.encode_forward_passes(encoder, x, &y, &plan, factor)?;
+            self.encode_forward_passes(encoder, x, out, &plan, factor)?;
         }
         let saved = Saved {
             input: x.clone(),
@@ -324,13 +366,10 @@ impl BatchNorm1d {
             batch_stats: plan.batch_stats,
             empty: plan.empty,
         };
-        Ok((
-            y,
-            Commit {
-                num_batches_tracked: nbt,
-                saved,
-            },
-        ))
+        Ok(Commit {
+            num_batches_tracked: nbt,
+            saved,
+        })
     }
 
     fn flags(&self, plan_batch_stats: bool, update_running: bool) -> u32 {
@@ -497,6 +536,14 @@ impl BatchNorm1d {
     /// eval with running statistics: `dx = dy * weight * invstd(running_var)`.
     /// `grad_weight = sum(dy * x_hat)`, `grad_bias = sum(dy)` per channel.
     pub fn backward(&mut self, grad_output: &Tensor) -> Result<Gradients> {
+        let mut g = self.alloc_gradients(grad_output)?;
+        self.backward_into(grad_output, &mut g)?;
+        Ok(g)
+    }
+
+    /// Backward pass writing into `grads` (typically returned by an earlier
+    /// [`BatchNorm1d::backward`] of the same shape), allocating nothing.
+    pub fn backward_into(&mut self, grad_output: &Tensor, grads: &mut Gradients) -> Result<()> {
         let ctx = self.ctx.clone();
         let mut encoder = ctx
             .device()
@@ -504,9 +551,9 @@ impl BatchNorm1d {
                 label: Some("batchnorm/backward"),
             });
         ctx.scoped(|| {
-            let g = self.encode_backward(&mut encoder, grad_output)?;
+            self.encode_backward_into(&mut encoder, grad_output, grads)?;
             ctx.queue().submit([encoder.finish()]);
-            Ok(g)
+            Ok(())
         })
     }
 
@@ -516,6 +563,46 @@ impl BatchNorm1d {
         encoder: &mut wgpu::CommandEncoder,
         grad_output: &Tensor,
     ) -> Result<Gradients> {
+        let mut g = self.alloc_gradients(grad_output)?;
+        self.encode_backward_into(encoder, grad_output, &mut g)?;
+        Ok(g)
+    }
+
+    fn grad_channels(&self, saved: &Saved) -> usize {
+        if saved.empty {
+            self.cfg.num_features
+        } else {
+            saved.layout.c
+        }
+    }
+
+    fn alloc_gradients(&self, grad_output: &Tensor) -> Result<Gradients> {
+        let saved = self.saved.as_ref().ok_or(Error::NoForward)?;
+        self.check_tensor(grad_output)?;
+        let gc = self.grad_channels(saved);
+        let affine = self.cfg.affine;
+        Ok(Gradients {
+            grad_input: Tensor::zeros(&self.ctx, grad_output.shape())?,
+            grad_weight: if affine {
+                Some(Tensor::zeros(&self.ctx, &[gc])?)
+            } else {
+                None
+            },
+            grad_bias: if affine {
+                Some(Tensor::zeros(&self.ctx, &[gc])?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// [`BatchNorm1d::encode_backward`] writing into `grads`.
+    pub fn encode_backward_into(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        grad_output: &Tensor,
+        grads: &mut Gradients,
+    ) -> Result<()> {
         let saved = self.saved.clone().ok_or(Error::NoForward)?;
         self.check_tensor(grad_output)?;
         if grad_output.shape() != saved.input.shape() {
@@ -524,33 +611,47 @@ impl BatchNorm1d {
                 actual: grad_output.shape().to_vec(),
             });
         }
-        let layout = saved.layout;
+        let gc = self.grad_channels(&saved);
+        self.check_output(&grads.grad_input, grad_output.shape(), "grad_input")?;
         let ctx = self.ctx.clone();
-        let grad_input = Tensor::zeros(&ctx, grad_output.shape())?;
-        let gc = if saved.empty {
-            self.cfg.num_features
+        let (gw, gb) = if self.cfg.affine {
+            let take = |t: &Option<Tensor>, name: &'static str| -> Result<Tensor> {
+                let t = t.as_ref().ok_or_else(|| {
+                    Error::InvalidArgument(format!("{name} is required for an affine module"))
+                })?;
+                self.check_output(t, &[gc], name)?;
+                Ok(t.clone())
+            };
+            (
+                take(&grads.grad_weight, "grad_weight")?,
+                take(&grads.grad_bias, "grad_bias")?,
+            )
         } else {
-            layout.c
+            match &self.ws.grad_scratch {
+                Some((w, b)) if w.numel() == gc => (w.clone(), b.clone()),
+                _ => {
+                    let pair = (Tensor::zeros(&ctx, &[gc])?, Tensor::zeros(&ctx, &[gc])?);
+                    self.ws.grad_scratch = Some(pair.clone());
+                    pair
+                }
+            }
         };
-        let grad_weight = Tensor::zeros(&ctx, &[gc])?;
-        let grad_bias = Tensor::zeros(&ctx, &[gc])?;
-        if !saved.empty {
-            ctx.scoped(|| {
+        ctx.scoped(|| {
+            if saved.empty {
+                for t in [&gw, &gb] {
+                    encoder.clear_buffer(t.buffer(), t.offset(), Some((gc as u64) * 4));
+                }
+                Ok(())
+            } else {
                 self.encode_backward_passes(
                     encoder,
                     &saved,
                     grad_output,
-                    &grad_input,
-                    &grad_weight,
-                    &grad_bias,
+                    &grads.grad_input,
+                    &gw,
+                    &gb,
                 )
-            })?;
-        }
-        let affine = self.cfg.affine;
-        Ok(Gradients {
-            grad_input,
-            grad_weight: affine.then_some(grad_weight),
-            grad_bias: affine.then_some(grad_bias),
+            }
         })
     }
 

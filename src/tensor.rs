@@ -221,6 +221,11 @@ impl Tensor {
         self.window(0, self.numel())
     }
 
+    /// Whether the buffer has room for whole `vec4` writes past the end.
+    pub(crate) fn is_padded(&self) -> bool {
+        self.buf.buffer.size().saturating_sub(self.offset) >= padded_bytes(self.numel())
+    }
+
     /// Binding of elements `[start, start + count)` (rounded up to a whole
     /// `vec4` where the buffer has room).
     pub(crate) fn window(&self, start: usize, count: usize) -> wgpu::BindingResource<'_> {

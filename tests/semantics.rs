@@ -46,7 +46,7 @@ fn nan_and_inf_poison_only_their_channel() {
     let mut x = common::Rng(9).normals(n * c, 0.0, 1.0);
     x[5 * c + 1] = f32::NAN; // channel 1
     x[7 * c + 2] = f32::INFINITY; // channel 2
-    x[0 * c + 3] = f32::INFINITY; // channel 3: first value (the shift) infinite
+    x[3] = f32::INFINITY; // channel 3: its first value (the shift) is infinite
     let mut gpu = BatchNorm1d::new(&ctx, BatchNorm1dConfig::new(c)).expect("bn");
     let mut cpu = cpu::BatchNorm1d::new(BatchNorm1dConfig::new(c)).expect("cpu");
     let y = gpu
@@ -123,7 +123,7 @@ fn cumulative_average_with_momentum_none() {
     }
     let want: f32 = means.iter().sum::<f32>() / 4.0;
     let rm = bn.running_mean().expect("rm").expect("some");
-    assert!((rm[0] - want).abs() < 1e-5, "{} vs {want}", rm[0]);
+    approx::assert_abs_diff_eq!(rm[0], want, epsilon = 1e-5);
     assert_eq!(bn.num_batches_tracked(), 4);
 }
 
