@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use wgpu_batchnorm::kernels::sources;
-use wgpu_batchnorm::{cpu, wgpu, BatchNorm1d, BatchNorm1dConfig, Gradients, GpuContext, Tensor};
+use wgpu_batchnorm::{cpu, wgpu, BatchNorm1d, BatchNorm1dConfig, GpuContext, Gradients, Tensor};
 
 const SHAPES: &[&[usize]] = &[&[262_144, 64], &[2048, 64, 64], &[4096, 3, 256], &[32, 20]];
 
@@ -84,7 +84,9 @@ impl Copy {
     fn run(&self, ctx: &GpuContext) {
         let mut enc = ctx
             .device()
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("bench/copy") });
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("bench/copy"),
+            });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("bench/copy"),
@@ -153,7 +155,11 @@ impl Fixture {
     }
 
     fn name(&self) -> String {
-        self.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x")
+        self.shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("x")
     }
 
     /// Runs `op` to GPU completion.
@@ -162,7 +168,10 @@ impl Fixture {
             Op::Copy => self.copy.run(&self.ctx),
             Op::TrainForward => self.train.forward_into(&self.x, &self.y).expect("forward"),
             Op::EvalForward => self.eval.forward_into(&self.x, &self.y).expect("forward"),
-            Op::Backward => self.train.backward_into(&self.dy, &mut self.grads).expect("backward"),
+            Op::Backward => self
+                .train
+                .backward_into(&self.dy, &mut self.grads)
+                .expect("backward"),
         }
         self.ctx.synchronize().expect("sync");
     }
@@ -228,14 +237,17 @@ fn main() {
         let mut group = criterion.benchmark_group(format!("batchnorm/{}", f.name()));
         for op in Op::ALL {
             group.throughput(Throughput::Bytes((op.passes() * f.numel() * 4) as u64));
-            group.bench_function(BenchmarkId::from_parameter(op.name()), |b| b.iter(|| f.run(op)));
+            group.bench_function(BenchmarkId::from_parameter(op.name()), |b| {
+                b.iter(|| f.run(op))
+            });
         }
         // CPU reference, for scale (training forward).
         let mut reference = cpu::BatchNorm1d::new(BatchNorm1dConfig::new(f.shape[1])).expect("cpu");
         group.throughput(Throughput::Bytes((3 * f.numel() * 4) as u64));
-        group.bench_function(BenchmarkId::from_parameter("cpu_reference_train_forward"), |b| {
-            b.iter(|| reference.forward(&f.host_x, &f.shape).expect("cpu"))
-        });
+        group.bench_function(
+            BenchmarkId::from_parameter("cpu_reference_train_forward"),
+            |b| b.iter(|| reference.forward(&f.host_x, &f.shape).expect("cpu")),
+        );
         group.finish();
     }
 
@@ -245,7 +257,11 @@ fn main() {
     for f in fixtures.iter_mut() {
         let copy = median_time(f, Op::Copy, 15);
         for op in Op::ALL {
-            let t = if matches!(op, Op::Copy) { copy } else { median_time(f, op, 15) };
+            let t = if matches!(op, Op::Copy) {
+                copy
+            } else {
+                median_time(f, op, 15)
+            };
             let gbs = (op.passes() * f.numel() * 4) as f64 / t.as_secs_f64() / 1e9;
             println!(
                 "| {} | {} | {:.3} ms | {:.1} | {:.2} |",

@@ -18,12 +18,19 @@ struct Params {
     eps: f32,
     momentum: f32,   // running-statistics factor for this step
     lead: u32,       // elements between the start of row `0` of this chunk and the chunk
-    pad: u32,
+    mode: u32,       // MODE_* of the vec4 elementwise kernels
 }
 
 const FLAG_UPDATE_RUNNING: u32 = 1u;
 const FLAG_AFFINE: u32 = 2u;
 const FLAG_BATCH_STATS: u32 = 4u;
+// The grid was clamped to the device's dispatch limits: kernels stride.
+const FLAG_STRIDED: u32 = 8u;
+
+// vec4 elementwise layouts: each vec4 within one channel (L % 4 == 0), or
+// four consecutive channels of an (N, C) input with C % 4 == 0.
+const MODE_PLANES: u32 = 0u;
+const MODE_ROWS: u32 = 1u;
 
 // Workgroup size of every kernel: within WebGPU's and GL's minimum limits.
 const WG: u32 = 256u;
@@ -68,15 +75,41 @@ fn is_finite(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
 }
 
-// Offset of value j (0 <= j < n * L) of channel ch in the chunk's rows,
-// counted from the start of its first row (subtract lead for the binding).
-fn offset_of(ch: u32, j: u32) -> u32 {
-    if (P.l == 1u) {
-        return j * P.c + ch;
+// Walks a channel's values in units of `width` consecutive elements along L
+// (width 1, or 4 for the vec4 kernels): unit j is row n = j / U, unit u =
+// j % U with U = L / width. Stepping by a fixed stride needs no division.
+struct Cursor {
+    n: u32,
+    u: u32,
+    step_n: u32,
+    step_u: u32,
+    units: u32,
+}
+
+fn cursor(j: u32, stride: u32, width: u32) -> Cursor {
+    var c: Cursor;
+    c.units = P.l / width;
+    c.n = j / c.units;
+    c.u = j - c.n * c.units;
+    c.step_n = stride / c.units;
+    c.step_u = stride - c.step_n * c.units;
+    return c;
+}
+
+fn advance(c: ptr<function, Cursor>) {
+    (*c).n += (*c).step_n;
+    (*c).u += (*c).step_u;
+    if ((*c).u >= (*c).units) {
+        (*c).u -= (*c).units;
+        (*c).n += 1u;
     }
-    let n = j / P.l;
-    let l = j - n * P.l;
-    return (n * P.c + ch) * P.l + l;
+}
+
+// Element offset of the cursor's unit for channel ch, relative to the chunk
+// binding; values before the chunk wrap around to huge offsets, so one
+// `< P.numel` test rejects both ends.
+fn chunk_offset(c: Cursor, ch: u32, width: u32) -> u32 {
+    return (c.n * P.c + ch) * P.l + c.u * width - P.lead;
 }
 
 // Chan et al. merge of two moment states (count, mean, M2, sum). Counts are

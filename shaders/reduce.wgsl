@@ -1,20 +1,23 @@
 // Per-channel partial reductions, one design for forward and backward.
 //
 // A workgroup covers `cpw` channels x `tpc` threads over one segment of each
-// channel's N * L values. For (N, C) inputs consecutive threads take
-// consecutive channels (coalesced rows); for (N, C, L) inputs one channel per
-// workgroup and consecutive threads take consecutive values of L. Each thread
-// folds its values, a workgroup tree merges the threads of a channel, and one
+// channel's values. For (N, C) inputs consecutive threads take consecutive
+// channels (coalesced rows); for (N, C, L) inputs one channel per workgroup
+// and consecutive threads take consecutive values along L. Each thread folds
+// its values, a workgroup tree merges the threads of a channel, and one
 // partial per (segment, channel) is written; `finalize.wgsl` merges the
-// partials in a fixed order, so results are deterministic.
+// partials in a fixed order, so results are deterministic. Segments are
+// counted in units: single values, or vec4s of L for the `*4` entry points
+// (L % 4 == 0).
 //
-// moments_partial: (count, mean, M2, sum) of x - shift (Welford per thread,
-//                  Chan merge), shift = the channel's first value, which
-//                  keeps data like 1e4 + noise exact to f32 rounding.
-// grads_partial:   (sum dy, sum dy * x_hat) with the forward's saved statistics.
+// moments_partial[4]: (count, mean, M2, sum) of x - shift (Welford per
+//                     thread, Chan merge; shift = the channel's first value).
+// grads_partial[4]:   (sum dy, sum dy * x_hat) with the forward's statistics.
 
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> dy: array<f32>;
+// Tensors are bound as vec4 arrays (buffers are padded to 16 bytes); the
+// scalar kernels pick single components.
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> dy4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> chan: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> partials: array<vec4<f32>>;
 
@@ -67,7 +70,69 @@ fn workgroup_reduce(li: u32, s: Slot, v: vec4<f32>, moments: bool) {
     if (s.ti == 0u && s.valid) {
         partials[(P.seg_base + s.seg) * P.c + s.ch] = scratch[li];
     }
+    workgroupBarrier();
 }
+
+// Welford update with one value.
+fn welford(acc: vec4<f32>, v: f32) -> vec4<f32> {
+    let cnt = acc.x + 1.0;
+    let d = v - acc.y;
+    let mean = acc.y + d / cnt;
+    return vec4<f32>(cnt, mean, acc.z + d * (v - mean), acc.w + v);
+}
+
+fn moments_group(li: u32, g: u32, width: u32) {
+    let s = slot_of(li, g);
+    var acc = vec4<f32>(0.0);
+    if (s.valid) {
+        let shift = shift_of(s.ch);
+        var c = cursor(s.start, P.tpc, width);
+        for (var j = s.start; j < s.end; j += P.tpc) {
+            let o = chunk_offset(c, s.ch, width);
+            if (o < P.numel) {
+                if (width == 4u) {
+                    // Two-pass moments of the four values, merged with Chan.
+                    let v = x4[o / 4u] - vec4<f32>(shift);
+                    let sum = v.x + v.y + v.z + v.w;
+                    let d = v - vec4<f32>(sum * 0.25);
+                    acc = merge_moments(acc, vec4<f32>(4.0, sum * 0.25, dot(d, d), sum));
+                } else {
+                    acc = welford(acc, x4[o / 4u][o % 4u] - shift);
+                }
+            }
+            advance(&c);
+        }
+    }
+    workgroup_reduce(li, s, acc, true);
+}
+
+fn grads_group(li: u32, g: u32, width: u32) {
+    let s = slot_of(li, g);
+    var acc = vec4<f32>(0.0);
+    if (s.valid) {
+        let a = chan[2u * s.ch]; // (shift, mean - shift, invstd, weight * invstd)
+        var c = cursor(s.start, P.tpc, width);
+        for (var j = s.start; j < s.end; j += P.tpc) {
+            let o = chunk_offset(c, s.ch, width);
+            if (o < P.numel) {
+                if (width == 4u) {
+                    let g4 = dy4[o / 4u];
+                    let xhat = ((x4[o / 4u] - vec4<f32>(a.x)) - vec4<f32>(a.y)) * a.z;
+                    acc += vec4<f32>(dot(g4, vec4<f32>(1.0)), dot(g4, xhat), 0.0, 0.0);
+                } else {
+                    let g1 = dy4[o / 4u][o % 4u];
+                    let xhat = ((x4[o / 4u][o % 4u] - a.x) - a.y) * a.z;
+                    acc += vec4<f32>(g1, g1 * xhat, 0.0, 0.0);
+                }
+            }
+            advance(&c);
+        }
+    }
+    workgroup_reduce(li, s, acc, false);
+}
+
+// Each entry point takes the workgroup at its linear id, then (only when the
+// grid was clamped to the device's limits) every group_count-th one after it.
 
 @compute @workgroup_size(WG)
 fn moments_partial(
@@ -75,33 +140,28 @@ fn moments_partial(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    for (var g = linear_group(wid, nwg); g < P.tiles * P.segments; g += group_count(nwg)) {
-        moments_group(li, g);
+    let g0 = linear_group(wid, nwg);
+    moments_group(li, g0, 1u);
+    if ((P.flags & FLAG_STRIDED) != 0u) {
+        for (var g = g0 + group_count(nwg); g < P.tiles * P.segments; g += group_count(nwg)) {
+            moments_group(li, g, 1u);
+        }
     }
 }
 
-fn moments_group(li: u32, g: u32) {
-    let s = slot_of(li, g);
-    var acc = vec4<f32>(0.0);
-    if (s.valid) {
-        let shift = shift_of(s.ch);
-        var j = s.start;
-        loop {
-            if (j >= s.end) {
-                break;
-            }
-            let o = offset_of(s.ch, j) - P.lead;
-            if (o < P.numel) {
-                let v = x[o] - shift;
-                let cnt = acc.x + 1.0;
-                let d = v - acc.y;
-                let mean = acc.y + d / cnt;
-                acc = vec4<f32>(cnt, mean, acc.z + d * (v - mean), acc.w + v);
-            }
-            j += P.tpc;
+@compute @workgroup_size(WG)
+fn moments_partial4(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let g0 = linear_group(wid, nwg);
+    moments_group(li, g0, 4u);
+    if ((P.flags & FLAG_STRIDED) != 0u) {
+        for (var g = g0 + group_count(nwg); g < P.tiles * P.segments; g += group_count(nwg)) {
+            moments_group(li, g, 4u);
         }
     }
-    workgroup_reduce(li, s, acc, true);
 }
 
 @compute @workgroup_size(WG)
@@ -110,29 +170,26 @@ fn grads_partial(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    for (var g = linear_group(wid, nwg); g < P.tiles * P.segments; g += group_count(nwg)) {
-        grads_group(li, g);
+    let g0 = linear_group(wid, nwg);
+    grads_group(li, g0, 1u);
+    if ((P.flags & FLAG_STRIDED) != 0u) {
+        for (var g = g0 + group_count(nwg); g < P.tiles * P.segments; g += group_count(nwg)) {
+            grads_group(li, g, 1u);
+        }
     }
 }
 
-fn grads_group(li: u32, g: u32) {
-    let s = slot_of(li, g);
-    var acc = vec4<f32>(0.0);
-    if (s.valid) {
-        let a = chan[2u * s.ch]; // (shift, mean - shift, invstd, weight * invstd)
-        var j = s.start;
-        loop {
-            if (j >= s.end) {
-                break;
-            }
-            let o = offset_of(s.ch, j) - P.lead;
-            if (o < P.numel) {
-                let g = dy[o];
-                let xhat = ((x[o] - a.x) - a.y) * a.z;
-                acc = vec4<f32>(acc.x + g, acc.y + g * xhat, 0.0, 0.0);
-            }
-            j += P.tpc;
+@compute @workgroup_size(WG)
+fn grads_partial4(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let g0 = linear_group(wid, nwg);
+    grads_group(li, g0, 4u);
+    if ((P.flags & FLAG_STRIDED) != 0u) {
+        for (var g = g0 + group_count(nwg); g < P.tiles * P.segments; g += group_count(nwg)) {
+            grads_group(li, g, 4u);
         }
     }
-    workgroup_reduce(li, s, acc, false);
 }

@@ -355,6 +355,7 @@ impl BatchNorm1d {
         let plan = semantics::plan_forward(&self.cfg, self.training, x.shape())?;
         self.check_tensor(x)?;
         self.check_output(out, x.shape(), "forward output")?;
+        let x = &x.padded(encoder)?;
         let nbt = self.num_batches_tracked + u64::from(plan.track_step);
         if !plan.empty {
             let factor = semantics::momentum_factor(&self.cfg, nbt) as f32;
@@ -393,6 +394,7 @@ impl BatchNorm1d {
             layout,
             limits.max_storage_buffer_binding_size,
             u64::from(limits.min_storage_buffer_offset_alignment),
+            limits.max_compute_workgroups_per_dimension,
         )
         .map_err(Error::TooLarge)
     }
@@ -463,7 +465,7 @@ impl BatchNorm1d {
                 kernels::dispatch(
                     device,
                     &mut pass,
-                    &k.moments_partial,
+                    k.moments_partial_for(&exec),
                     "batchnorm/moments_partial",
                     &[
                         (0, uniform_slot(ctx, uniforms, i + 1)),
@@ -507,7 +509,7 @@ impl BatchNorm1d {
             kernels::dispatch(
                 device,
                 &mut pass,
-                &k.normalize,
+                k.normalize_for(&exec),
                 "batchnorm/normalize",
                 &[
                     (0, uniform_slot(ctx, uniforms, i + 1)),
@@ -613,6 +615,7 @@ impl BatchNorm1d {
         }
         let gc = self.grad_channels(&saved);
         self.check_output(&grads.grad_input, grad_output.shape(), "grad_input")?;
+        let grad_output = &grad_output.padded(encoder)?;
         let ctx = self.ctx.clone();
         let (gw, gb) = if self.cfg.affine {
             let take = |t: &Option<Tensor>, name: &'static str| -> Result<Tensor> {
@@ -692,7 +695,7 @@ impl BatchNorm1d {
             kernels::dispatch(
                 device,
                 &mut pass,
-                &k.grads_partial,
+                k.grads_partial_for(&exec),
                 "batchnorm/grads_partial",
                 &[
                     (0, uniform_slot(ctx, uniforms, i + 1)),
@@ -723,7 +726,7 @@ impl BatchNorm1d {
             kernels::dispatch(
                 device,
                 &mut pass,
-                &k.grad_input,
+                k.grad_input_for(&exec),
                 "batchnorm/grad_input",
                 &[
                     (0, uniform_slot(ctx, uniforms, i + 1)),

@@ -56,12 +56,15 @@ pub(crate) struct Params {
     pub eps: f32,
     pub momentum: f32,
     pub lead: u32,
-    pub pad: u32,
+    pub mode: u32,
 }
 
 pub(crate) const FLAG_UPDATE_RUNNING: u32 = 1;
 pub(crate) const FLAG_AFFINE: u32 = 2;
 pub(crate) const FLAG_BATCH_STATS: u32 = 4;
+pub(crate) const FLAG_STRIDED: u32 = 8;
+pub(crate) const MODE_PLANES: u32 = 0;
+pub(crate) const MODE_ROWS: u32 = 1;
 
 /// How a per-channel reduction is split over workgroups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,8 +83,9 @@ impl ReducePlan {
     }
 }
 
-/// Chooses the reduction split for a layout (`per_channel > 0`).
-pub(crate) fn plan_reduce(layout: &Layout) -> ReducePlan {
+/// Chooses the reduction split for a layout, counting each channel's values
+/// in units of `width` consecutive elements along L.
+pub(crate) fn plan_reduce(layout: &Layout, width: usize) -> ReducePlan {
     let wg = WG as usize;
     let cpw = if layout.l == 1 {
         layout.c.next_power_of_two().min(64)
@@ -90,7 +94,7 @@ pub(crate) fn plan_reduce(layout: &Layout) -> ReducePlan {
     };
     let tpc = wg / cpw;
     let tiles = layout.c.div_ceil(cpw);
-    let m = layout.per_channel().max(1);
+    let m = (layout.per_channel() / width).max(1);
     let max_segments = m
         .div_ceil(tpc * MIN_VALUES_PER_THREAD)
         .clamp(1, MAX_SEGMENTS);
@@ -122,6 +126,8 @@ pub(crate) struct Chunk {
     pub reduce: ReducePlan,
     /// Index of the chunk's first segment among all partials.
     pub seg_base: u32,
+    /// Some dispatch of the chunk exceeds the grid limits: kernels stride.
+    pub strided: bool,
 }
 
 /// How one op over a whole tensor is dispatched: chunks within
@@ -134,11 +140,29 @@ pub(crate) struct ExecPlan {
     pub total_segments: u32,
     /// Elements of the first row that are bound for the per-channel shift.
     pub head: usize,
+    /// Reduction unit: 4 when every vec4 lies within one channel (L % 4 == 0).
+    pub width: usize,
+    /// The elementwise kernels' vec4 layout, `None` for the general kernels.
+    pub mode: Option<u32>,
 }
 
 /// Splits a non-empty `layout` into chunks whose bytes fit `max_binding`
 /// and start at multiples of `align` bytes.
-pub(crate) fn plan_exec(layout: &Layout, max_binding: u64, align: u64) -> Result<ExecPlan, String> {
+pub(crate) fn plan_exec(
+    layout: &Layout,
+    max_binding: u64,
+    align: u64,
+    max_dim: u32,
+) -> Result<ExecPlan, String> {
+    let width = if layout.l % 4 == 0 { 4 } else { 1 };
+    let mode = if layout.l % 4 == 0 {
+        Some(MODE_PLANES)
+    } else if layout.l == 1 && layout.c % 4 == 0 {
+        Some(MODE_ROWS)
+    } else {
+        None
+    };
+    let max_groups = u64::from(max_dim) * u64::from(max_dim);
     let numel = layout.numel();
     let row = layout.c * layout.l;
     let align_elems = (align.max(16) / 4) as usize;
@@ -160,7 +184,9 @@ pub(crate) fn plan_exec(layout: &Layout, max_binding: u64, align: u64) -> Result
             n: row1 - row0,
             ..*layout
         };
-        let reduce = plan_reduce(&sub);
+        let reduce = plan_reduce(&sub, width);
+        let strided = u64::from(reduce.groups()) > max_groups
+            || u64::from(elementwise_groups(count)) > max_groups;
         chunks.push(Chunk {
             start,
             count,
@@ -168,6 +194,7 @@ pub(crate) fn plan_exec(layout: &Layout, max_binding: u64, align: u64) -> Result
             layout: sub,
             reduce,
             seg_base,
+            strided,
         });
         seg_base = seg_base
             .checked_add(reduce.segments)
@@ -179,6 +206,8 @@ pub(crate) fn plan_exec(layout: &Layout, max_binding: u64, align: u64) -> Result
         chunks,
         total_segments: seg_base,
         head: row.min(max_elems),
+        width,
+        mode,
     })
 }
 
@@ -186,10 +215,17 @@ impl ExecPlan {
     /// Params of chunk `k` (the reduction and elementwise dispatches).
     pub fn chunk_params(&self, k: usize, flags: u32, eps: f32, momentum: f32) -> Params {
         let ch = &self.chunks[k];
+        let flags = if ch.strided {
+            flags | FLAG_STRIDED
+        } else {
+            flags
+        };
         Params {
             seg_base: ch.seg_base,
             numel: ch.count as u32,
             lead: ch.lead as u32,
+            m: (ch.layout.per_channel() / self.width) as u32,
+            mode: self.mode.unwrap_or(0),
             ..Params::new(&ch.layout, &ch.reduce, flags, eps, momentum)
         }
     }
@@ -240,12 +276,16 @@ impl Params {
 /// Every compute pipeline, compiled once per [`GpuContext`](crate::GpuContext).
 pub(crate) struct Kernels {
     pub moments_partial: wgpu::ComputePipeline,
+    pub moments_partial4: wgpu::ComputePipeline,
     pub grads_partial: wgpu::ComputePipeline,
+    pub grads_partial4: wgpu::ComputePipeline,
     pub moments_finalize: wgpu::ComputePipeline,
     pub eval_prepare: wgpu::ComputePipeline,
     pub grads_finalize: wgpu::ComputePipeline,
     pub normalize: wgpu::ComputePipeline,
+    pub normalize4: wgpu::ComputePipeline,
     pub grad_input: wgpu::ComputePipeline,
+    pub grad_input4: wgpu::ComputePipeline,
 }
 
 fn pipeline(
@@ -286,29 +326,59 @@ impl Kernels {
             "batchnorm/elementwise",
             format!("{COMMON}\n{ELEMENTWISE}"),
         );
+        let p = |m: &wgpu::ShaderModule, entry: &str| {
+            pipeline(device, m, entry, &format!("batchnorm/{entry}"))
+        };
         Self {
-            moments_partial: pipeline(
-                device,
-                &reduce,
-                "moments_partial",
-                "batchnorm/moments_partial",
-            ),
-            grads_partial: pipeline(device, &reduce, "grads_partial", "batchnorm/grads_partial"),
-            moments_finalize: pipeline(
-                device,
-                &finalize,
-                "moments_finalize",
-                "batchnorm/moments_finalize",
-            ),
-            eval_prepare: pipeline(device, &finalize, "eval_prepare", "batchnorm/eval_prepare"),
-            grads_finalize: pipeline(
-                device,
-                &finalize,
-                "grads_finalize",
-                "batchnorm/grads_finalize",
-            ),
-            normalize: pipeline(device, &elementwise, "normalize", "batchnorm/normalize"),
-            grad_input: pipeline(device, &elementwise, "grad_input", "batchnorm/grad_input"),
+            moments_partial: p(&reduce, "moments_partial"),
+            moments_partial4: p(&reduce, "moments_partial4"),
+            grads_partial: p(&reduce, "grads_partial"),
+            grads_partial4: p(&reduce, "grads_partial4"),
+            moments_finalize: p(&finalize, "moments_finalize"),
+            eval_prepare: p(&finalize, "eval_prepare"),
+            grads_finalize: p(&finalize, "grads_finalize"),
+            normalize: p(&elementwise, "normalize"),
+            normalize4: p(&elementwise, "normalize4"),
+            grad_input: p(&elementwise, "grad_input"),
+            grad_input4: p(&elementwise, "grad_input4"),
+        }
+    }
+}
+
+impl Kernels {
+    /// The partial-moments pipeline for a plan's reduction unit.
+    pub fn moments_partial_for(&self, plan: &ExecPlan) -> &wgpu::ComputePipeline {
+        if plan.width == 4 {
+            &self.moments_partial4
+        } else {
+            &self.moments_partial
+        }
+    }
+
+    /// The partial-gradient pipeline for a plan's reduction unit.
+    pub fn grads_partial_for(&self, plan: &ExecPlan) -> &wgpu::ComputePipeline {
+        if plan.width == 4 {
+            &self.grads_partial4
+        } else {
+            &self.grads_partial
+        }
+    }
+
+    /// The normalize pipeline for a plan's elementwise layout.
+    pub fn normalize_for(&self, plan: &ExecPlan) -> &wgpu::ComputePipeline {
+        if plan.mode.is_some() {
+            &self.normalize4
+        } else {
+            &self.normalize
+        }
+    }
+
+    /// The grad-input pipeline for a plan's elementwise layout.
+    pub fn grad_input_for(&self, plan: &ExecPlan) -> &wgpu::ComputePipeline {
+        if plan.mode.is_some() {
+            &self.grad_input4
+        } else {
+            &self.grad_input
         }
     }
 }

@@ -221,6 +221,23 @@ impl Tensor {
         self.window(0, self.numel())
     }
 
+    /// This tensor when its buffer has room for whole `vec4` reads, else a
+    /// padded copy recorded into `encoder` (the kernels read `vec4`s).
+    pub(crate) fn padded(&self, encoder: &mut wgpu::CommandEncoder) -> Result<Tensor> {
+        if self.is_padded() {
+            return Ok(self.clone());
+        }
+        let copy = Tensor::zeros(&self.ctx, &self.shape)?;
+        encoder.copy_buffer_to_buffer(
+            &self.buf.buffer,
+            self.offset,
+            &copy.buf.buffer,
+            0,
+            (self.numel() as u64) * 4,
+        );
+        Ok(copy)
+    }
+
     /// Whether the buffer has room for whole `vec4` writes past the end.
     pub(crate) fn is_padded(&self) -> bool {
         self.buf.buffer.size().saturating_sub(self.offset) >= padded_bytes(self.numel())
