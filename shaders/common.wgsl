@@ -18,19 +18,28 @@ struct Params {
     eps: f32,
     momentum: f32,   // running-statistics factor for this step
     lead: u32,       // elements between the start of row `0` of this chunk and the chunk
-    mode: u32,       // MODE_* of the vec4 elementwise kernels
+    pad: u32,
 }
 
 const FLAG_UPDATE_RUNNING: u32 = 1u;
 const FLAG_AFFINE: u32 = 2u;
 const FLAG_BATCH_STATS: u32 = 4u;
-// The grid was clamped to the device's dispatch limits: kernels stride.
-const FLAG_STRIDED: u32 = 8u;
 
-// vec4 elementwise layouts: each vec4 within one channel (L % 4 == 0), or
-// four consecutive channels of an (N, C) input with C % 4 == 0.
-const MODE_PLANES: u32 = 0u;
-const MODE_ROWS: u32 = 1u;
+// Per-channel terms, written by finalize.wgsl and read by the other kernels,
+// as sections of CP = C rounded up to a multiple of 4 values each, so four
+// consecutive channels' term is one vec4.
+const TERM_SHIFT: u32 = 0u;   // shift (the channel's first value)
+const TERM_MEAN: u32 = 1u;    // mean - shift
+const TERM_INVSTD: u32 = 2u;  // 1 / sqrt(var + eps)
+const TERM_SCALE: u32 = 3u;   // weight * invstd
+const TERM_BIAS: u32 = 4u;    // bias
+const TERM_MEAN_DY: u32 = 5u; // mean(dy) (0 in eval)
+const TERM_MEAN_DYX: u32 = 6u; // mean(dy * x_hat) (0 in eval)
+const TERMS: u32 = 7u;
+
+fn padded_channels() -> u32 {
+    return (P.c + 3u) / 4u * 4u;
+}
 
 // Workgroup size of every kernel: within WebGPU's and GL's minimum limits.
 const WG: u32 = 256u;
@@ -44,16 +53,13 @@ const WG: u32 = 256u;
 // chunk belong to the neighbouring chunk. The finalize steps see the totals.
 // Without chunking, lead = 0 and numel covers the whole tensor.
 
-// Workgroups are dispatched on a 2-D grid when one dimension is not enough;
-// when even that exceeds the device's limits, every kernel strides over its
-// work by the number of workgroups launched.
+// Workgroups are dispatched on a 2-D grid when one dimension is not enough
+// (the host keeps each dispatch within the device's grid limits, chunking
+// the tensor where needed).
 fn linear_group(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.y * nwg.x + wid.x;
 }
 
-fn group_count(nwg: vec3<u32>) -> u32 {
-    return nwg.x * nwg.y;
-}
 
 // The input's first row (n = 0), bound by the kernels that need the shift.
 @group(0) @binding(7) var<storage, read> head: array<f32>;

@@ -1,79 +1,39 @@
-// Elementwise passes, one vec4 of the tensor per invocation, using the
-// per-channel terms in `chan` (see finalize.wgsl):
+// Elementwise passes, one vec4 of the tensor per invocation, with the
+// per-channel terms written by finalize.wgsl:
 //
 // normalize:  y  = ((x - shift) - (mean - shift)) * (weight * invstd) + bias
 // grad_input: dx = weight * invstd * (dy - mean(dy) - x_hat * mean(dy * x_hat))
 //             (in eval the two means are zero: dx = dy * weight * invstd)
 //
-// The `*4` entry points serve layouts where a vec4 needs at most one channel
-// lookup (MODE_PLANES: L % 4 == 0; MODE_ROWS: (N, C) with C % 4 == 0); the
-// others walk the four values' channels one by one.
+// Three layouts, one entry point each (no branches or loops in the hot path):
+// `*_planes` when L % 4 == 0 (a vec4 lies within one channel), `*_rows` for
+// (N, C) inputs with C % 4 == 0 (a vec4 is four consecutive channels), and
+// the general kernels, which look up each value's channel.
+// Values past numel in the last vec4 land in the output's padding.
 
 @group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> dy4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> chan: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
 
-// Channel of element e of the chunk.
-fn channel_of(e: u32) -> u32 {
-    return ((e + P.lead) / P.l) % P.c;
+// Term t of one channel.
+fn term(t: u32, ch: u32) -> f32 {
+    return chan[t * padded_channels() / 4u + ch / 4u][ch % 4u];
 }
 
-// Per-channel terms of the four values of vec4 i, one vec4 per term:
-// [shift, mean - shift, invstd, weight * invstd, bias, mean dy, mean dy*x_hat].
-struct Terms {
-    k: vec4<f32>,
-    m: vec4<f32>,
-    invstd: vec4<f32>,
-    a: vec4<f32>,
-    b: vec4<f32>,
-    mdy: vec4<f32>,
-    mdx: vec4<f32>,
+// Term t of channels 4q .. 4q + 3.
+fn term4(t: u32, q: u32) -> vec4<f32> {
+    return chan[t * padded_channels() / 4u + q];
 }
 
-fn terms_of(ch: u32, t: ptr<function, Terms>, k: u32) {
-    let p = chan[2u * ch];
-    let q = chan[2u * ch + 1u];
-    (*t).k[k] = p.x;
-    (*t).m[k] = p.y;
-    (*t).invstd[k] = p.z;
-    (*t).a[k] = p.w;
-    (*t).b[k] = q.x;
-    (*t).mdy[k] = q.y;
-    (*t).mdx[k] = q.z;
-}
-
-// Terms for the vec4 starting at element e0 in the fast layouts.
-fn terms_fast(e0: u32) -> Terms {
-    var t: Terms;
-    if (P.mode == MODE_PLANES) {
-        let ch = channel_of(e0);
-        let p = chan[2u * ch];
-        let q = chan[2u * ch + 1u];
-        t.k = vec4<f32>(p.x);
-        t.m = vec4<f32>(p.y);
-        t.invstd = vec4<f32>(p.z);
-        t.a = vec4<f32>(p.w);
-        t.b = vec4<f32>(q.x);
-        t.mdy = vec4<f32>(q.y);
-        t.mdx = vec4<f32>(q.z);
-    } else {
-        let c0 = (e0 + P.lead) % P.c;
-        for (var k = 0u; k < 4u; k += 1u) {
-            terms_of(c0 + k, &t, k);
-        }
-    }
-    return t;
-}
-
-// Terms for any layout: each of the four values' channel in turn.
-fn terms_general(e0: u32) -> Terms {
-    var t: Terms;
+// Term t of the four values of the vec4 at element e0, any layout.
+fn term_general(t: u32, e0: u32) -> vec4<f32> {
+    var r: vec4<f32>;
     let q = (e0 + P.lead) / P.l;
     var l = (e0 + P.lead) - q * P.l;
     var ch = q % P.c;
     for (var k = 0u; k < 4u; k += 1u) {
-        terms_of(ch, &t, k);
+        r[k] = term(t, ch);
         l += 1u;
         if (l == P.l) {
             l = 0u;
@@ -83,21 +43,48 @@ fn terms_general(e0: u32) -> Terms {
             }
         }
     }
-    return t;
+    return r;
 }
 
-fn normalize_terms(i: u32, t: Terms) {
-    out[i] = ((x4[i] - t.k) - t.m) * t.a + t.b;
+fn vec4_index(li: u32, wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return linear_group(wid, nwg) * WG + li;
 }
 
-fn grad_input_terms(i: u32, t: Terms) {
-    let xhat = ((x4[i] - t.k) - t.m) * t.invstd;
-    out[i] = t.a * (dy4[i] - t.mdy - xhat * t.mdx);
+fn plane_channel(i: u32) -> u32 {
+    return ((i * 4u + P.lead) / P.l) % P.c;
 }
 
-// Values past numel in the last vec4 land in the output's padding. Each
-// invocation takes the vec4 at its linear id and, only when the grid was
-// clamped to the device's limits, every group_count * WG-th one after it.
+fn row_quad(i: u32) -> u32 {
+    return ((i * 4u + P.lead) % P.c) / 4u;
+}
+
+@compute @workgroup_size(WG)
+fn normalize_planes(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let i = vec4_index(li, wid, nwg);
+    if (i * 4u < P.numel) {
+        let ch = plane_channel(i);
+        out[i] = ((x4[i] - term(TERM_SHIFT, ch)) - term(TERM_MEAN, ch)) * term(TERM_SCALE, ch)
+            + term(TERM_BIAS, ch);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn normalize_rows(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let i = vec4_index(li, wid, nwg);
+    if (i * 4u < P.numel) {
+        let q = row_quad(i);
+        out[i] = ((x4[i] - term4(TERM_SHIFT, q)) - term4(TERM_MEAN, q)) * term4(TERM_SCALE, q)
+            + term4(TERM_BIAS, q);
+    }
+}
 
 @compute @workgroup_size(WG)
 fn normalize(
@@ -105,33 +92,58 @@ fn normalize(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let first = linear_group(wid, nwg) * WG + li;
-    if (first * 4u < P.numel) {
-        let i = first;
-        normalize_terms(i, terms_general(i * 4u));
-    }
-    if ((P.flags & FLAG_STRIDED) != 0u) {
-        for (var i = first + group_count(nwg) * WG; i * 4u < P.numel; i += group_count(nwg) * WG) {
-            normalize_terms(i, terms_general(i * 4u));
-        }
+    let i = vec4_index(li, wid, nwg);
+    if (i * 4u < P.numel) {
+        let e0 = i * 4u;
+        out[i] = ((x4[i] - term_general(TERM_SHIFT, e0)) - term_general(TERM_MEAN, e0))
+            * term_general(TERM_SCALE, e0) + term_general(TERM_BIAS, e0);
     }
 }
 
+fn grad_of(i: u32, k: vec4<f32>, m: vec4<f32>, invstd: vec4<f32>, a: vec4<f32>, mdy: vec4<f32>, mdx: vec4<f32>) -> vec4<f32> {
+    let xhat = ((x4[i] - k) - m) * invstd;
+    return a * (dy4[i] - mdy - xhat * mdx);
+}
+
 @compute @workgroup_size(WG)
-fn normalize4(
+fn grad_input_planes(
     @builtin(local_invocation_index) li: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let first = linear_group(wid, nwg) * WG + li;
-    if (first * 4u < P.numel) {
-        let i = first;
-        normalize_terms(i, terms_fast(i * 4u));
+    let i = vec4_index(li, wid, nwg);
+    if (i * 4u < P.numel) {
+        let ch = plane_channel(i);
+        out[i] = grad_of(
+            i,
+            vec4<f32>(term(TERM_SHIFT, ch)),
+            vec4<f32>(term(TERM_MEAN, ch)),
+            vec4<f32>(term(TERM_INVSTD, ch)),
+            vec4<f32>(term(TERM_SCALE, ch)),
+            vec4<f32>(term(TERM_MEAN_DY, ch)),
+            vec4<f32>(term(TERM_MEAN_DYX, ch)),
+        );
     }
-    if ((P.flags & FLAG_STRIDED) != 0u) {
-        for (var i = first + group_count(nwg) * WG; i * 4u < P.numel; i += group_count(nwg) * WG) {
-            normalize_terms(i, terms_fast(i * 4u));
-        }
+}
+
+@compute @workgroup_size(WG)
+fn grad_input_rows(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let i = vec4_index(li, wid, nwg);
+    if (i * 4u < P.numel) {
+        let q = row_quad(i);
+        out[i] = grad_of(
+            i,
+            term4(TERM_SHIFT, q),
+            term4(TERM_MEAN, q),
+            term4(TERM_INVSTD, q),
+            term4(TERM_SCALE, q),
+            term4(TERM_MEAN_DY, q),
+            term4(TERM_MEAN_DYX, q),
+        );
     }
 }
 
@@ -141,32 +153,17 @@ fn grad_input(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let first = linear_group(wid, nwg) * WG + li;
-    if (first * 4u < P.numel) {
-        let i = first;
-        grad_input_terms(i, terms_general(i * 4u));
-    }
-    if ((P.flags & FLAG_STRIDED) != 0u) {
-        for (var i = first + group_count(nwg) * WG; i * 4u < P.numel; i += group_count(nwg) * WG) {
-            grad_input_terms(i, terms_general(i * 4u));
-        }
-    }
-}
-
-@compute @workgroup_size(WG)
-fn grad_input4(
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let first = linear_group(wid, nwg) * WG + li;
-    if (first * 4u < P.numel) {
-        let i = first;
-        grad_input_terms(i, terms_fast(i * 4u));
-    }
-    if ((P.flags & FLAG_STRIDED) != 0u) {
-        for (var i = first + group_count(nwg) * WG; i * 4u < P.numel; i += group_count(nwg) * WG) {
-            grad_input_terms(i, terms_fast(i * 4u));
-        }
+    let i = vec4_index(li, wid, nwg);
+    if (i * 4u < P.numel) {
+        let e0 = i * 4u;
+        out[i] = grad_of(
+            i,
+            term_general(TERM_SHIFT, e0),
+            term_general(TERM_MEAN, e0),
+            term_general(TERM_INVSTD, e0),
+            term_general(TERM_SCALE, e0),
+            term_general(TERM_MEAN_DY, e0),
+            term_general(TERM_MEAN_DYX, e0),
+        );
     }
 }

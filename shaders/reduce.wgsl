@@ -23,6 +23,11 @@
 
 var<workgroup> scratch: array<vec4<f32>, WG>;
 
+// Term t of one channel (sections of padded_channels() values, see common.wgsl).
+fn term(t: u32, ch: u32) -> f32 {
+    return chan[t * padded_channels() / 4u + ch / 4u][ch % 4u];
+}
+
 struct Slot {
     ch: u32,
     seg: u32,
@@ -70,7 +75,6 @@ fn workgroup_reduce(li: u32, s: Slot, v: vec4<f32>, moments: bool) {
     if (s.ti == 0u && s.valid) {
         partials[(P.seg_base + s.seg) * P.c + s.ch] = scratch[li];
     }
-    workgroupBarrier();
 }
 
 // Welford update with one value.
@@ -110,7 +114,7 @@ fn grads_group(li: u32, g: u32, width: u32) {
     let s = slot_of(li, g);
     var acc = vec4<f32>(0.0);
     if (s.valid) {
-        let a = chan[2u * s.ch]; // (shift, mean - shift, invstd, weight * invstd)
+        let a = vec3<f32>(term(TERM_SHIFT, s.ch), term(TERM_MEAN, s.ch), term(TERM_INVSTD, s.ch));
         var c = cursor(s.start, P.tpc, width);
         for (var j = s.start; j < s.end; j += P.tpc) {
             let o = chunk_offset(c, s.ch, width);
@@ -131,22 +135,13 @@ fn grads_group(li: u32, g: u32, width: u32) {
     workgroup_reduce(li, s, acc, false);
 }
 
-// Each entry point takes the workgroup at its linear id, then (only when the
-// grid was clamped to the device's limits) every group_count-th one after it.
-
 @compute @workgroup_size(WG)
 fn moments_partial(
     @builtin(local_invocation_index) li: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let g0 = linear_group(wid, nwg);
-    moments_group(li, g0, 1u);
-    if ((P.flags & FLAG_STRIDED) != 0u) {
-        for (var g = g0 + group_count(nwg); g < P.tiles * P.segments; g += group_count(nwg)) {
-            moments_group(li, g, 1u);
-        }
-    }
+    moments_group(li, linear_group(wid, nwg), 1u);
 }
 
 @compute @workgroup_size(WG)
@@ -155,13 +150,7 @@ fn moments_partial4(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let g0 = linear_group(wid, nwg);
-    moments_group(li, g0, 4u);
-    if ((P.flags & FLAG_STRIDED) != 0u) {
-        for (var g = g0 + group_count(nwg); g < P.tiles * P.segments; g += group_count(nwg)) {
-            moments_group(li, g, 4u);
-        }
-    }
+    moments_group(li, linear_group(wid, nwg), 4u);
 }
 
 @compute @workgroup_size(WG)
@@ -170,13 +159,7 @@ fn grads_partial(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let g0 = linear_group(wid, nwg);
-    grads_group(li, g0, 1u);
-    if ((P.flags & FLAG_STRIDED) != 0u) {
-        for (var g = g0 + group_count(nwg); g < P.tiles * P.segments; g += group_count(nwg)) {
-            grads_group(li, g, 1u);
-        }
-    }
+    grads_group(li, linear_group(wid, nwg), 1u);
 }
 
 @compute @workgroup_size(WG)
@@ -185,11 +168,5 @@ fn grads_partial4(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let g0 = linear_group(wid, nwg);
-    grads_group(li, g0, 4u);
-    if ((P.flags & FLAG_STRIDED) != 0u) {
-        for (var g = g0 + group_count(nwg); g < P.tiles * P.segments; g += group_count(nwg)) {
-            grads_group(li, g, 4u);
-        }
-    }
+    grads_group(li, linear_group(wid, nwg), 4u);
 }

@@ -56,15 +56,25 @@ pub(crate) struct Params {
     pub eps: f32,
     pub momentum: f32,
     pub lead: u32,
-    pub mode: u32,
+    pub pad: u32,
 }
 
 pub(crate) const FLAG_UPDATE_RUNNING: u32 = 1;
 pub(crate) const FLAG_AFFINE: u32 = 2;
 pub(crate) const FLAG_BATCH_STATS: u32 = 4;
-pub(crate) const FLAG_STRIDED: u32 = 8;
-pub(crate) const MODE_PLANES: u32 = 0;
-pub(crate) const MODE_ROWS: u32 = 1;
+/// Per-channel terms the finalize kernels write (`TERMS` in `common.wgsl`).
+pub(crate) const TERMS: usize = 7;
+
+/// How the elementwise kernels walk a layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Walk {
+    /// L % 4 == 0: each vec4 lies within one channel.
+    Planes,
+    /// (N, C) with C % 4 == 0: each vec4 is four consecutive channels.
+    Rows,
+    /// Anything else: each value's channel looked up.
+    General,
+}
 
 /// How a per-channel reduction is split over workgroups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,8 +94,9 @@ impl ReducePlan {
 }
 
 /// Chooses the reduction split for a layout, counting each channel's values
-/// in units of `width` consecutive elements along L.
-pub(crate) fn plan_reduce(layout: &Layout, width: usize) -> ReducePlan {
+/// in units of `width` consecutive elements along L, with at most
+/// `max_groups` workgroups.
+pub(crate) fn plan_reduce(layout: &Layout, width: usize, max_groups: usize) -> ReducePlan {
     let wg = WG as usize;
     let cpw = if layout.l == 1 {
         layout.c.next_power_of_two().min(64)
@@ -98,7 +109,10 @@ pub(crate) fn plan_reduce(layout: &Layout, width: usize) -> ReducePlan {
     let max_segments = m
         .div_ceil(tpc * MIN_VALUES_PER_THREAD)
         .clamp(1, MAX_SEGMENTS);
-    let segments = TARGET_GROUPS.div_ceil(tiles).clamp(1, max_segments);
+    let segments = TARGET_GROUPS
+        .div_ceil(tiles)
+        .clamp(1, max_segments)
+        .min((max_groups / tiles).max(1));
     let seg_len = m.div_ceil(segments);
     let segments = m.div_ceil(seg_len);
     ReducePlan {
@@ -126,8 +140,6 @@ pub(crate) struct Chunk {
     pub reduce: ReducePlan,
     /// Index of the chunk's first segment among all partials.
     pub seg_base: u32,
-    /// Some dispatch of the chunk exceeds the grid limits: kernels stride.
-    pub strided: bool,
 }
 
 /// How one op over a whole tensor is dispatched: chunks within
@@ -142,8 +154,8 @@ pub(crate) struct ExecPlan {
     pub head: usize,
     /// Reduction unit: 4 when every vec4 lies within one channel (L % 4 == 0).
     pub width: usize,
-    /// The elementwise kernels' vec4 layout, `None` for the general kernels.
-    pub mode: Option<u32>,
+    /// How the elementwise kernels walk the layout.
+    pub walk: Walk,
 }
 
 /// Splits a non-empty `layout` into chunks whose bytes fit `max_binding`
@@ -155,18 +167,27 @@ pub(crate) fn plan_exec(
     max_dim: u32,
 ) -> Result<ExecPlan, String> {
     let width = if layout.l % 4 == 0 { 4 } else { 1 };
-    let mode = if layout.l % 4 == 0 {
-        Some(MODE_PLANES)
+    let walk = if layout.l % 4 == 0 {
+        Walk::Planes
     } else if layout.l == 1 && layout.c % 4 == 0 {
-        Some(MODE_ROWS)
+        Walk::Rows
     } else {
-        None
+        Walk::General
     };
-    let max_groups = u64::from(max_dim) * u64::from(max_dim);
+    let max_groups = (u64::from(max_dim) * u64::from(max_dim)).min(u64::from(u32::MAX)) as usize;
+    let tiles = plan_reduce(layout, width, max_groups).tiles as usize;
+    if tiles > max_groups {
+        return Err(format!(
+            "{} channels need {tiles} workgroups; the device dispatches at most {max_groups}",
+            layout.c
+        ));
+    }
     let numel = layout.numel();
     let row = layout.c * layout.l;
     let align_elems = (align.max(16) / 4) as usize;
-    let max_elems = (max_binding / 4) as usize / align_elems * align_elems;
+    // Bound by the binding size and by the elementwise grid (4 values per thread).
+    let max_elems = ((max_binding / 4) as usize).min(max_groups.saturating_mul(WG as usize * 4));
+    let max_elems = max_elems / align_elems * align_elems;
     if max_elems == 0 {
         return Err(format!(
             "storage bindings of {max_binding} bytes are too small"
@@ -184,9 +205,7 @@ pub(crate) fn plan_exec(
             n: row1 - row0,
             ..*layout
         };
-        let reduce = plan_reduce(&sub, width);
-        let strided = u64::from(reduce.groups()) > max_groups
-            || u64::from(elementwise_groups(count)) > max_groups;
+        let reduce = plan_reduce(&sub, width, max_groups);
         chunks.push(Chunk {
             start,
             count,
@@ -194,7 +213,6 @@ pub(crate) fn plan_exec(
             layout: sub,
             reduce,
             seg_base,
-            strided,
         });
         seg_base = seg_base
             .checked_add(reduce.segments)
@@ -207,7 +225,7 @@ pub(crate) fn plan_exec(
         total_segments: seg_base,
         head: row.min(max_elems),
         width,
-        mode,
+        walk,
     })
 }
 
@@ -215,17 +233,11 @@ impl ExecPlan {
     /// Params of chunk `k` (the reduction and elementwise dispatches).
     pub fn chunk_params(&self, k: usize, flags: u32, eps: f32, momentum: f32) -> Params {
         let ch = &self.chunks[k];
-        let flags = if ch.strided {
-            flags | FLAG_STRIDED
-        } else {
-            flags
-        };
         Params {
             seg_base: ch.seg_base,
             numel: ch.count as u32,
             lead: ch.lead as u32,
             m: (ch.layout.per_channel() / self.width) as u32,
-            mode: self.mode.unwrap_or(0),
             ..Params::new(&ch.layout, &ch.reduce, flags, eps, momentum)
         }
     }
@@ -283,9 +295,11 @@ pub(crate) struct Kernels {
     pub eval_prepare: wgpu::ComputePipeline,
     pub grads_finalize: wgpu::ComputePipeline,
     pub normalize: wgpu::ComputePipeline,
-    pub normalize4: wgpu::ComputePipeline,
+    pub normalize_planes: wgpu::ComputePipeline,
+    pub normalize_rows: wgpu::ComputePipeline,
     pub grad_input: wgpu::ComputePipeline,
-    pub grad_input4: wgpu::ComputePipeline,
+    pub grad_input_planes: wgpu::ComputePipeline,
+    pub grad_input_rows: wgpu::ComputePipeline,
 }
 
 fn pipeline(
@@ -338,9 +352,11 @@ impl Kernels {
             eval_prepare: p(&finalize, "eval_prepare"),
             grads_finalize: p(&finalize, "grads_finalize"),
             normalize: p(&elementwise, "normalize"),
-            normalize4: p(&elementwise, "normalize4"),
+            normalize_planes: p(&elementwise, "normalize_planes"),
+            normalize_rows: p(&elementwise, "normalize_rows"),
             grad_input: p(&elementwise, "grad_input"),
-            grad_input4: p(&elementwise, "grad_input4"),
+            grad_input_planes: p(&elementwise, "grad_input_planes"),
+            grad_input_rows: p(&elementwise, "grad_input_rows"),
         }
     }
 }
@@ -366,33 +382,33 @@ impl Kernels {
 
     /// The normalize pipeline for a plan's elementwise layout.
     pub fn normalize_for(&self, plan: &ExecPlan) -> &wgpu::ComputePipeline {
-        if plan.mode.is_some() {
-            &self.normalize4
-        } else {
-            &self.normalize
+        match plan.walk {
+            Walk::Planes => &self.normalize_planes,
+            Walk::Rows => &self.normalize_rows,
+            Walk::General => &self.normalize,
         }
     }
 
     /// The grad-input pipeline for a plan's elementwise layout.
     pub fn grad_input_for(&self, plan: &ExecPlan) -> &wgpu::ComputePipeline {
-        if plan.mode.is_some() {
-            &self.grad_input4
-        } else {
-            &self.grad_input
+        match plan.walk {
+            Walk::Planes => &self.grad_input_planes,
+            Walk::Rows => &self.grad_input_rows,
+            Walk::General => &self.grad_input,
         }
     }
 }
 
 /// Splits `groups` workgroups over a 2-D grid within the per-dimension
-/// limit; beyond `max_dim^2` the kernels stride over the remaining work.
+/// limit (`plan_exec` keeps every dispatch within `max_dim^2` groups).
 pub(crate) fn grid(groups: u32, max_dim: u32) -> (u32, u32) {
     let groups = groups.max(1);
     let max_dim = max_dim.max(1);
     if groups <= max_dim {
         return (groups, 1);
     }
-    let gy = groups.div_ceil(max_dim).min(max_dim);
-    (groups.div_ceil(gy).min(max_dim), gy)
+    let gy = groups.div_ceil(max_dim);
+    (groups.div_ceil(gy), gy)
 }
 
 /// Records one dispatch of `pipeline` with the given bindings into `pass`.

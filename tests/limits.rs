@@ -81,5 +81,12 @@ fn tiny_dispatch_dimension_uses_2d_grids() {
         return;
     };
     matches_reference(&ctx, &[2000, 33]);
-    matches_reference(&ctx, &[3, 300, 12]);
+    matches_reference(&ctx, &[300, 40, 12]);
+    // More channels than the grid can cover is an error, not a wrong result.
+    let mut bn = BatchNorm1d::new(&ctx, BatchNorm1dConfig::new(300)).expect("bn");
+    let x = Tensor::zeros(&ctx, &[3, 300, 12]).expect("x");
+    assert!(matches!(
+        bn.forward(&x),
+        Err(wgpu_batchnorm::Error::TooLarge(_))
+    ));
 }
