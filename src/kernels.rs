@@ -166,10 +166,10 @@ pub(crate) fn plan_exec(
     align: u64,
     max_dim: u32,
 ) -> Result<ExecPlan, String> {
-    let width = if layout.l % 4 == 0 { 4 } else { 1 };
-    let walk = if layout.l % 4 == 0 {
+    let width = if layout.l.is_multiple_of(4) { 4 } else { 1 };
+    let walk = if layout.l.is_multiple_of(4) {
         Walk::Planes
-    } else if layout.l == 1 && layout.c % 4 == 0 {
+    } else if layout.l == 1 && layout.c.is_multiple_of(4) {
         Walk::Rows
     } else {
         Walk::General
