@@ -10,6 +10,8 @@
 //   training with running statistics) running = (1 - m) * running + m * batch
 //   with the unbiased variance M2 / (n - 1).
 // eval_prepare:     the same terms from the running statistics.
+// moments_export:   a shard's merged moments, for statistics across devices.
+// moments_apply:    terms (and the running update) from merged moments.
 // grads_finalize:   merges the gradient partials: grad_weight = sum(dy * x_hat),
 //   grad_bias = sum(dy), and the means used by grad_input (zero in eval).
 
@@ -18,6 +20,11 @@
 @group(0) @binding(4) var<storage, read_write> terms: array<f32>;
 @group(0) @binding(5) var<storage, read_write> grad_weight: array<f32>;
 @group(0) @binding(6) var<storage, read_write> grad_bias: array<f32>;
+// Cross-device statistics: this shard's (shift, mean - shift, M2) per channel
+// out; the merged statistics in, as sections of C values: mean (f32 high
+// part), mean (low part: mean - high), invstd, unbiased variance.
+@group(0) @binding(8) var<storage, read_write> moments_out: array<f32>;
+@group(0) @binding(9) var<storage, read> given: array<f32>;
 
 fn set_term(t: u32, ch: u32, v: f32) {
     terms[t * padded_channels() + ch] = v;
@@ -39,6 +46,30 @@ fn set_normalize_terms(ch: u32, shift: f32, mean: f32, invstd: f32) {
     set_term(TERM_BIAS, ch, wb.y);
 }
 
+// The channel's moments merged over all partials in segment order, with
+// the mean relative to the shift; Welford's mean turns NaN on +inf values,
+// where PyTorch's sum / n gives inf, so the sum takes over then.
+fn merged_moments(ch: u32) -> vec4<f32> {
+    var st = vec4<f32>(0.0);
+    for (var s = 0u; s < P.segments; s += 1u) {
+        st = merge_moments(st, partials[s * P.c + ch]);
+    }
+    if (!is_finite(st.y)) {
+        st.y = st.w / f32(P.m);
+    }
+    return st;
+}
+
+fn update_running(ch: u32, mean: f32, unbiased_var: f32) {
+    if ((P.flags & FLAG_UPDATE_RUNNING) != 0u) {
+        let m = P.momentum;
+        let rm = 2u * P.c + ch;
+        let rv = 3u * P.c + ch;
+        state[rm] = (1.0 - m) * state[rm] + m * mean;
+        state[rv] = (1.0 - m) * state[rv] + m * unbiased_var;
+    }
+}
+
 fn channel_index(li: u32, wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return linear_group(wid, nwg) * WG + li;
 }
@@ -53,26 +84,47 @@ fn moments_finalize(
     if (ch >= P.c) {
         return;
     }
-    var st = vec4<f32>(0.0);
-    for (var s = 0u; s < P.segments; s += 1u) {
-        st = merge_moments(st, partials[s * P.c + ch]);
-    }
+    let st = merged_moments(ch);
     let n = f32(P.m);
-    var mean = st.y;
-    if (!is_finite(mean)) {
-        // Welford's mean turns NaN on +inf values; PyTorch's sum / n gives inf.
-        mean = st.w / n;
-    }
+    let mean = st.y;
     let shift = shift_of(ch);
     let invstd = 1.0 / sqrt(st.z / n + P.eps);
-    if ((P.flags & FLAG_UPDATE_RUNNING) != 0u) {
-        let m = P.momentum;
-        let rm = 2u * P.c + ch;
-        let rv = 3u * P.c + ch;
-        state[rm] = (1.0 - m) * state[rm] + m * (shift + mean);
-        state[rv] = (1.0 - m) * state[rv] + m * (st.z / (n - 1.0));
-    }
+    update_running(ch, shift + mean, st.z / (n - 1.0));
     set_normalize_terms(ch, shift, mean, invstd);
+}
+
+@compute @workgroup_size(WG)
+fn moments_export(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let ch = channel_index(li, wid, nwg);
+    if (ch >= P.c) {
+        return;
+    }
+    let st = merged_moments(ch);
+    moments_out[3u * ch] = shift_of(ch);
+    moments_out[3u * ch + 1u] = st.y;
+    moments_out[3u * ch + 2u] = st.z;
+}
+
+@compute @workgroup_size(WG)
+fn moments_apply(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let ch = channel_index(li, wid, nwg);
+    if (ch >= P.c) {
+        return;
+    }
+    let shift = shift_of(ch);
+    // (high - shift) is exact when the shift is near the mean; the low part
+    // restores what f32 rounding took from the merged mean.
+    let mean = (given[ch] - shift) + given[P.c + ch];
+    update_running(ch, given[ch], given[3u * P.c + ch]);
+    set_normalize_terms(ch, shift, mean, given[2u * P.c + ch]);
 }
 
 @compute @workgroup_size(WG)

@@ -21,11 +21,13 @@ pub struct Gradients {
 
 /// What backward needs from the most recent successful forward.
 #[derive(Clone)]
-struct Saved {
-    input: Tensor,
-    layout: Layout,
-    batch_stats: bool,
-    empty: bool,
+pub(crate) struct Saved {
+    pub(crate) input: Tensor,
+    pub(crate) layout: Layout,
+    pub(crate) batch_stats: bool,
+    pub(crate) empty: bool,
+    /// Normalised with statistics merged across devices.
+    pub(crate) sharded: bool,
 }
 
 /// Buffers reused from call to call; they only grow.
@@ -255,7 +257,7 @@ impl BatchNorm1d {
         self.get_checked(Slot::RunningVar, self.cfg.track_running_stats)
     }
 
-    fn check_tensor(&self, t: &Tensor) -> Result<()> {
+    pub(crate) fn check_tensor(&self, t: &Tensor) -> Result<()> {
         if !t.context().same_as(&self.ctx) {
             return Err(Error::ContextMismatch);
         }
@@ -325,12 +327,17 @@ impl BatchNorm1d {
         Ok(())
     }
 
-    fn commit(&mut self, c: Commit) {
+    pub(crate) fn commit(&mut self, c: Commit) {
         self.num_batches_tracked = c.num_batches_tracked;
         self.saved = Some(c.saved);
     }
 
-    fn check_output(&self, out: &Tensor, shape: &[usize], what: &'static str) -> Result<()> {
+    pub(crate) fn check_output(
+        &self,
+        out: &Tensor,
+        shape: &[usize],
+        what: &'static str,
+    ) -> Result<()> {
         self.check_tensor(out)?;
         if out.shape() != shape {
             return Err(Error::ShapeMismatch {
@@ -359,13 +366,23 @@ impl BatchNorm1d {
         let nbt = self.num_batches_tracked + u64::from(plan.track_step);
         if !plan.empty {
             let factor = semantics::momentum_factor(&self.cfg, nbt) as f32;
-            self.encode_forward_passes(encoder, x, out, &plan, factor)?;
+            self.encode_forward_passes(
+                encoder,
+                x,
+                Output::Normalized {
+                    y: out,
+                    given: None,
+                },
+                &plan,
+                factor,
+            )?;
         }
         let saved = Saved {
             input: x.clone(),
             layout: plan.layout,
             batch_stats: plan.batch_stats,
             empty: plan.empty,
+            sharded: false,
         };
         Ok(Commit {
             num_batches_tracked: nbt,
@@ -426,11 +443,11 @@ impl BatchNorm1d {
         Ok(())
     }
 
-    fn encode_forward_passes(
+    pub(crate) fn encode_forward_passes(
         &mut self,
         encoder: &mut wgpu::CommandEncoder,
         x: &Tensor,
-        y: &Tensor,
+        out: Output<'_>,
         plan: &ForwardPlan,
         momentum: f32,
     ) -> Result<()> {
@@ -459,7 +476,7 @@ impl BatchNorm1d {
             label: Some("batchnorm/forward"),
             timestamp_writes: None,
         });
-        if plan.batch_stats {
+        if plan.batch_stats && !matches!(out, Output::Normalized { given: Some(_), .. }) {
             for (i, chunk) in exec.chunks.iter().enumerate() {
                 let xs = x.window(chunk.start, chunk.count);
                 kernels::dispatch(
@@ -476,34 +493,52 @@ impl BatchNorm1d {
                     chunk.reduce.groups(),
                 );
             }
-            kernels::dispatch(
-                device,
-                &mut pass,
-                &k.moments_finalize,
-                "batchnorm/moments_finalize",
-                &[
-                    (0, uniform_slot(ctx, uniforms, 0)),
-                    (2, partials),
-                    (7, head),
-                    (3, state),
-                    (4, chan.clone()),
-                ],
-                kernels::channel_groups(layout.c),
-            );
-        } else {
-            kernels::dispatch(
-                device,
-                &mut pass,
-                &k.eval_prepare,
-                "batchnorm/eval_prepare",
-                &[
-                    (0, uniform_slot(ctx, uniforms, 0)),
-                    (3, state),
-                    (4, chan.clone()),
-                ],
-                kernels::channel_groups(layout.c),
-            );
         }
+        let y = match out {
+            Output::Moments(moments) => {
+                kernels::dispatch(
+                    device,
+                    &mut pass,
+                    &k.moments_export,
+                    "batchnorm/moments_export",
+                    &[
+                        (0, uniform_slot(ctx, uniforms, 0)),
+                        (2, partials),
+                        (7, head),
+                        (8, moments.as_entire_binding()),
+                    ],
+                    kernels::channel_groups(layout.c),
+                );
+                return Ok(());
+            }
+            Output::Normalized { y, given } => {
+                let mut finalize: Vec<(u32, wgpu::BindingResource<'_>)> = vec![
+                    (0, uniform_slot(ctx, uniforms, 0)),
+                    (3, state),
+                    (4, chan.clone()),
+                ];
+                let (pipeline, label) = if let Some(given) = given {
+                    finalize.push((7, head));
+                    finalize.push((9, given.as_entire_binding()));
+                    (&k.moments_apply, "batchnorm/moments_apply")
+                } else if plan.batch_stats {
+                    finalize.push((2, partials));
+                    finalize.push((7, head));
+                    (&k.moments_finalize, "batchnorm/moments_finalize")
+                } else {
+                    (&k.eval_prepare, "batchnorm/eval_prepare")
+                };
+                kernels::dispatch(
+                    device,
+                    &mut pass,
+                    pipeline,
+                    label,
+                    &finalize,
+                    kernels::channel_groups(layout.c),
+                );
+                y
+            }
+        };
         for (i, chunk) in exec.chunks.iter().enumerate() {
             let (start, count) = (chunk.start, chunk.count);
             kernels::dispatch(
@@ -607,6 +642,13 @@ impl BatchNorm1d {
     ) -> Result<()> {
         let saved = self.saved.clone().ok_or(Error::NoForward)?;
         self.check_tensor(grad_output)?;
+        if saved.sharded {
+            return Err(Error::InvalidArgument(
+                "backward of a forward with cross-device statistics needs gradient sums \
+                 merged across devices, which this crate does not do yet"
+                    .into(),
+            ));
+        }
         if grad_output.shape() != saved.input.shape() {
             return Err(Error::ShapeMismatch {
                 expected: saved.input.shape().to_vec(),
@@ -801,10 +843,22 @@ fn uniform_slot<'a>(
     })
 }
 
+/// What a forward records: the normalized output (with batch, running or
+/// given merged statistics), or only the shard's exported moments.
+pub(crate) enum Output<'a> {
+    /// Normalize into `y`; `given` holds merged cross-device statistics.
+    Normalized {
+        y: &'a Tensor,
+        given: Option<&'a wgpu::Buffer>,
+    },
+    /// Export `(shift, mean - shift, M2)` per channel into this buffer.
+    Moments(&'a wgpu::Buffer),
+}
+
 /// State changes of a forward, applied only once the GPU work was accepted.
-struct Commit {
-    num_batches_tracked: u64,
-    saved: Saved,
+pub(crate) struct Commit {
+    pub(crate) num_batches_tracked: u64,
+    pub(crate) saved: Saved,
 }
 
 fn not_available(name: &'static str) -> Error {

@@ -80,6 +80,9 @@ pub enum Error {
     /// statistics with `track_running_stats = false`).
     #[error("{0} is not available: {1}")]
     NotAvailable(&'static str, &'static str),
+    /// A checkpoint (state dict or `.safetensors` file) does not fit the module.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// The tensor exceeds what this adapter can bind or address.
     #[error("tensor too large for this adapter: {0}")]
     TooLarge(String),

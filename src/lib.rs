@@ -77,17 +77,23 @@
 )]
 
 mod batch_norm;
+mod checkpoint;
 mod config;
 mod context;
 pub mod cpu;
 mod error;
+mod fold;
 pub mod kernels;
 mod semantics;
+mod shard;
 mod tensor;
 
 pub use batch_norm::{BatchNorm1d, Gradients};
+pub use checkpoint::StateDict;
 pub use config::BatchNorm1dConfig;
 pub use context::{ContextOptions, GpuContext};
 pub use error::{Error, Result};
+pub use fold::FoldedLinear;
+pub use shard::ShardMoments;
 pub use tensor::Tensor;
 pub use wgpu;

@@ -49,13 +49,25 @@ pub(crate) fn plan_forward(
     training: bool,
     shape: &[usize],
 ) -> Result<ForwardPlan> {
+    plan_forward_with(cfg, training, shape, None)
+}
+
+/// [`plan_forward`] where the statistics cover `values_per_channel` values
+/// (all shards of a batch split across devices) instead of this input's.
+pub(crate) fn plan_forward_with(
+    cfg: &BatchNorm1dConfig,
+    training: bool,
+    shape: &[usize],
+    values_per_channel: Option<u64>,
+) -> Result<ForwardPlan> {
     let layout = match *shape {
         [n, c] => Layout { n, c, l: 1 },
         [n, c, l] => Layout { n, c, l },
         _ => return Err(Error::InvalidRank(shape.len())),
     };
     let batch_stats = training || !cfg.track_running_stats;
-    if batch_stats && layout.per_channel() == 1 {
+    let values = values_per_channel.unwrap_or(layout.per_channel() as u64);
+    if batch_stats && values == 1 {
         let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
         return Err(Error::TooFewValues(format!("[{}]", dims.join(", "))));
     }
