@@ -1,4 +1,5 @@
-// Shared by every batch-norm kernel. Prepended to each kernel file at
+// Shared by every batch-norm kernel. Prepended (after dtype_*.wgsl, which
+// defines `elem`, the tensors' storage type) to each kernel file at
 // pipeline creation. All shapes and scalars arrive in one uniform buffer, so
 // one pipeline serves every shape.
 
@@ -62,7 +63,7 @@ fn linear_group(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 
 
 // The input's first row (n = 0), bound by the kernels that need the shift.
-@group(0) @binding(7) var<storage, read> head: array<f32>;
+@group(0) @binding(7) var<storage, read> head: array<elem>;
 
 // Shift of channel ch: its first value (n = 0, l = 0) when finite and bound.
 // Statistics are accumulated on x - shift, which keeps data such as
@@ -72,7 +73,7 @@ fn shift_of(ch: u32) -> f32 {
     if (i >= arrayLength(&head)) {
         return 0.0;
     }
-    let v = head[i];
+    let v = f32(head[i]);
     return select(0.0, v, is_finite(v));
 }
 

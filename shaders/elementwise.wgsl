@@ -11,10 +11,18 @@
 // the general kernels, which look up each value's channel.
 // Values past numel in the last vec4 land in the output's padding.
 
-@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> dy4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> x4: array<vec4<elem>>;
+@group(0) @binding(2) var<storage, read> dy4: array<vec4<elem>>;
 @group(0) @binding(3) var<storage, read> chan: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<elem>>;
+
+fn load_x(i: u32) -> vec4<f32> {
+    return vec4<f32>(x4[i]);
+}
+
+fn store(i: u32, v: vec4<f32>) {
+    out[i] = vec4<elem>(v);
+}
 
 // Term t of one channel.
 fn term(t: u32, ch: u32) -> f32 {
@@ -67,8 +75,8 @@ fn normalize_planes(
     let i = vec4_index(li, wid, nwg);
     if (i * 4u < P.numel) {
         let ch = plane_channel(i);
-        out[i] = ((x4[i] - term(TERM_SHIFT, ch)) - term(TERM_MEAN, ch)) * term(TERM_SCALE, ch)
-            + term(TERM_BIAS, ch);
+        store(i, ((load_x(i) - term(TERM_SHIFT, ch)) - term(TERM_MEAN, ch)) * term(TERM_SCALE, ch)
+            + term(TERM_BIAS, ch));
     }
 }
 
@@ -81,8 +89,8 @@ fn normalize_rows(
     let i = vec4_index(li, wid, nwg);
     if (i * 4u < P.numel) {
         let q = row_quad(i);
-        out[i] = ((x4[i] - term4(TERM_SHIFT, q)) - term4(TERM_MEAN, q)) * term4(TERM_SCALE, q)
-            + term4(TERM_BIAS, q);
+        store(i, ((load_x(i) - term4(TERM_SHIFT, q)) - term4(TERM_MEAN, q)) * term4(TERM_SCALE, q)
+            + term4(TERM_BIAS, q));
     }
 }
 
@@ -95,14 +103,14 @@ fn normalize(
     let i = vec4_index(li, wid, nwg);
     if (i * 4u < P.numel) {
         let e0 = i * 4u;
-        out[i] = ((x4[i] - term_general(TERM_SHIFT, e0)) - term_general(TERM_MEAN, e0))
-            * term_general(TERM_SCALE, e0) + term_general(TERM_BIAS, e0);
+        store(i, ((load_x(i) - term_general(TERM_SHIFT, e0)) - term_general(TERM_MEAN, e0))
+            * term_general(TERM_SCALE, e0) + term_general(TERM_BIAS, e0));
     }
 }
 
 fn grad_of(i: u32, k: vec4<f32>, m: vec4<f32>, invstd: vec4<f32>, a: vec4<f32>, mdy: vec4<f32>, mdx: vec4<f32>) -> vec4<f32> {
-    let xhat = ((x4[i] - k) - m) * invstd;
-    return a * (dy4[i] - mdy - xhat * mdx);
+    let xhat = ((load_x(i) - k) - m) * invstd;
+    return a * (vec4<f32>(dy4[i]) - mdy - xhat * mdx);
 }
 
 @compute @workgroup_size(WG)
@@ -114,7 +122,7 @@ fn grad_input_planes(
     let i = vec4_index(li, wid, nwg);
     if (i * 4u < P.numel) {
         let ch = plane_channel(i);
-        out[i] = grad_of(
+        store(i, grad_of(
             i,
             vec4<f32>(term(TERM_SHIFT, ch)),
             vec4<f32>(term(TERM_MEAN, ch)),
@@ -122,7 +130,7 @@ fn grad_input_planes(
             vec4<f32>(term(TERM_SCALE, ch)),
             vec4<f32>(term(TERM_MEAN_DY, ch)),
             vec4<f32>(term(TERM_MEAN_DYX, ch)),
-        );
+        ));
     }
 }
 
@@ -135,7 +143,7 @@ fn grad_input_rows(
     let i = vec4_index(li, wid, nwg);
     if (i * 4u < P.numel) {
         let q = row_quad(i);
-        out[i] = grad_of(
+        store(i, grad_of(
             i,
             term4(TERM_SHIFT, q),
             term4(TERM_MEAN, q),
@@ -143,7 +151,7 @@ fn grad_input_rows(
             term4(TERM_SCALE, q),
             term4(TERM_MEAN_DY, q),
             term4(TERM_MEAN_DYX, q),
-        );
+        ));
     }
 }
 
@@ -156,7 +164,7 @@ fn grad_input(
     let i = vec4_index(li, wid, nwg);
     if (i * 4u < P.numel) {
         let e0 = i * 4u;
-        out[i] = grad_of(
+        store(i, grad_of(
             i,
             term_general(TERM_SHIFT, e0),
             term_general(TERM_MEAN, e0),
@@ -164,6 +172,6 @@ fn grad_input(
             term_general(TERM_SCALE, e0),
             term_general(TERM_MEAN_DY, e0),
             term_general(TERM_MEAN_DYX, e0),
-        );
+        ));
     }
 }

@@ -16,8 +16,8 @@
 
 // Tensors are bound as vec4 arrays (buffers are padded to 16 bytes); the
 // scalar kernels pick single components.
-@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> dy4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> x4: array<vec4<elem>>;
+@group(0) @binding(2) var<storage, read> dy4: array<vec4<elem>>;
 @group(0) @binding(3) var<storage, read> chan: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> partials: array<vec4<f32>>;
 
@@ -96,12 +96,12 @@ fn moments_group(li: u32, g: u32, width: u32) {
             if (o < P.numel) {
                 if (width == 4u) {
                     // Two-pass moments of the four values, merged with Chan.
-                    let v = x4[o / 4u] - vec4<f32>(shift);
+                    let v = vec4<f32>(x4[o / 4u]) - vec4<f32>(shift);
                     let sum = v.x + v.y + v.z + v.w;
                     let d = v - vec4<f32>(sum * 0.25);
                     acc = merge_moments(acc, vec4<f32>(4.0, sum * 0.25, dot(d, d), sum));
                 } else {
-                    acc = welford(acc, x4[o / 4u][o % 4u] - shift);
+                    acc = welford(acc, f32(x4[o / 4u][o % 4u]) - shift);
                 }
             }
             advance(&c);
@@ -120,12 +120,12 @@ fn grads_group(li: u32, g: u32, width: u32) {
             let o = chunk_offset(c, s.ch, width);
             if (o < P.numel) {
                 if (width == 4u) {
-                    let g4 = dy4[o / 4u];
-                    let xhat = ((x4[o / 4u] - vec4<f32>(a.x)) - vec4<f32>(a.y)) * a.z;
+                    let g4 = vec4<f32>(dy4[o / 4u]);
+                    let xhat = ((vec4<f32>(x4[o / 4u]) - vec4<f32>(a.x)) - vec4<f32>(a.y)) * a.z;
                     acc += vec4<f32>(dot(g4, vec4<f32>(1.0)), dot(g4, xhat), 0.0, 0.0);
                 } else {
-                    let g1 = dy4[o / 4u][o % 4u];
-                    let xhat = ((x4[o / 4u][o % 4u] - a.x) - a.y) * a.z;
+                    let g1 = f32(dy4[o / 4u][o % 4u]);
+                    let xhat = ((f32(x4[o / 4u][o % 4u]) - a.x) - a.y) * a.z;
                     acc += vec4<f32>(g1, g1 * xhat, 0.0, 0.0);
                 }
             }

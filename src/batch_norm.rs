@@ -6,7 +6,7 @@ use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::kernels::{self, ExecPlan, Params, FLAG_AFFINE, FLAG_BATCH_STATS, FLAG_UPDATE_RUNNING};
 use crate::semantics::{self, ForwardPlan, Layout};
-use crate::tensor::{OwnedBuffer, Tensor};
+use crate::tensor::{DType, OwnedBuffer, Tensor};
 
 /// Gradients returned by [`BatchNorm1d::backward`].
 #[derive(Debug, Clone)]
@@ -272,7 +272,7 @@ impl BatchNorm1d {
     /// statistics; in eval mode it uses the running statistics. One command
     /// submission. A rejected call changes nothing.
     pub fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
-        let y = Tensor::zeros(&self.ctx, x.shape())?;
+        let y = Tensor::zeros_of(&self.ctx, x.shape(), x.dtype())?;
         self.forward_into(x, &y)?;
         Ok(y)
     }
@@ -309,7 +309,7 @@ impl BatchNorm1d {
         encoder: &mut wgpu::CommandEncoder,
         x: &Tensor,
     ) -> Result<Tensor> {
-        let y = Tensor::zeros(&self.ctx, x.shape())?;
+        let y = Tensor::zeros_of(&self.ctx, x.shape(), x.dtype())?;
         self.encode_forward_into(encoder, x, &y)?;
         Ok(y)
     }
@@ -336,6 +336,7 @@ impl BatchNorm1d {
         &self,
         out: &Tensor,
         shape: &[usize],
+        dtype: DType,
         what: &'static str,
     ) -> Result<()> {
         self.check_tensor(out)?;
@@ -344,6 +345,12 @@ impl BatchNorm1d {
                 expected: shape.to_vec(),
                 actual: out.shape().to_vec(),
             });
+        }
+        if out.dtype() != dtype {
+            return Err(Error::InvalidArgument(format!(
+                "{what}: dtype {:?}, expected {dtype:?}",
+                out.dtype()
+            )));
         }
         if !out.is_padded() {
             return Err(Error::InvalidArgument(format!(
@@ -361,7 +368,8 @@ impl BatchNorm1d {
     ) -> Result<Commit> {
         let plan = semantics::plan_forward(&self.cfg, self.training, x.shape())?;
         self.check_tensor(x)?;
-        self.check_output(out, x.shape(), "forward output")?;
+        self.check_output(out, x.shape(), x.dtype(), "forward output")?;
+        self.ctx.kernels().set(x.dtype())?;
         let x = &x.padded(encoder)?;
         let nbt = self.num_batches_tracked + u64::from(plan.track_step);
         if !plan.empty {
@@ -405,10 +413,11 @@ impl BatchNorm1d {
     }
 
     /// Chunks `layout` for this device's binding limits.
-    fn exec_plan(&self, layout: &Layout) -> Result<ExecPlan> {
+    fn exec_plan(&self, layout: &Layout, dtype: DType) -> Result<ExecPlan> {
         let limits = self.ctx.device().limits();
         kernels::plan_exec(
             layout,
+            dtype.size(),
             limits.max_storage_buffer_binding_size,
             u64::from(limits.min_storage_buffer_offset_alignment),
             limits.max_compute_workgroups_per_dimension,
@@ -452,7 +461,7 @@ impl BatchNorm1d {
         momentum: f32,
     ) -> Result<()> {
         let layout = plan.layout;
-        let exec = self.exec_plan(&layout)?;
+        let exec = self.exec_plan(&layout, x.dtype())?;
         self.reserve(&exec)?;
         let flags = self.flags(plan.batch_stats, plan.track_step);
         let eps = self.cfg.eps as f32;
@@ -467,7 +476,7 @@ impl BatchNorm1d {
         )?;
         let (partials, chan) = self.workspace()?;
         let ctx = &self.ctx;
-        let k = ctx.kernels();
+        let k = ctx.kernels().set(x.dtype())?;
         let device = ctx.device();
         let uniforms = &self.ws.forward_uniform;
         let state = self.state.buffer.as_entire_binding();
@@ -619,7 +628,7 @@ impl BatchNorm1d {
         let gc = self.grad_channels(saved);
         let affine = self.cfg.affine;
         Ok(Gradients {
-            grad_input: Tensor::zeros(&self.ctx, grad_output.shape())?,
+            grad_input: Tensor::zeros_of(&self.ctx, grad_output.shape(), grad_output.dtype())?,
             grad_weight: if affine {
                 Some(Tensor::zeros(&self.ctx, &[gc])?)
             } else {
@@ -656,7 +665,19 @@ impl BatchNorm1d {
             });
         }
         let gc = self.grad_channels(&saved);
-        self.check_output(&grads.grad_input, grad_output.shape(), "grad_input")?;
+        if grad_output.dtype() != saved.input.dtype() {
+            return Err(Error::InvalidArgument(format!(
+                "grad_output dtype {:?} differs from the input's {:?}",
+                grad_output.dtype(),
+                saved.input.dtype()
+            )));
+        }
+        self.check_output(
+            &grads.grad_input,
+            grad_output.shape(),
+            grad_output.dtype(),
+            "grad_input",
+        )?;
         let grad_output = &grad_output.padded(encoder)?;
         let ctx = self.ctx.clone();
         let (gw, gb) = if self.cfg.affine {
@@ -664,7 +685,7 @@ impl BatchNorm1d {
                 let t = t.as_ref().ok_or_else(|| {
                     Error::InvalidArgument(format!("{name} is required for an affine module"))
                 })?;
-                self.check_output(t, &[gc], name)?;
+                self.check_output(t, &[gc], DType::F32, name)?;
                 Ok(t.clone())
             };
             (
@@ -710,7 +731,7 @@ impl BatchNorm1d {
         gb: &Tensor,
     ) -> Result<()> {
         let layout = saved.layout;
-        let exec = self.exec_plan(&layout)?;
+        let exec = self.exec_plan(&layout, dy.dtype())?;
         let flags = self.flags(saved.batch_stats, false);
         let eps = self.cfg.eps as f32;
         write_uniforms(
@@ -724,7 +745,7 @@ impl BatchNorm1d {
         )?;
         let (partials, chan) = self.workspace()?;
         let ctx = &self.ctx;
-        let k = ctx.kernels();
+        let k = ctx.kernels().set(dy.dtype())?;
         let device = ctx.device();
         let uniforms = &self.ws.backward_uniform;
         let x = &saved.input;

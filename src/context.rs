@@ -123,10 +123,12 @@ impl GpuContext {
             Some(l) => l.clone(),
             None => adapter.limits(),
         };
+        // f16 tensors need SHADER_F16; take it where the adapter has it.
+        let features = adapter.features() & wgpu::Features::SHADER_F16;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("batchnorm/device"),
-                required_features: wgpu::Features::empty(),
+                required_features: features,
                 required_limits: limits,
                 ..Default::default()
             })

@@ -83,6 +83,9 @@ pub enum Error {
     /// A checkpoint (state dict or `.safetensors` file) does not fit the module.
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// The device lacks a feature the call needs.
+    #[error("unsupported: {0}")]
+    Unsupported(&'static str),
     /// The tensor exceeds what this adapter can bind or address.
     #[error("tensor too large for this adapter: {0}")]
     TooLarge(String),

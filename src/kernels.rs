@@ -24,16 +24,36 @@ pub mod sources {
     pub const ELEMENTWISE: &str = include_str!("../shaders/elementwise.wgsl");
     /// The vec4 copy kernel used as the benchmarks' bandwidth baseline.
     pub const COPY: &str = include_str!("../shaders/copy.wgsl");
+    /// Storage-type preamble of the f32 pipeline set.
+    pub const DTYPE_F32: &str = include_str!("../shaders/dtype_f32.wgsl");
+    /// Storage-type preamble of the f16 pipeline set.
+    pub const DTYPE_F16: &str = include_str!("../shaders/dtype_f16.wgsl");
 
-    /// `(name, complete WGSL module)` for every shader the crate compiles,
-    /// plus the copy baseline; used by the pipeline cache and the naga test.
-    pub fn modules() -> Vec<(&'static str, String)> {
-        vec![
-            ("reduce", format!("{COMMON}\n{REDUCE}")),
-            ("finalize", format!("{COMMON}\n{FINALIZE}")),
-            ("elementwise", format!("{COMMON}\n{ELEMENTWISE}")),
-            ("copy", COPY.to_string()),
-        ]
+    /// The complete WGSL module of kernel family `body` for `dtype`:
+    /// the dtype preamble, the shared prelude, then the family's file.
+    pub fn module(dtype: crate::DType, body: &str) -> String {
+        let preamble = match dtype {
+            crate::DType::F32 => DTYPE_F32,
+            crate::DType::F16 => DTYPE_F16,
+        };
+        format!("{preamble}\n{COMMON}\n{body}")
+    }
+
+    /// `(name, dtype, complete WGSL module)` for every shader the crate
+    /// compiles, plus the copy baseline; used by the naga test.
+    pub fn modules() -> Vec<(&'static str, Option<crate::DType>, String)> {
+        let mut all = Vec::new();
+        for dtype in [crate::DType::F32, crate::DType::F16] {
+            for (name, body) in [
+                ("reduce", REDUCE),
+                ("finalize", FINALIZE),
+                ("elementwise", ELEMENTWISE),
+            ] {
+                all.push((name, Some(dtype), module(dtype, body)));
+            }
+        }
+        all.push(("copy", None, COPY.to_string()));
+        all
     }
 }
 
@@ -162,6 +182,7 @@ pub(crate) struct ExecPlan {
 /// and start at multiples of `align` bytes.
 pub(crate) fn plan_exec(
     layout: &Layout,
+    elem_size: usize,
     max_binding: u64,
     align: u64,
     max_dim: u32,
@@ -184,9 +205,10 @@ pub(crate) fn plan_exec(
     }
     let numel = layout.numel();
     let row = layout.c * layout.l;
-    let align_elems = (align.max(16) / 4) as usize;
+    let align_elems = align.max(16) as usize / elem_size;
     // Bound by the binding size and by the elementwise grid (4 values per thread).
-    let max_elems = ((max_binding / 4) as usize).min(max_groups.saturating_mul(WG as usize * 4));
+    let max_elems =
+        (max_binding as usize / elem_size).min(max_groups.saturating_mul(WG as usize * 4));
     let max_elems = max_elems / align_elems * align_elems;
     if max_elems == 0 {
         return Err(format!(
@@ -285,8 +307,39 @@ impl Params {
     }
 }
 
-/// Every compute pipeline, compiled once per [`GpuContext`](crate::GpuContext).
+/// Every compute pipeline, compiled once per [`GpuContext`](crate::GpuContext):
+/// the f32 set, and the f16 set when the device has `SHADER_F16`.
 pub(crate) struct Kernels {
+    pub f32: KernelSet,
+    pub f16: Option<KernelSet>,
+}
+
+impl Kernels {
+    /// Compiles the pipeline sets the device supports.
+    pub fn new(device: &wgpu::Device) -> Self {
+        let f16 = device
+            .features()
+            .contains(wgpu::Features::SHADER_F16)
+            .then(|| KernelSet::new(device, crate::DType::F16));
+        Self {
+            f32: KernelSet::new(device, crate::DType::F32),
+            f16,
+        }
+    }
+
+    /// The pipeline set for tensors of `dtype`.
+    pub fn set(&self, dtype: crate::DType) -> crate::Result<&KernelSet> {
+        match dtype {
+            crate::DType::F32 => Ok(&self.f32),
+            crate::DType::F16 => self.f16.as_ref().ok_or(crate::Error::Unsupported(
+                "f16 tensors need the adapter's SHADER_F16 feature, which this device lacks",
+            )),
+        }
+    }
+}
+
+/// The pipelines of one storage type.
+pub(crate) struct KernelSet {
     pub moments_partial: wgpu::ComputePipeline,
     pub moments_partial4: wgpu::ComputePipeline,
     pub grads_partial: wgpu::ComputePipeline,
@@ -327,23 +380,27 @@ fn module(device: &wgpu::Device, label: &str, source: String) -> wgpu::ShaderMod
     })
 }
 
-impl Kernels {
-    /// Compiles every pipeline (errors surface through the caller's error scope).
-    pub fn new(device: &wgpu::Device) -> Self {
-        use sources::*;
-        let reduce = module(device, "batchnorm/reduce", format!("{COMMON}\n{REDUCE}"));
-        let finalize = module(
-            device,
-            "batchnorm/finalize",
-            format!("{COMMON}\n{FINALIZE}"),
-        );
-        let elementwise = module(
-            device,
-            "batchnorm/elementwise",
-            format!("{COMMON}\n{ELEMENTWISE}"),
-        );
+impl KernelSet {
+    /// Compiles every pipeline for `dtype` (errors surface through the
+    /// caller's error scope).
+    pub fn new(device: &wgpu::Device, dtype: crate::DType) -> Self {
+        use sources::{ELEMENTWISE, FINALIZE, REDUCE};
+        let tag = match dtype {
+            crate::DType::F32 => "f32",
+            crate::DType::F16 => "f16",
+        };
+        let m = |family: &str, body: &str| {
+            module(
+                device,
+                &format!("batchnorm/{family}-{tag}"),
+                sources::module(dtype, body),
+            )
+        };
+        let reduce = m("reduce", REDUCE);
+        let finalize = m("finalize", FINALIZE);
+        let elementwise = m("elementwise", ELEMENTWISE);
         let p = |m: &wgpu::ShaderModule, entry: &str| {
-            pipeline(device, m, entry, &format!("batchnorm/{entry}"))
+            pipeline(device, m, entry, &format!("batchnorm/{entry}-{tag}"))
         };
         Self {
             moments_partial: p(&reduce, "moments_partial"),
@@ -365,7 +422,7 @@ impl Kernels {
     }
 }
 
-impl Kernels {
+impl KernelSet {
     /// The partial-moments pipeline for a plan's reduction unit.
     pub fn moments_partial_for(&self, plan: &ExecPlan) -> &wgpu::ComputePipeline {
         if plan.width == 4 {

@@ -95,5 +95,5 @@ pub use context::{ContextOptions, GpuContext};
 pub use error::{Error, Result};
 pub use fold::FoldedLinear;
 pub use shard::ShardMoments;
-pub use tensor::Tensor;
+pub use tensor::{DType, Tensor};
 pub use wgpu;

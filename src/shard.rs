@@ -151,7 +151,7 @@ impl BatchNorm1d {
                 "global moments cover fewer values than this shard".into(),
             ));
         }
-        let y = Tensor::zeros(self.context(), x.shape())?;
+        let y = Tensor::zeros_of(self.context(), x.shape(), x.dtype())?;
         let nbt = self.num_batches_tracked() + u64::from(plan.track_step);
         let ctx = self.context().clone();
         if !plan.empty {

@@ -6,9 +6,34 @@ use std::sync::Arc;
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 
+/// Element type of a [`Tensor`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    /// 32-bit float.
+    F32,
+    /// 16-bit float (IEEE half), stored on the GPU and computed with f32
+    /// accumulation; needs the adapter's `SHADER_F16` feature.
+    F16,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 => 2,
+        }
+    }
+}
+
 /// Bytes of f32 data rounded up so shaders may read and write whole `vec4`s.
 pub(crate) fn padded_bytes(numel: usize) -> u64 {
-    let bytes = (numel as u64) * 4;
+    padded_bytes_of(numel, DType::F32)
+}
+
+/// Bytes of `numel` elements of `dtype`, rounded up to 16.
+pub(crate) fn padded_bytes_of(numel: usize, dtype: DType) -> u64 {
+    let bytes = (numel as u64) * dtype.size() as u64;
     bytes.div_ceil(16).max(1) * 16
 }
 
@@ -73,7 +98,9 @@ pub(crate) const TENSOR_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
 
-/// An f32 tensor living in a GPU buffer, with a row-major shape.
+/// A tensor living in a GPU buffer, with a row-major shape and a
+/// [`DType`] (f32 unless made with [`Tensor::from_f16`] or
+/// [`Tensor::zeros_of`]).
 ///
 /// Cloning is cheap: clones share the buffer. Any shape is allowed,
 /// including ones with a zero dimension.
@@ -83,12 +110,14 @@ pub struct Tensor {
     buf: Arc<OwnedBuffer>,
     offset: u64,
     shape: Vec<usize>,
+    dtype: DType,
 }
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tensor")
             .field("shape", &self.shape)
+            .field("dtype", &self.dtype)
             .field("offset", &self.offset)
             .finish()
     }
@@ -104,10 +133,15 @@ pub(crate) fn checked_numel(shape: &[usize]) -> Result<usize> {
 
 impl Tensor {
     /// Allocates an uninitialised-by-contract (actually zeroed) tensor.
-    pub(crate) fn empty(ctx: &GpuContext, shape: &[usize], label: &str) -> Result<Self> {
+    pub(crate) fn empty(
+        ctx: &GpuContext,
+        shape: &[usize],
+        dtype: DType,
+        label: &str,
+    ) -> Result<Self> {
         ctx.check_alive()?;
         let numel = checked_numel(shape)?;
-        let size = padded_bytes(numel);
+        let size = padded_bytes_of(numel, dtype);
         let limits = ctx.device().limits();
         if size > limits.max_buffer_size || numel > u32::MAX as usize {
             return Err(Error::TooLarge(format!(
@@ -121,6 +155,7 @@ impl Tensor {
             buf: Arc::new(buf),
             offset: 0,
             shape: shape.to_vec(),
+            dtype,
         })
     }
 
@@ -135,21 +170,45 @@ impl Tensor {
                 actual: data.len(),
             });
         }
-        let t = Self::empty(ctx, shape, "batchnorm/tensor")?;
-        if numel > 0 {
+        Self::upload(ctx, bytemuck::cast_slice(data), shape, DType::F32)
+    }
+
+    /// Uploads f16 `data` as an f16 tensor of `shape`. Batch norm on f16
+    /// tensors needs the adapter's `SHADER_F16` feature.
+    pub fn from_f16(ctx: &GpuContext, data: &[half::f16], shape: &[usize]) -> Result<Self> {
+        let numel = checked_numel(shape)?;
+        if numel != data.len() {
+            return Err(Error::LengthMismatch {
+                name: "Tensor::from_f16 data",
+                expected: numel,
+                actual: data.len(),
+            });
+        }
+        let mut bytes: Vec<u8> = bytemuck::cast_slice(data).to_vec();
+        bytes.resize(bytes.len().next_multiple_of(4), 0);
+        Self::upload(ctx, &bytes, shape, DType::F16)
+    }
+
+    fn upload(ctx: &GpuContext, bytes: &[u8], shape: &[usize], dtype: DType) -> Result<Self> {
+        let t = Self::empty(ctx, shape, dtype, "batchnorm/tensor")?;
+        if !bytes.is_empty() {
             ctx.scoped(|| {
-                ctx.queue()
-                    .write_buffer(&t.buf.buffer, 0, bytemuck::cast_slice(data));
+                ctx.queue().write_buffer(&t.buf.buffer, 0, bytes);
                 Ok(())
             })?;
         }
         Ok(t)
     }
 
-    /// A tensor of zeros.
+    /// An f32 tensor of zeros.
     pub fn zeros(ctx: &GpuContext, shape: &[usize]) -> Result<Self> {
+        Self::zeros_of(ctx, shape, DType::F32)
+    }
+
+    /// A tensor of zeros of `dtype`.
+    pub fn zeros_of(ctx: &GpuContext, shape: &[usize], dtype: DType) -> Result<Self> {
         // wgpu zero-initialises new buffers.
-        Self::empty(ctx, shape, "batchnorm/tensor")
+        Self::empty(ctx, shape, dtype, "batchnorm/tensor")
     }
 
     /// Wraps an application's existing buffer without copying. The buffer
@@ -187,12 +246,18 @@ impl Tensor {
             buf: Arc::new(OwnedBuffer::foreign(buffer)),
             offset,
             shape: shape.to_vec(),
+            dtype: DType::F32,
         })
     }
 
     /// The tensor's shape.
     pub fn shape(&self) -> &[usize] {
         &self.shape
+    }
+
+    /// Element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// Number of elements.
@@ -227,28 +292,29 @@ impl Tensor {
         if self.is_padded() {
             return Ok(self.clone());
         }
-        let copy = Tensor::zeros(&self.ctx, &self.shape)?;
+        let copy = Tensor::zeros_of(&self.ctx, &self.shape, self.dtype)?;
         encoder.copy_buffer_to_buffer(
             &self.buf.buffer,
             self.offset,
             &copy.buf.buffer,
             0,
-            (self.numel() as u64) * 4,
+            self.copy_bytes()?,
         );
         Ok(copy)
     }
 
     /// Whether the buffer has room for whole `vec4` writes past the end.
     pub(crate) fn is_padded(&self) -> bool {
-        self.buf.buffer.size().saturating_sub(self.offset) >= padded_bytes(self.numel())
+        self.buf.buffer.size().saturating_sub(self.offset)
+            >= padded_bytes_of(self.numel(), self.dtype)
     }
 
     /// Binding of elements `[start, start + count)` (rounded up to a whole
     /// `vec4` where the buffer has room).
     pub(crate) fn window(&self, start: usize, count: usize) -> wgpu::BindingResource<'_> {
-        let offset = self.offset + (start as u64) * 4;
+        let offset = self.offset + (start * self.dtype.size()) as u64;
         let avail = self.buf.buffer.size().saturating_sub(offset);
-        let size = padded_bytes(count).min(avail).max(4);
+        let size = padded_bytes_of(count, self.dtype).min(avail).max(4);
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: &self.buf.buffer,
             offset,
@@ -256,9 +322,53 @@ impl Tensor {
         })
     }
 
-    /// Copies the tensor to the host, blocking until the GPU is done.
+    /// Bytes to copy for the data: a multiple of 4, as wgpu requires.
+    fn copy_bytes(&self) -> Result<u64> {
+        let bytes = (self.numel() * self.dtype.size()) as u64;
+        let rounded = bytes.next_multiple_of(4);
+        if self.offset + rounded > self.buf.buffer.size() {
+            return Err(Error::InvalidArgument(
+                "an f16 tensor with an odd element count needs 2 bytes of room after it".into(),
+            ));
+        }
+        Ok(rounded)
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Vec<f32> {
+        let n = self.numel();
+        match self.dtype {
+            DType::F32 => bytemuck::cast_slice::<u8, f32>(&bytes[..n * 4]).to_vec(),
+            DType::F16 => bytes[..n * 2]
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+        }
+    }
+
+    /// Copies the tensor to the host as f32 (f16 values are widened),
+    /// blocking until the GPU is done.
     pub fn to_vec(&self) -> Result<Vec<f32>> {
-        read_buffer(&self.ctx, &self.buf.buffer, self.offset, self.numel())
+        if self.numel() == 0 {
+            self.ctx.check_alive()?;
+            return Ok(Vec::new());
+        }
+        let bytes = read_bytes(&self.ctx, &self.buf.buffer, self.offset, self.copy_bytes()?)?;
+        Ok(self.decode(&bytes))
+    }
+
+    /// Copies an f16 tensor to the host as f16 values.
+    pub fn to_vec_f16(&self) -> Result<Vec<half::f16>> {
+        if self.dtype != DType::F16 {
+            return Err(Error::InvalidArgument(format!(
+                "to_vec_f16 on a {:?} tensor",
+                self.dtype
+            )));
+        }
+        Ok(self
+            .to_vec()?
+            .into_iter()
+            .map(half::f16::from_f32)
+            .collect())
     }
 
     /// Copies the tensor to the host without blocking the calling thread:
@@ -271,7 +381,8 @@ impl Tensor {
             self.ctx.check_alive()?;
             return Ok(Vec::new());
         }
-        let staging = copy_to_staging(&self.ctx, &self.buf.buffer, self.offset, numel)?;
+        let bytes = self.copy_bytes()?;
+        let staging = copy_to_staging(&self.ctx, &self.buf.buffer, self.offset, bytes)?;
         let rx = start_map(&staging.buffer);
         let result = PollUntil {
             device: self.ctx.device().clone(),
@@ -279,7 +390,7 @@ impl Tensor {
         }
         .await;
         self.ctx.check_alive()?;
-        finish_map(result, &staging.buffer, numel)
+        Ok(self.decode(&finish_map(result, &staging.buffer)?))
     }
 }
 
@@ -298,10 +409,9 @@ fn start_map(buffer: &wgpu::Buffer) -> MapReceiver {
 fn finish_map(
     result: Option<std::result::Result<(), wgpu::BufferAsyncError>>,
     buffer: &wgpu::Buffer,
-    numel: usize,
-) -> Result<Vec<f32>> {
+) -> Result<Vec<u8>> {
     match result {
-        Some(Ok(())) => read_mapped(buffer, numel),
+        Some(Ok(())) => read_mapped(buffer),
         Some(Err(e)) => Err(Error::Readback(e.to_string())),
         None => Err(Error::Readback("map callback dropped".into())),
     }
@@ -311,9 +421,8 @@ fn copy_to_staging(
     ctx: &GpuContext,
     buffer: &wgpu::Buffer,
     offset: u64,
-    numel: usize,
+    bytes: u64,
 ) -> Result<OwnedBuffer> {
-    let bytes = (numel as u64) * 4;
     ctx.scoped(|| {
         let staging = OwnedBuffer::new(
             ctx,
@@ -343,18 +452,24 @@ pub(crate) fn read_buffer(
         ctx.check_alive()?;
         return Ok(Vec::new());
     }
-    let staging = copy_to_staging(ctx, buffer, offset, numel)?;
-    let rx = start_map(&staging.buffer);
-    ctx.synchronize()?;
-    finish_map(pollster::block_on(rx.receive()), &staging.buffer, numel)
+    let bytes = read_bytes(ctx, buffer, offset, (numel * 4) as u64)?;
+    Ok(bytemuck::cast_slice::<u8, f32>(&bytes[..numel * 4]).to_vec())
 }
 
-fn read_mapped(buffer: &wgpu::Buffer, numel: usize) -> Result<Vec<f32>> {
+/// Reads `bytes` (a multiple of 4) at `offset` of `buffer` (blocking).
+fn read_bytes(ctx: &GpuContext, buffer: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<Vec<u8>> {
+    let staging = copy_to_staging(ctx, buffer, offset, bytes)?;
+    let rx = start_map(&staging.buffer);
+    ctx.synchronize()?;
+    finish_map(pollster::block_on(rx.receive()), &staging.buffer)
+}
+
+fn read_mapped(buffer: &wgpu::Buffer) -> Result<Vec<u8>> {
     let view = buffer
         .slice(..)
         .get_mapped_range()
         .map_err(|e| Error::Readback(e.to_string()))?;
-    let out: Vec<f32> = bytemuck::cast_slice::<u8, f32>(&view)[..numel].to_vec();
+    let out = view.to_vec();
     drop(view);
     buffer.unmap();
     Ok(out)

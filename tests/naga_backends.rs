@@ -7,10 +7,15 @@ use naga::back::{glsl, hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use wgpu_batchnorm::kernels::sources;
 
-fn compile(name: &str, source: &str) -> Result<usize, String> {
+fn compile(name: &str, source: &str, f16: bool) -> Result<usize, String> {
     let module = naga::front::wgsl::parse_str(source)
         .map_err(|e| format!("{name}: WGSL parse error:\n{}", e.emit_to_string(source)))?;
-    let info = Validator::new(ValidationFlags::all(), Capabilities::default())
+    let caps = if f16 {
+        Capabilities::SHADER_FLOAT16
+    } else {
+        Capabilities::default()
+    };
+    let info = Validator::new(ValidationFlags::all(), caps)
         .validate(&module)
         .map_err(|e| format!("{name}: validation error:\n{}", e.emit_to_string(source)))?;
     let mut entries = 0;
@@ -40,11 +45,25 @@ fn compile(name: &str, source: &str) -> Result<usize, String> {
         let hlsl_pipeline = hlsl::PipelineOptions {
             entry_point: Some((stage, ep.name.clone())),
         };
-        let hlsl_options = hlsl::Options::default();
+        // f16 needs shader model 6.2 (DXC), as wgpu's DX12 backend uses.
+        let hlsl_options = hlsl::Options {
+            shader_model: if f16 {
+                hlsl::ShaderModel::V6_2
+            } else {
+                hlsl::Options::default().shader_model
+            },
+            ..Default::default()
+        };
         let mut hlsl_out = String::new();
         hlsl::Writer::new(&mut hlsl_out, &hlsl_options, &hlsl_pipeline)
             .write(&module, &info, None)
             .map_err(|e| format!("{at}: HLSL: {e:?}"))?;
+        entries += 1;
+        if f16 {
+            // wgpu's GL backend has no SHADER_F16; the library reports
+            // Error::Unsupported there instead of compiling these.
+            continue;
+        }
         let mut glsl_out = String::new();
         let glsl_options = glsl::Options {
             version: glsl::Version::new_gles(310),
@@ -65,7 +84,6 @@ fn compile(name: &str, source: &str) -> Result<usize, String> {
         )
         .and_then(|mut w| w.write())
         .map_err(|e| format!("{at}: GLSL: {e:?}"))?;
-        entries += 1;
     }
     Ok(entries)
 }
@@ -74,21 +92,22 @@ fn compile(name: &str, source: &str) -> Result<usize, String> {
 fn every_shader_translates_to_every_backend() {
     let mut failures = Vec::new();
     let mut entries = 0;
-    for (name, source) in sources::modules() {
-        match compile(name, &source) {
+    for (name, dtype, source) in sources::modules() {
+        let f16 = dtype == Some(wgpu_batchnorm::DType::F16);
+        match compile(name, &source, f16) {
             Ok(n) => entries += n,
             Err(e) => failures.push(e),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-    // reduce: 4, finalize: 5, elementwise: 6, copy: 1
-    assert_eq!(entries, 16);
+    // per dtype (f32, f16): reduce 4, finalize 5, elementwise 6; copy 1
+    assert_eq!(entries, 2 * 15 + 1);
 }
 
 #[test]
 fn every_wgsl_file_is_covered() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
-    let all: String = sources::modules().into_iter().map(|(_, s)| s).collect();
+    let all: String = sources::modules().into_iter().map(|(_, _, s)| s).collect();
     for entry in std::fs::read_dir(dir).expect("shaders dir") {
         let path = entry.expect("entry").path();
         if path.extension().and_then(|e| e.to_str()) == Some("wgsl") {
@@ -108,5 +127,5 @@ fn a_broken_shader_is_reported() {
         "{}\nfn oops() -> f32 {{ return undefined_name; }}",
         sources::COMMON
     );
-    assert!(compile("broken", &broken).is_err());
+    assert!(compile("broken", &broken, false).is_err());
 }
