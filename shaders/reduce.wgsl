@@ -77,6 +77,19 @@ fn workgroup_reduce(li: u32, s: Slot, v: vec4<f32>, moments: bool) {
     }
 }
 
+// Chan update with four values: their two-pass moments merged into acc.
+// Branch-free (count 0 merges exactly), one division per four values.
+fn welford4(acc: vec4<f32>, v: vec4<f32>) -> vec4<f32> {
+    let sum = v.x + v.y + v.z + v.w;
+    let bm = sum * 0.25;
+    let d = v - vec4<f32>(bm);
+    let cnt = acc.x + 4.0;
+    let w = 4.0 / cnt;
+    let delta = bm - acc.y;
+    let m2 = acc.z + dot(d, d) + delta * delta * acc.x * w;
+    return vec4<f32>(cnt, acc.y + delta * w, m2, acc.w + sum);
+}
+
 // Welford update with one value.
 fn welford(acc: vec4<f32>, v: f32) -> vec4<f32> {
     let cnt = acc.x + 1.0;
@@ -96,10 +109,7 @@ fn moments_group(li: u32, g: u32, width: u32) {
             if (o < P.numel) {
                 if (width == 4u) {
                     // Two-pass moments of the four values, merged with Chan.
-                    let v = vec4<f32>(x4[o / 4u]) - vec4<f32>(shift);
-                    let sum = v.x + v.y + v.z + v.w;
-                    let d = v - vec4<f32>(sum * 0.25);
-                    acc = merge_moments(acc, vec4<f32>(4.0, sum * 0.25, dot(d, d), sum));
+                    acc = welford4(acc, vec4<f32>(x4[o / 4u]) - vec4<f32>(shift));
                 } else {
                     acc = welford(acc, f32(x4[o / 4u][o % 4u]) - shift);
                 }

@@ -282,15 +282,8 @@ impl BatchNorm1d {
     /// needs room for the data rounded up to 16 bytes.
     pub fn forward_into(&mut self, x: &Tensor, out: &Tensor) -> Result<()> {
         let ctx = self.ctx.clone();
-        let mut encoder = ctx
-            .device()
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("batchnorm/forward"),
-            });
-        let commit = ctx.scoped(|| {
-            let c = self.record_forward(&mut encoder, x, out)?;
-            ctx.queue().submit([encoder.finish()]);
-            Ok(c)
+        let commit = ctx.submit("batchnorm/forward", |encoder| {
+            self.record_forward(encoder, x, out)
         })?;
         self.commit(commit);
         Ok(())
@@ -591,15 +584,8 @@ impl BatchNorm1d {
     /// [`BatchNorm1d::backward`] of the same shape), allocating nothing.
     pub fn backward_into(&mut self, grad_output: &Tensor, grads: &mut Gradients) -> Result<()> {
         let ctx = self.ctx.clone();
-        let mut encoder = ctx
-            .device()
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("batchnorm/backward"),
-            });
-        ctx.scoped(|| {
-            self.encode_backward_into(&mut encoder, grad_output, grads)?;
-            ctx.queue().submit([encoder.finish()]);
-            Ok(())
+        ctx.submit("batchnorm/backward", |encoder| {
+            self.encode_backward_into(encoder, grad_output, grads)
         })
     }
 

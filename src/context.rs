@@ -252,6 +252,24 @@ impl GpuContext {
         }
     }
 
+    /// Records `f` into a fresh encoder labelled `label` and submits it, all
+    /// inside [`GpuContext::scoped`]: one submission per call.
+    pub(crate) fn submit<T>(
+        &self,
+        label: &str,
+        f: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<T>,
+    ) -> Result<T> {
+        self.scoped(|| {
+            let mut encoder = self
+                .inner
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+            let out = f(&mut encoder)?;
+            self.inner.queue.submit([encoder.finish()]);
+            Ok(out)
+        })
+    }
+
     /// Runs `f` inside validation and out-of-memory error scopes and turns
     /// whatever wgpu reports into an `Err`.
     pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {

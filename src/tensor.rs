@@ -423,20 +423,14 @@ fn copy_to_staging(
     offset: u64,
     bytes: u64,
 ) -> Result<OwnedBuffer> {
-    ctx.scoped(|| {
+    ctx.submit("batchnorm/readback", |encoder| {
         let staging = OwnedBuffer::new(
             ctx,
             "batchnorm/readback",
             bytes,
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         );
-        let mut enc = ctx
-            .device()
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("batchnorm/readback"),
-            });
-        enc.copy_buffer_to_buffer(buffer, offset, &staging.buffer, 0, bytes);
-        ctx.queue().submit([enc.finish()]);
+        encoder.copy_buffer_to_buffer(buffer, offset, &staging.buffer, 0, bytes);
         Ok(staging)
     })
 }
