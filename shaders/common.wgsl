@@ -42,6 +42,12 @@ fn padded_channels() -> u32 {
     return (P.c + 3u) / 4u * 4u;
 }
 
+// Component k of v without dynamic vector indexing (which some compilers
+// lower to memory) and without arithmetic that would mix in NaNs.
+fn pick(v: vec4<f32>, k: u32) -> f32 {
+    return select(select(v.x, v.y, k == 1u), select(v.z, v.w, k == 3u), k >= 2u);
+}
+
 // Workgroup size of every kernel: within WebGPU's and GL's minimum limits.
 const WG: u32 = 256u;
 

@@ -25,7 +25,7 @@ var<workgroup> scratch: array<vec4<f32>, WG>;
 
 // Term t of one channel (sections of padded_channels() values, see common.wgsl).
 fn term(t: u32, ch: u32) -> f32 {
-    return chan[t * padded_channels() / 4u + ch / 4u][ch % 4u];
+    return pick(chan[t * padded_channels() / 4u + ch / 4u], ch % 4u);
 }
 
 struct Slot {
@@ -111,7 +111,7 @@ fn moments_group(li: u32, g: u32, width: u32) {
                     // Two-pass moments of the four values, merged with Chan.
                     acc = welford4(acc, vec4<f32>(x4[o / 4u]) - vec4<f32>(shift));
                 } else {
-                    acc = welford(acc, f32(x4[o / 4u][o % 4u]) - shift);
+                    acc = welford(acc, pick(vec4<f32>(x4[o / 4u]), o % 4u) - shift);
                 }
             }
             advance(&c);
@@ -134,8 +134,8 @@ fn grads_group(li: u32, g: u32, width: u32) {
                     let xhat = ((vec4<f32>(x4[o / 4u]) - vec4<f32>(a.x)) - vec4<f32>(a.y)) * a.z;
                     acc += vec4<f32>(dot(g4, vec4<f32>(1.0)), dot(g4, xhat), 0.0, 0.0);
                 } else {
-                    let g1 = f32(dy4[o / 4u][o % 4u]);
-                    let xhat = ((f32(x4[o / 4u][o % 4u]) - a.x) - a.y) * a.z;
+                    let g1 = pick(vec4<f32>(dy4[o / 4u]), o % 4u);
+                    let xhat = ((pick(vec4<f32>(x4[o / 4u]), o % 4u) - a.x) - a.y) * a.z;
                     acc += vec4<f32>(g1, g1 * xhat, 0.0, 0.0);
                 }
             }
