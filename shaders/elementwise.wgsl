@@ -26,7 +26,7 @@ fn store(i: u32, v: vec4<f32>) {
 
 // Term t of one channel.
 fn term(t: u32, ch: u32) -> f32 {
-    return pick(chan[t * padded_channels() / 4u + ch / 4u], ch % 4u);
+    return chan[t * padded_channels() / 4u + ch / 4u][ch % 4u];
 }
 
 // Term t of channels 4q .. 4q + 3.

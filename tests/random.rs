@@ -181,3 +181,72 @@ fn larger_shapes_match_reference() {
         run(ctx, &case).unwrap_or_else(|e| panic!("{e}\n{case:?}"));
     }
 }
+
+/// Values of every kind the f32 GPU path represents: large offsets,
+/// magnitudes up to 1e15 (squares stay within f32), subnormals, ±inf, NaN.
+fn special_values(kind: u8, n: usize, rng: &mut common::Rng) -> Vec<f32> {
+    (0..n)
+        .map(|i| match kind {
+            0 => (1e6 + rng.normal()) as f32,
+            1 => (1e15 * rng.normal()) as f32,
+            2 => (rng.normal() * 1e-40) as f32, // subnormal
+            3 if i % 7 == 3 => f32::INFINITY,
+            4 if i % 5 == 1 => f32::NEG_INFINITY,
+            5 if i % 11 == 2 => f32::NAN,
+            _ => rng.normal() as f32,
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Random train/eval sequences over extreme values: the GPU agrees with
+    /// the CPU reference (NaN where it has NaN) or both return the same error.
+    #[test]
+    fn extreme_values_match_reference(
+        shape in prop_oneof![
+            (0usize..20, 1usize..9).prop_map(|(n, c)| vec![n, c]),
+            (0usize..6, 1usize..5, 0usize..9).prop_map(|(n, c, l)| vec![n, c, l]),
+        ],
+        kinds in proptest::collection::vec(0u8..7, 1..4),
+        seed in any::<u64>(),
+    ) {
+        let Some(ctx) = ctx() else { return Ok(()) };
+        let c = shape[1];
+        let numel: usize = shape.iter().product();
+        let mut rng = common::Rng(seed | 1);
+        let cfg = BatchNorm1dConfig::new(c);
+        let mut gpu = BatchNorm1d::new(ctx, cfg.clone()).expect("bn");
+        let mut cpu = cpu::BatchNorm1d::new(cfg).expect("cpu");
+        for (i, kind) in kinds.iter().enumerate() {
+            if i % 2 == 1 {
+                gpu.eval();
+                cpu.eval();
+            } else {
+                gpu.train();
+                cpu.train();
+            }
+            let x = special_values(*kind, numel, &mut rng);
+            let g = gpu.forward(&Tensor::from_slice(ctx, &x, &shape).expect("x"));
+            let w = cpu.forward(&x, &shape);
+            match (g, w) {
+                (Ok(y), Ok(want)) => {
+                    let want: Vec<f64> = want.iter().map(|&v| f64::from(v)).collect();
+                    let got = y.to_vec().expect("read");
+                    if let Err(e) = common::check_close("output", &got, &want, 1e-3) {
+                        prop_assert!(false, "kind {kind} step {i}: {e}");
+                    }
+                }
+                (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
+                (a, b) => prop_assert!(false, "gpu {:?} vs cpu {:?}", a.err(), b.err()),
+            }
+            prop_assert_eq!(gpu.num_batches_tracked(), cpu.num_batches_tracked());
+            let rm = gpu.running_mean().expect("rm").expect("some");
+            let want: Vec<f64> = cpu.running_mean().expect("rm").iter().map(|&v| f64::from(v)).collect();
+            if let Err(e) = common::check_close("running_mean", &rm, &want, 1e-4) {
+                prop_assert!(false, "kind {kind} step {i}: {e}");
+            }
+        }
+    }
+}

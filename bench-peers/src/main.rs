@@ -7,15 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use burn::backend::wgpu::{Wgpu, WgpuDevice};
-use burn::backend::Autodiff;
+use burn::backend::wgpu::WgpuDevice;
 use burn::nn::BatchNormConfig;
-use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor as BurnTensor};
+use burn::tensor::{Device, Distribution, Tensor as BurnTensor};
 use wgpu_batchnorm::{BatchNorm1d, BatchNorm1dConfig, GpuContext, Tensor};
-
-type Infer = Wgpu;
-type Train = Autodiff<Wgpu>;
 
 fn median(mut f: impl FnMut(), runs: usize) -> Duration {
     f();
@@ -31,26 +26,29 @@ fn median(mut f: impl FnMut(), runs: usize) -> Duration {
 }
 
 fn burn_times<const D: usize>(shape: [usize; D], runs: usize) -> (Duration, Duration) {
-    let device = WgpuDevice::default();
+    let device = Device::new(WgpuDevice::default());
     let c = shape[1];
-    // Training: the autodiff backend makes Burn use batch statistics.
-    let bn_train = BatchNormConfig::new(c).init::<Train>(&device);
-    let x_train = BurnTensor::<Train, D>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+    // Training: an autodiff device makes Burn use batch statistics.
+    let train_device = device.clone().autodiff();
+    let bn_train = BatchNormConfig::new(c).init(&train_device);
+    let x_train = BurnTensor::<D>::random(shape, Distribution::Normal(0.0, 1.0), &train_device);
     let train = median(
         || {
+            // Keep the output alive across the sync so no lazy/fused
+            // backend can skip computing it.
             let y = bn_train.forward(x_train.clone());
-            let _ = y;
-            <Train as Backend>::sync(&device);
+            train_device.sync().expect("sync");
+            drop(y);
         },
         runs,
     );
-    let bn_eval = BatchNormConfig::new(c).init::<Infer>(&device);
-    let x_eval = BurnTensor::<Infer, D>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+    let bn_eval = BatchNormConfig::new(c).init(&device);
+    let x_eval = BurnTensor::<D>::random(shape, Distribution::Normal(0.0, 1.0), &device);
     let eval = median(
         || {
             let y = bn_eval.forward(x_eval.clone());
-            let _ = y;
-            <Infer as Backend>::sync(&device);
+            device.sync().expect("sync");
+            drop(y);
         },
         runs,
     );

@@ -1,5 +1,10 @@
 """Writes tests/data/bn_checkpoint.safetensors from PyTorch-recorded state.
 
+With torch installed it builds a real torch.nn.BatchNorm1d, loads the state
+and writes `safetensors.torch.save_file(bn.state_dict())`; without torch it
+writes the same tensors with safetensors.numpy (the committed file was made
+this way: torch was not installable on the machine).
+
 The state is that of case `seq_3d_5x4x7_cfg0` of pytorch_cases.json (recorded
 from torch.nn.BatchNorm1d) after its fourth step: weight and bias from the
 case's init, running_mean / running_var / num_batches_tracked as PyTorch
@@ -26,4 +31,16 @@ state = {
     "bn1.num_batches_tracked": np.array(step["num_batches_tracked"], dtype=np.int64),
     "fc.weight": np.ones((4, 3), dtype=np.float32),
 }
-save_file(state, os.path.join(here, "bn_checkpoint.safetensors"), metadata={"format": "pt"})
+out = os.path.join(here, "bn_checkpoint.safetensors")
+try:
+    import torch
+    from safetensors.torch import save_file as save_torch
+
+    bn = torch.nn.BatchNorm1d(4)
+    sd = {k[len("bn1."):]: torch.from_numpy(v) for k, v in state.items() if k.startswith("bn1.")}
+    bn.load_state_dict(sd)
+    tensors = {"bn1." + k: v.detach().contiguous() for k, v in bn.state_dict().items()}
+    tensors["fc.weight"] = torch.ones(4, 3)
+    save_torch(tensors, out, metadata={"format": "pt"})
+except ImportError:
+    save_file(state, out, metadata={"format": "pt"})
