@@ -83,6 +83,16 @@ fn shift_of(ch: u32) -> f32 {
     return select(0.0, v, is_finite(v));
 }
 
+// Power-of-two factor that brings the channel's shift to magnitude < 2:
+// moments accumulate on (x - shift) * scale, so data around 1e30 (whose
+// squares overflow f32) still gives exact-to-rounding statistics. Scaling by
+// a power of two is exact; small data keeps scale 1.
+fn scale_of(shift: f32) -> f32 {
+    let e = (bitcast<u32>(abs(shift)) >> 23u) & 0xffu;
+    let k = min(max(e, 127u) - 127u, 126u);
+    return bitcast<f32>((127u - k) << 23u);
+}
+
 // Bit test, so no compiler may assume finite math away.
 fn is_finite(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;

@@ -20,8 +20,8 @@
 @group(0) @binding(4) var<storage, read_write> terms: array<f32>;
 @group(0) @binding(5) var<storage, read_write> grad_weight: array<f32>;
 @group(0) @binding(6) var<storage, read_write> grad_bias: array<f32>;
-// Cross-device statistics: this shard's (shift, mean - shift, M2) per channel
-// out; the merged statistics in, as sections of C values: mean (f32 high
+// Cross-device statistics: this shard's (shift, (mean - shift) * scale,
+// M2 * scale^2, scale) per channel out; the merged statistics in, as sections of C values: mean (f32 high
 // part), mean (low part: mean - high), invstd, unbiased variance.
 @group(0) @binding(8) var<storage, read_write> moments_out: array<f32>;
 @group(0) @binding(9) var<storage, read> given: array<f32>;
@@ -60,13 +60,28 @@ fn merged_moments(ch: u32) -> vec4<f32> {
     return st;
 }
 
-fn update_running(ch: u32, mean: f32, unbiased_var: f32) {
+// running = (1 - m) * running + m * batch, evaluated as
+// running + m * (batch - running) with the batch mean given as
+// base + rel: (base - running) is exact when they are close, so the new
+// running mean carries about one f32 rounding, like PyTorch's f32 buffers.
+fn update_running(ch: u32, base: f32, rel: f32, unbiased_var: f32) {
     if ((P.flags & FLAG_UPDATE_RUNNING) != 0u) {
         let m = P.momentum;
         let rm = 2u * P.c + ch;
         let rv = 3u * P.c + ch;
-        state[rm] = (1.0 - m) * state[rm] + m * mean;
-        state[rv] = (1.0 - m) * state[rv] + m * unbiased_var;
+        let old_mean = state[rm];
+        let old_var = state[rv];
+        // Infinite buffers keep PyTorch's form, where inf stays inf.
+        state[rm] = select(
+            (1.0 - m) * old_mean + m * (base + rel),
+            old_mean + m * ((base - old_mean) + rel),
+            is_finite(old_mean),
+        );
+        state[rv] = select(
+            (1.0 - m) * old_var + m * unbiased_var,
+            old_var + m * (unbiased_var - old_var),
+            is_finite(old_var),
+        );
     }
 }
 
@@ -86,10 +101,12 @@ fn moments_finalize(
     }
     let st = merged_moments(ch);
     let n = f32(P.m);
-    let mean = st.y;
     let shift = shift_of(ch);
-    let invstd = 1.0 / sqrt(st.z / n + P.eps);
-    update_running(ch, shift + mean, st.z / (n - 1.0));
+    // Partials are in units of 1 / scale (see scale_of).
+    let s = scale_of(shift);
+    let mean = st.y / s;
+    let invstd = s / sqrt(st.z / n + P.eps * s * s);
+    update_running(ch, shift, mean, st.z / (n - 1.0) / s / s);
     set_normalize_terms(ch, shift, mean, invstd);
 }
 
@@ -104,9 +121,11 @@ fn moments_export(
         return;
     }
     let st = merged_moments(ch);
-    moments_out[3u * ch] = shift_of(ch);
-    moments_out[3u * ch + 1u] = st.y;
-    moments_out[3u * ch + 2u] = st.z;
+    let shift = shift_of(ch);
+    moments_out[4u * ch] = shift;
+    moments_out[4u * ch + 1u] = st.y;
+    moments_out[4u * ch + 2u] = st.z;
+    moments_out[4u * ch + 3u] = scale_of(shift);
 }
 
 @compute @workgroup_size(WG)
@@ -123,7 +142,7 @@ fn moments_apply(
     // (high - shift) is exact when the shift is near the mean; the low part
     // restores what f32 rounding took from the merged mean.
     let mean = (given[ch] - shift) + given[P.c + ch];
-    update_running(ch, given[ch], given[3u * P.c + ch]);
+    update_running(ch, given[ch], given[P.c + ch], given[3u * P.c + ch]);
     set_normalize_terms(ch, shift, mean, given[2u * P.c + ch]);
 }
 

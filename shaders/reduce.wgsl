@@ -10,8 +10,9 @@
 // counted in units: single values, or vec4s of L for the `*4` entry points
 // (L % 4 == 0).
 //
-// moments_partial[4]: (count, mean, M2, sum) of x - shift (Welford per
-//                     thread, Chan merge; shift = the channel's first value).
+// moments_partial[4]: (count, mean, M2, sum) of (x - shift) * scale (Welford
+//                     per thread, Chan merge; shift = the channel's first
+//                     value, scale = scale_of(shift)).
 // grads_partial[4]:   (sum dy, sum dy * x_hat) with the forward's statistics.
 
 // Tensors are bound as vec4 arrays (buffers are padded to 16 bytes); the
@@ -103,15 +104,16 @@ fn moments_group(li: u32, g: u32, width: u32) {
     var acc = vec4<f32>(0.0);
     if (s.valid) {
         let shift = shift_of(s.ch);
+        let scale = scale_of(shift);
         var c = cursor(s.start, P.tpc, width);
         for (var j = s.start; j < s.end; j += P.tpc) {
             let o = chunk_offset(c, s.ch, width);
             if (o < P.numel) {
                 if (width == 4u) {
                     // Two-pass moments of the four values, merged with Chan.
-                    acc = welford4(acc, vec4<f32>(x4[o / 4u]) - vec4<f32>(shift));
+                    acc = welford4(acc, (vec4<f32>(x4[o / 4u]) - vec4<f32>(shift)) * scale);
                 } else {
-                    acc = welford(acc, pick(vec4<f32>(x4[o / 4u]), o % 4u) - shift);
+                    acc = welford(acc, (pick(vec4<f32>(x4[o / 4u]), o % 4u) - shift) * scale);
                 }
             }
             advance(&c);

@@ -858,7 +858,7 @@ pub(crate) enum Output<'a> {
         y: &'a Tensor,
         given: Option<&'a wgpu::Buffer>,
     },
-    /// Export `(shift, mean - shift, M2)` per channel into this buffer.
+    /// Export `(shift, (mean - shift) * scale, M2 * scale², scale)` per channel.
     Moments(&'a wgpu::Buffer),
 }
 

@@ -215,8 +215,12 @@ impl BatchNorm1d {
                     if plan.track_step {
                         let f = semantics::momentum_factor(&self.cfg, nbt);
                         let unbiased = v * n / (n - 1.0);
-                        self.running_mean[c] = (1.0 - f) * self.running_mean[c] + f * m;
-                        self.running_var[c] = (1.0 - f) * self.running_var[c] + f * unbiased;
+                        // Buffers are f32, as in a float32 PyTorch module (a
+                        // variance past f32's range becomes inf there too).
+                        let rm = (1.0 - f) * self.running_mean[c] + f * m;
+                        let rv = (1.0 - f) * self.running_var[c] + f * unbiased;
+                        self.running_mean[c] = f64::from(rm as f32);
+                        self.running_var[c] = f64::from(rv as f32);
                     }
                     (m, v)
                 } else {

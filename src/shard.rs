@@ -94,7 +94,7 @@ impl BatchNorm1d {
             Ok(OwnedBuffer::new(
                 &ctx,
                 "batchnorm/shard-moments",
-                crate::tensor::padded_bytes(3 * c),
+                crate::tensor::padded_bytes(4 * c),
                 crate::tensor::TENSOR_USAGE,
             ))
         })?;
@@ -109,16 +109,17 @@ impl BatchNorm1d {
             ctx.queue().submit([encoder.finish()]);
             Ok(())
         })?;
-        let raw = crate::tensor::read_buffer(&ctx, &out.buffer, 0, 3 * c)?;
+        let raw = crate::tensor::read_buffer(&ctx, &out.buffer, 0, 4 * c)?;
         let mut m = ShardMoments {
             count,
             mean: vec![0.0; c],
             m2: vec![0.0; c],
         };
         for ch in 0..c {
-            let (shift, rel, m2) = (raw[3 * ch], raw[3 * ch + 1], raw[3 * ch + 2]);
-            m.mean[ch] = f64::from(shift) + f64::from(rel);
-            m.m2[ch] = f64::from(m2);
+            let q = &raw[4 * ch..4 * ch + 4];
+            let scale = f64::from(q[3]);
+            m.mean[ch] = f64::from(q[0]) + f64::from(q[1]) / scale;
+            m.m2[ch] = f64::from(q[2]) / (scale * scale);
         }
         Ok(m)
     }

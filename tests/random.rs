@@ -182,8 +182,8 @@ fn larger_shapes_match_reference() {
     }
 }
 
-/// Values of every kind the f32 GPU path represents: large offsets,
-/// magnitudes up to 1e15 (squares stay within f32), subnormals, ±inf, NaN.
+/// Values of every kind: large offsets, magnitudes up to 1e33 (whose
+/// squares overflow f32), subnormals, ±inf, NaN.
 fn special_values(kind: u8, n: usize, rng: &mut common::Rng) -> Vec<f32> {
     (0..n)
         .map(|i| match kind {
@@ -193,6 +193,8 @@ fn special_values(kind: u8, n: usize, rng: &mut common::Rng) -> Vec<f32> {
             3 if i % 7 == 3 => f32::INFINITY,
             4 if i % 5 == 1 => f32::NEG_INFINITY,
             5 if i % 11 == 2 => f32::NAN,
+            6 => (1e30 * rng.normal()) as f32,
+            7 => (-3e33 + 1e32 * rng.normal()) as f32,
             _ => rng.normal() as f32,
         })
         .collect()
@@ -209,7 +211,7 @@ proptest! {
             (0usize..20, 1usize..9).prop_map(|(n, c)| vec![n, c]),
             (0usize..6, 1usize..5, 0usize..9).prop_map(|(n, c, l)| vec![n, c, l]),
         ],
-        kinds in proptest::collection::vec(0u8..7, 1..4),
+        kinds in proptest::collection::vec(0u8..9, 1..4),
         seed in any::<u64>(),
     ) {
         let Some(ctx) = ctx() else { return Ok(()) };
