@@ -56,14 +56,25 @@
 //!   in eval with running statistics, `dx = dy * weight * invstd(running_var)`.
 //!
 //! Variance is numerically stable: each thread runs Welford's update on
-//! values shifted by the channel's first value, and partial states merge
-//! with Chan's formula; `E[x^2] - E[x]^2` is never formed. Bad inputs return
+//! values shifted by the channel's first value (and scaled by a power of two
+//! when that value is huge, so data near 1e30 does not overflow), and
+//! partial states merge with Chan's formula; `E[x^2] - E[x]^2` is never
+//! formed. Bad inputs return
 //! an [`Error`] with PyTorch's wording, and — unlike PyTorch, which bumps
 //! `num_batches_tracked` first — a rejected call changes nothing. NaN in an
 //! input poisons its channel; empty inputs give empty outputs (and count as
 //! a batch in training), as in PyTorch.
 //!
 //! The [`cpu`] module is a reference implementation accumulating in f64.
+//!
+//! Beyond the PyTorch API: [`Tensor::from_buffer`] and
+//! [`BatchNorm1d::encode_forward`] / [`BatchNorm1d::encode_backward`] join an
+//! app's own buffers and command encoders; [`BatchNorm1d::state_dict`] and
+//! `.safetensors` checkpoints use PyTorch's names; [`BatchNorm1d::fold_into_linear`]
+//! folds a trained batch norm into the preceding Linear layer;
+//! [`BatchNorm1d::shard_moments`] and [`BatchNorm1d::forward_with_moments`]
+//! compute batch statistics across devices; f16 tensors ([`DType::F16`])
+//! store f16 and accumulate in f32.
 //!
 //! ## Determinism
 //!
