@@ -41,9 +41,9 @@ impl BatchNorm1dConfig {
         }
     }
 
-    /// Sets `eps`.
-    pub fn eps(mut self, eps: f64) -> Self {
-        self.eps = eps;
+    /// Sets `eps` (an `f64`, or anything that widens to one, such as `f32`).
+    pub fn eps(mut self, eps: impl Into<f64>) -> Self {
+        self.eps = eps.into();
         self
     }
 
