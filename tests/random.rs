@@ -77,6 +77,12 @@ fn run(ctx: &GpuContext, case: &Case) -> Result<(), String> {
         cpu.set_bias(&b).map_err(|e| e.to_string())?;
     }
     let numel: usize = case.shape.iter().product();
+    // Both sides keep running statistics in f32 buffers; in eval the
+    // running mean's rounding (up to ~eps_f32 * |offset|) is divided by the
+    // standard deviation, so data far from zero with a tiny spread carries
+    // that much more error in any f32 implementation, PyTorch's included.
+    let f32_bound = 2.0 * f64::from(f32::EPSILON) * case.offset.abs() / case.sd;
+    let (tol_out, tol_grad) = (2e-4 + f32_bound, 1e-3 + f32_bound);
     for (i, &train) in case.steps.iter().enumerate() {
         if train {
             gpu.train();
@@ -100,13 +106,13 @@ fn run(ctx: &GpuContext, case: &Case) -> Result<(), String> {
             (Ok(y), Ok(want)) => {
                 let got = y.to_vec().map_err(|e| e.to_string())?;
                 let want: Vec<f64> = want.iter().map(|&v| f64::from(v)).collect();
-                common::check_close(&at("output"), &got, &want, 2e-4)?;
+                common::check_close(&at("output"), &got, &want, tol_out)?;
                 let tdy = Tensor::from_slice(ctx, &dy, &case.shape).map_err(|e| e.to_string())?;
                 let gg = gpu.backward(&tdy).map_err(|e| e.to_string())?;
                 let cg = cpu.backward(&dy).map_err(|e| e.to_string())?;
                 let f = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
                 let gi = gg.grad_input.to_vec().map_err(|e| e.to_string())?;
-                common::check_close(&at("grad_input"), &gi, &f(&cg.grad_input), 1e-3)?;
+                common::check_close(&at("grad_input"), &gi, &f(&cg.grad_input), tol_grad)?;
                 for (name, a, b) in [
                     ("grad_weight", gg.grad_weight, cg.grad_weight),
                     ("grad_bias", gg.grad_bias, cg.grad_bias),
@@ -114,7 +120,7 @@ fn run(ctx: &GpuContext, case: &Case) -> Result<(), String> {
                     match (a, b) {
                         (Some(a), Some(b)) => {
                             let a = a.to_vec().map_err(|e| e.to_string())?;
-                            common::check_close(&at(name), &a, &f(&b), 1e-3)?;
+                            common::check_close(&at(name), &a, &f(&b), tol_grad)?;
                         }
                         (None, None) => {}
                         _ => return Err(at(&format!("{name} presence differs"))),
