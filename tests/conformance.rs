@@ -105,8 +105,13 @@ fn compare(name: &str, i: usize, step: &Value, r: &StepResult, tol: f64) -> Resu
     Ok(())
 }
 
-fn init_values(case: &Value, key: &str) -> Option<Vec<f32>> {
-    case.get("init").and_then(|i| i.get(key)).map(f32s)
+/// Calls `set(name, values)` for each buffer the case initialises.
+fn for_each_init(case: &Value, mut set: impl FnMut(&str, &[f32])) {
+    for key in ["weight", "bias", "running_mean", "running_var"] {
+        if let Some(v) = case.get("init").and_then(|i| i.get(key)).map(f32s) {
+            set(key, &v);
+        }
+    }
 }
 
 #[test]
@@ -118,18 +123,15 @@ fn replay_gpu() {
         let name = case["name"].as_str().expect("name");
         let tol = case["tol"].as_f64().unwrap_or(1e-4);
         let mut bn = BatchNorm1d::new(&ctx, config(case)).expect("module");
-        if let Some(v) = init_values(case, "weight") {
-            bn.set_weight(&v).expect("weight");
-        }
-        if let Some(v) = init_values(case, "bias") {
-            bn.set_bias(&v).expect("bias");
-        }
-        if let Some(v) = init_values(case, "running_mean") {
-            bn.set_running_mean(&v).expect("rm");
-        }
-        if let Some(v) = init_values(case, "running_var") {
-            bn.set_running_var(&v).expect("rv");
-        }
+        for_each_init(case, |key, v| {
+            match key {
+                "weight" => bn.set_weight(v),
+                "bias" => bn.set_bias(v),
+                "running_mean" => bn.set_running_mean(v),
+                _ => bn.set_running_var(v),
+            }
+            .expect(key)
+        });
         for (i, step) in case["steps"].as_array().expect("steps").iter().enumerate() {
             if step["mode"] == "train" {
                 bn.train()
@@ -183,18 +185,15 @@ fn replay_cpu() {
         let name = case["name"].as_str().expect("name");
         let tol = case["tol"].as_f64().unwrap_or(1e-4);
         let mut bn = cpu::BatchNorm1d::new(config(case)).expect("module");
-        if let Some(v) = init_values(case, "weight") {
-            bn.set_weight(&v).expect("weight");
-        }
-        if let Some(v) = init_values(case, "bias") {
-            bn.set_bias(&v).expect("bias");
-        }
-        if let Some(v) = init_values(case, "running_mean") {
-            bn.set_running_mean(&v).expect("rm");
-        }
-        if let Some(v) = init_values(case, "running_var") {
-            bn.set_running_var(&v).expect("rv");
-        }
+        for_each_init(case, |key, v| {
+            match key {
+                "weight" => bn.set_weight(v),
+                "bias" => bn.set_bias(v),
+                "running_mean" => bn.set_running_mean(v),
+                _ => bn.set_running_var(v),
+            }
+            .expect(key)
+        });
         for (i, step) in case["steps"].as_array().expect("steps").iter().enumerate() {
             if step["mode"] == "train" {
                 bn.train()
