@@ -19,7 +19,7 @@ struct Params {
     eps: f32,
     momentum: f32,   // running-statistics factor for this step
     lead: u32,       // elements between the start of row `0` of this chunk and the chunk
-    pad: u32,
+    subgroups: u32,  // subgroups per workgroup for reduce_subgroup.wgsl, 0: tree only
 }
 
 const FLAG_UPDATE_RUNNING: u32 = 1u;

@@ -59,7 +59,7 @@ fn merge(a: vec4<f32>, b: vec4<f32>, moments: bool) -> vec4<f32> {
 
 // Tree merge of the tpc threads of each channel; thread 0 of the channel
 // writes the segment's partial.
-fn workgroup_reduce(li: u32, s: Slot, v: vec4<f32>, moments: bool) {
+fn tree_reduce(li: u32, s: Slot, v: vec4<f32>, moments: bool) {
     scratch[li] = v;
     workgroupBarrier();
     var stride = P.tpc / 2u;
@@ -74,8 +74,12 @@ fn workgroup_reduce(li: u32, s: Slot, v: vec4<f32>, moments: bool) {
         stride = stride / 2u;
     }
     if (s.ti == 0u && s.valid) {
-        partials[(P.seg_base + s.seg) * P.c + s.ch] = scratch[li];
+        write_partial(s, scratch[li]);
     }
+}
+
+fn write_partial(s: Slot, v: vec4<f32>) {
+    partials[(P.seg_base + s.seg) * P.c + s.ch] = v;
 }
 
 // Chan update with four values: their two-pass moments merged into acc.
@@ -99,8 +103,8 @@ fn welford(acc: vec4<f32>, v: f32) -> vec4<f32> {
     return vec4<f32>(cnt, mean, acc.z + d * (v - mean), acc.w + v);
 }
 
-fn moments_group(li: u32, g: u32, width: u32) {
-    let s = slot_of(li, g);
+// This thread's moments over its values of slot s.
+fn moments_acc(s: Slot, width: u32) -> vec4<f32> {
     var acc = vec4<f32>(0.0);
     if (s.valid) {
         let shift = shift_of(s.ch);
@@ -119,11 +123,11 @@ fn moments_group(li: u32, g: u32, width: u32) {
             advance(&c);
         }
     }
-    workgroup_reduce(li, s, acc, true);
+    return acc;
 }
 
-fn grads_group(li: u32, g: u32, width: u32) {
-    let s = slot_of(li, g);
+// This thread's (sum dy, sum dy * x_hat) over its values of slot s.
+fn grads_acc(s: Slot, width: u32) -> vec4<f32> {
     var acc = vec4<f32>(0.0);
     if (s.valid) {
         let a = vec3<f32>(term(TERM_SHIFT, s.ch), term(TERM_MEAN, s.ch), term(TERM_INVSTD, s.ch));
@@ -144,41 +148,5 @@ fn grads_group(li: u32, g: u32, width: u32) {
             advance(&c);
         }
     }
-    workgroup_reduce(li, s, acc, false);
-}
-
-@compute @workgroup_size(WG)
-fn moments_partial(
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    moments_group(li, linear_group(wid, nwg), 1u);
-}
-
-@compute @workgroup_size(WG)
-fn moments_partial4(
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    moments_group(li, linear_group(wid, nwg), 4u);
-}
-
-@compute @workgroup_size(WG)
-fn grads_partial(
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    grads_group(li, linear_group(wid, nwg), 1u);
-}
-
-@compute @workgroup_size(WG)
-fn grads_partial4(
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    grads_group(li, linear_group(wid, nwg), 4u);
+    return acc;
 }

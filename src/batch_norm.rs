@@ -827,8 +827,12 @@ fn write_uniforms(
         bytes[at..at + std::mem::size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(&p));
     };
     put(0, exec.total_params(flags, eps, momentum));
+    let subgroups = ctx.kernels().subgroups.unwrap_or(0);
     for k in 0..exec.chunks.len() {
-        put(k + 1, exec.chunk_params(k, flags, eps, momentum));
+        let mut p = exec.chunk_params(k, flags, eps, momentum);
+        // Subgroup combining applies when one channel owns a workgroup.
+        p.subgroups = if p.cpw == 1 { subgroups } else { 0 };
+        put(k + 1, p);
     }
     if buffer.buffer.size() < bytes.len() as u64 {
         *buffer = OwnedBuffer::new(ctx, label, bytes.len() as u64, UNIFORM_USAGE);

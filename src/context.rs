@@ -27,6 +27,10 @@ pub struct ContextOptions {
     /// so large tensors can be bound; `Some(l)` requests exactly `l` (for
     /// example [`wgpu::Limits::downlevel_defaults`]).
     pub limits: Option<wgpu::Limits>,
+    /// Use subgroup operations in the reductions where the adapter has
+    /// `Features::SUBGROUP` (not on wgpu's GL backend); `false` forces the
+    /// shared-memory tree everywhere.
+    pub subgroups: bool,
 }
 
 impl Default for ContextOptions {
@@ -36,6 +40,7 @@ impl Default for ContextOptions {
             adapter_name: None,
             power_preference: wgpu::PowerPreference::HighPerformance,
             limits: None,
+            subgroups: true,
         }
     }
 }
@@ -123,8 +128,13 @@ impl GpuContext {
             Some(l) => l.clone(),
             None => adapter.limits(),
         };
-        // f16 tensors need SHADER_F16; take it where the adapter has it.
-        let features = adapter.features() & wgpu::Features::SHADER_F16;
+        // f16 tensors need SHADER_F16; take it where the adapter has it, and
+        // SUBGROUP for the reductions where wanted.
+        let mut wanted = wgpu::Features::SHADER_F16;
+        if options.subgroups && info.backend != wgpu::Backend::Gl {
+            wanted |= wgpu::Features::SUBGROUP;
+        }
+        let features = adapter.features() & wanted;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("batchnorm/device"),
@@ -173,7 +183,7 @@ impl GpuContext {
         lost_reason: Arc<Mutex<String>>,
     ) -> Result<Self> {
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let kernels = Kernels::new(&device);
+        let kernels = Kernels::new(&device, adapter_info.as_ref());
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(e.into());
         }
@@ -220,6 +230,14 @@ impl GpuContext {
     /// alive on this context (tensors and module workspaces).
     pub fn live_buffers(&self) -> (usize, u64) {
         self.inner.stats.snapshot()
+    }
+
+    /// Whether the reductions combine threads with subgroup operations on
+    /// this device (adapter with `SUBGROUP` and a fixed subgroup size, and
+    /// [`ContextOptions::subgroups`] left on); otherwise they use the
+    /// shared-memory tree. Both give the same statistics up to rounding.
+    pub fn uses_subgroups(&self) -> bool {
+        self.inner.kernels.subgroups.is_some()
     }
 
     /// Whether two handles refer to the same context.

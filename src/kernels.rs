@@ -28,31 +28,57 @@ pub mod sources {
     pub const DTYPE_F32: &str = include_str!("../shaders/dtype_f32.wgsl");
     /// Storage-type preamble of the f16 pipeline set.
     pub const DTYPE_F16: &str = include_str!("../shaders/dtype_f16.wgsl");
+    /// `enable f16;`, first in f16 modules.
+    pub const ENABLE_F16: &str = include_str!("../shaders/enable_f16.wgsl");
+    /// Reduction entry points combining threads with a shared-memory tree.
+    pub const REDUCE_TREE: &str = include_str!("../shaders/reduce_tree.wgsl");
+    /// Reduction entry points combining threads with subgroup operations.
+    pub const REDUCE_SUBGROUP: &str = include_str!("../shaders/reduce_subgroup.wgsl");
 
     /// The complete WGSL module of kernel family `body` for `dtype`:
-    /// the dtype preamble, the shared prelude, then the family's file.
-    pub fn module(dtype: crate::DType, body: &str) -> String {
-        let preamble = match dtype {
+    /// `enable f16;` where needed, the dtype preamble, the shared prelude, then the family's
+    /// files (the reduction family takes its entry points from
+    /// `reduce_subgroup.wgsl` or `reduce_tree.wgsl`; wgpu's WGSL front end
+    /// gates subgroup operations on the device feature, with no `enable`).
+    pub fn module(dtype: crate::DType, subgroups: bool, body: &str) -> String {
+        let mut src = String::new();
+        if dtype == crate::DType::F16 {
+            src.push_str(ENABLE_F16);
+        }
+        src.push_str(match dtype {
             crate::DType::F32 => DTYPE_F32,
             crate::DType::F16 => DTYPE_F16,
-        };
-        format!("{preamble}\n{COMMON}\n{body}")
+        });
+        src.push_str(COMMON);
+        src.push_str(body);
+        if body == REDUCE {
+            src.push_str(if subgroups {
+                REDUCE_SUBGROUP
+            } else {
+                REDUCE_TREE
+            });
+        }
+        src
     }
 
-    /// `(name, dtype, complete WGSL module)` for every shader the crate
-    /// compiles, plus the copy baseline; used by the naga test.
-    pub fn modules() -> Vec<(&'static str, Option<crate::DType>, String)> {
+    /// `(name, dtype, subgroups, complete WGSL module)` for every shader
+    /// the crate compiles, plus the copy baseline; used by the naga test.
+    pub fn modules() -> Vec<(&'static str, Option<crate::DType>, bool, String)> {
         let mut all = Vec::new();
         for dtype in [crate::DType::F32, crate::DType::F16] {
-            for (name, body) in [
-                ("reduce", REDUCE),
-                ("finalize", FINALIZE),
-                ("elementwise", ELEMENTWISE),
-            ] {
-                all.push((name, Some(dtype), module(dtype, body)));
+            for (name, body) in [("finalize", FINALIZE), ("elementwise", ELEMENTWISE)] {
+                all.push((name, Some(dtype), false, module(dtype, false, body)));
+            }
+            for subgroups in [false, true] {
+                all.push((
+                    "reduce",
+                    Some(dtype),
+                    subgroups,
+                    module(dtype, subgroups, REDUCE),
+                ));
             }
         }
-        all.push(("copy", None, COPY.to_string()));
+        all.push(("copy", None, false, COPY.to_string()));
         all
     }
 }
@@ -76,7 +102,7 @@ pub(crate) struct Params {
     pub eps: f32,
     pub momentum: f32,
     pub lead: u32,
-    pub pad: u32,
+    pub subgroups: u32,
 }
 
 pub(crate) const FLAG_UPDATE_RUNNING: u32 = 1;
@@ -312,18 +338,30 @@ impl Params {
 pub(crate) struct Kernels {
     pub f32: KernelSet,
     pub f16: Option<KernelSet>,
+    /// Subgroups per workgroup when the reductions use subgroup operations
+    /// (the device has `SUBGROUP` and a fixed subgroup size dividing `WG`).
+    pub subgroups: Option<u32>,
 }
 
 impl Kernels {
     /// Compiles the pipeline sets the device supports.
-    pub fn new(device: &wgpu::Device) -> Self {
+    pub fn new(device: &wgpu::Device, info: Option<&wgpu::AdapterInfo>) -> Self {
+        let subgroups = info.and_then(|i| {
+            let fixed = i.subgroup_min_size == i.subgroup_max_size && i.subgroup_min_size > 0;
+            let usable = device.features().contains(wgpu::Features::SUBGROUP)
+                && fixed
+                && WG.is_multiple_of(i.subgroup_min_size);
+            usable.then_some(WG / i.subgroup_min_size.max(1))
+        });
+        let sg = subgroups.is_some();
         let f16 = device
             .features()
             .contains(wgpu::Features::SHADER_F16)
-            .then(|| KernelSet::new(device, crate::DType::F16));
+            .then(|| KernelSet::new(device, crate::DType::F16, sg));
         Self {
-            f32: KernelSet::new(device, crate::DType::F32),
+            f32: KernelSet::new(device, crate::DType::F32, sg),
             f16,
+            subgroups,
         }
     }
 
@@ -383,22 +421,22 @@ fn module(device: &wgpu::Device, label: &str, source: String) -> wgpu::ShaderMod
 impl KernelSet {
     /// Compiles every pipeline for `dtype` (errors surface through the
     /// caller's error scope).
-    pub fn new(device: &wgpu::Device, dtype: crate::DType) -> Self {
+    pub fn new(device: &wgpu::Device, dtype: crate::DType, subgroups: bool) -> Self {
         use sources::{ELEMENTWISE, FINALIZE, REDUCE};
         let tag = match dtype {
             crate::DType::F32 => "f32",
             crate::DType::F16 => "f16",
         };
-        let m = |family: &str, body: &str| {
+        let m = |family: &str, sg: bool, body: &str| {
             module(
                 device,
                 &format!("batchnorm/{family}-{tag}"),
-                sources::module(dtype, body),
+                sources::module(dtype, sg, body),
             )
         };
-        let reduce = m("reduce", REDUCE);
-        let finalize = m("finalize", FINALIZE);
-        let elementwise = m("elementwise", ELEMENTWISE);
+        let reduce = m("reduce", subgroups, REDUCE);
+        let finalize = m("finalize", false, FINALIZE);
+        let elementwise = m("elementwise", false, ELEMENTWISE);
         let p = |m: &wgpu::ShaderModule, entry: &str| {
             pipeline(device, m, entry, &format!("batchnorm/{entry}-{tag}"))
         };

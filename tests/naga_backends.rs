@@ -7,14 +7,16 @@ use naga::back::{glsl, hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use wgpu_batchnorm::kernels::sources;
 
-fn compile(name: &str, source: &str, f16: bool) -> Result<usize, String> {
+fn compile(name: &str, source: &str, f16: bool, subgroups: bool) -> Result<usize, String> {
     let module = naga::front::wgsl::parse_str(source)
         .map_err(|e| format!("{name}: WGSL parse error:\n{}", e.emit_to_string(source)))?;
-    let caps = if f16 {
-        Capabilities::SHADER_FLOAT16
-    } else {
-        Capabilities::default()
-    };
+    let mut caps = Capabilities::default();
+    if f16 {
+        caps |= Capabilities::SHADER_FLOAT16;
+    }
+    if subgroups {
+        caps |= Capabilities::SUBGROUP;
+    }
     let info = Validator::new(ValidationFlags::all(), caps)
         .validate(&module)
         .map_err(|e| format!("{name}: validation error:\n{}", e.emit_to_string(source)))?;
@@ -47,7 +49,7 @@ fn compile(name: &str, source: &str, f16: bool) -> Result<usize, String> {
         };
         // f16 needs shader model 6.2 (DXC), as wgpu's DX12 backend uses.
         let hlsl_options = hlsl::Options {
-            shader_model: if f16 {
+            shader_model: if f16 || subgroups {
                 hlsl::ShaderModel::V6_2
             } else {
                 hlsl::Options::default().shader_model
@@ -59,9 +61,10 @@ fn compile(name: &str, source: &str, f16: bool) -> Result<usize, String> {
             .write(&module, &info, None)
             .map_err(|e| format!("{at}: HLSL: {e:?}"))?;
         entries += 1;
-        if f16 {
-            // wgpu's GL backend has no SHADER_F16; the library reports
-            // Error::Unsupported there instead of compiling these.
+        if f16 || subgroups {
+            // wgpu's GL backend gets neither SHADER_F16 nor SUBGROUP: the
+            // library returns Error::Unsupported for f16 there and uses the
+            // tree reductions.
             continue;
         }
         let mut glsl_out = String::new();
@@ -92,22 +95,26 @@ fn compile(name: &str, source: &str, f16: bool) -> Result<usize, String> {
 fn every_shader_translates_to_every_backend() {
     let mut failures = Vec::new();
     let mut entries = 0;
-    for (name, dtype, source) in sources::modules() {
+    for (name, dtype, subgroups, source) in sources::modules() {
         let f16 = dtype == Some(wgpu_batchnorm::DType::F16);
-        match compile(name, &source, f16) {
+        match compile(name, &source, f16, subgroups) {
             Ok(n) => entries += n,
             Err(e) => failures.push(e),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-    // per dtype (f32, f16): reduce 4, finalize 5, elementwise 6; copy 1
-    assert_eq!(entries, 2 * 15 + 1);
+    // per dtype (f32, f16): reduce 4 (tree) + 4 (subgroups), finalize 5,
+    // elementwise 6; copy 1
+    assert_eq!(entries, 2 * 19 + 1);
 }
 
 #[test]
 fn every_wgsl_file_is_covered() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
-    let all: String = sources::modules().into_iter().map(|(_, _, s)| s).collect();
+    let all: String = sources::modules()
+        .into_iter()
+        .map(|(_, _, _, s)| s)
+        .collect();
     for entry in std::fs::read_dir(dir).expect("shaders dir") {
         let path = entry.expect("entry").path();
         if path.extension().and_then(|e| e.to_str()) == Some("wgsl") {
@@ -127,5 +134,5 @@ fn a_broken_shader_is_reported() {
         "{}\nfn oops() -> f32 {{ return undefined_name; }}",
         sources::COMMON
     );
-    assert!(compile("broken", &broken, false).is_err());
+    assert!(compile("broken", &broken, false, false).is_err());
 }
