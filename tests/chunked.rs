@@ -4,7 +4,7 @@
 
 mod common;
 
-use wgpu_batchnorm::{cpu, BatchNorm1d, BatchNorm1dConfig, ContextOptions, GpuContext, Tensor};
+use wgpu_batchnorm::{ContextOptions, GpuContext};
 
 fn small_binding_context() -> Option<GpuContext> {
     common::context()?;
@@ -19,55 +19,7 @@ fn small_binding_context() -> Option<GpuContext> {
 use wgpu_batchnorm::wgpu;
 
 fn compare(ctx: &GpuContext, shape: &[usize], seed: u64) {
-    let mut rng = common::Rng(seed);
-    let c = shape[1];
-    let numel: usize = shape.iter().product();
-    let mut gpu = BatchNorm1d::new(ctx, BatchNorm1dConfig::new(c)).expect("gpu");
-    let mut cpu = cpu::BatchNorm1d::new(BatchNorm1dConfig::new(c)).expect("cpu");
-    let w = rng.normals(c, 1.0, 0.3);
-    gpu.set_weight(&w).expect("w");
-    cpu.set_weight(&w).expect("w");
-    for train in [true, false] {
-        if !train {
-            gpu.eval();
-            cpu.eval();
-        }
-        let x = rng.normals(numel, 5.0, 2.0);
-        let dy = rng.normals(numel, 0.0, 1.0);
-        let y = gpu
-            .forward(&Tensor::from_slice(ctx, &x, shape).expect("x"))
-            .expect("forward")
-            .to_vec()
-            .expect("read");
-        let want = cpu.forward(&x, shape).expect("cpu forward");
-        let f = |v: &[f32]| v.iter().map(|&a| f64::from(a)).collect::<Vec<_>>();
-        common::check_close("output", &y, &f(&want), 2e-4).expect("output");
-        let g = gpu
-            .backward(&Tensor::from_slice(ctx, &dy, shape).expect("dy"))
-            .expect("backward");
-        let cg = cpu.backward(&dy).expect("cpu backward");
-        let gi = g.grad_input.to_vec().expect("read");
-        common::check_close("grad_input", &gi, &f(&cg.grad_input), 1e-3).expect("gi");
-        let gw = g.grad_weight.expect("gw").to_vec().expect("read");
-        common::check_close("grad_weight", &gw, &f(&cg.grad_weight.expect("gw")), 1e-3)
-            .expect("gw");
-        let rm = gpu.running_mean().expect("rm").expect("tracked");
-        common::check_close(
-            "running_mean",
-            &rm,
-            &f(&cpu.running_mean().expect("rm")),
-            1e-4,
-        )
-        .expect("rm");
-        let rv = gpu.running_var().expect("rv").expect("tracked");
-        common::check_close(
-            "running_var",
-            &rv,
-            &f(&cpu.running_var().expect("rv")),
-            1e-4,
-        )
-        .expect("rv");
-    }
+    common::assert_matches_reference(ctx, shape, &[true, false], seed, 5.0, 2.0);
 }
 
 #[test]

@@ -5,9 +5,7 @@
 
 mod common;
 
-use wgpu_batchnorm::{
-    cpu, wgpu, BatchNorm1d, BatchNorm1dConfig, ContextOptions, GpuContext, Tensor,
-};
+use wgpu_batchnorm::{wgpu, BatchNorm1d, BatchNorm1dConfig, ContextOptions, GpuContext, Tensor};
 
 fn with_limits(limits: wgpu::Limits) -> Option<GpuContext> {
     common::context()?;
@@ -19,43 +17,7 @@ fn with_limits(limits: wgpu::Limits) -> Option<GpuContext> {
 }
 
 fn matches_reference(ctx: &GpuContext, shape: &[usize]) {
-    let c = shape[1];
-    let numel: usize = shape.iter().product();
-    let mut rng = common::Rng(21);
-    let mut gpu = BatchNorm1d::new(ctx, BatchNorm1dConfig::new(c)).expect("bn");
-    let mut cpu = cpu::BatchNorm1d::new(BatchNorm1dConfig::new(c)).expect("cpu");
-    let f = |v: &[f32]| v.iter().map(|&a| f64::from(a)).collect::<Vec<_>>();
-    for train in [true, false] {
-        if !train {
-            gpu.eval();
-            cpu.eval();
-        }
-        let x = rng.normals(numel, -2.0, 3.0);
-        let dy = rng.normals(numel, 0.0, 1.0);
-        let y = gpu
-            .forward(&Tensor::from_slice(ctx, &x, shape).expect("x"))
-            .expect("forward")
-            .to_vec()
-            .expect("read");
-        common::check_close(
-            "output",
-            &y,
-            &f(&cpu.forward(&x, shape).expect("cpu")),
-            2e-4,
-        )
-        .expect("output");
-        let g = gpu
-            .backward(&Tensor::from_slice(ctx, &dy, shape).expect("dy"))
-            .expect("bw");
-        let cg = cpu.backward(&dy).expect("cpu bw");
-        common::check_close(
-            "grad_input",
-            &g.grad_input.to_vec().expect("read"),
-            &f(&cg.grad_input),
-            1e-3,
-        )
-        .expect("grad_input");
-    }
+    common::assert_matches_reference(ctx, shape, &[true, false], 21, -2.0, 3.0);
 }
 
 #[test]

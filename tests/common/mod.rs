@@ -75,3 +75,67 @@ impl Rng {
         (0..n).map(|_| (mean + sd * self.normal()) as f32).collect()
     }
 }
+
+/// Runs forward and backward on the GPU module and the CPU reference with
+/// the same random data (`offset + sd * noise`, weight ~ 1 ± 0.3), one step
+/// per entry of `modes` (true = training), and checks outputs, gradients
+/// and running statistics.
+pub fn assert_matches_reference(
+    ctx: &GpuContext,
+    shape: &[usize],
+    modes: &[bool],
+    seed: u64,
+    offset: f64,
+    sd: f64,
+) {
+    use wgpu_batchnorm::{cpu, BatchNorm1d, BatchNorm1dConfig, Tensor};
+    let c = shape[1];
+    let numel: usize = shape.iter().product();
+    let mut rng = Rng(seed);
+    let mut gpu = BatchNorm1d::new(ctx, BatchNorm1dConfig::new(c)).expect("gpu module");
+    let mut reference = cpu::BatchNorm1d::new(BatchNorm1dConfig::new(c)).expect("cpu module");
+    let w = rng.normals(c, 1.0, 0.3);
+    gpu.set_weight(&w).expect("weight");
+    reference.set_weight(&w).expect("weight");
+    let f = |v: &[f32]| v.iter().map(|&a| f64::from(a)).collect::<Vec<_>>();
+    let at = |what: &str| format!("{shape:?} {what}");
+    for &train in modes {
+        if train {
+            gpu.train();
+            reference.train();
+        } else {
+            gpu.eval();
+            reference.eval();
+        }
+        let x = rng.normals(numel, offset, sd);
+        let dy = rng.normals(numel, 0.0, 1.0);
+        let y = gpu
+            .forward(&Tensor::from_slice(ctx, &x, shape).expect("x"))
+            .expect("forward")
+            .to_vec()
+            .expect("read");
+        let want = reference.forward(&x, shape).expect("cpu forward");
+        check_close(&at("output"), &y, &f(&want), 2e-4).expect("output");
+        let g = gpu
+            .backward(&Tensor::from_slice(ctx, &dy, shape).expect("dy"))
+            .expect("backward");
+        let cg = reference.backward(&dy).expect("cpu backward");
+        let gi = g.grad_input.to_vec().expect("read");
+        check_close(&at("grad_input"), &gi, &f(&cg.grad_input), 1e-3).expect("grad_input");
+        let gw = g.grad_weight.expect("affine").to_vec().expect("read");
+        check_close(
+            &at("grad_weight"),
+            &gw,
+            &f(&cg.grad_weight.expect("affine")),
+            1e-3,
+        )
+        .expect("grad_weight");
+        for (name, got, want) in [
+            ("running_mean", gpu.running_mean(), reference.running_mean()),
+            ("running_var", gpu.running_var(), reference.running_var()),
+        ] {
+            let got = got.expect("read").expect("tracked");
+            check_close(&at(name), &got, &f(&want.expect("tracked")), 1e-5).expect(name);
+        }
+    }
+}
