@@ -466,7 +466,7 @@ impl BatchNorm1d {
             flags,
             eps,
             momentum,
-        )?;
+        );
         let (partials, chan) = self.workspace()?;
         let ctx = &self.ctx;
         let k = ctx.kernels().set(x.dtype())?;
@@ -728,7 +728,7 @@ impl BatchNorm1d {
             flags,
             eps,
             0.0,
-        )?;
+        );
         let (partials, chan) = self.workspace()?;
         let ctx = &self.ctx;
         let k = ctx.kernels().set(dy.dtype())?;
@@ -818,7 +818,7 @@ fn write_uniforms(
     flags: u32,
     eps: f32,
     momentum: f32,
-) -> Result<()> {
+) {
     let slots = 1 + exec.chunks.len();
     let stride = uniform_stride(ctx);
     let mut bytes = vec![0u8; slots * stride as usize];
@@ -838,7 +838,6 @@ fn write_uniforms(
         *buffer = OwnedBuffer::new(ctx, label, bytes.len() as u64, UNIFORM_USAGE);
     }
     ctx.queue().write_buffer(&buffer.buffer, 0, &bytes);
-    Ok(())
 }
 
 /// Binding of uniform slot `i` of a buffer written by [`write_uniforms`].

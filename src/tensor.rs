@@ -123,6 +123,19 @@ impl std::fmt::Debug for Tensor {
     }
 }
 
+/// Checks that `len` values fill `shape`.
+fn check_data_len(name: &'static str, shape: &[usize], len: usize) -> Result<()> {
+    let numel = checked_numel(shape)?;
+    if numel != len {
+        return Err(Error::LengthMismatch {
+            name,
+            expected: numel,
+            actual: len,
+        });
+    }
+    Ok(())
+}
+
 /// Number of elements of `shape`, or an error on overflow.
 pub(crate) fn checked_numel(shape: &[usize]) -> Result<usize> {
     shape.iter().try_fold(1usize, |acc, &d| {
@@ -162,28 +175,14 @@ impl Tensor {
     /// Uploads `data` as a tensor of `shape` (`data.len()` must equal the
     /// product of `shape`).
     pub fn from_slice(ctx: &GpuContext, data: &[f32], shape: &[usize]) -> Result<Self> {
-        let numel = checked_numel(shape)?;
-        if numel != data.len() {
-            return Err(Error::LengthMismatch {
-                name: "Tensor::from_slice data",
-                expected: numel,
-                actual: data.len(),
-            });
-        }
+        check_data_len("Tensor::from_slice data", shape, data.len())?;
         Self::upload(ctx, bytemuck::cast_slice(data), shape, DType::F32)
     }
 
     /// Uploads f16 `data` as an f16 tensor of `shape`. Batch norm on f16
     /// tensors needs the adapter's `SHADER_F16` feature.
     pub fn from_f16(ctx: &GpuContext, data: &[half::f16], shape: &[usize]) -> Result<Self> {
-        let numel = checked_numel(shape)?;
-        if numel != data.len() {
-            return Err(Error::LengthMismatch {
-                name: "Tensor::from_f16 data",
-                expected: numel,
-                actual: data.len(),
-            });
-        }
+        check_data_len("Tensor::from_f16 data", shape, data.len())?;
         let mut bytes: Vec<u8> = bytemuck::cast_slice(data).to_vec();
         bytes.resize(bytes.len().next_multiple_of(4), 0);
         Self::upload(ctx, &bytes, shape, DType::F16)
