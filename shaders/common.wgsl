@@ -20,6 +20,10 @@ struct Params {
     momentum: f32,   // running-statistics factor for this step
     lead: u32,       // elements between the start of row `0` of this chunk and the chunk
     subgroups: u32,  // subgroups per workgroup for reduce_subgroup.wgsl, 0: tree only
+    stride: u32,     // vec4s between the values of one elementwise invocation (whole rows)
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
 }
 
 const FLAG_UPDATE_RUNNING: u32 = 1u;
@@ -33,9 +37,9 @@ const TERM_SHIFT: u32 = 0u;   // shift (the channel's first value)
 const TERM_MEAN: u32 = 1u;    // mean - shift
 const TERM_INVSTD: u32 = 2u;  // 1 / sqrt(var + eps)
 const TERM_SCALE: u32 = 3u;   // weight * invstd
-const TERM_BIAS: u32 = 4u;    // bias
-const TERM_MEAN_DY: u32 = 5u; // mean(dy) (0 in eval)
-const TERM_MEAN_DYX: u32 = 6u; // mean(dy * x_hat) (0 in eval)
+const TERM_OFFSET: u32 = 4u;  // bias - (mean - shift) * scale
+const TERM_DX_SLOPE: u32 = 5u; // -scale * invstd * mean(dy * x_hat) (0 in eval)
+const TERM_DX_INTERCEPT: u32 = 6u; // -scale * mean(dy) - slope * (mean - shift) (0 in eval)
 const TERMS: u32 = 7u;
 
 fn padded_channels() -> u32 {

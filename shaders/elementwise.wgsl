@@ -1,20 +1,31 @@
-// Elementwise passes, one vec4 of the tensor per invocation, with the
-// per-channel terms written by finalize.wgsl:
+// Elementwise passes with the per-channel terms written by finalize.wgsl:
 //
-// normalize:  y  = ((x - shift) - (mean - shift)) * (weight * invstd) + bias
-// grad_input: dx = weight * invstd * (dy - mean(dy) - x_hat * mean(dy * x_hat))
-//             (in eval the two means are zero: dx = dy * weight * invstd)
+// normalize:  y  = (x - shift) * scale + offset
+//             (scale = weight * invstd, offset = bias - (mean - shift) * scale)
+// grad_input: dx = scale * dy + slope * (x - shift) + intercept
+//             which is weight * invstd * (dy - mean(dy) - x_hat * mean(dy * x_hat))
+//             regrouped (slope = intercept = 0 in eval: dx = dy * weight * invstd)
 //
-// Three layouts, one entry point each (no branches or loops in the hot path):
-// `*_planes` when L % 4 == 0 (a vec4 lies within one channel), `*_rows` for
-// (N, C) inputs with C % 4 == 0 (a vec4 is four consecutive channels), and
-// the general kernels, which look up each value's channel.
-// Values past numel in the last vec4 land in the output's padding.
+// Subtracting the shift first keeps data such as 1e4 + noise exact to f32
+// rounding (the shift is the channel's first value, near its mean).
+//
+// Each invocation handles SLAB vec4s, `P.stride` vec4s apart; the host
+// makes the stride a whole number of rows (C * L values, and a multiple of
+// 4), so the SLAB vec4s share their channels and the terms are read once.
+// Three layouts, one entry point each, with no loops (which cost much more
+// than the arithmetic on CPU adapters): `*_planes` when L % 4 == 0 (a vec4
+// lies within one channel), `*_rows` for (N, C) inputs with C % 4 == 0 (a
+// vec4 is four consecutive channels), and the general kernels, which look up
+// each value's channel. Values past numel in the last vec4 land in the
+// output's padding.
 
 @group(0) @binding(1) var<storage, read> x4: array<vec4<elem>>;
 @group(0) @binding(2) var<storage, read> dy4: array<vec4<elem>>;
 @group(0) @binding(3) var<storage, read> chan: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<elem>>;
+
+// vec4s per invocation (unrolled by hand below).
+const SLAB: u32 = 4u;
 
 fn load_x(i: u32) -> vec4<f32> {
     return vec4<f32>(x4[i]);
@@ -24,9 +35,9 @@ fn store(i: u32, v: vec4<f32>) {
     out[i] = vec4<elem>(v);
 }
 
-// Term t of one channel.
-fn term(t: u32, ch: u32) -> f32 {
-    return chan[t * padded_channels() / 4u + ch / 4u][ch % 4u];
+// Term t of one channel, in all four lanes.
+fn term(t: u32, ch: u32) -> vec4<f32> {
+    return vec4<f32>(chan[t * padded_channels() / 4u + ch / 4u][ch % 4u]);
 }
 
 // Term t of channels 4q .. 4q + 3.
@@ -41,7 +52,7 @@ fn term_general(t: u32, e0: u32) -> vec4<f32> {
     var l = (e0 + P.lead) - q * P.l;
     var ch = q % P.c;
     for (var k = 0u; k < 4u; k += 1u) {
-        r[k] = term(t, ch);
+        r[k] = chan[t * padded_channels() / 4u + ch / 4u][ch % 4u];
         l += 1u;
         if (l == P.l) {
             l = 0u;
@@ -54,8 +65,13 @@ fn term_general(t: u32, e0: u32) -> vec4<f32> {
     return r;
 }
 
-fn vec4_index(li: u32, wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+// First vec4 of this invocation's slab, or none past the stride.
+fn slab_index(li: u32, wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return linear_group(wid, nwg) * WG + li;
+}
+
+fn in_tensor(i: u32) -> bool {
+    return i < (P.numel + 3u) / 4u;
 }
 
 fn plane_channel(i: u32) -> u32 {
@@ -66,17 +82,35 @@ fn row_quad(i: u32) -> u32 {
     return ((i * 4u + P.lead) % P.c) / 4u;
 }
 
+struct NormTerms {
+    shift: vec4<f32>,
+    scale: vec4<f32>,
+    offset: vec4<f32>,
+}
+
+fn normalize_one(i: u32, t: NormTerms) {
+    if (in_tensor(i)) {
+        store(i, (load_x(i) - t.shift) * t.scale + t.offset);
+    }
+}
+
+fn normalize_slab(i: u32, t: NormTerms) {
+    normalize_one(i, t);
+    normalize_one(i + P.stride, t);
+    normalize_one(i + 2u * P.stride, t);
+    normalize_one(i + 3u * P.stride, t);
+}
+
 @compute @workgroup_size(WG)
 fn normalize_planes(
     @builtin(local_invocation_index) li: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let i = vec4_index(li, wid, nwg);
-    if (i * 4u < P.numel) {
+    let i = slab_index(li, wid, nwg);
+    if (i < P.stride && in_tensor(i)) {
         let ch = plane_channel(i);
-        store(i, ((load_x(i) - term(TERM_SHIFT, ch)) - term(TERM_MEAN, ch)) * term(TERM_SCALE, ch)
-            + term(TERM_BIAS, ch));
+        normalize_slab(i, NormTerms(term(TERM_SHIFT, ch), term(TERM_SCALE, ch), term(TERM_OFFSET, ch)));
     }
 }
 
@@ -86,11 +120,10 @@ fn normalize_rows(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let i = vec4_index(li, wid, nwg);
-    if (i * 4u < P.numel) {
+    let i = slab_index(li, wid, nwg);
+    if (i < P.stride && in_tensor(i)) {
         let q = row_quad(i);
-        store(i, ((load_x(i) - term4(TERM_SHIFT, q)) - term4(TERM_MEAN, q)) * term4(TERM_SCALE, q)
-            + term4(TERM_BIAS, q));
+        normalize_slab(i, NormTerms(term4(TERM_SHIFT, q), term4(TERM_SCALE, q), term4(TERM_OFFSET, q)));
     }
 }
 
@@ -100,17 +133,35 @@ fn normalize(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let i = vec4_index(li, wid, nwg);
-    if (i * 4u < P.numel) {
+    let i = slab_index(li, wid, nwg);
+    if (i < P.stride && in_tensor(i)) {
         let e0 = i * 4u;
-        store(i, ((load_x(i) - term_general(TERM_SHIFT, e0)) - term_general(TERM_MEAN, e0))
-            * term_general(TERM_SCALE, e0) + term_general(TERM_BIAS, e0));
+        normalize_slab(i, NormTerms(
+            term_general(TERM_SHIFT, e0),
+            term_general(TERM_SCALE, e0),
+            term_general(TERM_OFFSET, e0),
+        ));
     }
 }
 
-fn grad_of(i: u32, k: vec4<f32>, m: vec4<f32>, invstd: vec4<f32>, a: vec4<f32>, mdy: vec4<f32>, mdx: vec4<f32>) -> vec4<f32> {
-    let xhat = ((load_x(i) - k) - m) * invstd;
-    return a * (vec4<f32>(dy4[i]) - mdy - xhat * mdx);
+struct GradTerms {
+    shift: vec4<f32>,
+    scale: vec4<f32>,
+    slope: vec4<f32>,
+    intercept: vec4<f32>,
+}
+
+fn grad_one(i: u32, t: GradTerms) {
+    if (in_tensor(i)) {
+        store(i, t.scale * vec4<f32>(dy4[i]) + t.slope * (load_x(i) - t.shift) + t.intercept);
+    }
+}
+
+fn grad_slab(i: u32, t: GradTerms) {
+    grad_one(i, t);
+    grad_one(i + P.stride, t);
+    grad_one(i + 2u * P.stride, t);
+    grad_one(i + 3u * P.stride, t);
 }
 
 @compute @workgroup_size(WG)
@@ -119,17 +170,14 @@ fn grad_input_planes(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let i = vec4_index(li, wid, nwg);
-    if (i * 4u < P.numel) {
+    let i = slab_index(li, wid, nwg);
+    if (i < P.stride && in_tensor(i)) {
         let ch = plane_channel(i);
-        store(i, grad_of(
-            i,
-            vec4<f32>(term(TERM_SHIFT, ch)),
-            vec4<f32>(term(TERM_MEAN, ch)),
-            vec4<f32>(term(TERM_INVSTD, ch)),
-            vec4<f32>(term(TERM_SCALE, ch)),
-            vec4<f32>(term(TERM_MEAN_DY, ch)),
-            vec4<f32>(term(TERM_MEAN_DYX, ch)),
+        grad_slab(i, GradTerms(
+            term(TERM_SHIFT, ch),
+            term(TERM_SCALE, ch),
+            term(TERM_DX_SLOPE, ch),
+            term(TERM_DX_INTERCEPT, ch),
         ));
     }
 }
@@ -140,17 +188,14 @@ fn grad_input_rows(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let i = vec4_index(li, wid, nwg);
-    if (i * 4u < P.numel) {
+    let i = slab_index(li, wid, nwg);
+    if (i < P.stride && in_tensor(i)) {
         let q = row_quad(i);
-        store(i, grad_of(
-            i,
+        grad_slab(i, GradTerms(
             term4(TERM_SHIFT, q),
-            term4(TERM_MEAN, q),
-            term4(TERM_INVSTD, q),
             term4(TERM_SCALE, q),
-            term4(TERM_MEAN_DY, q),
-            term4(TERM_MEAN_DYX, q),
+            term4(TERM_DX_SLOPE, q),
+            term4(TERM_DX_INTERCEPT, q),
         ));
     }
 }
@@ -161,17 +206,14 @@ fn grad_input(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let i = vec4_index(li, wid, nwg);
-    if (i * 4u < P.numel) {
+    let i = slab_index(li, wid, nwg);
+    if (i < P.stride && in_tensor(i)) {
         let e0 = i * 4u;
-        store(i, grad_of(
-            i,
+        grad_slab(i, GradTerms(
             term_general(TERM_SHIFT, e0),
-            term_general(TERM_MEAN, e0),
-            term_general(TERM_INVSTD, e0),
             term_general(TERM_SCALE, e0),
-            term_general(TERM_MEAN_DY, e0),
-            term_general(TERM_MEAN_DYX, e0),
+            term_general(TERM_DX_SLOPE, e0),
+            term_general(TERM_DX_INTERCEPT, e0),
         ));
     }
 }

@@ -13,7 +13,7 @@
 // moments_export:   a shard's merged moments, for statistics across devices.
 // moments_apply:    terms (and the running update) from merged moments.
 // grads_finalize:   merges the gradient partials: grad_weight = sum(dy * x_hat),
-//   grad_bias = sum(dy), and the means used by grad_input (zero in eval).
+//   grad_bias = sum(dy), and grad_input's slope and intercept (zero in eval).
 
 @group(0) @binding(2) var<storage, read> partials: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> state: array<f32>;
@@ -30,6 +30,10 @@ fn set_term(t: u32, ch: u32, v: f32) {
     terms[t * padded_channels() + ch] = v;
 }
 
+fn get_term(t: u32, ch: u32) -> f32 {
+    return terms[t * padded_channels() + ch];
+}
+
 fn affine_of(ch: u32) -> vec2<f32> {
     if ((P.flags & FLAG_AFFINE) != 0u) {
         return vec2<f32>(state[ch], state[P.c + ch]);
@@ -42,8 +46,11 @@ fn set_normalize_terms(ch: u32, shift: f32, mean: f32, invstd: f32) {
     set_term(TERM_SHIFT, ch, shift);
     set_term(TERM_MEAN, ch, mean);
     set_term(TERM_INVSTD, ch, invstd);
-    set_term(TERM_SCALE, ch, wb.x * invstd);
-    set_term(TERM_BIAS, ch, wb.y);
+    let scale = wb.x * invstd;
+    set_term(TERM_SCALE, ch, scale);
+    // mean is 0 in eval (the shift is the running mean): offset = bias
+    // exactly, even where scale is infinite.
+    set_term(TERM_OFFSET, ch, select(wb.y - mean * scale, wb.y, mean == 0.0));
 }
 
 // The channel's moments merged over all partials in segment order, with
@@ -176,13 +183,17 @@ fn grads_finalize(
     }
     grad_weight[ch] = st.y;
     grad_bias[ch] = st.x;
-    var mean_dy = 0.0;
-    var mean_dyx = 0.0;
+    // grad_input = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat)) with
+    // x_hat = ((x - shift) - mean) * invstd, as scale * dy + slope * (x - shift)
+    // + intercept. Eval has no batch terms: slope = intercept = 0.
+    var slope = 0.0;
+    var intercept = 0.0;
     if ((P.flags & FLAG_BATCH_STATS) != 0u) {
         let n = f32(P.m);
-        mean_dy = st.x / n;
-        mean_dyx = st.y / n;
+        let scale = get_term(TERM_SCALE, ch);
+        slope = -scale * get_term(TERM_INVSTD, ch) * (st.y / n);
+        intercept = -scale * (st.x / n) - slope * get_term(TERM_MEAN, ch);
     }
-    set_term(TERM_MEAN_DY, ch, mean_dy);
-    set_term(TERM_MEAN_DYX, ch, mean_dyx);
+    set_term(TERM_DX_SLOPE, ch, slope);
+    set_term(TERM_DX_INTERCEPT, ch, intercept);
 }

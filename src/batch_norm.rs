@@ -554,7 +554,7 @@ impl BatchNorm1d {
                     (3, chan.clone()),
                     (4, y.window(start, count)),
                 ],
-                kernels::elementwise_groups(count),
+                kernels::elementwise_groups(count, layout.row()),
             );
         }
         Ok(())
@@ -784,7 +784,7 @@ impl BatchNorm1d {
                     (3, chan.clone()),
                     (4, dx.window(start, count)),
                 ],
-                kernels::elementwise_groups(count),
+                kernels::elementwise_groups(count, layout.row()),
             );
         }
         Ok(())
@@ -793,7 +793,8 @@ impl BatchNorm1d {
 
 /// Bytes between uniform slots: one `Params` per aligned slot.
 fn uniform_stride(ctx: &GpuContext) -> u64 {
-    u64::from(ctx.device().limits().min_uniform_buffer_offset_alignment).max(UNIFORM_SIZE)
+    let align = u64::from(ctx.device().limits().min_uniform_buffer_offset_alignment).max(1);
+    UNIFORM_SIZE.next_multiple_of(align)
 }
 
 /// Grows `slot` to at least `need` bytes (never shrinks).

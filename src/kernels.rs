@@ -103,6 +103,8 @@ pub(crate) struct Params {
     pub momentum: f32,
     pub lead: u32,
     pub subgroups: u32,
+    pub stride: u32,
+    pub pad: [u32; 3],
 }
 
 pub(crate) const FLAG_UPDATE_RUNNING: u32 = 1;
@@ -286,6 +288,7 @@ impl ExecPlan {
             numel: ch.count as u32,
             lead: ch.lead as u32,
             m: (ch.layout.per_channel() / self.width) as u32,
+            stride: slab_stride(ch.count, self.layout.row()) as u32,
             ..Params::new(&ch.layout, &ch.reduce, flags, eps, momentum)
         }
     }
@@ -543,7 +546,68 @@ pub(crate) fn channel_groups(c: usize) -> u32 {
     (c as u32).div_ceil(WG)
 }
 
-/// Workgroups for the elementwise kernels (four values per thread).
-pub(crate) fn elementwise_groups(numel: usize) -> u32 {
-    (numel as u32).div_ceil(4).div_ceil(WG)
+/// vec4s per elementwise invocation (`SLAB` in `elementwise.wgsl`).
+pub(crate) const SLAB: usize = 4;
+
+/// Distance in vec4s between the vec4s of one elementwise invocation over
+/// `count` elements with rows of `row` elements: a whole number of rows
+/// that is also a whole number of vec4s, so an invocation's vec4s share
+/// their channels; at least a quarter of the vec4s, so `SLAB` of them
+/// cover the range.
+pub(crate) fn slab_stride(count: usize, row: usize) -> usize {
+    let vec4s = count.div_ceil(4).max(1);
+    let unit = match row % 4 {
+        0 => row / 4,
+        2 => row / 2,
+        _ => row,
+    }
+    .max(1);
+    if unit >= vec4s {
+        return vec4s;
+    }
+    vec4s.div_ceil(SLAB).div_ceil(unit) * unit
+}
+
+/// Workgroups for the elementwise kernels over `count` elements with rows
+/// of `row` elements (one invocation per vec4 of the first stride).
+pub(crate) fn elementwise_groups(count: usize, row: usize) -> u32 {
+    (slab_stride(count, row) as u32).div_ceil(WG)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every vec4 is covered exactly once and shares its channels with the
+    /// first vec4 of its invocation.
+    #[test]
+    fn slab_stride_covers_each_vec4_once_within_its_channels() {
+        for (count, row) in [
+            (1, 1),
+            (7, 3),
+            (64, 64),
+            (4096, 64),
+            (1000, 10),
+            (999, 333),
+            (12, 6),
+            (80, 20),
+            (4 * 5 * 7, 7),
+        ] {
+            let stride = slab_stride(count, row);
+            let vec4s = count.div_ceil(4);
+            let mut seen = vec![0u8; vec4s];
+            for i in 0..stride.min(vec4s) {
+                for j in 0..SLAB {
+                    let v = i + j * stride;
+                    if v < vec4s {
+                        seen[v] += 1;
+                        if j > 0 {
+                            assert_eq!((v * 4) % row, (i * 4) % row, "count {count} row {row}");
+                        }
+                    }
+                }
+            }
+            assert!(seen.iter().all(|&s| s == 1), "count {count} row {row}");
+        }
+    }
 }

@@ -18,6 +18,11 @@ impl Layout {
         self.n * self.l
     }
 
+    /// Values in one row (one sample), `C * L`.
+    pub fn row(&self) -> usize {
+        self.c * self.l
+    }
+
     /// All values, `N * C * L`.
     pub fn numel(&self) -> usize {
         self.n * self.c * self.l
