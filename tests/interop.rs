@@ -31,6 +31,20 @@ fn f32s(v: &Value) -> Vec<f32> {
         .collect()
 }
 
+/// A float32 tensor of a safetensors file, as f32 values.
+fn safetensors_f32(bytes: &[u8], key: &str) -> Vec<f32> {
+    let file = safetensors::SafeTensors::deserialize(bytes).expect("safetensors");
+    let view = file.tensor(key).expect("key");
+    assert_eq!(view.dtype(), safetensors::Dtype::F32);
+    view.data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// `bn_checkpoint.safetensors` was written by `safetensors.torch.save_file`
+/// of a real `torch.nn.BatchNorm1d` state dict (`tests/data/make_bn_checkpoint.py`),
+/// with torch's own eval output for one input stored beside it.
 #[test]
 fn safetensors_pytorch_checkpoint_reproduces_pytorch_eval_output() {
     let Some(ctx) = common::context() else { return };
@@ -48,18 +62,30 @@ fn safetensors_pytorch_checkpoint_reproduces_pytorch_eval_output() {
         .iter()
         .map(|d| d.as_u64().expect("d") as usize)
         .collect();
+    let bytes = std::fs::read(data("bn_checkpoint.safetensors")).expect("file");
+    let input = safetensors_f32(&bytes, "expected.input");
+    assert_eq!(input, f32s(&step["input"]));
     let y = bn
-        .forward(&Tensor::from_slice(&ctx, &f32s(&step["input"]), &shape).expect("x"))
+        .forward(&Tensor::from_slice(&ctx, &input, &shape).expect("x"))
         .expect("forward")
         .to_vec()
         .expect("read");
+    // torch's output for this state, from the file...
+    let torch_out: Vec<f64> = safetensors_f32(&bytes, "expected.output")
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    common::check_close("eval output vs the file's torch output", &y, &torch_out, 1e-5)
+        .expect("matches PyTorch within 1e-5");
+    // ...and as recorded in the conformance case.
     let want: Vec<f64> = step["output"]
         .as_array()
         .expect("out")
         .iter()
         .map(|v| v.as_f64().expect("n"))
         .collect();
-    common::check_close("eval output", &y, &want, 1e-5).expect("matches PyTorch within 1e-5");
+    common::check_close("eval output vs the recorded case", &y, &want, 1e-5)
+        .expect("matches PyTorch within 1e-5");
 }
 
 #[test]
