@@ -44,8 +44,13 @@ fn slot_of(li: u32, group: u32) -> Slot {
     s.seg = group / P.tiles;
     s.ch = tile * P.cpw + li % P.cpw;
     s.ti = li / P.cpw;
-    s.start = s.seg * P.seg_len + s.ti;
-    s.end = min(P.m, (s.seg + 1u) * P.seg_len);
+    // Each thread folds one contiguous run of the segment: CPU adapters run
+    // a workgroup's invocations a SIMD group at a time, so interleaved
+    // threads would stride through memory; contiguous runs stream.
+    let per = (P.seg_len + P.tpc - 1u) / P.tpc;
+    let seg_end = min(P.m, (s.seg + 1u) * P.seg_len);
+    s.start = min(seg_end, s.seg * P.seg_len + s.ti * per);
+    s.end = min(seg_end, s.start + per);
     s.valid = s.ch < P.c && s.seg < P.segments;
     return s;
 }
@@ -109,8 +114,8 @@ fn moments_acc(s: Slot, width: u32) -> vec4<f32> {
     if (s.valid) {
         let shift = shift_of(s.ch);
         let scale = scale_of(shift);
-        var c = cursor(s.start, P.tpc, width);
-        for (var j = s.start; j < s.end; j += P.tpc) {
+        var c = cursor(s.start, 1u, width);
+        for (var j = s.start; j < s.end; j += 1u) {
             let o = chunk_offset(c, s.ch, width);
             if (o < P.numel) {
                 if (width == 4u) {
@@ -131,8 +136,8 @@ fn grads_acc(s: Slot, width: u32) -> vec4<f32> {
     var acc = vec4<f32>(0.0);
     if (s.valid) {
         let a = vec3<f32>(term(TERM_SHIFT, s.ch), term(TERM_MEAN, s.ch), term(TERM_INVSTD, s.ch));
-        var c = cursor(s.start, P.tpc, width);
-        for (var j = s.start; j < s.end; j += P.tpc) {
+        var c = cursor(s.start, 1u, width);
+        for (var j = s.start; j < s.end; j += 1u) {
             let o = chunk_offset(c, s.ch, width);
             if (o < P.numel) {
                 if (width == 4u) {
@@ -149,4 +154,114 @@ fn grads_acc(s: Slot, width: u32) -> vec4<f32> {
         }
     }
     return acc;
+}
+
+// (N, C) inputs with C % 4 == 0: each thread takes four consecutive
+// channels (one vec4 of a row, `cpw` such quads per workgroup) over a
+// contiguous run of rows, so every load is a whole vec4 and the four
+// channels share the Welford count and its division. The four channels'
+// states then go through the workgroup tree one after another.
+fn quad_slot(s: Slot, k: u32) -> Slot {
+    var r = s;
+    r.ch = s.ch * 4u + k;
+    r.valid = s.valid && r.ch < P.c;
+    return r;
+}
+
+fn quad_shift(q: u32) -> vec4<f32> {
+    return vec4<f32>(shift_of(4u * q), shift_of(4u * q + 1u), shift_of(4u * q + 2u), shift_of(4u * q + 3u));
+}
+
+// Offset of quad q of row r relative to the chunk (wrapping below it, see
+// chunk_offset).
+fn quad_offset(r: u32, q: u32) -> u32 {
+    return r * P.c + 4u * q - P.lead;
+}
+
+// The thread's rows [x, y) whose quad lies inside the chunk: quads are
+// whole vec4s and chunks start on vec4 boundaries, so only the first row
+// (quads before the chunk start) and the last row (quads past its end) can
+// be cut.
+fn quad_rows(s: Slot) -> vec2<u32> {
+    var lo = s.start;
+    if (lo == 0u && 4u * s.ch < P.lead) {
+        lo = 1u;
+    }
+    var hi = s.end;
+    if (hi == P.n && hi > 0u && quad_offset(hi - 1u, s.ch) >= P.numel) {
+        hi -= 1u;
+    }
+    return vec2<u32>(lo, max(lo, hi));
+}
+
+fn tree_reduce_quad(li: u32, s: Slot, v: array<vec4<f32>, 4>, moments: bool) {
+    // Only the owner of scratch[li] reads it after a tree, so the next tree
+    // may start at once.
+    tree_reduce(li, quad_slot(s, 0u), v[0], moments);
+    tree_reduce(li, quad_slot(s, 1u), v[1], moments);
+    tree_reduce(li, quad_slot(s, 2u), v[2], moments);
+    tree_reduce(li, quad_slot(s, 3u), v[3], moments);
+}
+
+@compute @workgroup_size(WG)
+fn moments_partial_rows(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    // Slot.ch is the quad here; valid while its first channel exists.
+    let s = slot_of(li, linear_group(wid, nwg));
+    var cnt = 0.0;
+    var mean = vec4<f32>(0.0);
+    var m2 = vec4<f32>(0.0);
+    var sum = vec4<f32>(0.0);
+    if (s.ch * 4u < P.c && s.seg < P.segments) {
+        let shift = quad_shift(s.ch);
+        let scale = vec4<f32>(scale_of(shift.x), scale_of(shift.y), scale_of(shift.z), scale_of(shift.w));
+        let rows = quad_rows(s);
+        for (var r = rows.x; r < rows.y; r += 1u) {
+            let v = (vec4<f32>(x4[quad_offset(r, s.ch) / 4u]) - shift) * scale;
+            cnt += 1.0;
+            let d = v - mean;
+            mean += d / cnt;
+            m2 += d * (v - mean);
+            sum += v;
+        }
+    }
+    tree_reduce_quad(li, s, array<vec4<f32>, 4>(
+        vec4<f32>(cnt, mean.x, m2.x, sum.x),
+        vec4<f32>(cnt, mean.y, m2.y, sum.y),
+        vec4<f32>(cnt, mean.z, m2.z, sum.z),
+        vec4<f32>(cnt, mean.w, m2.w, sum.w),
+    ), true);
+}
+
+@compute @workgroup_size(WG)
+fn grads_partial_rows(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let s = slot_of(li, linear_group(wid, nwg));
+    var sdy = vec4<f32>(0.0);
+    var sdyx = vec4<f32>(0.0);
+    if (s.ch * 4u < P.c && s.seg < P.segments) {
+        let pc4 = padded_channels() / 4u;
+        let shift = chan[TERM_SHIFT * pc4 + s.ch];
+        let mean = chan[TERM_MEAN * pc4 + s.ch];
+        let invstd = chan[TERM_INVSTD * pc4 + s.ch];
+        let rows = quad_rows(s);
+        for (var r = rows.x; r < rows.y; r += 1u) {
+            let o = quad_offset(r, s.ch) / 4u;
+            let g = vec4<f32>(dy4[o]);
+            sdy += g;
+            sdyx += g * (((vec4<f32>(x4[o]) - shift) - mean) * invstd);
+        }
+    }
+    tree_reduce_quad(li, s, array<vec4<f32>, 4>(
+        vec4<f32>(sdy.x, sdyx.x, 0.0, 0.0),
+        vec4<f32>(sdy.y, sdyx.y, 0.0, 0.0),
+        vec4<f32>(sdy.z, sdyx.z, 0.0, 0.0),
+        vec4<f32>(sdy.w, sdyx.w, 0.0, 0.0),
+    ), false);
 }

@@ -414,6 +414,7 @@ impl BatchNorm1d {
             limits.max_storage_buffer_binding_size,
             u64::from(limits.min_storage_buffer_offset_alignment),
             limits.max_compute_workgroups_per_dimension,
+            kernels::target_groups(self.ctx.adapter_info().map(|i| i.device_type)),
         )
         .map_err(Error::TooLarge)
     }

@@ -75,8 +75,13 @@ fn safetensors_pytorch_checkpoint_reproduces_pytorch_eval_output() {
         .into_iter()
         .map(f64::from)
         .collect();
-    common::check_close("eval output vs the file's torch output", &y, &torch_out, 1e-5)
-        .expect("matches PyTorch within 1e-5");
+    common::check_close(
+        "eval output vs the file's torch output",
+        &y,
+        &torch_out,
+        1e-5,
+    )
+    .expect("matches PyTorch within 1e-5");
     // ...and as recorded in the conformance case.
     let want: Vec<f64> = step["output"]
         .as_array()
