@@ -24,6 +24,21 @@
 
 var<workgroup> scratch: array<vec4<f32>, WG>;
 
+// Pipeline constant: every thread writes its own partial (partial row
+// seg * tpc + ti) instead of merging the workgroup's threads first. The
+// host sets it on CPU adapters, where a barrier makes the driver run the
+// whole kernel as coroutines (measured on lavapipe: reductions ~1.3x
+// slower); with it set the barriers are dead code and compiled out.
+override THREAD_PARTIALS: bool = false;
+
+// Row of the partials array that slot s writes.
+fn partial_row(s: Slot) -> u32 {
+    if (THREAD_PARTIALS) {
+        return P.seg_base + s.seg * P.tpc + s.ti;
+    }
+    return P.seg_base + s.seg;
+}
+
 // Term t of one channel (sections of padded_channels() values, see common.wgsl).
 fn term(t: u32, ch: u32) -> f32 {
     return pick(chan[t * padded_channels() / 4u + ch / 4u], ch % 4u);
@@ -65,6 +80,12 @@ fn merge(a: vec4<f32>, b: vec4<f32>, moments: bool) -> vec4<f32> {
 // Tree merge of the tpc threads of each channel; thread 0 of the channel
 // writes the segment's partial.
 fn tree_reduce(li: u32, s: Slot, v: vec4<f32>, moments: bool) {
+    if (THREAD_PARTIALS) {
+        if (s.valid) {
+            write_partial(s, v);
+        }
+        return;
+    }
     scratch[li] = v;
     workgroupBarrier();
     var stride = P.tpc / 2u;
@@ -84,7 +105,7 @@ fn tree_reduce(li: u32, s: Slot, v: vec4<f32>, moments: bool) {
 }
 
 fn write_partial(s: Slot, v: vec4<f32>) {
-    partials[(P.seg_base + s.seg) * P.c + s.ch] = v;
+    partials[partial_row(s) * P.c + s.ch] = v;
 }
 
 // Chan update with four values: their two-pass moments merged into acc.
@@ -161,13 +182,6 @@ fn grads_acc(s: Slot, width: u32) -> vec4<f32> {
 // contiguous run of rows, so every load is a whole vec4 and the four
 // channels share the Welford count and its division. The four channels'
 // states then go through the workgroup tree one after another.
-fn quad_slot(s: Slot, k: u32) -> Slot {
-    var r = s;
-    r.ch = s.ch * 4u + k;
-    r.valid = s.valid && r.ch < P.c;
-    return r;
-}
-
 fn quad_shift(q: u32) -> vec4<f32> {
     return vec4<f32>(shift_of(4u * q), shift_of(4u * q + 1u), shift_of(4u * q + 2u), shift_of(4u * q + 3u));
 }
@@ -194,13 +208,89 @@ fn quad_rows(s: Slot) -> vec2<u32> {
     return vec2<u32>(lo, max(lo, hi));
 }
 
-fn tree_reduce_quad(li: u32, s: Slot, v: array<vec4<f32>, 4>, moments: bool) {
-    // Only the owner of scratch[li] reads it after a tree, so the next tree
-    // may start at once.
-    tree_reduce(li, quad_slot(s, 0u), v[0], moments);
-    tree_reduce(li, quad_slot(s, 1u), v[1], moments);
-    tree_reduce(li, quad_slot(s, 2u), v[2], moments);
-    tree_reduce(li, quad_slot(s, 3u), v[3], moments);
+// Quad states of the workgroup's threads: one count (shared by the four
+// channels) and a vec4 per moment.
+var<workgroup> quad_cnt: array<f32, WG>;
+var<workgroup> quad_a: array<vec4<f32>, WG>;
+var<workgroup> quad_b: array<vec4<f32>, WG>;
+var<workgroup> quad_c: array<vec4<f32>, WG>;
+
+// Writes the four partials of quad s.ch: (count, a, b, c) per channel.
+fn write_quad(s: Slot, cnt: f32, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>) {
+    for (var k = 0u; k < 4u; k += 1u) {
+        let ch = s.ch * 4u + k;
+        if (ch < P.c) {
+            partials[partial_row(s) * P.c + ch] = vec4<f32>(cnt, a[k], b[k], c[k]);
+        }
+    }
+}
+
+// One barrier, then the first thread of each quad folds the quad's tpc
+// states in order (barriers cost far more than a short serial fold on CPU
+// adapters). Moments merge with Chan's formula, four channels at once: they
+// share the count.
+fn reduce_quad_moments(li: u32, s: Slot, cnt: f32, mean: vec4<f32>, m2: vec4<f32>, sum: vec4<f32>) {
+    if (THREAD_PARTIALS) {
+        if (s.ch * 4u < P.c && s.seg < P.segments) {
+            write_quad(s, cnt, mean, m2, sum);
+        }
+        return;
+    }
+    quad_cnt[li] = cnt;
+    quad_a[li] = mean;
+    quad_b[li] = m2;
+    quad_c[li] = sum;
+    workgroupBarrier();
+    if (s.ti == 0u && s.ch * 4u < P.c && s.seg < P.segments) {
+        var n = cnt;
+        var mu = mean;
+        var q2 = m2;
+        var total = sum;
+        for (var t = 1u; t < P.tpc; t += 1u) {
+            let o = li + t * P.cpw;
+            let nb = quad_cnt[o];
+            if (nb > 0.0) {
+                let n2 = n + nb;
+                let wb = nb / n2;
+                let d = quad_a[o] - mu;
+                mu += d * wb;
+                q2 += quad_b[o] + d * d * (n * wb);
+                total += quad_c[o];
+                n = n2;
+            }
+        }
+        write_quad(s, n, mu, q2, total);
+    }
+}
+
+fn write_quad_sums(s: Slot, a: vec4<f32>, b: vec4<f32>) {
+    for (var k = 0u; k < 4u; k += 1u) {
+        let ch = s.ch * 4u + k;
+        if (ch < P.c) {
+            partials[partial_row(s) * P.c + ch] = vec4<f32>(a[k], b[k], 0.0, 0.0);
+        }
+    }
+}
+
+fn reduce_quad_sums(li: u32, s: Slot, a: vec4<f32>, b: vec4<f32>) {
+    if (THREAD_PARTIALS) {
+        if (s.ch * 4u < P.c && s.seg < P.segments) {
+            write_quad_sums(s, a, b);
+        }
+        return;
+    }
+    quad_a[li] = a;
+    quad_b[li] = b;
+    workgroupBarrier();
+    if (s.ti == 0u && s.ch * 4u < P.c && s.seg < P.segments) {
+        var sa = a;
+        var sb = b;
+        for (var t = 1u; t < P.tpc; t += 1u) {
+            sa += quad_a[li + t * P.cpw];
+            sb += quad_b[li + t * P.cpw];
+        }
+        write_quad_sums(s, sa, sb);
+    }
 }
 
 @compute @workgroup_size(WG)
@@ -228,12 +318,7 @@ fn moments_partial_rows(
             sum += v;
         }
     }
-    tree_reduce_quad(li, s, array<vec4<f32>, 4>(
-        vec4<f32>(cnt, mean.x, m2.x, sum.x),
-        vec4<f32>(cnt, mean.y, m2.y, sum.y),
-        vec4<f32>(cnt, mean.z, m2.z, sum.z),
-        vec4<f32>(cnt, mean.w, m2.w, sum.w),
-    ), true);
+    reduce_quad_moments(li, s, cnt, mean, m2, sum);
 }
 
 @compute @workgroup_size(WG)
@@ -258,10 +343,5 @@ fn grads_partial_rows(
             sdyx += g * (((vec4<f32>(x4[o]) - shift) - mean) * invstd);
         }
     }
-    tree_reduce_quad(li, s, array<vec4<f32>, 4>(
-        vec4<f32>(sdy.x, sdyx.x, 0.0, 0.0),
-        vec4<f32>(sdy.y, sdyx.y, 0.0, 0.0),
-        vec4<f32>(sdy.z, sdyx.z, 0.0, 0.0),
-        vec4<f32>(sdy.w, sdyx.w, 0.0, 0.0),
-    ), false);
+    reduce_quad_sums(li, s, sdy, sdyx);
 }

@@ -26,7 +26,7 @@ fn subgroup_combine(v: vec4<f32>, moments: bool) -> vec4<f32> {
 // when one channel owns the workgroup and the adapter's subgroup size is
 // fixed (0 otherwise), so every barrier stays in uniform control flow.
 fn subgroup_reduce(li: u32, s: Slot, v: vec4<f32>, moments: bool, sg: u32, lane: u32) {
-    if (P.subgroups == 0u) {
+    if (THREAD_PARTIALS || P.subgroups == 0u) {
         tree_reduce(li, s, v, moments);
         return;
     }

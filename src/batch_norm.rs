@@ -415,6 +415,7 @@ impl BatchNorm1d {
             u64::from(limits.min_storage_buffer_offset_alignment),
             limits.max_compute_workgroups_per_dimension,
             kernels::target_groups(self.ctx.adapter_info().map(|i| i.device_type)),
+            self.ctx.uses_thread_partials(),
         )
         .map_err(Error::TooLarge)
     }

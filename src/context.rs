@@ -31,6 +31,12 @@ pub struct ContextOptions {
     /// `Features::SUBGROUP` (not on wgpu's GL backend); `false` forces the
     /// shared-memory tree everywhere.
     pub subgroups: bool,
+    /// Whether reduction threads write their partial states straight to
+    /// memory instead of merging within the workgroup first (no barriers).
+    /// `None` picks per adapter: on CPU adapters (lavapipe, WARP), where a
+    /// barrier slows the whole kernel, and only where the extra partials
+    /// stay small next to the tensor. Results are the same up to rounding.
+    pub thread_partials: Option<bool>,
 }
 
 impl Default for ContextOptions {
@@ -41,6 +47,7 @@ impl Default for ContextOptions {
             power_preference: wgpu::PowerPreference::HighPerformance,
             limits: None,
             subgroups: true,
+            thread_partials: None,
         }
     }
 }
@@ -159,17 +166,29 @@ impl GpuContext {
         // Errors outside our error scopes must never panic the app: they are
         // reported through the scopes each operation opens.
         device.on_uncaptured_error(Arc::new(|_e: wgpu::Error| {}));
-        Self::build(device, queue, Some(info), lost, lost_reason)
+        let thread_partials = options
+            .thread_partials
+            .unwrap_or(info.device_type == wgpu::DeviceType::Cpu);
+        Self::build(
+            device,
+            queue,
+            Some(info),
+            thread_partials,
+            lost,
+            lost_reason,
+        )
     }
 
     /// Wraps a device and queue the application already owns, so batch norm
     /// shares the app's device. The app's error handlers are left alone.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
         let info = device.adapter_info();
+        let thread_partials = info.device_type == wgpu::DeviceType::Cpu;
         Self::build(
             device,
             queue,
             Some(info),
+            thread_partials,
             Arc::new(AtomicBool::new(false)),
             Arc::new(Mutex::new(String::new())),
         )
@@ -179,11 +198,12 @@ impl GpuContext {
         device: wgpu::Device,
         queue: wgpu::Queue,
         adapter_info: Option<wgpu::AdapterInfo>,
+        thread_partials: bool,
         lost: Arc<AtomicBool>,
         lost_reason: Arc<Mutex<String>>,
     ) -> Result<Self> {
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let kernels = Kernels::new(&device, adapter_info.as_ref());
+        let kernels = Kernels::new(&device, adapter_info.as_ref(), thread_partials);
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(e.into());
         }
@@ -238,6 +258,13 @@ impl GpuContext {
     /// shared-memory tree. Both give the same statistics up to rounding.
     pub fn uses_subgroups(&self) -> bool {
         self.inner.kernels.subgroups.is_some()
+    }
+
+    /// Whether reduction threads may write their partial states directly
+    /// (see [`ContextOptions::thread_partials`]); each op still falls back
+    /// to merging within the workgroup where the partials would be large.
+    pub fn uses_thread_partials(&self) -> bool {
+        self.inner.kernels.thread_partials
     }
 
     /// Whether two handles refer to the same context.

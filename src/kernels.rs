@@ -211,7 +211,8 @@ pub(crate) struct Chunk {
     pub layout: Layout,
     /// Reduction split over those rows.
     pub reduce: ReducePlan,
-    /// Index of the chunk's first segment among all partials.
+    /// Index of the chunk's first row of partials (one row per segment,
+    /// or per segment and thread with per-thread partials).
     pub seg_base: u32,
 }
 
@@ -229,6 +230,9 @@ pub(crate) struct ExecPlan {
     pub width: usize,
     /// How the elementwise kernels walk the layout.
     pub walk: Walk,
+    /// Reduction threads write their own partials (`THREAD_PARTIALS`):
+    /// each segment has `tpc` rows of partials.
+    pub thread_partials: bool,
 }
 
 /// Splits a non-empty `layout` into chunks whose bytes fit `max_binding`
@@ -240,6 +244,7 @@ pub(crate) fn plan_exec(
     align: u64,
     max_dim: u32,
     target: usize,
+    thread_partials: bool,
 ) -> Result<ExecPlan, String> {
     let width = if layout.l.is_multiple_of(4) { 4 } else { 1 };
     let walk = if layout.l.is_multiple_of(4) {
@@ -296,6 +301,25 @@ pub(crate) fn plan_exec(
             .ok_or_else(|| "too many reduction segments".to_string())?;
         start += count;
     }
+    // Per-thread partials: tpc rows of partials per segment, taken only
+    // where they stay small next to the tensor (they are written and read
+    // once more).
+    let thread_rows: u64 = chunks
+        .iter()
+        .map(|c| u64::from(c.reduce.segments) * u64::from(c.reduce.tpc))
+        .sum();
+    let thread_bytes = thread_rows * layout.c as u64 * 16;
+    let thread_partials = thread_partials
+        && thread_rows <= u64::from(u32::MAX)
+        && thread_bytes <= max_binding
+        && thread_bytes <= ((numel * elem_size) as u64 / 4).max(1 << 20);
+    if thread_partials {
+        seg_base = 0;
+        for c in &mut chunks {
+            c.seg_base = seg_base;
+            seg_base += c.reduce.segments * c.reduce.tpc;
+        }
+    }
     Ok(ExecPlan {
         layout: *layout,
         chunks,
@@ -303,6 +327,7 @@ pub(crate) fn plan_exec(
         head: row.min(max_elems),
         width,
         walk,
+        thread_partials,
     })
 }
 
@@ -371,11 +396,18 @@ pub(crate) struct Kernels {
     /// Subgroups per workgroup when the reductions use subgroup operations
     /// (the device has `SUBGROUP` and a fixed subgroup size dividing `WG`).
     pub subgroups: Option<u32>,
+    /// Whether reductions may write per-thread partials (CPU adapters by
+    /// default, see `ContextOptions::thread_partials`).
+    pub thread_partials: bool,
 }
 
 impl Kernels {
     /// Compiles the pipeline sets the device supports.
-    pub fn new(device: &wgpu::Device, info: Option<&wgpu::AdapterInfo>) -> Self {
+    pub fn new(
+        device: &wgpu::Device,
+        info: Option<&wgpu::AdapterInfo>,
+        thread_partials: bool,
+    ) -> Self {
         let subgroups = info.and_then(|i| {
             let fixed = i.subgroup_min_size == i.subgroup_max_size && i.subgroup_min_size > 0;
             let usable = device.features().contains(wgpu::Features::SUBGROUP)
@@ -387,11 +419,12 @@ impl Kernels {
         let f16 = device
             .features()
             .contains(wgpu::Features::SHADER_F16)
-            .then(|| KernelSet::new(device, crate::DType::F16, sg));
+            .then(|| KernelSet::new(device, crate::DType::F16, sg, thread_partials));
         Self {
-            f32: KernelSet::new(device, crate::DType::F32, sg),
+            f32: KernelSet::new(device, crate::DType::F32, sg, thread_partials),
             f16,
             subgroups,
+            thread_partials,
         }
     }
 
@@ -406,14 +439,52 @@ impl Kernels {
     }
 }
 
-/// The pipelines of one storage type.
-pub(crate) struct KernelSet {
+/// The partial-reduction pipelines of one storage type and one way of
+/// combining a workgroup's threads (`THREAD_PARTIALS` in `reduce.wgsl`).
+pub(crate) struct ReducePipelines {
     pub moments_partial: wgpu::ComputePipeline,
     pub moments_partial4: wgpu::ComputePipeline,
     pub grads_partial: wgpu::ComputePipeline,
     pub grads_partial4: wgpu::ComputePipeline,
     pub moments_partial_rows: wgpu::ComputePipeline,
     pub grads_partial_rows: wgpu::ComputePipeline,
+}
+
+impl ReducePipelines {
+    fn new(device: &wgpu::Device, module: &wgpu::ShaderModule, tag: &str, threads: bool) -> Self {
+        let constants = [("THREAD_PARTIALS", if threads { 1.0 } else { 0.0 })];
+        let kind = if threads { "-threads" } else { "" };
+        let p = |entry: &str| {
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&format!("batchnorm/{entry}{kind}-{tag}")),
+                layout: None,
+                module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    ..Default::default()
+                },
+                cache: None,
+            })
+        };
+        Self {
+            moments_partial: p("moments_partial"),
+            moments_partial4: p("moments_partial4"),
+            grads_partial: p("grads_partial"),
+            grads_partial4: p("grads_partial4"),
+            moments_partial_rows: p("moments_partial_rows"),
+            grads_partial_rows: p("grads_partial_rows"),
+        }
+    }
+}
+
+/// The pipelines of one storage type.
+pub(crate) struct KernelSet {
+    /// Reductions that merge each workgroup's threads.
+    pub reduce: ReducePipelines,
+    /// Reductions whose threads write their own partials (see
+    /// [`Kernels::thread_partials`]).
+    pub reduce_threads: Option<ReducePipelines>,
     pub moments_finalize: wgpu::ComputePipeline,
     pub eval_prepare: wgpu::ComputePipeline,
     pub grads_finalize: wgpu::ComputePipeline,
@@ -453,7 +524,12 @@ fn module(device: &wgpu::Device, label: &str, source: String) -> wgpu::ShaderMod
 impl KernelSet {
     /// Compiles every pipeline for `dtype` (errors surface through the
     /// caller's error scope).
-    pub fn new(device: &wgpu::Device, dtype: crate::DType, subgroups: bool) -> Self {
+    pub fn new(
+        device: &wgpu::Device,
+        dtype: crate::DType,
+        subgroups: bool,
+        thread_partials: bool,
+    ) -> Self {
         use sources::{ELEMENTWISE, FINALIZE, REDUCE};
         let tag = match dtype {
             crate::DType::F32 => "f32",
@@ -473,12 +549,9 @@ impl KernelSet {
             pipeline(device, m, entry, &format!("batchnorm/{entry}-{tag}"))
         };
         Self {
-            moments_partial: p(&reduce, "moments_partial"),
-            moments_partial4: p(&reduce, "moments_partial4"),
-            grads_partial: p(&reduce, "grads_partial"),
-            grads_partial4: p(&reduce, "grads_partial4"),
-            moments_partial_rows: p(&reduce, "moments_partial_rows"),
-            grads_partial_rows: p(&reduce, "grads_partial_rows"),
+            reduce: ReducePipelines::new(device, &reduce, tag, false),
+            reduce_threads: thread_partials
+                .then(|| ReducePipelines::new(device, &reduce, tag, true)),
             moments_finalize: p(&finalize, "moments_finalize"),
             eval_prepare: p(&finalize, "eval_prepare"),
             grads_finalize: p(&finalize, "grads_finalize"),
@@ -495,25 +568,35 @@ impl KernelSet {
 }
 
 impl KernelSet {
-    /// The partial-moments pipeline for a plan's reduction unit.
-    pub fn moments_partial_for(&self, plan: &ExecPlan) -> &wgpu::ComputePipeline {
-        if plan.walk == Walk::Rows {
-            &self.moments_partial_rows
-        } else if plan.width == 4 {
-            &self.moments_partial4
-        } else {
-            &self.moments_partial
+    /// The reduction pipelines a plan uses.
+    fn reductions(&self, plan: &ExecPlan) -> &ReducePipelines {
+        match (&self.reduce_threads, plan.thread_partials) {
+            (Some(threads), true) => threads,
+            _ => &self.reduce,
         }
     }
 
-    /// The partial-gradient pipeline for a plan's reduction unit.
-    pub fn grads_partial_for(&self, plan: &ExecPlan) -> &wgpu::ComputePipeline {
+    /// The partial-moments pipeline for a plan's layout.
+    pub fn moments_partial_for(&self, plan: &ExecPlan) -> &wgpu::ComputePipeline {
+        let r = self.reductions(plan);
         if plan.walk == Walk::Rows {
-            &self.grads_partial_rows
+            &r.moments_partial_rows
         } else if plan.width == 4 {
-            &self.grads_partial4
+            &r.moments_partial4
         } else {
-            &self.grads_partial
+            &r.moments_partial
+        }
+    }
+
+    /// The partial-gradient pipeline for a plan's layout.
+    pub fn grads_partial_for(&self, plan: &ExecPlan) -> &wgpu::ComputePipeline {
+        let r = self.reductions(plan);
+        if plan.walk == Walk::Rows {
+            &r.grads_partial_rows
+        } else if plan.width == 4 {
+            &r.grads_partial4
+        } else {
+            &r.grads_partial
         }
     }
 

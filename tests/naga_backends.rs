@@ -21,72 +21,31 @@ fn compile(name: &str, source: &str, f16: bool, subgroups: bool) -> Result<usize
         .validate(&module)
         .map_err(|e| format!("{name}: validation error:\n{}", e.emit_to_string(source)))?;
     let mut entries = 0;
+    // Pipeline constants as the library sets them: reduce.wgsl's
+    // THREAD_PARTIALS both ways.
+    let variants: Vec<Option<f64>> = if module.overrides.is_empty() {
+        vec![None]
+    } else {
+        vec![Some(0.0), Some(1.0)]
+    };
     for ep in &module.entry_points {
         let stage = ep.stage;
-        let at = format!("{name}::{}", ep.name);
-        spv::write_vec(
-            &module,
-            &info,
-            &spv::Options::default(),
-            Some(&spv::PipelineOptions {
-                shader_stage: stage,
-                entry_point: ep.name.clone(),
-            }),
-        )
-        .map_err(|e| format!("{at}: SPIR-V: {e:?}"))?;
-        msl::write_string(
-            &module,
-            &info,
-            &msl::Options::default(),
-            &msl::PipelineOptions {
-                entry_point: Some((stage, ep.name.clone())),
-                ..Default::default()
-            },
-        )
-        .map_err(|e| format!("{at}: MSL: {e:?}"))?;
-        let hlsl_pipeline = hlsl::PipelineOptions {
-            entry_point: Some((stage, ep.name.clone())),
-        };
-        // f16 needs shader model 6.2 (DXC), as wgpu's DX12 backend uses.
-        let hlsl_options = hlsl::Options {
-            shader_model: if f16 || subgroups {
-                hlsl::ShaderModel::V6_2
-            } else {
-                hlsl::Options::default().shader_model
-            },
-            ..Default::default()
-        };
-        let mut hlsl_out = String::new();
-        hlsl::Writer::new(&mut hlsl_out, &hlsl_options, &hlsl_pipeline)
-            .write(&module, &info, None)
-            .map_err(|e| format!("{at}: HLSL: {e:?}"))?;
-        entries += 1;
-        if f16 || subgroups {
-            // wgpu's GL backend gets neither SHADER_F16 nor SUBGROUP: the
-            // library returns Error::Unsupported for f16 there and uses the
-            // tree reductions.
-            continue;
+        for variant in &variants {
+            let mut constants = naga::back::PipelineConstants::default();
+            if let Some(v) = variant {
+                constants.insert("THREAD_PARTIALS".to_string(), *v);
+            }
+            let at = format!("{name}::{} (THREAD_PARTIALS {variant:?})", ep.name);
+            let (module, info) = naga::back::pipeline_constants::process_overrides(
+                &module,
+                &info,
+                Some((stage, &ep.name)),
+                &constants,
+            )
+            .map_err(|e| format!("{at}: overrides: {e:?}"))?;
+            translate(&at, &module, &info, stage, &ep.name, f16, subgroups)?;
         }
-        let mut glsl_out = String::new();
-        let glsl_options = glsl::Options {
-            version: glsl::Version::new_gles(310),
-            ..Default::default()
-        };
-        let glsl_pipeline = glsl::PipelineOptions {
-            shader_stage: stage,
-            entry_point: ep.name.clone(),
-            multiview: None,
-        };
-        glsl::Writer::new(
-            &mut glsl_out,
-            &module,
-            &info,
-            &glsl_options,
-            &glsl_pipeline,
-            naga::proc::BoundsCheckPolicies::default(),
-        )
-        .and_then(|mut w| w.write())
-        .map_err(|e| format!("{at}: GLSL: {e:?}"))?;
+        entries += 1;
     }
     Ok(entries)
 }
@@ -135,4 +94,80 @@ fn a_broken_shader_is_reported() {
         sources::COMMON
     );
     assert!(compile("broken", &broken, false, false).is_err());
+}
+
+/// Writes one entry point of a module (overrides already applied) with
+/// every back end.
+fn translate(
+    at: &str,
+    module: &naga::Module,
+    info: &naga::valid::ModuleInfo,
+    stage: naga::ShaderStage,
+    entry: &str,
+    f16: bool,
+    subgroups: bool,
+) -> Result<(), String> {
+    spv::write_vec(
+        module,
+        info,
+        &spv::Options::default(),
+        Some(&spv::PipelineOptions {
+            shader_stage: stage,
+            entry_point: entry.to_string(),
+        }),
+    )
+    .map_err(|e| format!("{at}: SPIR-V: {e:?}"))?;
+    msl::write_string(
+        module,
+        info,
+        &msl::Options::default(),
+        &msl::PipelineOptions {
+            entry_point: Some((stage, entry.to_string())),
+            ..Default::default()
+        },
+    )
+    .map_err(|e| format!("{at}: MSL: {e:?}"))?;
+    let hlsl_pipeline = hlsl::PipelineOptions {
+        entry_point: Some((stage, entry.to_string())),
+    };
+    // f16 needs shader model 6.2 (DXC), as wgpu's DX12 backend uses.
+    let hlsl_options = hlsl::Options {
+        shader_model: if f16 || subgroups {
+            hlsl::ShaderModel::V6_2
+        } else {
+            hlsl::Options::default().shader_model
+        },
+        ..Default::default()
+    };
+    let mut hlsl_out = String::new();
+    hlsl::Writer::new(&mut hlsl_out, &hlsl_options, &hlsl_pipeline)
+        .write(module, info, None)
+        .map_err(|e| format!("{at}: HLSL: {e:?}"))?;
+    if f16 || subgroups {
+        // wgpu's GL backend gets neither SHADER_F16 nor SUBGROUP: the
+        // library returns Error::Unsupported for f16 there and uses the
+        // tree reductions.
+        return Ok(());
+    }
+    let mut glsl_out = String::new();
+    let glsl_options = glsl::Options {
+        version: glsl::Version::new_gles(310),
+        ..Default::default()
+    };
+    let glsl_pipeline = glsl::PipelineOptions {
+        shader_stage: stage,
+        entry_point: entry.to_string(),
+        multiview: None,
+    };
+    glsl::Writer::new(
+        &mut glsl_out,
+        module,
+        info,
+        &glsl_options,
+        &glsl_pipeline,
+        naga::proc::BoundsCheckPolicies::default(),
+    )
+    .and_then(|mut w| w.write())
+    .map_err(|e| format!("{at}: GLSL: {e:?}"))?;
+    Ok(())
 }

@@ -1,6 +1,8 @@
-//! Both reduction paths — subgroup operations (where the adapter has them)
-//! and the shared-memory tree fallback — agree with the CPU reference, on
-//! forward statistics and on gradient sums.
+//! Every way the reductions combine threads agrees with the CPU reference,
+//! on forward statistics and on gradient sums: merging each workgroup with
+//! subgroup operations (where the adapter has them) or with the
+//! shared-memory tree, and per-thread partials (the default on CPU
+//! adapters).
 
 mod common;
 
@@ -12,12 +14,15 @@ fn check(ctx: &GpuContext, shape: &[usize], seed: u64) {
 
 fn shapes(ctx: &GpuContext) {
     // (N, C, L): one channel per workgroup, where subgroups apply;
-    // (N, C): several channels per workgroup, always the tree.
+    // (N, C): several channels (or quads of channels when C % 4 == 0) per
+    // workgroup, always the tree.
     for (i, shape) in [
         vec![64, 3, 256],
         vec![5, 7, 33],
         vec![300, 2, 8],
         vec![500, 40],
+        vec![777, 6],
+        vec![3000, 12],
     ]
     .into_iter()
     .enumerate()
@@ -26,9 +31,21 @@ fn shapes(ctx: &GpuContext) {
     }
 }
 
+fn workgroup_merge(subgroups: bool) -> GpuContext {
+    let opts = ContextOptions {
+        subgroups,
+        thread_partials: Some(false),
+        ..ContextOptions::from_env()
+    };
+    let ctx = GpuContext::with_options(opts).expect("context");
+    assert!(!ctx.uses_thread_partials());
+    ctx
+}
+
 #[test]
 fn subgroup_reductions_match_reference() {
-    let Some(ctx) = common::context() else { return };
+    let Some(_) = common::context() else { return };
+    let ctx = workgroup_merge(true);
     let supported = ctx
         .device()
         .features()
@@ -46,11 +63,28 @@ fn subgroup_reductions_match_reference() {
 #[test]
 fn tree_fallback_matches_reference() {
     let Some(_) = common::context() else { return };
+    let ctx = workgroup_merge(false);
+    assert!(!ctx.uses_subgroups());
+    shapes(&ctx);
+}
+
+#[test]
+fn thread_partials_match_reference() {
+    let Some(_) = common::context() else { return };
     let opts = ContextOptions {
-        subgroups: false,
+        thread_partials: Some(true),
         ..ContextOptions::from_env()
     };
     let ctx = GpuContext::with_options(opts).expect("context");
-    assert!(!ctx.uses_subgroups());
+    assert!(ctx.uses_thread_partials());
     shapes(&ctx);
+}
+
+#[test]
+fn thread_partials_default_to_cpu_adapters() {
+    let Some(_) = common::context() else { return };
+    let ctx = GpuContext::with_options(ContextOptions::from_env()).expect("context");
+    let cpu =
+        ctx.adapter_info().expect("info").device_type == wgpu_batchnorm::wgpu::DeviceType::Cpu;
+    assert_eq!(ctx.uses_thread_partials(), cpu);
 }

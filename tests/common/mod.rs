@@ -1,12 +1,18 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use wgpu_batchnorm::GpuContext;
+use wgpu_batchnorm::{ContextOptions, GpuContext};
 
 /// The test context: `None` (tests skip) when no adapter exists, unless
 /// `CI` is set, in which case a missing adapter fails the test.
+/// `BN_THREAD_PARTIALS=0` or `=1` forces how reductions combine threads
+/// (see `ContextOptions::thread_partials`), so one suite can run each way.
 pub fn context() -> Option<GpuContext> {
-    match GpuContext::new() {
+    let mut options = ContextOptions::from_env();
+    if let Ok(v) = std::env::var("BN_THREAD_PARTIALS") {
+        options.thread_partials = Some(v != "0");
+    }
+    match GpuContext::with_options(options) {
         Ok(ctx) => Some(ctx),
         Err(e) => {
             if std::env::var("CI").is_ok() {
