@@ -50,6 +50,7 @@ struct Slot {
     ti: u32,
     start: u32,
     end: u32,
+    step: u32,
     valid: bool,
 }
 
@@ -59,13 +60,21 @@ fn slot_of(li: u32, group: u32) -> Slot {
     s.seg = group / P.tiles;
     s.ch = tile * P.cpw + li % P.cpw;
     s.ti = li / P.cpw;
-    // Each thread folds one contiguous run of the segment: CPU adapters run
-    // a workgroup's invocations a SIMD group at a time, so interleaved
-    // threads would stride through memory; contiguous runs stream.
-    let per = (P.seg_len + P.tpc - 1u) / P.tpc;
     let seg_end = min(P.m, (s.seg + 1u) * P.seg_len);
-    s.start = min(seg_end, s.seg * P.seg_len + s.ti * per);
-    s.end = min(seg_end, s.start + per);
+    if (THREAD_PARTIALS) {
+        // CPU adapters run a workgroup's invocations a SIMD group at a time:
+        // each thread folds one contiguous run of the segment, which streams
+        // (interleaved threads would stride through memory).
+        let per = (P.seg_len + P.tpc - 1u) / P.tpc;
+        s.start = min(seg_end, s.seg * P.seg_len + s.ti * per);
+        s.end = min(seg_end, s.start + per);
+        s.step = 1u;
+    } else {
+        // GPUs: consecutive threads take consecutive units (coalesced).
+        s.start = s.seg * P.seg_len + s.ti;
+        s.end = seg_end;
+        s.step = P.tpc;
+    }
     s.valid = s.ch < P.c && s.seg < P.segments;
     return s;
 }
@@ -135,8 +144,8 @@ fn moments_acc(s: Slot, width: u32) -> vec4<f32> {
     if (s.valid) {
         let shift = shift_of(s.ch);
         let scale = scale_of(shift);
-        var c = cursor(s.start, 1u, width);
-        for (var j = s.start; j < s.end; j += 1u) {
+        var c = cursor(s.start, s.step, width);
+        for (var j = s.start; j < s.end; j += s.step) {
             let o = chunk_offset(c, s.ch, width);
             if (o < P.numel) {
                 if (width == 4u) {
@@ -157,8 +166,8 @@ fn grads_acc(s: Slot, width: u32) -> vec4<f32> {
     var acc = vec4<f32>(0.0);
     if (s.valid) {
         let a = vec3<f32>(term(TERM_SHIFT, s.ch), term(TERM_MEAN, s.ch), term(TERM_INVSTD, s.ch));
-        var c = cursor(s.start, 1u, width);
-        for (var j = s.start; j < s.end; j += 1u) {
+        var c = cursor(s.start, s.step, width);
+        for (var j = s.start; j < s.end; j += s.step) {
             let o = chunk_offset(c, s.ch, width);
             if (o < P.numel) {
                 if (width == 4u) {
@@ -199,7 +208,7 @@ fn quad_offset(r: u32, q: u32) -> u32 {
 fn quad_rows(s: Slot) -> vec2<u32> {
     var lo = s.start;
     if (lo == 0u && 4u * s.ch < P.lead) {
-        lo = 1u;
+        lo = s.step;
     }
     var hi = s.end;
     if (hi == P.n && hi > 0u && quad_offset(hi - 1u, s.ch) >= P.numel) {
@@ -309,7 +318,7 @@ fn moments_partial_rows(
         let shift = quad_shift(s.ch);
         let scale = vec4<f32>(scale_of(shift.x), scale_of(shift.y), scale_of(shift.z), scale_of(shift.w));
         let rows = quad_rows(s);
-        for (var r = rows.x; r < rows.y; r += 1u) {
+        for (var r = rows.x; r < rows.y; r += s.step) {
             let v = (vec4<f32>(x4[quad_offset(r, s.ch) / 4u]) - shift) * scale;
             cnt += 1.0;
             let d = v - mean;
@@ -336,7 +345,7 @@ fn grads_partial_rows(
         let mean = chan[TERM_MEAN * pc4 + s.ch];
         let invstd = chan[TERM_INVSTD * pc4 + s.ch];
         let rows = quad_rows(s);
-        for (var r = rows.x; r < rows.y; r += 1u) {
+        for (var r = rows.x; r < rows.y; r += s.step) {
             let o = quad_offset(r, s.ch) / 4u;
             let g = vec4<f32>(dy4[o]);
             sdy += g;

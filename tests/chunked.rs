@@ -4,11 +4,11 @@
 
 mod common;
 
-use wgpu_batchnorm::{ContextOptions, GpuContext};
+use wgpu_batchnorm::GpuContext;
 
 fn small_binding_context() -> Option<GpuContext> {
     common::context()?;
-    let mut opts = ContextOptions::from_env();
+    let mut opts = common::options();
     opts.limits = Some(wgpu::Limits {
         max_storage_buffer_binding_size: 64 * 1024,
         ..wgpu::Limits::default()
@@ -29,6 +29,8 @@ fn chunked_2d_matches_reference() {
     };
     compare(&ctx, &[3000, 37], 1);
     compare(&ctx, &[20000, 3], 2);
+    // C % 4 == 0: four channels per reduction thread, rows cut by chunks.
+    compare(&ctx, &[3000, 36], 7);
 }
 
 #[test]

@@ -260,7 +260,7 @@ fn tensor_errors() {
 fn no_adapter_is_an_error_not_a_panic() {
     let opts = wgpu_batchnorm::ContextOptions {
         adapter_name: Some("no adapter is called this".into()),
-        ..wgpu_batchnorm::ContextOptions::from_env()
+        ..common::options()
     };
     assert!(matches!(
         GpuContext::with_options(opts),

@@ -11,7 +11,7 @@ fn with_limits(limits: wgpu::Limits) -> Option<GpuContext> {
     common::context()?;
     let opts = ContextOptions {
         limits: Some(limits),
-        ..ContextOptions::from_env()
+        ..common::options()
     };
     Some(GpuContext::with_options(opts).expect("context with requested limits"))
 }

@@ -3,16 +3,22 @@
 
 use wgpu_batchnorm::{ContextOptions, GpuContext};
 
+/// `ContextOptions::from_env()`, with `BN_THREAD_PARTIALS=0` or `=1`
+/// forcing how reductions combine threads.
+pub fn options() -> ContextOptions {
+    let mut options = ContextOptions::from_env();
+    if let Ok(v) = std::env::var("BN_THREAD_PARTIALS") {
+        options.thread_partials = Some(v != "0");
+    }
+    options
+}
+
 /// The test context: `None` (tests skip) when no adapter exists, unless
 /// `CI` is set, in which case a missing adapter fails the test.
 /// `BN_THREAD_PARTIALS=0` or `=1` forces how reductions combine threads
 /// (see `ContextOptions::thread_partials`), so one suite can run each way.
 pub fn context() -> Option<GpuContext> {
-    let mut options = ContextOptions::from_env();
-    if let Ok(v) = std::env::var("BN_THREAD_PARTIALS") {
-        options.thread_partials = Some(v != "0");
-    }
-    match GpuContext::with_options(options) {
+    match GpuContext::with_options(options()) {
         Ok(ctx) => Some(ctx),
         Err(e) => {
             if std::env::var("CI").is_ok() {
