@@ -6,7 +6,7 @@
 //! `cargo run --release --example app_integration`
 
 use wgpu_batchnorm::{
-    wgpu, BatchNorm1d, BatchNorm1dConfig, DType, GpuContext, ShardMoments, Tensor,
+    wgpu, BatchNorm1d, BatchNorm1dConfig, DType, GpuContext, ShardGradSums, ShardMoments, Tensor,
 };
 
 fn main() -> wgpu_batchnorm::Result<()> {
@@ -54,7 +54,7 @@ fn main() -> wgpu_batchnorm::Result<()> {
     let folded = bn.fold_into_linear(&w, Some(&b), 3)?;
     println!("folded bias: {:?}", folded.bias);
 
-    // 5. Statistics across two devices (SyncBatchNorm's forward).
+    // 5. Statistics across two devices (SyncBatchNorm), forward and backward.
     let ctx2 = GpuContext::new()?;
     let mut bn_a = BatchNorm1d::new(&ctx, BatchNorm1dConfig::new(c))?;
     let mut bn_b = BatchNorm1d::new(&ctx2, BatchNorm1dConfig::new(c))?;
@@ -64,6 +64,17 @@ fn main() -> wgpu_batchnorm::Result<()> {
     let ya = bn_a.forward_with_moments(&xa, &global)?.to_vec()?;
     println!("sharded row 0: {:?} (same as above)", &ya[..c]);
     let _ = bn_b.forward_with_moments(&xb, &global)?;
+    let dya = Tensor::from_slice(&ctx, &vec![1.0f32; 3 * c], &[3, c])?;
+    let dyb = Tensor::from_slice(&ctx2, &vec![1.0f32; (n - 3) * c], &[n - 3, c])?;
+    let sums = ShardGradSums::merge(&[bn_a.shard_grad_sums(&dya)?, bn_b.shard_grad_sums(&dyb)?])?;
+    let grads_a = bn_a.backward_with_sums(&dya, &sums)?;
+    let _ = bn_b.backward_with_sums(&dyb, &sums)?;
+    if let Some(gb) = &grads_a.grad_bias {
+        println!(
+            "global grad_bias (N = {n} rows of ones): {:?}",
+            gb.to_vec()?
+        );
+    }
 
     // 6. f16 storage, f32 accumulation (needs SHADER_F16).
     let halves: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();

@@ -14,6 +14,7 @@
 // moments_apply:    terms (and the running update) from merged moments.
 // grads_finalize:   merges the gradient partials: grad_weight = sum(dy * x_hat),
 //   grad_bias = sum(dy), and grad_input's slope and intercept (zero in eval).
+// grads_apply:      the same from gradient sums merged across devices.
 
 @group(0) @binding(2) var<storage, read> partials: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> state: array<f32>;
@@ -21,8 +22,10 @@
 @group(0) @binding(5) var<storage, read_write> grad_weight: array<f32>;
 @group(0) @binding(6) var<storage, read_write> grad_bias: array<f32>;
 // Cross-device statistics: this shard's (shift, (mean - shift) * scale,
-// M2 * scale^2, scale) per channel out; the merged statistics in, as sections of C values: mean (f32 high
-// part), mean (low part: mean - high), invstd, unbiased variance.
+// M2 * scale^2, scale) per channel out; the merged statistics in, as
+// sections of C values: mean (f32 high part), mean (low part: mean - high),
+// invstd, unbiased variance (moments_apply), or mean(dy), mean(dy * x_hat),
+// sum(dy), sum(dy * x_hat) over all devices (grads_apply).
 @group(0) @binding(8) var<storage, read_write> moments_out: array<f32>;
 @group(0) @binding(9) var<storage, read> given: array<f32>;
 
@@ -183,17 +186,43 @@ fn grads_finalize(
     }
     grad_weight[ch] = st.y;
     grad_bias[ch] = st.x;
-    // grad_input = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat)) with
-    // x_hat = ((x - shift) - mean) * invstd, as scale * dy + slope * (x - shift)
-    // + intercept. Eval has no batch terms: slope = intercept = 0.
+    var mean_dy = 0.0;
+    var mean_dyx = 0.0;
+    if ((P.flags & FLAG_BATCH_STATS) != 0u) {
+        let n = f32(P.m);
+        mean_dy = st.x / n;
+        mean_dyx = st.y / n;
+    }
+    set_grad_input_terms(ch, mean_dy, mean_dyx);
+}
+
+// grad_input = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat)) with
+// x_hat = ((x - shift) - mean) * invstd, as scale * dy + slope * (x - shift)
+// + intercept. Eval has no batch terms: both means are 0, so slope =
+// intercept = 0.
+fn set_grad_input_terms(ch: u32, mean_dy: f32, mean_dyx: f32) {
     var slope = 0.0;
     var intercept = 0.0;
     if ((P.flags & FLAG_BATCH_STATS) != 0u) {
-        let n = f32(P.m);
         let scale = get_term(TERM_SCALE, ch);
-        slope = -scale * get_term(TERM_INVSTD, ch) * (st.y / n);
-        intercept = -scale * (st.x / n) - slope * get_term(TERM_MEAN, ch);
+        slope = -scale * get_term(TERM_INVSTD, ch) * mean_dyx;
+        intercept = -scale * mean_dy - slope * get_term(TERM_MEAN, ch);
     }
     set_term(TERM_DX_SLOPE, ch, slope);
     set_term(TERM_DX_INTERCEPT, ch, intercept);
+}
+
+@compute @workgroup_size(WG)
+fn grads_apply(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let ch = channel_index(li, wid, nwg);
+    if (ch >= P.c) {
+        return;
+    }
+    grad_bias[ch] = given[2u * P.c + ch];
+    grad_weight[ch] = given[3u * P.c + ch];
+    set_grad_input_terms(ch, given[ch], given[P.c + ch]);
 }

@@ -30,6 +30,18 @@ pub(crate) struct Saved {
     pub(crate) sharded: bool,
 }
 
+/// What a backward pass computes.
+#[derive(Clone, Copy)]
+pub(crate) enum BackwardMode<'a> {
+    /// Gradient sums of this batch, then grad_input.
+    Full,
+    /// This shard's gradient sums only (grad_weight, grad_bias).
+    SumsOnly,
+    /// Gradient sums merged across devices, `[mean(dy) | mean(dy * x_hat) |
+    /// sum(dy) | sum(dy * x_hat)]` (C values each), then grad_input.
+    Given(&'a wgpu::Buffer),
+}
+
 /// Buffers reused from call to call; they only grow.
 struct Workspace {
     forward_uniform: OwnedBuffer,
@@ -255,6 +267,11 @@ impl BatchNorm1d {
     /// The running (unbiased) variance, `Some` iff `track_running_stats`.
     pub fn running_var(&self) -> Result<Option<Vec<f32>>> {
         self.get_checked(Slot::RunningVar, self.cfg.track_running_stats)
+    }
+
+    /// The most recent successful forward's record.
+    pub(crate) fn saved(&self) -> Option<&Saved> {
+        self.saved.as_ref()
     }
 
     pub(crate) fn check_tensor(&self, t: &Tensor) -> Result<()> {
@@ -610,7 +627,7 @@ impl BatchNorm1d {
         }
     }
 
-    fn alloc_gradients(&self, grad_output: &Tensor) -> Result<Gradients> {
+    pub(crate) fn alloc_gradients(&self, grad_output: &Tensor) -> Result<Gradients> {
         let saved = self.saved.as_ref().ok_or(Error::NoForward)?;
         self.check_tensor(grad_output)?;
         let gc = self.grad_channels(saved);
@@ -637,14 +654,34 @@ impl BatchNorm1d {
         grad_output: &Tensor,
         grads: &mut Gradients,
     ) -> Result<()> {
+        self.encode_backward_with(encoder, grad_output, grads, BackwardMode::Full)
+    }
+
+    /// The backward pass in `mode`: plain, a shard's gradient sums only, or
+    /// with gradient sums merged across devices.
+    pub(crate) fn encode_backward_with(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        grad_output: &Tensor,
+        grads: &mut Gradients,
+        mode: BackwardMode<'_>,
+    ) -> Result<()> {
         let saved = self.saved.clone().ok_or(Error::NoForward)?;
         self.check_tensor(grad_output)?;
-        if saved.sharded {
-            return Err(Error::InvalidArgument(
-                "backward of a forward with cross-device statistics needs gradient sums \
-                 merged across devices, which this crate does not do yet"
-                    .into(),
-            ));
+        match (saved.sharded, &mode) {
+            (true, BackwardMode::Full) => {
+                return Err(Error::InvalidArgument(
+                    "a forward with cross-device statistics needs gradient sums merged \
+                     across devices: use shard_grad_sums and backward_with_sums"
+                        .into(),
+                ))
+            }
+            (false, BackwardMode::SumsOnly | BackwardMode::Given(_)) => {
+                return Err(Error::InvalidArgument(
+                    "gradient sums across devices need a forward_with_moments first".into(),
+                ))
+            }
+            _ => {}
         }
         if grad_output.shape() != saved.input.shape() {
             return Err(Error::ShapeMismatch {
@@ -660,15 +697,19 @@ impl BatchNorm1d {
                 saved.input.dtype()
             )));
         }
-        self.check_output(
-            &grads.grad_input,
-            grad_output.shape(),
-            grad_output.dtype(),
-            "grad_input",
-        )?;
+        let sums_only = matches!(mode, BackwardMode::SumsOnly);
+        if !sums_only {
+            self.check_output(
+                &grads.grad_input,
+                grad_output.shape(),
+                grad_output.dtype(),
+                "grad_input",
+            )?;
+        }
         let grad_output = &grad_output.padded(encoder)?;
         let ctx = self.ctx.clone();
-        let (gw, gb) = if self.cfg.affine {
+        // A shard's sums always go to the given tensors, affine or not.
+        let (gw, gb) = if self.cfg.affine || sums_only {
             let take = |t: &Option<Tensor>, name: &'static str| -> Result<Tensor> {
                 let t = t.as_ref().ok_or_else(|| {
                     Error::InvalidArgument(format!("{name} is required for an affine module"))
@@ -702,8 +743,8 @@ impl BatchNorm1d {
                     &saved,
                     grad_output,
                     &grads.grad_input,
-                    &gw,
-                    &gb,
+                    (&gw, &gb),
+                    mode,
                 )
             }
         })
@@ -715,8 +756,8 @@ impl BatchNorm1d {
         saved: &Saved,
         dy: &Tensor,
         dx: &Tensor,
-        gw: &Tensor,
-        gb: &Tensor,
+        (gw, gb): (&Tensor, &Tensor),
+        mode: BackwardMode<'_>,
     ) -> Result<()> {
         let layout = saved.layout;
         let exec = self.exec_plan(&layout, dy.dtype())?;
@@ -741,37 +782,57 @@ impl BatchNorm1d {
             label: Some("batchnorm/backward"),
             timestamp_writes: None,
         });
-        for (i, chunk) in exec.chunks.iter().enumerate() {
-            let (start, count) = (chunk.start, chunk.count);
+        if let BackwardMode::Given(given) = mode {
             kernels::dispatch(
                 device,
                 &mut pass,
-                k.grads_partial_for(&exec),
-                "batchnorm/grads_partial",
+                &k.grads_apply,
+                "batchnorm/grads_apply",
                 &[
-                    (0, uniform_slot(ctx, uniforms, i + 1)),
-                    (1, x.window(start, count)),
-                    (2, dy.window(start, count)),
-                    (3, chan.clone()),
-                    (4, partials.clone()),
+                    (0, uniform_slot(ctx, uniforms, 0)),
+                    (4, chan.clone()),
+                    (5, gw.binding()),
+                    (6, gb.binding()),
+                    (9, given.as_entire_binding()),
                 ],
-                chunk.reduce.groups(),
+                kernels::channel_groups(layout.c),
+            );
+        } else {
+            for (i, chunk) in exec.chunks.iter().enumerate() {
+                let (start, count) = (chunk.start, chunk.count);
+                kernels::dispatch(
+                    device,
+                    &mut pass,
+                    k.grads_partial_for(&exec),
+                    "batchnorm/grads_partial",
+                    &[
+                        (0, uniform_slot(ctx, uniforms, i + 1)),
+                        (1, x.window(start, count)),
+                        (2, dy.window(start, count)),
+                        (3, chan.clone()),
+                        (4, partials.clone()),
+                    ],
+                    chunk.reduce.groups(),
+                );
+            }
+            kernels::dispatch(
+                device,
+                &mut pass,
+                &k.grads_finalize,
+                "batchnorm/grads_finalize",
+                &[
+                    (0, uniform_slot(ctx, uniforms, 0)),
+                    (2, partials),
+                    (4, chan.clone()),
+                    (5, gw.binding()),
+                    (6, gb.binding()),
+                ],
+                kernels::channel_groups(layout.c),
             );
         }
-        kernels::dispatch(
-            device,
-            &mut pass,
-            &k.grads_finalize,
-            "batchnorm/grads_finalize",
-            &[
-                (0, uniform_slot(ctx, uniforms, 0)),
-                (2, partials),
-                (4, chan.clone()),
-                (5, gw.binding()),
-                (6, gb.binding()),
-            ],
-            kernels::channel_groups(layout.c),
-        );
+        if let BackwardMode::SumsOnly = mode {
+            return Ok(());
+        }
         for (i, chunk) in exec.chunks.iter().enumerate() {
             let (start, count) = (chunk.start, chunk.count);
             kernels::dispatch(

@@ -105,6 +105,6 @@ pub use config::BatchNorm1dConfig;
 pub use context::{ContextOptions, GpuContext};
 pub use error::{Error, Result};
 pub use fold::FoldedLinear;
-pub use shard::ShardMoments;
+pub use shard::{ShardGradSums, ShardMoments};
 pub use tensor::{DType, Tensor};
 pub use wgpu;

@@ -12,11 +12,24 @@
 //!    running statistics are updated once, with the global unbiased variance
 //!    `M2 / (n - 1)`.
 //!
-//! The result equals one device normalizing the whole batch. Backward of
-//! such a forward needs gradient sums merged across devices as well and is
-//! not provided yet (it returns an error).
+//! The result equals one device normalizing the whole batch. Backward
+//! follows the same pattern (SyncBatchNorm's backward):
+//!
+//! 4. Each device computes its shard's per-channel gradient sums
+//!    `sum(dy)` and `sum(dy * x_hat)` (x_hat from the merged statistics):
+//!    [`BatchNorm1d::shard_grad_sums`].
+//! 5. The sums add up across devices ([`ShardGradSums::merge`], f64).
+//! 6. Each device computes its shard's
+//!    `dx = weight * invstd * (dy - sum(dy) / n - x_hat * sum(dy * x_hat) / n)`
+//!    with the global sums and count `n`, and every device gets the global
+//!    `grad_weight = sum(dy * x_hat)` and `grad_bias = sum(dy)`
+//!    ([`BatchNorm1d::backward_with_sums`]).
+//!
+//! A plain [`BatchNorm1d::backward`] after
+//! [`BatchNorm1d::forward_with_moments`] is an error: it would use this
+//! shard's sums only.
 
-use crate::batch_norm::{BatchNorm1d, Commit, Output, Saved};
+use crate::batch_norm::{BackwardMode, BatchNorm1d, Commit, Gradients, Output, Saved};
 use crate::error::{Error, Result};
 use crate::semantics;
 use crate::tensor::{OwnedBuffer, Tensor};
@@ -69,6 +82,46 @@ impl ShardMoments {
     /// Biased variance `M2 / count` of channel `ch`.
     pub fn variance(&self, ch: usize) -> f64 {
         self.m2[ch] / self.count as f64
+    }
+}
+
+/// Per-channel gradient sums of one shard, or of several merged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardGradSums {
+    /// Values per channel (`N * L` of the shard).
+    pub count: u64,
+    /// Per-channel `sum(dy)`.
+    pub sum_dy: Vec<f64>,
+    /// Per-channel `sum(dy * x_hat)`.
+    pub sum_dy_xhat: Vec<f64>,
+}
+
+impl ShardGradSums {
+    /// Adds the shards' sums, in the order given.
+    pub fn merge(shards: &[ShardGradSums]) -> Result<ShardGradSums> {
+        let first = shards
+            .first()
+            .ok_or_else(|| Error::InvalidArgument("no shards to merge".into()))?;
+        let c = first.sum_dy.len();
+        let mut acc = ShardGradSums {
+            count: 0,
+            sum_dy: vec![0.0; c],
+            sum_dy_xhat: vec![0.0; c],
+        };
+        for s in shards {
+            if s.sum_dy.len() != c || s.sum_dy_xhat.len() != c {
+                return Err(Error::InvalidArgument(format!(
+                    "shards disagree on the channel count ({} vs {c})",
+                    s.sum_dy.len()
+                )));
+            }
+            acc.count += s.count;
+            for ch in 0..c {
+                acc.sum_dy[ch] += s.sum_dy[ch];
+                acc.sum_dy_xhat[ch] += s.sum_dy_xhat[ch];
+            }
+        }
+        Ok(acc)
     }
 }
 
@@ -212,5 +265,141 @@ impl BatchNorm1d {
             },
         });
         Ok(y)
+    }
+
+    /// This shard's gradient sums for `grad_output` after a
+    /// [`BatchNorm1d::forward_with_moments`] (so `x_hat` uses the merged
+    /// statistics), reduced on the GPU and read back. Changes no module
+    /// state.
+    pub fn shard_grad_sums(&mut self, grad_output: &Tensor) -> Result<ShardGradSums> {
+        let saved = self.saved().cloned().ok_or(Error::NoForward)?;
+        let c = self.config().num_features;
+        let count = saved.layout.per_channel() as u64;
+        if !saved.sharded {
+            return Err(Error::InvalidArgument(
+                "gradient sums across devices need a forward_with_moments first".into(),
+            ));
+        }
+        if saved.empty {
+            self.check_tensor(grad_output)?;
+            if grad_output.shape() != saved.input.shape() {
+                return Err(Error::ShapeMismatch {
+                    expected: saved.input.shape().to_vec(),
+                    actual: grad_output.shape().to_vec(),
+                });
+            }
+            return Ok(ShardGradSums {
+                count: 0,
+                sum_dy: vec![0.0; c],
+                sum_dy_xhat: vec![0.0; c],
+            });
+        }
+        let ctx = self.context().clone();
+        // Sums land in a scratch Gradients: grad_weight = sum(dy * x_hat),
+        // grad_bias = sum(dy), even for a module without affine parameters.
+        let mut grads = Gradients {
+            grad_input: Tensor::zeros_of(&ctx, &[0], grad_output.dtype())?,
+            grad_weight: Some(Tensor::zeros(&ctx, &[c])?),
+            grad_bias: Some(Tensor::zeros(&ctx, &[c])?),
+        };
+        let mut encoder = ctx
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("batchnorm/shard-grad-sums"),
+            });
+        self.encode_backward_with(
+            &mut encoder,
+            grad_output,
+            &mut grads,
+            BackwardMode::SumsOnly,
+        )?;
+        ctx.scoped(|| {
+            ctx.queue().submit([encoder.finish()]);
+            Ok(())
+        })?;
+        let read = |t: &Option<Tensor>| -> Result<Vec<f64>> {
+            let t = t.as_ref().ok_or(Error::NoForward)?;
+            Ok(t.to_vec()?.into_iter().map(f64::from).collect())
+        };
+        Ok(ShardGradSums {
+            count,
+            sum_dy: read(&grads.grad_bias)?,
+            sum_dy_xhat: read(&grads.grad_weight)?,
+        })
+    }
+
+    /// Backward of this device's shard after
+    /// [`BatchNorm1d::forward_with_moments`], with `global` the merge of
+    /// every shard's [`BatchNorm1d::shard_grad_sums`] (this one's
+    /// included): `grad_input` for this shard, and the global
+    /// `grad_weight` and `grad_bias` (the same on every device).
+    pub fn backward_with_sums(
+        &mut self,
+        grad_output: &Tensor,
+        global: &ShardGradSums,
+    ) -> Result<Gradients> {
+        let saved = self.saved().cloned().ok_or(Error::NoForward)?;
+        let c = self.config().num_features;
+        if global.sum_dy.len() != c || global.sum_dy_xhat.len() != c {
+            return Err(Error::ChannelMismatch {
+                name: "global gradient sums",
+                expected: c,
+                actual: global.sum_dy.len(),
+            });
+        }
+        if global.count < saved.layout.per_channel() as u64 || global.count == 0 {
+            return Err(Error::InvalidArgument(
+                "global gradient sums cover fewer values than this shard".into(),
+            ));
+        }
+        let n = global.count as f64;
+        let mut given = vec![0f32; 4 * c];
+        for ch in 0..c {
+            given[ch] = (global.sum_dy[ch] / n) as f32;
+            given[c + ch] = (global.sum_dy_xhat[ch] / n) as f32;
+            given[2 * c + ch] = global.sum_dy[ch] as f32;
+            given[3 * c + ch] = global.sum_dy_xhat[ch] as f32;
+        }
+        let mut grads = self.alloc_gradients(grad_output)?;
+        let ctx = self.context().clone();
+        let buf = ctx.scoped(|| {
+            let b = OwnedBuffer::new(
+                &ctx,
+                "batchnorm/given-grad-sums",
+                crate::tensor::padded_bytes(4 * c),
+                crate::tensor::TENSOR_USAGE,
+            );
+            ctx.queue()
+                .write_buffer(&b.buffer, 0, bytemuck::cast_slice(&given));
+            Ok(b)
+        })?;
+        let mut encoder = ctx
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("batchnorm/backward-with-sums"),
+            });
+        self.encode_backward_with(
+            &mut encoder,
+            grad_output,
+            &mut grads,
+            BackwardMode::Given(&buf.buffer),
+        )?;
+        ctx.scoped(|| {
+            ctx.queue().submit([encoder.finish()]);
+            if saved.empty {
+                // No values here, but the parameter gradients are global.
+                for (t, off) in [(&grads.grad_bias, 2 * c), (&grads.grad_weight, 3 * c)] {
+                    if let Some(t) = t {
+                        ctx.queue().write_buffer(
+                            t.buffer(),
+                            t.offset(),
+                            bytemuck::cast_slice(&given[off..off + c]),
+                        );
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(grads)
     }
 }

@@ -63,8 +63,8 @@ fn every_shader_translates_to_every_backend() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     // per dtype (f32, f16): reduce 6 (tree) + 6 (subgroups; the two rows
-    // kernels are shared), finalize 5, elementwise 6; copy 1
-    assert_eq!(entries, 2 * 23 + 1);
+    // kernels are shared), finalize 6, elementwise 6; copy 1
+    assert_eq!(entries, 2 * 24 + 1);
 }
 
 #[test]

@@ -1,9 +1,12 @@
-//! Statistics across devices (SyncBatchNorm's forward): two contexts split a
-//! batch unevenly; results must match one device on the whole batch.
+//! Statistics across devices (SyncBatchNorm): two contexts split a batch
+//! unevenly; forward outputs, running statistics and backward gradients
+//! must match one device on the whole batch.
 
 mod common;
 
-use wgpu_batchnorm::{BatchNorm1d, BatchNorm1dConfig, GpuContext, ShardMoments, Tensor};
+use wgpu_batchnorm::{
+    BatchNorm1d, BatchNorm1dConfig, GpuContext, ShardGradSums, ShardMoments, Tensor,
+};
 
 fn split_rows(x: &[f32], shape: &[usize], rows: usize) -> (Vec<f32>, Vec<f32>) {
     let row: usize = shape[1..].iter().product();
@@ -59,6 +62,46 @@ fn shard_matches_single_device(shape: &[usize], split: usize, offset: f64) {
         );
         let want64: Vec<f64> = want.iter().map(|&v| f64::from(v)).collect();
         common::check_close("sharded output", &got, &want64, 1e-4).expect("output");
+        // Backward: shard sums, merged, then each shard's grad_input.
+        let dy = rng.normals(numel, 0.3, 1.0);
+        let single_grads = single
+            .backward(&Tensor::from_slice(&ctx_a, &dy, shape).expect("dy"))
+            .expect("single backward");
+        let (dya, dyb) = split_rows(&dy, shape, split);
+        let ta_dy = Tensor::from_slice(&ctx_a, &dya, &shape_a).expect("dya");
+        let tb_dy = Tensor::from_slice(&ctx_b, &dyb, &shape_b).expect("dyb");
+        let sa = dev_a.shard_grad_sums(&ta_dy).expect("sums a");
+        let sb = dev_b.shard_grad_sums(&tb_dy).expect("sums b");
+        let sums = ShardGradSums::merge(&[sa, sb]).expect("merge sums");
+        assert_eq!(sums.count, global.count);
+        let ga = dev_a.backward_with_sums(&ta_dy, &sums).expect("backward a");
+        let gb = dev_b.backward_with_sums(&tb_dy, &sums).expect("backward b");
+        let mut dx = ga.grad_input.to_vec().expect("dx a");
+        dx.extend(gb.grad_input.to_vec().expect("dx b"));
+        let f64s = |t: &Tensor| -> Vec<f64> {
+            t.to_vec()
+                .expect("read")
+                .into_iter()
+                .map(f64::from)
+                .collect()
+        };
+        common::check_close(
+            "sharded grad_input",
+            &dx,
+            &f64s(&single_grads.grad_input),
+            1e-4,
+        )
+        .expect("grad_input");
+        for g in [&ga, &gb] {
+            for (name, got, want) in [
+                ("grad_weight", &g.grad_weight, &single_grads.grad_weight),
+                ("grad_bias", &g.grad_bias, &single_grads.grad_bias),
+            ] {
+                let got = got.as_ref().expect("affine").to_vec().expect("read");
+                let want = f64s(want.as_ref().expect("affine"));
+                common::check_close(name, &got, &want, 1e-4).expect(name);
+            }
+        }
         for bn in [&dev_a, &dev_b] {
             let f = |v: Option<Vec<f32>>| {
                 v.expect("tracked")
@@ -121,11 +164,35 @@ fn shard_errors() {
         m2: vec![0.0; 2],
     };
     assert!(ShardMoments::merge(&[m.clone(), two]).is_err());
+    assert!(
+        bn.shard_grad_sums(&x).is_err(),
+        "gradient sums need a forward_with_moments"
+    );
     bn.forward_with_moments(&x, &m).expect("forward");
     assert!(
         bn.backward(&x).is_err(),
-        "sharded backward is not supported yet"
+        "a sharded forward needs backward_with_sums"
     );
+    let sums = bn.shard_grad_sums(&x).expect("sums");
+    assert!(ShardGradSums::merge(&[]).is_err());
+    let wrong = ShardGradSums {
+        count: 4,
+        sum_dy: vec![0.0; 2],
+        sum_dy_xhat: vec![0.0; 2],
+    };
+    assert!(ShardGradSums::merge(&[sums.clone(), wrong.clone()]).is_err());
+    assert!(bn.backward_with_sums(&x, &wrong).is_err(), "channel count");
+    let too_few = ShardGradSums {
+        count: 1,
+        ..sums.clone()
+    };
+    assert!(bn.backward_with_sums(&x, &too_few).is_err(), "count");
+    assert!(
+        bn.backward_with_sums(&Tensor::zeros(&ctx, &[2, 3]).expect("dy"), &sums)
+            .is_err(),
+        "shape"
+    );
+    bn.backward_with_sums(&x, &sums).expect("backward");
     bn.eval();
     assert!(
         bn.forward_with_moments(&x, &m).is_err(),
