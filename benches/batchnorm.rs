@@ -31,6 +31,8 @@ struct Copy {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     groups: (u32, u32),
+    /// Tensors owned by this baseline (kept alive with it).
+    _tensors: Vec<Tensor>,
 }
 
 impl Copy {
@@ -49,27 +51,20 @@ impl Copy {
             cache: None,
         });
         let bytes = (src.numel() as u64 * 4).div_ceil(16) * 16;
+        fn binding(t: &Tensor, binding: u32, bytes: u64) -> wgpu::BindGroupEntry<'_> {
+            wgpu::BindGroupEntry {
+                binding,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: t.buffer(),
+                    offset: t.offset(),
+                    size: wgpu::BufferSize::new(bytes),
+                }),
+            }
+        }
         let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("bench/copy"),
             layout: &pipeline.get_bind_group_layout(0),
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: src.buffer(),
-                        offset: 0,
-                        size: wgpu::BufferSize::new(bytes),
-                    }),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: dst.buffer(),
-                        offset: 0,
-                        size: wgpu::BufferSize::new(bytes),
-                    }),
-                },
-            ],
+            entries: &[binding(src, 0, bytes), binding(dst, 1, bytes)],
         });
         let groups = (bytes / 16).div_ceil(256) as u32;
         let max = device.limits().max_compute_workgroups_per_dimension;
@@ -78,7 +73,13 @@ impl Copy {
             pipeline,
             bind_group,
             groups: (groups.div_ceil(gy), gy),
+            _tensors: Vec::new(),
         }
+    }
+
+    fn keeping(mut self, src: Tensor, dst: Tensor) -> Self {
+        self._tensors = vec![src, dst];
+        self
     }
 
     fn run(&self, ctx: &GpuContext) {
@@ -98,6 +99,68 @@ impl Copy {
         }
         ctx.queue().submit([enc.finish()]);
     }
+}
+
+/// Tensors of `shape`, each in its own buffer at offset `1 KiB * k` (the
+/// buffers themselves start on page boundaries), with the given contents
+/// (zeros for `None`). On CPU adapters the relative alignment of tensors
+/// modulo 4 KiB moves timings by up to ~1.8x from run to run (loads and
+/// stores whose addresses agree modulo 4 KiB alias in the CPU's load/store
+/// queues), and the allocator decides it; a fixed stagger keeps the copy
+/// baseline and every op comparable from run to run.
+fn staggered<const K: usize>(
+    ctx: &GpuContext,
+    shape: &[usize],
+    data: [Option<&[f32]>; K],
+) -> [Tensor; K] {
+    let numel: usize = shape.iter().product();
+    std::array::from_fn(|k| {
+        let offset = 1024 * k as u64;
+        let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("bench/tensor"),
+            size: offset + (numel as u64 * 4).div_ceil(16) * 16,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        if let Some(d) = data[k] {
+            ctx.queue()
+                .write_buffer(&buffer, offset, bytemuck::cast_slice(d));
+        }
+        Tensor::from_buffer(ctx, buffer, offset, shape).expect("tensor")
+    })
+}
+
+/// The copy baseline: of the batch-norm tensors `x -> y` and two fresh
+/// staggered pairs, the placement whose copy is fastest (the copy of a
+/// 64 MiB tensor on lavapipe lands at ~29 ms or ~45 ms depending on where
+/// its pages fall). Taking the fastest is the conservative choice: it
+/// makes every "x copy" ratio larger, never smaller.
+fn fastest_copy(ctx: &GpuContext, shape: &[usize], x: &Tensor, y: &Tensor, host: &[f32]) -> Copy {
+    let mut best: Option<(Duration, Copy)> = None;
+    let mut candidates = vec![Copy::new(ctx, x, y)];
+    for _ in 0..2 {
+        let [src, dst] = staggered(ctx, shape, [Some(host), None]);
+        candidates.push(Copy::new(ctx, &src, &dst).keeping(src, dst));
+    }
+    for c in candidates {
+        c.run(ctx);
+        ctx.synchronize().expect("sync");
+        let mut times: Vec<Duration> = (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                c.run(ctx);
+                ctx.synchronize().expect("sync");
+                t.elapsed()
+            })
+            .collect();
+        times.sort();
+        if best.as_ref().is_none_or(|(b, _)| times[2] < *b) {
+            best = Some((times[2], c));
+        }
+    }
+    best.expect("a candidate").1
 }
 
 struct Fixture {
@@ -125,16 +188,14 @@ impl Fixture {
                 (s >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 1.0
             })
             .collect();
-        let x = Tensor::from_slice(ctx, &host_x, shape).expect("x");
-        let y = Tensor::zeros(ctx, shape).expect("y");
-        let dy = Tensor::from_slice(ctx, &host_x, shape).expect("dy");
+        let [x, y, dy] = staggered(ctx, shape, [Some(&host_x), None, Some(&host_x)]);
         let cfg = BatchNorm1dConfig::new(shape[1]);
         let mut train = BatchNorm1d::new(ctx, cfg.clone()).expect("bn");
         train.forward_into(&x, &y).expect("warm-up");
         let grads = train.backward(&dy).expect("warm-up");
         let mut eval = BatchNorm1d::new(ctx, cfg).expect("bn");
         eval.eval();
-        let copy = Copy::new(ctx, &x, &y);
+        let copy = fastest_copy(ctx, shape, &x, &y, &host_x);
         ctx.synchronize().expect("sync");
         Self {
             ctx: ctx.clone(),
