@@ -12,10 +12,10 @@ struct Params {
     cpw: u32,        // channels per reduction workgroup (power of two)
     tpc: u32,        // threads per channel in a reduction workgroup; cpw * tpc == WG
     tiles: u32,      // ceil(C / cpw)
-    segments: u32,   // reduction segments along each channel
+    segments: u32,   // reduction segments along each channel (finalize: rows of partials)
     seg_len: u32,    // values per segment
     flags: u32,      // FLAG_* bits
-    seg_base: u32,   // index of this dispatch's first segment among all partials
+    seg_base: u32,   // this dispatch's first row of partials
     eps: f32,
     momentum: f32,   // running-statistics factor for this step
     lead: u32,       // elements between the start of row `0` of this chunk and the chunk

@@ -1,19 +1,25 @@
 // Per-channel partial reductions, one design for forward and backward.
 //
-// A workgroup covers `cpw` channels x `tpc` threads over one segment of each
-// channel's values. For (N, C) inputs consecutive threads take consecutive
-// channels (coalesced rows); for (N, C, L) inputs one channel per workgroup
-// and consecutive threads take consecutive values along L. Each thread folds
-// its values, a workgroup tree merges the threads of a channel, and one
-// partial per (segment, channel) is written; `finalize.wgsl` merges the
-// partials in a fixed order, so results are deterministic. Segments are
-// counted in units: single values, or vec4s of L for the `*4` entry points
-// (L % 4 == 0).
+// A workgroup covers `cpw` channels (quads of four channels for the `*_rows`
+// entry points) x `tpc` threads over one segment of each channel's values.
+// For (N, C) inputs consecutive threads take consecutive channels (coalesced
+// rows); for (N, C, L) inputs one channel per workgroup. Within a segment:
+//   - workgroup merge (GPUs): consecutive threads take consecutive values
+//     (coalesced), a workgroup tree (or subgroups) merges the threads of a
+//     channel, and one partial per (segment, channel) is written;
+//   - THREAD_PARTIALS (CPU adapters): each thread folds a contiguous run
+//     and writes its own partial, (segment * tpc + thread, channel); no
+//     barriers.
+// `finalize.wgsl` merges the partials in a fixed order, so results are
+// deterministic. Segments are counted in units: single values, vec4s of L
+// for the `*4` entry points (L % 4 == 0), or rows for `*_rows`.
 //
 // moments_partial[4]: (count, mean, M2, sum) of (x - shift) * scale (Welford
 //                     per thread, Chan merge; shift = the channel's first
 //                     value, scale = scale_of(shift)).
 // grads_partial[4]:   (sum dy, sum dy * x_hat) with the forward's statistics.
+// *_rows:             the same for (N, C) inputs with C % 4 == 0, four
+//                     channels per thread (vec4 loads, one shared count).
 
 // Tensors are bound as vec4 arrays (buffers are padded to 16 bytes); the
 // scalar kernels pick single components.
