@@ -230,12 +230,13 @@ var<workgroup> quad_a: array<vec4<f32>, WG>;
 var<workgroup> quad_b: array<vec4<f32>, WG>;
 var<workgroup> quad_c: array<vec4<f32>, WG>;
 
-// Writes the four partials of quad s.ch: (count, a, b, c) per channel.
-fn write_quad(s: Slot, cnt: f32, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>) {
+// Writes the four partials of quad s.ch: channel 4 * s.ch + k gets
+// (a[k], b[k], c[k], d[k]).
+fn write_quad(s: Slot, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>) {
     for (var k = 0u; k < 4u; k += 1u) {
         let ch = s.ch * 4u + k;
         if (ch < P.c) {
-            partials[partial_row(s) * P.c + ch] = vec4<f32>(cnt, a[k], b[k], c[k]);
+            partials[partial_row(s) * P.c + ch] = vec4<f32>(a[k], b[k], c[k], d[k]);
         }
     }
 }
@@ -247,7 +248,7 @@ fn write_quad(s: Slot, cnt: f32, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>) {
 fn reduce_quad_moments(li: u32, s: Slot, cnt: f32, mean: vec4<f32>, m2: vec4<f32>, sum: vec4<f32>) {
     if (THREAD_PARTIALS) {
         if (s.ch * 4u < P.c && s.seg < P.segments) {
-            write_quad(s, cnt, mean, m2, sum);
+            write_quad(s, vec4<f32>(cnt), mean, m2, sum);
         }
         return;
     }
@@ -274,23 +275,14 @@ fn reduce_quad_moments(li: u32, s: Slot, cnt: f32, mean: vec4<f32>, m2: vec4<f32
                 n = n2;
             }
         }
-        write_quad(s, n, mu, q2, total);
-    }
-}
-
-fn write_quad_sums(s: Slot, a: vec4<f32>, b: vec4<f32>) {
-    for (var k = 0u; k < 4u; k += 1u) {
-        let ch = s.ch * 4u + k;
-        if (ch < P.c) {
-            partials[partial_row(s) * P.c + ch] = vec4<f32>(a[k], b[k], 0.0, 0.0);
-        }
+        write_quad(s, vec4<f32>(n), mu, q2, total);
     }
 }
 
 fn reduce_quad_sums(li: u32, s: Slot, a: vec4<f32>, b: vec4<f32>) {
     if (THREAD_PARTIALS) {
         if (s.ch * 4u < P.c && s.seg < P.segments) {
-            write_quad_sums(s, a, b);
+            write_quad(s, a, b, vec4<f32>(0.0), vec4<f32>(0.0));
         }
         return;
     }
@@ -304,7 +296,7 @@ fn reduce_quad_sums(li: u32, s: Slot, a: vec4<f32>, b: vec4<f32>) {
             sa += quad_a[li + t * P.cpw];
             sb += quad_b[li + t * P.cpw];
         }
-        write_quad_sums(s, sa, sb);
+        write_quad(s, sa, sb, vec4<f32>(0.0), vec4<f32>(0.0));
     }
 }
 

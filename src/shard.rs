@@ -34,6 +34,23 @@ use crate::error::{Error, Result};
 use crate::semantics;
 use crate::tensor::{OwnedBuffer, Tensor};
 
+/// The channel count of `shards`, whose per-channel vectors (`columns`)
+/// must all have it; an error for no shards.
+fn shard_channels<T>(shards: &[T], columns: impl Fn(&T) -> [usize; 2]) -> Result<usize> {
+    let first = shards
+        .first()
+        .ok_or_else(|| Error::InvalidArgument("no shards to merge".into()))?;
+    let c = columns(first)[0];
+    for s in shards {
+        if let Some(&other) = columns(s).iter().find(|&&len| len != c) {
+            return Err(Error::InvalidArgument(format!(
+                "shards disagree on the channel count ({other} vs {c})"
+            )));
+        }
+    }
+    Ok(c)
+}
+
 /// Per-channel moments of one shard, or of several merged.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShardMoments {
@@ -48,22 +65,13 @@ pub struct ShardMoments {
 impl ShardMoments {
     /// Merges shards with Chan's formula, in the order given.
     pub fn merge(shards: &[ShardMoments]) -> Result<ShardMoments> {
-        let first = shards
-            .first()
-            .ok_or_else(|| Error::InvalidArgument("no shards to merge".into()))?;
-        let c = first.mean.len();
+        let c = shard_channels(shards, |s| [s.mean.len(), s.m2.len()])?;
         let mut acc = ShardMoments {
             count: 0,
             mean: vec![0.0; c],
             m2: vec![0.0; c],
         };
         for s in shards {
-            if s.mean.len() != c || s.m2.len() != c {
-                return Err(Error::InvalidArgument(format!(
-                    "shards disagree on the channel count ({} vs {c})",
-                    s.mean.len()
-                )));
-            }
             if s.count == 0 {
                 continue;
             }
@@ -99,22 +107,13 @@ pub struct ShardGradSums {
 impl ShardGradSums {
     /// Adds the shards' sums, in the order given.
     pub fn merge(shards: &[ShardGradSums]) -> Result<ShardGradSums> {
-        let first = shards
-            .first()
-            .ok_or_else(|| Error::InvalidArgument("no shards to merge".into()))?;
-        let c = first.sum_dy.len();
+        let c = shard_channels(shards, |s| [s.sum_dy.len(), s.sum_dy_xhat.len()])?;
         let mut acc = ShardGradSums {
             count: 0,
             sum_dy: vec![0.0; c],
             sum_dy_xhat: vec![0.0; c],
         };
         for s in shards {
-            if s.sum_dy.len() != c || s.sum_dy_xhat.len() != c {
-                return Err(Error::InvalidArgument(format!(
-                    "shards disagree on the channel count ({} vs {c})",
-                    s.sum_dy.len()
-                )));
-            }
             acc.count += s.count;
             for ch in 0..c {
                 acc.sum_dy[ch] += s.sum_dy[ch];
@@ -279,20 +278,6 @@ impl BatchNorm1d {
             return Err(Error::InvalidArgument(
                 "gradient sums across devices need a forward_with_moments first".into(),
             ));
-        }
-        if saved.empty {
-            self.check_tensor(grad_output)?;
-            if grad_output.shape() != saved.input.shape() {
-                return Err(Error::ShapeMismatch {
-                    expected: saved.input.shape().to_vec(),
-                    actual: grad_output.shape().to_vec(),
-                });
-            }
-            return Ok(ShardGradSums {
-                count: 0,
-                sum_dy: vec![0.0; c],
-                sum_dy_xhat: vec![0.0; c],
-            });
         }
         let ctx = self.context().clone();
         // Sums land in a scratch Gradients: grad_weight = sum(dy * x_hat),

@@ -193,6 +193,21 @@ fn shard_errors() {
         "shape"
     );
     bn.backward_with_sums(&x, &sums).expect("backward");
+    // An empty shard contributes nothing but still gets the global
+    // parameter gradients.
+    let mut idle = BatchNorm1d::new(&ctx, BatchNorm1dConfig::new(3)).expect("bn");
+    let empty = Tensor::zeros(&ctx, &[0, 3]).expect("empty");
+    idle.forward_with_moments(&empty, &m)
+        .expect("empty forward");
+    let none = idle.shard_grad_sums(&empty).expect("empty sums");
+    assert_eq!(none.count, 0);
+    assert_eq!(none.sum_dy, vec![0.0; 3]);
+    let g = idle
+        .backward_with_sums(&empty, &sums)
+        .expect("empty backward");
+    let gb = g.grad_bias.expect("affine").to_vec().expect("read");
+    common::check_close("empty shard grad_bias", &gb, &sums.sum_dy, 1e-6)
+        .expect("global grad_bias");
     bn.eval();
     assert!(
         bn.forward_with_moments(&x, &m).is_err(),
