@@ -241,13 +241,53 @@ fn write_quad(s: Slot, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>) {
     }
 }
 
-// One barrier, then the first thread of each quad folds the quad's tpc
-// states in order (barriers cost far more than a short serial fold on CPU
-// adapters). Moments merge with Chan's formula, four channels at once: they
-// share the count.
+// Merges quad state `src` into `dst` in workgroup memory: Chan's formula
+// for moments, four channels at once (they share the count), or plain sums.
+fn fold_quad(dst: u32, src: u32, moments: bool) {
+    if (!moments) {
+        quad_a[dst] += quad_a[src];
+        quad_b[dst] += quad_b[src];
+        return;
+    }
+    let nb = quad_cnt[src];
+    if (nb > 0.0) {
+        let na = quad_cnt[dst];
+        let n = na + nb;
+        let wb = nb / n;
+        let d = quad_a[src] - quad_a[dst];
+        quad_a[dst] += d * wb;
+        quad_b[dst] += quad_b[src] + d * d * (na * wb);
+        quad_c[dst] += quad_c[src];
+        quad_cnt[dst] = n;
+    }
+}
+
+// Folds each quad's tpc states into its thread 0's slot in a fixed order,
+// in two levels with two barriers: threads ti < 16 fold ti + 16, ti + 32,
+// ...; then thread 0 folds threads 1 .. 15.
+fn fold_quads(li: u32, s: Slot, moments: bool) {
+    workgroupBarrier();
+    let g = min(P.tpc, 16u);
+    if (s.ti < g) {
+        for (var t = s.ti + g; t < P.tpc; t += g) {
+            fold_quad(li, li + (t - s.ti) * P.cpw, moments);
+        }
+    }
+    workgroupBarrier();
+    if (s.ti == 0u) {
+        for (var t = 1u; t < g; t += 1u) {
+            fold_quad(li, li + t * P.cpw, moments);
+        }
+    }
+}
+
+fn quad_live(s: Slot) -> bool {
+    return s.ch * 4u < P.c && s.seg < P.segments;
+}
+
 fn reduce_quad_moments(li: u32, s: Slot, cnt: f32, mean: vec4<f32>, m2: vec4<f32>, sum: vec4<f32>) {
     if (THREAD_PARTIALS) {
-        if (s.ch * 4u < P.c && s.seg < P.segments) {
+        if (quad_live(s)) {
             write_quad(s, vec4<f32>(cnt), mean, m2, sum);
         }
         return;
@@ -256,47 +296,24 @@ fn reduce_quad_moments(li: u32, s: Slot, cnt: f32, mean: vec4<f32>, m2: vec4<f32
     quad_a[li] = mean;
     quad_b[li] = m2;
     quad_c[li] = sum;
-    workgroupBarrier();
-    if (s.ti == 0u && s.ch * 4u < P.c && s.seg < P.segments) {
-        var n = cnt;
-        var mu = mean;
-        var q2 = m2;
-        var total = sum;
-        for (var t = 1u; t < P.tpc; t += 1u) {
-            let o = li + t * P.cpw;
-            let nb = quad_cnt[o];
-            if (nb > 0.0) {
-                let n2 = n + nb;
-                let wb = nb / n2;
-                let d = quad_a[o] - mu;
-                mu += d * wb;
-                q2 += quad_b[o] + d * d * (n * wb);
-                total += quad_c[o];
-                n = n2;
-            }
-        }
-        write_quad(s, vec4<f32>(n), mu, q2, total);
+    fold_quads(li, s, true);
+    if (s.ti == 0u && quad_live(s)) {
+        write_quad(s, vec4<f32>(quad_cnt[li]), quad_a[li], quad_b[li], quad_c[li]);
     }
 }
 
 fn reduce_quad_sums(li: u32, s: Slot, a: vec4<f32>, b: vec4<f32>) {
     if (THREAD_PARTIALS) {
-        if (s.ch * 4u < P.c && s.seg < P.segments) {
+        if (quad_live(s)) {
             write_quad(s, a, b, vec4<f32>(0.0), vec4<f32>(0.0));
         }
         return;
     }
     quad_a[li] = a;
     quad_b[li] = b;
-    workgroupBarrier();
-    if (s.ti == 0u && s.ch * 4u < P.c && s.seg < P.segments) {
-        var sa = a;
-        var sb = b;
-        for (var t = 1u; t < P.tpc; t += 1u) {
-            sa += quad_a[li + t * P.cpw];
-            sb += quad_b[li + t * P.cpw];
-        }
-        write_quad(s, sa, sb, vec4<f32>(0.0), vec4<f32>(0.0));
+    fold_quads(li, s, false);
+    if (s.ti == 0u && quad_live(s)) {
+        write_quad(s, quad_a[li], quad_b[li], vec4<f32>(0.0), vec4<f32>(0.0));
     }
 }
 
@@ -312,7 +329,7 @@ fn moments_partial_rows(
     var mean = vec4<f32>(0.0);
     var m2 = vec4<f32>(0.0);
     var sum = vec4<f32>(0.0);
-    if (s.ch * 4u < P.c && s.seg < P.segments) {
+    if (quad_live(s)) {
         let shift = quad_shift(s.ch);
         let scale = vec4<f32>(scale_of(shift.x), scale_of(shift.y), scale_of(shift.z), scale_of(shift.w));
         let rows = quad_rows(s);
@@ -337,7 +354,7 @@ fn grads_partial_rows(
     let s = slot_of(li, linear_group(wid, nwg));
     var sdy = vec4<f32>(0.0);
     var sdyx = vec4<f32>(0.0);
-    if (s.ch * 4u < P.c && s.seg < P.segments) {
+    if (quad_live(s)) {
         let pc4 = padded_channels() / 4u;
         let shift = chan[TERM_SHIFT * pc4 + s.ch];
         let mean = chan[TERM_MEAN * pc4 + s.ch];
