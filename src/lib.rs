@@ -72,14 +72,16 @@
 //! app's own buffers and command encoders; [`BatchNorm1d::state_dict`] and
 //! `.safetensors` checkpoints use PyTorch's names; [`BatchNorm1d::fold_into_linear`]
 //! folds a trained batch norm into the preceding Linear layer;
-//! [`BatchNorm1d::shard_moments`] and [`BatchNorm1d::forward_with_moments`]
-//! compute batch statistics across devices; f16 tensors ([`DType::F16`])
-//! store f16 and accumulate in f32.
+//! [`BatchNorm1d::shard_moments`] / [`BatchNorm1d::forward_with_moments`]
+//! and [`BatchNorm1d::shard_grad_sums`] / [`BatchNorm1d::backward_with_sums`]
+//! do SyncBatchNorm's forward and backward across devices; f16 tensors
+//! ([`DType::F16`]) store f16 and accumulate in f32.
 //!
 //! ## Determinism
 //!
-//! Every reduction has a fixed order for a given shape and adapter, so the
-//! same input gives bit-identical outputs and statistics run after run.
+//! Every reduction has a fixed order for a given shape, adapter and
+//! [`ContextOptions`], so the same input gives bit-identical outputs and
+//! statistics run after run.
 
 #![warn(missing_docs)]
 #![cfg_attr(
