@@ -42,6 +42,18 @@ const TERM_DX_SLOPE: u32 = 5u; // -scale * invstd * mean(dy * x_hat) (0 in eval)
 const TERM_DX_INTERCEPT: u32 = 6u; // -scale * mean(dy) - slope * (mean - shift) (0 in eval)
 const TERMS: u32 = 7u;
 
+// After the TERMS sections, the same terms again one vec4 per channel, for
+// kernels where a vec4 of the tensor lies within one channel (one load
+// instead of one per term): CP vec4s (shift, scale, offset, 0) for
+// normalize, then CP vec4s (shift, scale, slope, intercept) for grad_input.
+const PACKED_NORMALIZE: u32 = 0u;
+const PACKED_GRAD: u32 = 1u;
+
+// Index, in vec4s, of channel ch's packed terms of kind `kind`.
+fn packed_index(kind: u32, ch: u32) -> u32 {
+    return (TERMS + 4u * kind) * padded_channels() / 4u + ch;
+}
+
 fn padded_channels() -> u32 {
     return (P.c + 3u) / 4u * 4u;
 }

@@ -35,9 +35,9 @@ fn store(i: u32, v: vec4<f32>) {
     out[i] = vec4<elem>(v);
 }
 
-// Term t of one channel, in all four lanes.
-fn term(t: u32, ch: u32) -> vec4<f32> {
-    return vec4<f32>(chan[t * padded_channels() / 4u + ch / 4u][ch % 4u]);
+// Packed terms of one channel (see PACKED_* in common.wgsl).
+fn packed(kind: u32, ch: u32) -> vec4<f32> {
+    return chan[packed_index(kind, ch)];
 }
 
 // Term t of channels 4q .. 4q + 3.
@@ -45,14 +45,15 @@ fn term4(t: u32, q: u32) -> vec4<f32> {
     return chan[t * padded_channels() / 4u + q];
 }
 
-// Term t of the four values of the vec4 at element e0, any layout.
-fn term_general(t: u32, e0: u32) -> vec4<f32> {
-    var r: vec4<f32>;
+// Packed terms of the four values of the vec4 at element e0, any layout:
+// component k of the result holds value k's terms.
+fn packed_general(kind: u32, e0: u32) -> array<vec4<f32>, 4> {
+    var r: array<vec4<f32>, 4>;
     let q = (e0 + P.lead) / P.l;
     var l = (e0 + P.lead) - q * P.l;
     var ch = q % P.c;
     for (var k = 0u; k < 4u; k += 1u) {
-        r[k] = chan[t * padded_channels() / 4u + ch / 4u][ch % 4u];
+        r[k] = packed(kind, ch);
         l += 1u;
         if (l == P.l) {
             l = 0u;
@@ -63,6 +64,11 @@ fn term_general(t: u32, e0: u32) -> vec4<f32> {
         }
     }
     return r;
+}
+
+// Column j of four packed vec4s: term j of values 0 .. 3.
+fn column(p: array<vec4<f32>, 4>, j: u32) -> vec4<f32> {
+    return vec4<f32>(p[0][j], p[1][j], p[2][j], p[3][j]);
 }
 
 // First vec4 of this invocation's slab, or none past the stride.
@@ -109,8 +115,8 @@ fn normalize_planes(
 ) {
     let i = slab_index(li, wid, nwg);
     if (i < P.stride && in_tensor(i)) {
-        let ch = plane_channel(i);
-        normalize_slab(i, NormTerms(term(TERM_SHIFT, ch), term(TERM_SCALE, ch), term(TERM_OFFSET, ch)));
+        let t = packed(PACKED_NORMALIZE, plane_channel(i));
+        normalize_slab(i, NormTerms(vec4<f32>(t.x), vec4<f32>(t.y), vec4<f32>(t.z)));
     }
 }
 
@@ -135,12 +141,8 @@ fn normalize(
 ) {
     let i = slab_index(li, wid, nwg);
     if (i < P.stride && in_tensor(i)) {
-        let e0 = i * 4u;
-        normalize_slab(i, NormTerms(
-            term_general(TERM_SHIFT, e0),
-            term_general(TERM_SCALE, e0),
-            term_general(TERM_OFFSET, e0),
-        ));
+        let t = packed_general(PACKED_NORMALIZE, i * 4u);
+        normalize_slab(i, NormTerms(column(t, 0u), column(t, 1u), column(t, 2u)));
     }
 }
 
@@ -172,13 +174,8 @@ fn grad_input_planes(
 ) {
     let i = slab_index(li, wid, nwg);
     if (i < P.stride && in_tensor(i)) {
-        let ch = plane_channel(i);
-        grad_slab(i, GradTerms(
-            term(TERM_SHIFT, ch),
-            term(TERM_SCALE, ch),
-            term(TERM_DX_SLOPE, ch),
-            term(TERM_DX_INTERCEPT, ch),
-        ));
+        let t = packed(PACKED_GRAD, plane_channel(i));
+        grad_slab(i, GradTerms(vec4<f32>(t.x), vec4<f32>(t.y), vec4<f32>(t.z), vec4<f32>(t.w)));
     }
 }
 
@@ -208,12 +205,7 @@ fn grad_input(
 ) {
     let i = slab_index(li, wid, nwg);
     if (i < P.stride && in_tensor(i)) {
-        let e0 = i * 4u;
-        grad_slab(i, GradTerms(
-            term_general(TERM_SHIFT, e0),
-            term_general(TERM_SCALE, e0),
-            term_general(TERM_DX_SLOPE, e0),
-            term_general(TERM_DX_INTERCEPT, e0),
-        ));
+        let t = packed_general(PACKED_GRAD, i * 4u);
+        grad_slab(i, GradTerms(column(t, 0u), column(t, 1u), column(t, 2u), column(t, 3u)));
     }
 }

@@ -37,6 +37,14 @@ fn get_term(t: u32, ch: u32) -> f32 {
     return terms[t * padded_channels() + ch];
 }
 
+fn set_packed(kind: u32, ch: u32, v: vec4<f32>) {
+    let i = 4u * packed_index(kind, ch);
+    terms[i] = v.x;
+    terms[i + 1u] = v.y;
+    terms[i + 2u] = v.z;
+    terms[i + 3u] = v.w;
+}
+
 fn affine_of(ch: u32) -> vec2<f32> {
     if ((P.flags & FLAG_AFFINE) != 0u) {
         return vec2<f32>(state[ch], state[P.c + ch]);
@@ -53,7 +61,9 @@ fn set_normalize_terms(ch: u32, shift: f32, mean: f32, invstd: f32) {
     set_term(TERM_SCALE, ch, scale);
     // mean is 0 in eval (the shift is the running mean): offset = bias
     // exactly, even where scale is infinite.
-    set_term(TERM_OFFSET, ch, select(wb.y - mean * scale, wb.y, mean == 0.0));
+    let offset = select(wb.y - mean * scale, wb.y, mean == 0.0);
+    set_term(TERM_OFFSET, ch, offset);
+    set_packed(PACKED_NORMALIZE, ch, vec4<f32>(shift, scale, offset, 0.0));
 }
 
 // The channel's moments merged over all partials in segment order, with
@@ -210,6 +220,11 @@ fn set_grad_input_terms(ch: u32, mean_dy: f32, mean_dyx: f32) {
     }
     set_term(TERM_DX_SLOPE, ch, slope);
     set_term(TERM_DX_INTERCEPT, ch, intercept);
+    set_packed(
+        PACKED_GRAD,
+        ch,
+        vec4<f32>(get_term(TERM_SHIFT, ch), get_term(TERM_SCALE, ch), slope, intercept),
+    );
 }
 
 @compute @workgroup_size(WG)

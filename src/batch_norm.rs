@@ -441,7 +441,7 @@ impl BatchNorm1d {
     fn reserve(&mut self, plan: &ExecPlan) -> Result<()> {
         let c = plan.layout.c;
         let need_partials = (plan.partial_count().max(1) as u64) * 16;
-        let need_chan = (kernels::TERMS * c.next_multiple_of(4).max(4)) as u64 * 4;
+        let need_chan = (kernels::TERM_FLOATS * c.next_multiple_of(4).max(4)) as u64 * 4;
         let limit = self.ctx.device().limits().max_storage_buffer_binding_size;
         if need_partials > limit || need_chan > limit {
             return Err(Error::TooLarge(format!("{c} channels")));

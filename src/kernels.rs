@@ -112,6 +112,9 @@ pub(crate) const FLAG_AFFINE: u32 = 2;
 pub(crate) const FLAG_BATCH_STATS: u32 = 4;
 /// Per-channel terms the finalize kernels write (`TERMS` in `common.wgsl`).
 pub(crate) const TERMS: usize = 7;
+/// f32 values per (padded) channel in the terms buffer: the TERMS sections
+/// and two packed vec4s (`PACKED_*` in `common.wgsl`).
+pub(crate) const TERM_FLOATS: usize = TERMS + 8;
 
 /// How the elementwise kernels walk a layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
