@@ -34,6 +34,22 @@ use crate::error::{Error, Result};
 use crate::semantics;
 use crate::tensor::{OwnedBuffer, Tensor};
 
+/// A storage buffer holding `values` (per-channel inputs of the
+/// `*_apply` kernels).
+fn upload(ctx: &crate::GpuContext, label: &str, values: &[f32]) -> Result<OwnedBuffer> {
+    ctx.scoped(|| {
+        let b = OwnedBuffer::new(
+            ctx,
+            label,
+            crate::tensor::padded_bytes(values.len()),
+            crate::tensor::TENSOR_USAGE,
+        );
+        ctx.queue()
+            .write_buffer(&b.buffer, 0, bytemuck::cast_slice(values));
+        Ok(b)
+    })
+}
+
 /// The channel count of `shards`, whose per-channel vectors (`columns`)
 /// must all have it; an error for no shards.
 fn shard_channels<T>(shards: &[T], columns: impl Fn(&T) -> [usize; 2]) -> Result<usize> {
@@ -150,16 +166,9 @@ impl BatchNorm1d {
                 crate::tensor::TENSOR_USAGE,
             ))
         })?;
-        let mut encoder = ctx
-            .device()
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("batchnorm/shard-moments"),
-            });
-        ctx.scoped(|| {
-            let x = x.padded(&mut encoder)?;
-            self.encode_forward_passes(&mut encoder, &x, Output::Moments(&out.buffer), &plan, 0.0)?;
-            ctx.queue().submit([encoder.finish()]);
-            Ok(())
+        ctx.submit("batchnorm/shard-moments", |encoder| {
+            let x = x.padded(encoder)?;
+            self.encode_forward_passes(encoder, &x, Output::Moments(&out.buffer), &plan, 0.0)
         })?;
         let raw = crate::tensor::read_buffer(&ctx, &out.buffer, 0, 4 * c)?;
         let mut m = ShardMoments {
@@ -221,26 +230,11 @@ impl BatchNorm1d {
                 given[3 * c + ch] = (global.m2[ch] / (n - 1.0)) as f32;
             }
             let factor = semantics::momentum_factor(&cfg, nbt) as f32;
-            let buf = ctx.scoped(|| {
-                let b = OwnedBuffer::new(
-                    &ctx,
-                    "batchnorm/given-moments",
-                    crate::tensor::padded_bytes(4 * c),
-                    crate::tensor::TENSOR_USAGE,
-                );
-                ctx.queue()
-                    .write_buffer(&b.buffer, 0, bytemuck::cast_slice(&given));
-                Ok(b)
-            })?;
-            let mut encoder =
-                ctx.device()
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("batchnorm/forward-with-moments"),
-                    });
-            ctx.scoped(|| {
-                let x = x.padded(&mut encoder)?;
+            let buf = upload(&ctx, "batchnorm/given-moments", &given)?;
+            ctx.submit("batchnorm/forward-with-moments", |encoder| {
+                let x = x.padded(encoder)?;
                 self.encode_forward_passes(
-                    &mut encoder,
+                    encoder,
                     &x,
                     Output::Normalized {
                         y: &y,
@@ -248,9 +242,7 @@ impl BatchNorm1d {
                     },
                     &plan,
                     factor,
-                )?;
-                ctx.queue().submit([encoder.finish()]);
-                Ok(())
+                )
             })?;
         }
         self.commit(Commit {
@@ -274,42 +266,27 @@ impl BatchNorm1d {
         let saved = self.saved().cloned().ok_or(Error::NoForward)?;
         let c = self.config().num_features;
         let count = saved.layout.per_channel() as u64;
-        if !saved.sharded {
-            return Err(Error::InvalidArgument(
-                "gradient sums across devices need a forward_with_moments first".into(),
-            ));
-        }
         let ctx = self.context().clone();
-        // Sums land in a scratch Gradients: grad_weight = sum(dy * x_hat),
+        // Sums land in scratch tensors: grad_weight = sum(dy * x_hat),
         // grad_bias = sum(dy), even for a module without affine parameters.
+        let (sum_dy_xhat, sum_dy) = (Tensor::zeros(&ctx, &[c])?, Tensor::zeros(&ctx, &[c])?);
         let mut grads = Gradients {
             grad_input: Tensor::zeros_of(&ctx, &[0], grad_output.dtype())?,
-            grad_weight: Some(Tensor::zeros(&ctx, &[c])?),
-            grad_bias: Some(Tensor::zeros(&ctx, &[c])?),
+            grad_weight: Some(sum_dy_xhat.clone()),
+            grad_bias: Some(sum_dy.clone()),
         };
-        let mut encoder = ctx
-            .device()
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("batchnorm/shard-grad-sums"),
-            });
-        self.encode_backward_with(
-            &mut encoder,
-            grad_output,
-            &mut grads,
-            BackwardMode::SumsOnly,
-        )?;
-        ctx.scoped(|| {
-            ctx.queue().submit([encoder.finish()]);
-            Ok(())
+        // encode_backward_with rejects a module whose last forward was not
+        // forward_with_moments.
+        ctx.submit("batchnorm/shard-grad-sums", |encoder| {
+            self.encode_backward_with(encoder, grad_output, &mut grads, BackwardMode::SumsOnly)
         })?;
-        let read = |t: &Option<Tensor>| -> Result<Vec<f64>> {
-            let t = t.as_ref().ok_or(Error::NoForward)?;
+        let read = |t: &Tensor| -> Result<Vec<f64>> {
             Ok(t.to_vec()?.into_iter().map(f64::from).collect())
         };
         Ok(ShardGradSums {
             count,
-            sum_dy: read(&grads.grad_bias)?,
-            sum_dy_xhat: read(&grads.grad_weight)?,
+            sum_dy: read(&sum_dy)?,
+            sum_dy_xhat: read(&sum_dy_xhat)?,
         })
     }
 
@@ -347,32 +324,18 @@ impl BatchNorm1d {
         }
         let mut grads = self.alloc_gradients(grad_output)?;
         let ctx = self.context().clone();
-        let buf = ctx.scoped(|| {
-            let b = OwnedBuffer::new(
-                &ctx,
-                "batchnorm/given-grad-sums",
-                crate::tensor::padded_bytes(4 * c),
-                crate::tensor::TENSOR_USAGE,
-            );
-            ctx.queue()
-                .write_buffer(&b.buffer, 0, bytemuck::cast_slice(&given));
-            Ok(b)
+        let buf = upload(&ctx, "batchnorm/given-grad-sums", &given)?;
+        ctx.submit("batchnorm/backward-with-sums", |encoder| {
+            self.encode_backward_with(
+                encoder,
+                grad_output,
+                &mut grads,
+                BackwardMode::Given(&buf.buffer),
+            )
         })?;
-        let mut encoder = ctx
-            .device()
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("batchnorm/backward-with-sums"),
-            });
-        self.encode_backward_with(
-            &mut encoder,
-            grad_output,
-            &mut grads,
-            BackwardMode::Given(&buf.buffer),
-        )?;
-        ctx.scoped(|| {
-            ctx.queue().submit([encoder.finish()]);
-            if saved.empty {
-                // No values here, but the parameter gradients are global.
+        if saved.empty {
+            // No values here, but the parameter gradients are global.
+            ctx.scoped(|| {
                 for (t, off) in [(&grads.grad_bias, 2 * c), (&grads.grad_weight, 3 * c)] {
                     if let Some(t) = t {
                         ctx.queue().write_buffer(
@@ -382,9 +345,9 @@ impl BatchNorm1d {
                         );
                     }
                 }
-            }
-            Ok(())
-        })?;
+                Ok(())
+            })?;
+        }
         Ok(grads)
     }
 }
