@@ -264,7 +264,7 @@ impl GpuContext {
     /// (see [`ContextOptions::thread_partials`]); each op still falls back
     /// to merging within the workgroup where the partials would be large.
     pub fn uses_thread_partials(&self) -> bool {
-        self.inner.kernels.thread_partials
+        self.inner.kernels.thread_partials()
     }
 
     /// Whether two handles refer to the same context.

@@ -399,9 +399,6 @@ pub(crate) struct Kernels {
     /// Subgroups per workgroup when the reductions use subgroup operations
     /// (the device has `SUBGROUP` and a fixed subgroup size dividing `WG`).
     pub subgroups: Option<u32>,
-    /// Whether reductions may write per-thread partials (CPU adapters by
-    /// default, see `ContextOptions::thread_partials`).
-    pub thread_partials: bool,
 }
 
 impl Kernels {
@@ -427,8 +424,14 @@ impl Kernels {
             f32: KernelSet::new(device, crate::DType::F32, sg, thread_partials),
             f16,
             subgroups,
-            thread_partials,
         }
+    }
+
+    /// Whether reductions may write per-thread partials (the sets were
+    /// built with them: CPU adapters by default, see
+    /// `ContextOptions::thread_partials`).
+    pub fn thread_partials(&self) -> bool {
+        self.f32.reduce_threads.is_some()
     }
 
     /// The pipeline set for tensors of `dtype`.
@@ -458,17 +461,13 @@ impl ReducePipelines {
         let constants = [("THREAD_PARTIALS", if threads { 1.0 } else { 0.0 })];
         let kind = if threads { "-threads" } else { "" };
         let p = |entry: &str| {
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(&format!("batchnorm/{entry}{kind}-{tag}")),
-                layout: None,
+            pipeline(
+                device,
                 module,
-                entry_point: Some(entry),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: &constants,
-                    ..Default::default()
-                },
-                cache: None,
-            })
+                entry,
+                &format!("batchnorm/{entry}{kind}-{tag}"),
+                &constants,
+            )
         };
         Self {
             moments_partial: p("moments_partial"),
@@ -502,18 +501,23 @@ pub(crate) struct KernelSet {
     pub grad_input_rows: wgpu::ComputePipeline,
 }
 
+/// One compute pipeline with the given pipeline-overridable constants.
 fn pipeline(
     device: &wgpu::Device,
     module: &wgpu::ShaderModule,
     entry: &str,
     label: &str,
+    constants: &[(&str, f64)],
 ) -> wgpu::ComputePipeline {
     device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(label),
         layout: None,
         module,
         entry_point: Some(entry),
-        compilation_options: Default::default(),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants,
+            ..Default::default()
+        },
         cache: None,
     })
 }
@@ -550,7 +554,7 @@ impl KernelSet {
         let finalize = m("finalize", false, FINALIZE);
         let elementwise = m("elementwise", false, ELEMENTWISE);
         let p = |m: &wgpu::ShaderModule, entry: &str| {
-            pipeline(device, m, entry, &format!("batchnorm/{entry}-{tag}"))
+            pipeline(device, m, entry, &format!("batchnorm/{entry}-{tag}"), &[])
         };
         Self {
             reduce: ReducePipelines::new(device, &reduce, tag, false),
