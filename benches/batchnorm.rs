@@ -145,19 +145,12 @@ fn fastest_copy(ctx: &GpuContext, shape: &[usize], x: &Tensor, y: &Tensor, host:
         candidates.push(Copy::new(ctx, &src, &dst).keeping(src, dst));
     }
     for c in candidates {
-        c.run(ctx);
-        ctx.synchronize().expect("sync");
-        let mut times: Vec<Duration> = (0..5)
-            .map(|_| {
-                let t = Instant::now();
-                c.run(ctx);
-                ctx.synchronize().expect("sync");
-                t.elapsed()
-            })
-            .collect();
-        times.sort();
-        if best.as_ref().is_none_or(|(b, _)| times[2] < *b) {
-            best = Some((times[2], c));
+        let t = median(5, || {
+            c.run(ctx);
+            ctx.synchronize().expect("sync");
+        });
+        if best.as_ref().is_none_or(|(b, _)| t < *b) {
+            best = Some((t, c));
         }
     }
     best.expect("a candidate").1
@@ -268,17 +261,23 @@ impl Op {
     }
 }
 
-fn median_time(f: &mut Fixture, op: Op, runs: usize) -> Duration {
-    f.run(op);
+/// Median of `runs` timings of `run` (each including GPU completion),
+/// after one untimed warm-up call.
+fn median(runs: usize, mut run: impl FnMut()) -> Duration {
+    run();
     let mut times: Vec<Duration> = (0..runs)
         .map(|_| {
             let t = Instant::now();
-            f.run(op);
+            run();
             t.elapsed()
         })
         .collect();
     times.sort();
     times[runs / 2]
+}
+
+fn median_time(f: &mut Fixture, op: Op, runs: usize) -> Duration {
+    median(runs, || f.run(op))
 }
 
 fn main() {
