@@ -11,7 +11,8 @@
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use wgpu_batchnorm::kernels::sources;
+/// The vec4 copy baseline, the same file the library ships.
+const COPY_WGSL: &str = include_str!("../shaders/copy.wgsl");
 use wgpu_batchnorm::{cpu, wgpu, BatchNorm1d, BatchNorm1dConfig, GpuContext, Gradients, Tensor};
 
 const SHAPES: &[&[usize]] = &[&[262_144, 64], &[2048, 64, 64], &[4096, 3, 256], &[32, 20]];
@@ -40,7 +41,7 @@ impl Copy {
         let device = ctx.device();
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("bench/copy"),
-            source: wgpu::ShaderSource::Wgsl(sources::COPY.into()),
+            source: wgpu::ShaderSource::Wgsl(COPY_WGSL.into()),
         });
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some("bench/copy"),

@@ -9,7 +9,7 @@ use wgpu_batchnorm::{
     wgpu, BatchNorm1d, BatchNorm1dConfig, DType, GpuContext, ShardGradSums, ShardMoments, Tensor,
 };
 
-fn main() -> wgpu_batchnorm::Result<()> {
+fn run() -> wgpu_batchnorm::Result<()> {
     let ctx = GpuContext::new()?;
     let device = ctx.device();
     let (n, c) = (8, 4);
@@ -68,12 +68,17 @@ fn main() -> wgpu_batchnorm::Result<()> {
     let dyb = Tensor::from_slice(&ctx2, &vec![1.0f32; (n - 3) * c], &[n - 3, c])?;
     let sums = ShardGradSums::merge(&[bn_a.shard_grad_sums(&dya)?, bn_b.shard_grad_sums(&dyb)?])?;
     let grads_a = bn_a.backward_with_sums(&dya, &sums)?;
-    let _ = bn_b.backward_with_sums(&dyb, &sums)?;
-    if let Some(gb) = &grads_a.grad_bias {
-        println!(
-            "global grad_bias (N = {n} rows of ones): {:?}",
-            gb.to_vec()?
-        );
+    let grads_b = bn_b.backward_with_sums(&dyb, &sums)?;
+    // Parameter gradients are each device's local sums (PyTorch's
+    // SyncBatchNorm convention); data-parallel training all-reduces them.
+    if let (Some(ga), Some(gb)) = (&grads_a.grad_bias, &grads_b.grad_bias) {
+        let total: Vec<f32> = ga
+            .to_vec()?
+            .iter()
+            .zip(gb.to_vec()?)
+            .map(|(a, b)| a + b)
+            .collect();
+        println!("grad_bias summed over devices (N = {n} rows of ones): {total:?}");
     }
 
     // 6. f16 storage, f32 accumulation (needs SHADER_F16).
@@ -89,4 +94,12 @@ fn main() -> wgpu_batchnorm::Result<()> {
         Err(e) => println!("f16 not available on this adapter: {e}"),
     }
     Ok(())
+}
+
+fn main() {
+    if let Err(e) = run() {
+        // Display, not Debug: the message says what went wrong and what to do.
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }

@@ -12,7 +12,7 @@ fn print_rows(name: &str, values: &[f32], row: usize) {
     }
 }
 
-fn main() -> wgpu_batchnorm::Result<()> {
+fn run() -> wgpu_batchnorm::Result<()> {
     let ctx = GpuContext::new()?;
     if let Some(info) = ctx.adapter_info() {
         println!(
@@ -48,4 +48,12 @@ fn main() -> wgpu_batchnorm::Result<()> {
     let y = bn2.forward(&Tensor::from_slice(&ctx, &x, &[2, 2, 3])?)?;
     print_rows("eval output", &y.to_vec()?, 3);
     Ok(())
+}
+
+fn main() {
+    if let Err(e) = run() {
+        // Display, not Debug: the message says what went wrong and what to do.
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }

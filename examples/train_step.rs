@@ -67,7 +67,7 @@ fn sgd(p: &mut [f32], g: &[f32], lr: f32) {
     p.iter_mut().zip(g).for_each(|(p, g)| *p -= lr * g);
 }
 
-fn main() -> wgpu_batchnorm::Result<()> {
+fn run() -> wgpu_batchnorm::Result<()> {
     let ctx = GpuContext::new()?;
     if let Some(info) = ctx.adapter_info() {
         println!("adapter: {} ({:?})", info.name, info.backend);
@@ -177,4 +177,12 @@ fn main() -> wgpu_batchnorm::Result<()> {
     );
     println!("eval output equals (h - running_mean) / sqrt(running_var + eps) * weight + bias: max |diff| = {max_diff:.2e}");
     Ok(())
+}
+
+fn main() {
+    if let Err(e) = run() {
+        // Display, not Debug: the message says what went wrong and what to do.
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }

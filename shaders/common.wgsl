@@ -1,36 +1,41 @@
 // Shared by every batch-norm kernel. Prepended (after dtype_*.wgsl, which
 // defines `elem`, the tensors' storage type) to each kernel file at
 // pipeline creation. All shapes and scalars arrive in one uniform buffer, so
-// one pipeline serves every shape.
+// one pipeline serves every shape. Binding indices have one role each
+// across all kernel files (`Binding` in src/gpu/launch.rs):
+//   0 params   1 x    2 dy        3 terms      4 partials   5 state
+//   6 out      7 head 8 grad_weight 9 grad_bias 10 moments_out 11 merged
+// The constants below are checked against the Rust side by a unit test.
 
 struct Params {
-    n: u32,          // batch size N
-    c: u32,          // channels C
-    l: u32,          // length L (1 for (N, C) inputs)
-    m: u32,          // values per channel, N * L
-    numel: u32,      // N * C * L
-    cpw: u32,        // channels per reduction workgroup (power of two)
-    tpc: u32,        // threads per channel in a reduction workgroup; cpw * tpc == WG
-    tiles: u32,      // ceil(C / cpw)
-    segments: u32,   // reduction segments along each channel (finalize: rows of partials)
-    seg_len: u32,    // values per segment
-    flags: u32,      // FLAG_* bits
-    seg_base: u32,   // this dispatch's first row of partials
+    n: u32,                // rows N (of this chunk in chunk dispatches)
+    c: u32,                // channels C
+    l: u32,                // length L (1 for (N, C) inputs)
+    count: u32,            // values per channel over the whole tensor, N * L
+    numel: u32,            // elements of this chunk
+    lanes_per_group: u32,  // reduction lanes per workgroup (power of two)
+    threads_per_lane: u32, // reduction threads per lane; lanes_per_group * threads_per_lane == WG
+    tiles: u32,            // workgroups side by side over the lanes
+    segments: u32,         // reduction segments along each lane in this chunk
+    seg_len: u32,          // units per segment
+    flags: u32,            // FLAG_* bits
+    partial_base: u32,     // this chunk's first row of partial states
     eps: f32,
-    momentum: f32,   // running-statistics factor for this step
-    lead: u32,       // elements between the start of row `0` of this chunk and the chunk
-    subgroups: u32,  // subgroups per workgroup for reduce_subgroup.wgsl, 0: tree only
-    stride: u32,     // vec4s between the values of one elementwise invocation (whole rows)
-    pad0: u32,
-    pad1: u32,
-    pad2: u32,
+    momentum: f32,         // running-statistics factor for this step
+    lead: u32,             // elements between the start of this chunk's first row and the chunk
+    subgroups: u32,        // subgroups per workgroup for reduce_subgroup.wgsl, 0: tree only
+    stride: u32,           // vec4s between the vec4s of one elementwise invocation (whole rows)
+    units: u32,            // reduction units (values, vec4s along L, or rows) per lane in this chunk
+    partial_rows: u32,     // rows of partial states the finalize steps merge
+    pad: u32,
 }
 
 const FLAG_UPDATE_RUNNING: u32 = 1u;
 const FLAG_AFFINE: u32 = 2u;
 const FLAG_BATCH_STATS: u32 = 4u;
 
-// Per-channel terms, written by finalize.wgsl and read by the other kernels,
+// Per-channel terms (the `terms` buffer), written by finalize.wgsl and read
+// by the other kernels,
 // as sections of CP = C rounded up to a multiple of 4 values each, so four
 // consecutive channels' term is one vec4.
 const TERM_SHIFT: u32 = 0u;   // shift (the channel's first value)
@@ -71,9 +76,10 @@ const WG: u32 = 256u;
 
 // Tensors larger than one storage binding are processed in chunks: element
 // ranges that start on an aligned offset. A chunk's Params describe the rows
-// it overlaps (n, m), its length (numel), where it starts inside its first
-// row (lead) and its first partial (seg_base); values of a row outside the
-// chunk belong to the neighbouring chunk. The finalize steps see the totals.
+// it overlaps (n, units), its length (numel), where it starts inside its
+// first row (lead) and its first row of partial states (partial_base);
+// values of a row outside the chunk belong to the neighbouring chunk. The
+// finalize steps see the totals (count, partial_rows).
 // Without chunking, lead = 0 and numel covers the whole tensor.
 
 // Workgroups are dispatched on a 2-D grid when one dimension is not enough
@@ -83,31 +89,27 @@ fn linear_group(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.y * nwg.x + wid.x;
 }
 
+// The builtins every entry point takes.
+struct Ids {
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+}
+
+// The workgroup's index on the (possibly 2-D) grid.
+fn group_index(ids: Ids) -> u32 {
+    return linear_group(ids.wid, ids.nwg);
+}
+
+// The invocation's index over the whole grid: one per channel in the
+// finalize kernels, one per slab in the elementwise kernels.
+fn global_index(ids: Ids) -> u32 {
+    return group_index(ids) * WG + ids.li;
+}
+
 
 // The input's first row (n = 0), bound by the kernels that need the shift.
 @group(0) @binding(7) var<storage, read> head: array<elem>;
-
-// Shift of channel ch: its first value (n = 0, l = 0) when finite and bound.
-// Statistics are accumulated on x - shift, which keeps data such as
-// 1e4 + noise exact to f32 rounding.
-fn shift_of(ch: u32) -> f32 {
-    let i = ch * P.l;
-    if (i >= arrayLength(&head)) {
-        return 0.0;
-    }
-    let v = f32(head[i]);
-    return select(0.0, v, is_finite(v));
-}
-
-// Power-of-two factor that brings the channel's shift to magnitude < 2:
-// moments accumulate on (x - shift) * scale, so data around 1e30 (whose
-// squares overflow f32) still gives exact-to-rounding statistics. Scaling by
-// a power of two is exact; small data keeps scale 1.
-fn scale_of(shift: f32) -> f32 {
-    let e = (bitcast<u32>(abs(shift)) >> 23u) & 0xffu;
-    let k = min(max(e, 127u) - 127u, 126u);
-    return bitcast<f32>((127u - k) << 23u);
-}
 
 // Bit test, so no compiler may assume finite math away.
 fn is_finite(v: f32) -> bool {
@@ -149,21 +151,4 @@ fn advance(c: ptr<function, Cursor>) {
 // `< P.numel` test rejects both ends.
 fn chunk_offset(c: Cursor, ch: u32, width: u32) -> u32 {
     return (c.n * P.c + ch) * P.l + c.u * width - P.lead;
-}
-
-// Chan et al. merge of two moment states (count, mean, M2, sum). Counts are
-// exact in f32 per partial; the merge never forms E[x^2] - E[x]^2.
-fn merge_moments(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
-    if (b.x == 0.0) {
-        return a;
-    }
-    if (a.x == 0.0) {
-        return b;
-    }
-    let n = a.x + b.x;
-    let wb = b.x / n;
-    let d = b.y - a.y;
-    let mean = a.y + d * wb;
-    let m2 = a.z + b.z + d * d * (a.x * wb);
-    return vec4<f32>(n, mean, m2, a.w + b.w);
 }

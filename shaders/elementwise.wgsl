@@ -21,8 +21,8 @@
 
 @group(0) @binding(1) var<storage, read> x4: array<vec4<elem>>;
 @group(0) @binding(2) var<storage, read> dy4: array<vec4<elem>>;
-@group(0) @binding(3) var<storage, read> chan: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> out: array<vec4<elem>>;
+@group(0) @binding(3) var<storage, read> terms: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> out: array<vec4<elem>>;
 
 // vec4s per invocation (unrolled by hand below).
 const SLAB: u32 = 4u;
@@ -37,12 +37,12 @@ fn store(i: u32, v: vec4<f32>) {
 
 // Packed terms of one channel (see PACKED_* in common.wgsl).
 fn packed(kind: u32, ch: u32) -> vec4<f32> {
-    return chan[packed_index(kind, ch)];
+    return terms[packed_index(kind, ch)];
 }
 
 // Term t of channels 4q .. 4q + 3.
 fn term4(t: u32, q: u32) -> vec4<f32> {
-    return chan[t * padded_channels() / 4u + q];
+    return terms[t * padded_channels() / 4u + q];
 }
 
 // Packed terms of the four values of the vec4 at element e0, any layout:
@@ -71,11 +71,6 @@ fn column(p: array<vec4<f32>, 4>, j: u32) -> vec4<f32> {
     return vec4<f32>(p[0][j], p[1][j], p[2][j], p[3][j]);
 }
 
-// First vec4 of this invocation's slab, or none past the stride.
-fn slab_index(li: u32, wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return linear_group(wid, nwg) * WG + li;
-}
-
 fn in_tensor(i: u32) -> bool {
     return i < (P.numel + 3u) / 4u;
 }
@@ -84,7 +79,7 @@ fn plane_channel(i: u32) -> u32 {
     return ((i * 4u + P.lead) / P.l) % P.c;
 }
 
-fn row_quad(i: u32) -> u32 {
+fn rows_lane(i: u32) -> u32 {
     return ((i * 4u + P.lead) % P.c) / 4u;
 }
 
@@ -108,12 +103,8 @@ fn normalize_slab(i: u32, t: NormTerms) {
 }
 
 @compute @workgroup_size(WG)
-fn normalize_planes(
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let i = slab_index(li, wid, nwg);
+fn normalize_planes(ids: Ids) {
+    let i = global_index(ids);
     if (i < P.stride && in_tensor(i)) {
         let t = packed(PACKED_NORMALIZE, plane_channel(i));
         normalize_slab(i, NormTerms(vec4<f32>(t.x), vec4<f32>(t.y), vec4<f32>(t.z)));
@@ -121,25 +112,17 @@ fn normalize_planes(
 }
 
 @compute @workgroup_size(WG)
-fn normalize_rows(
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let i = slab_index(li, wid, nwg);
+fn normalize_rows(ids: Ids) {
+    let i = global_index(ids);
     if (i < P.stride && in_tensor(i)) {
-        let q = row_quad(i);
+        let q = rows_lane(i);
         normalize_slab(i, NormTerms(term4(TERM_SHIFT, q), term4(TERM_SCALE, q), term4(TERM_OFFSET, q)));
     }
 }
 
 @compute @workgroup_size(WG)
-fn normalize(
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let i = slab_index(li, wid, nwg);
+fn normalize(ids: Ids) {
+    let i = global_index(ids);
     if (i < P.stride && in_tensor(i)) {
         let t = packed_general(PACKED_NORMALIZE, i * 4u);
         normalize_slab(i, NormTerms(column(t, 0u), column(t, 1u), column(t, 2u)));
@@ -167,12 +150,8 @@ fn grad_slab(i: u32, t: GradTerms) {
 }
 
 @compute @workgroup_size(WG)
-fn grad_input_planes(
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let i = slab_index(li, wid, nwg);
+fn grad_input_planes(ids: Ids) {
+    let i = global_index(ids);
     if (i < P.stride && in_tensor(i)) {
         let t = packed(PACKED_GRAD, plane_channel(i));
         grad_slab(i, GradTerms(vec4<f32>(t.x), vec4<f32>(t.y), vec4<f32>(t.z), vec4<f32>(t.w)));
@@ -180,14 +159,10 @@ fn grad_input_planes(
 }
 
 @compute @workgroup_size(WG)
-fn grad_input_rows(
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let i = slab_index(li, wid, nwg);
+fn grad_input_rows(ids: Ids) {
+    let i = global_index(ids);
     if (i < P.stride && in_tensor(i)) {
-        let q = row_quad(i);
+        let q = rows_lane(i);
         grad_slab(i, GradTerms(
             term4(TERM_SHIFT, q),
             term4(TERM_SCALE, q),
@@ -198,12 +173,8 @@ fn grad_input_rows(
 }
 
 @compute @workgroup_size(WG)
-fn grad_input(
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let i = slab_index(li, wid, nwg);
+fn grad_input(ids: Ids) {
+    let i = global_index(ids);
     if (i < P.stride && in_tensor(i)) {
         let t = packed_general(PACKED_GRAD, i * 4u);
         grad_slab(i, GradTerms(column(t, 0u), column(t, 1u), column(t, 2u), column(t, 3u)));

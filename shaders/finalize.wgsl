@@ -16,18 +16,19 @@
 //   grad_bias = sum(dy), and grad_input's slope and intercept (zero in eval).
 // grads_apply:      the same from gradient sums merged across devices.
 
-@group(0) @binding(2) var<storage, read> partials: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> state: array<f32>;
-@group(0) @binding(4) var<storage, read_write> terms: array<f32>;
-@group(0) @binding(5) var<storage, read_write> grad_weight: array<f32>;
-@group(0) @binding(6) var<storage, read_write> grad_bias: array<f32>;
+@group(0) @binding(4) var<storage, read> partials: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> state: array<f32>;
+@group(0) @binding(3) var<storage, read_write> terms: array<f32>;
+@group(0) @binding(8) var<storage, read_write> grad_weight: array<f32>;
+@group(0) @binding(9) var<storage, read_write> grad_bias: array<f32>;
 // Cross-device statistics: this shard's (shift, (mean - shift) * scale,
-// M2 * scale^2, scale) per channel out; the merged statistics in, as
+// M2 * scale^2, scale) per channel out; the statistics merged across
+// devices in (`merged`), as
 // sections of C values: mean (f32 high part), mean (low part: mean - high),
 // invstd, unbiased variance (moments_apply), or mean(dy), mean(dy * x_hat),
 // sum(dy), sum(dy * x_hat) over all devices (grads_apply).
-@group(0) @binding(8) var<storage, read_write> moments_out: array<f32>;
-@group(0) @binding(9) var<storage, read> given: array<f32>;
+@group(0) @binding(10) var<storage, read_write> moments_out: array<f32>;
+@group(0) @binding(11) var<storage, read> merged: array<f32>;
 
 fn set_term(t: u32, ch: u32, v: f32) {
     terms[t * padded_channels() + ch] = v;
@@ -66,16 +67,11 @@ fn set_normalize_terms(ch: u32, shift: f32, mean: f32, invstd: f32) {
     set_packed(PACKED_NORMALIZE, ch, vec4<f32>(shift, scale, offset, 0.0));
 }
 
-// The channel's moments merged over all partials in segment order, with
-// the mean relative to the shift; Welford's mean turns NaN on +inf values,
-// where PyTorch's sum / n gives inf, so the sum takes over then.
-fn merged_moments(ch: u32) -> vec4<f32> {
+// The channel's moment state merged over all partial rows, in order.
+fn channel_moments(ch: u32) -> vec4<f32> {
     var st = vec4<f32>(0.0);
-    for (var s = 0u; s < P.segments; s += 1u) {
+    for (var s = 0u; s < P.partial_rows; s += 1u) {
         st = merge_moments(st, partials[s * P.c + ch]);
-    }
-    if (!is_finite(st.y)) {
-        st.y = st.w / f32(P.m);
     }
     return st;
 }
@@ -105,93 +101,58 @@ fn update_running(ch: u32, base: f32, rel: f32, unbiased_var: f32) {
     }
 }
 
-fn channel_index(li: u32, wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return linear_group(wid, nwg) * WG + li;
-}
-
 @compute @workgroup_size(WG)
-fn moments_finalize(
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let ch = channel_index(li, wid, nwg);
-    if (ch >= P.c) {
-        return;
-    }
-    let st = merged_moments(ch);
-    let n = f32(P.m);
+fn moments_finalize(ids: Ids) {
+    let ch = global_index(ids);
+    if (ch >= P.c) { return; }
     let shift = shift_of(ch);
-    // Partials are in units of 1 / scale (see scale_of).
-    let s = scale_of(shift);
-    let mean = st.y / s;
-    let invstd = s / sqrt(st.z / n + P.eps * s * s);
-    update_running(ch, shift, mean, st.z / (n - 1.0) / s / s);
-    set_normalize_terms(ch, shift, mean, invstd);
+    let r = channel_stats(channel_moments(ch), f32(P.count), P.eps);
+    update_running(ch, shift, r.mean, r.unbiased);
+    set_normalize_terms(ch, shift, r.mean, r.invstd);
+}
+
+// A shard's moments for the host: (shift, mean * u, M2 * u^2, u) with u
+// the state's unit, so mean = shift + .y / u and M2 = .z / u^2 in f64;
+// NaN/infinite inputs give (shift, PyTorch's mean, NaN, 1).
+@compute @workgroup_size(WG)
+fn moments_export(ids: Ids) {
+    let ch = global_index(ids);
+    if (ch >= P.c) { return; }
+    let st = channel_moments(ch);
+    let r = channel_stats(st, f32(P.count), P.eps);
+    let nan = bitcast<f32>(0x7fc00000u);
+    moments_out[4u * ch] = shift_of(ch);
+    moments_out[4u * ch + 1u] = select(st.y, r.mean, r.poisoned);
+    moments_out[4u * ch + 2u] = select(st.z, nan, r.poisoned);
+    moments_out[4u * ch + 3u] = r.unit;
 }
 
 @compute @workgroup_size(WG)
-fn moments_export(
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let ch = channel_index(li, wid, nwg);
-    if (ch >= P.c) {
-        return;
-    }
-    let st = merged_moments(ch);
-    let shift = shift_of(ch);
-    moments_out[4u * ch] = shift;
-    moments_out[4u * ch + 1u] = st.y;
-    moments_out[4u * ch + 2u] = st.z;
-    moments_out[4u * ch + 3u] = scale_of(shift);
-}
-
-@compute @workgroup_size(WG)
-fn moments_apply(
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let ch = channel_index(li, wid, nwg);
-    if (ch >= P.c) {
-        return;
-    }
+fn moments_apply(ids: Ids) {
+    let ch = global_index(ids);
+    if (ch >= P.c) { return; }
     let shift = shift_of(ch);
     // (high - shift) is exact when the shift is near the mean; the low part
     // restores what f32 rounding took from the merged mean.
-    let mean = (given[ch] - shift) + given[P.c + ch];
-    update_running(ch, given[ch], given[P.c + ch], given[3u * P.c + ch]);
-    set_normalize_terms(ch, shift, mean, given[2u * P.c + ch]);
+    let mean = (merged[ch] - shift) + merged[P.c + ch];
+    update_running(ch, merged[ch], merged[P.c + ch], merged[3u * P.c + ch]);
+    set_normalize_terms(ch, shift, mean, merged[2u * P.c + ch]);
 }
 
 @compute @workgroup_size(WG)
-fn eval_prepare(
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let ch = channel_index(li, wid, nwg);
-    if (ch >= P.c) {
-        return;
-    }
+fn eval_prepare(ids: Ids) {
+    let ch = global_index(ids);
+    if (ch >= P.c) { return; }
     let invstd = 1.0 / sqrt(state[3u * P.c + ch] + P.eps);
     set_normalize_terms(ch, state[2u * P.c + ch], 0.0, invstd);
 }
 
 @compute @workgroup_size(WG)
-fn grads_finalize(
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let ch = channel_index(li, wid, nwg);
-    if (ch >= P.c) {
-        return;
-    }
+fn grads_finalize(ids: Ids) {
+    let ch = global_index(ids);
+    if (ch >= P.c) { return; }
     var st = vec2<f32>(0.0);
-    for (var s = 0u; s < P.segments; s += 1u) {
+    for (var s = 0u; s < P.partial_rows; s += 1u) {
         st += partials[s * P.c + ch].xy;
     }
     grad_weight[ch] = st.y;
@@ -199,7 +160,7 @@ fn grads_finalize(
     var mean_dy = 0.0;
     var mean_dyx = 0.0;
     if ((P.flags & FLAG_BATCH_STATS) != 0u) {
-        let n = f32(P.m);
+        let n = f32(P.count);
         mean_dy = st.x / n;
         mean_dyx = st.y / n;
     }
@@ -228,16 +189,10 @@ fn set_grad_input_terms(ch: u32, mean_dy: f32, mean_dyx: f32) {
 }
 
 @compute @workgroup_size(WG)
-fn grads_apply(
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let ch = channel_index(li, wid, nwg);
-    if (ch >= P.c) {
-        return;
-    }
-    grad_bias[ch] = given[2u * P.c + ch];
-    grad_weight[ch] = given[3u * P.c + ch];
-    set_grad_input_terms(ch, given[ch], given[P.c + ch]);
+fn grads_apply(ids: Ids) {
+    let ch = global_index(ids);
+    if (ch >= P.c) { return; }
+    grad_bias[ch] = merged[2u * P.c + ch];
+    grad_weight[ch] = merged[3u * P.c + ch];
+    set_grad_input_terms(ch, merged[ch], merged[P.c + ch]);
 }

@@ -1,22 +1,24 @@
 // Per-channel partial reductions, one design for forward and backward.
 //
-// A workgroup covers `cpw` channels (quads of four channels for the `*_rows`
-// entry points) x `tpc` threads over one segment of each channel's values.
+// A workgroup covers `lanes_per_group` lanes x `threads_per_lane` threads
+// over one segment of each lane's values. A lane is one channel, or, for the
+// `*_rows` entry points, a vec4 of four consecutive channels.
 // For (N, C) inputs consecutive threads take consecutive channels (coalesced
 // rows); for (N, C, L) inputs one channel per workgroup. Within a segment:
 //   - workgroup merge (GPUs): consecutive threads take consecutive values
 //     (coalesced), a workgroup tree (or subgroups) merges the threads of a
 //     channel, and one partial per (segment, channel) is written;
 //   - THREAD_PARTIALS (CPU adapters): each thread folds a contiguous run
-//     and writes its own partial, (segment * tpc + thread, channel); no
+//     and writes its own partial, (segment * threads_per_lane + thread,
+//     channel); no
 //     barriers.
 // `finalize.wgsl` merges the partials in a fixed order, so results are
 // deterministic. Segments are counted in units: single values, vec4s of L
 // for the `*4` entry points (L % 4 == 0), or rows for `*_rows`.
 //
-// moments_partial[4]: (count, mean, M2, sum) of (x - shift) * scale (Welford
-//                     per thread, Chan merge; shift = the channel's first
-//                     value, scale = scale_of(shift)).
+// moments_partial:   moment states (count, mean, M2, tag; see moments.wgsl)
+//                     of the values relative to the channel's shift, in
+//                     units of 2^e (Welford per thread, Chan merge).
 // grads_partial[4]:   (sum dy, sum dy * x_hat) with the forward's statistics.
 // *_rows:             the same for (N, C) inputs with C % 4 == 0, four
 //                     channels per thread (vec4 loads, one shared count).
@@ -25,32 +27,36 @@
 // scalar kernels pick single components.
 @group(0) @binding(1) var<storage, read> x4: array<vec4<elem>>;
 @group(0) @binding(2) var<storage, read> dy4: array<vec4<elem>>;
-@group(0) @binding(3) var<storage, read> chan: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> terms: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> partials: array<vec4<f32>>;
 
 var<workgroup> scratch: array<vec4<f32>, WG>;
 
 // Pipeline constant: every thread writes its own partial (partial row
-// seg * tpc + ti) instead of merging the workgroup's threads first. The
-// host sets it on CPU adapters, where a barrier makes the driver run the
-// whole kernel as coroutines (measured on lavapipe: reductions ~1.3x
-// slower); with it set the barriers are dead code and compiled out.
+// seg * threads_per_lane + ti) instead of merging the workgroup's threads
+// first. The host sets it on CPU adapters, where any barrier makes the
+// driver run the whole kernel as coroutines (see BENCHMARKS.md); with it
+// set the barriers are dead code and compiled out.
 override THREAD_PARTIALS: bool = false;
 
+// Pipeline constant: units of the moments_partial / grads_partial entry
+// points: 1 (single values) or 4 (vec4s along L, for L % 4 == 0).
+override WIDTH: u32 = 1u;
+
 // Row of the partials array that slot s writes.
-fn partial_row(s: Slot) -> u32 {
+fn partial_row(s: Share) -> u32 {
     if (THREAD_PARTIALS) {
-        return P.seg_base + s.seg * P.tpc + s.ti;
+        return P.partial_base + s.seg * P.threads_per_lane + s.ti;
     }
-    return P.seg_base + s.seg;
+    return P.partial_base + s.seg;
 }
 
 // Term t of one channel (sections of padded_channels() values, see common.wgsl).
 fn term(t: u32, ch: u32) -> f32 {
-    return pick(chan[t * padded_channels() / 4u + ch / 4u], ch % 4u);
+    return pick(terms[t * padded_channels() / 4u + ch / 4u], ch % 4u);
 }
 
-struct Slot {
+struct Share {
     ch: u32,
     seg: u32,
     ti: u32,
@@ -60,18 +66,18 @@ struct Slot {
     valid: bool,
 }
 
-fn slot_of(li: u32, group: u32) -> Slot {
-    var s: Slot;
+fn share_of(li: u32, group: u32) -> Share {
+    var s: Share;
     let tile = group % P.tiles;
     s.seg = group / P.tiles;
-    s.ch = tile * P.cpw + li % P.cpw;
-    s.ti = li / P.cpw;
-    let seg_end = min(P.m, (s.seg + 1u) * P.seg_len);
+    s.ch = tile * P.lanes_per_group + li % P.lanes_per_group;
+    s.ti = li / P.lanes_per_group;
+    let seg_end = min(P.units, (s.seg + 1u) * P.seg_len);
     if (THREAD_PARTIALS) {
         // CPU adapters run a workgroup's invocations a SIMD group at a time:
         // each thread folds one contiguous run of the segment, which streams
         // (interleaved threads would stride through memory).
-        let per = (P.seg_len + P.tpc - 1u) / P.tpc;
+        let per = (P.seg_len + P.threads_per_lane - 1u) / P.threads_per_lane;
         s.start = min(seg_end, s.seg * P.seg_len + s.ti * per);
         s.end = min(seg_end, s.start + per);
         s.step = 1u;
@@ -79,7 +85,7 @@ fn slot_of(li: u32, group: u32) -> Slot {
         // GPUs: consecutive threads take consecutive units (coalesced).
         s.start = s.seg * P.seg_len + s.ti;
         s.end = seg_end;
-        s.step = P.tpc;
+        s.step = P.threads_per_lane;
     }
     s.valid = s.ch < P.c && s.seg < P.segments;
     return s;
@@ -92,9 +98,9 @@ fn merge(a: vec4<f32>, b: vec4<f32>, moments: bool) -> vec4<f32> {
     return a + b;
 }
 
-// Tree merge of the tpc threads of each channel; thread 0 of the channel
+// Tree merge of the threads_per_lane threads of each channel; thread 0 of the channel
 // writes the segment's partial.
-fn tree_reduce(li: u32, s: Slot, v: vec4<f32>, moments: bool) {
+fn tree_reduce(li: u32, s: Share, v: vec4<f32>, moments: bool) {
     if (THREAD_PARTIALS) {
         if (s.valid) {
             write_partial(s, v);
@@ -103,13 +109,13 @@ fn tree_reduce(li: u32, s: Slot, v: vec4<f32>, moments: bool) {
     }
     scratch[li] = v;
     workgroupBarrier();
-    var stride = P.tpc / 2u;
+    var stride = P.threads_per_lane / 2u;
     loop {
         if (stride == 0u) {
             break;
         }
         if (s.ti < stride) {
-            scratch[li] = merge(scratch[li], scratch[li + stride * P.cpw], moments);
+            scratch[li] = merge(scratch[li], scratch[li + stride * P.lanes_per_group], moments);
         }
         workgroupBarrier();
         stride = stride / 2u;
@@ -119,46 +125,79 @@ fn tree_reduce(li: u32, s: Slot, v: vec4<f32>, moments: bool) {
     }
 }
 
-fn write_partial(s: Slot, v: vec4<f32>) {
+fn write_partial(s: Share, v: vec4<f32>) {
     partials[partial_row(s) * P.c + s.ch] = v;
 }
 
-// Chan update with four values: their two-pass moments merged into acc.
-// Branch-free (count 0 merges exactly), one division per four values.
+// Chan update with four values (in the state's units): their two-pass
+// moments merged into acc. Branch-free, one division per four values.
 fn welford4(acc: vec4<f32>, v: vec4<f32>) -> vec4<f32> {
-    let sum = v.x + v.y + v.z + v.w;
-    let bm = sum * 0.25;
+    let bm = (v.x + v.y + v.z + v.w) * 0.25;
     let d = v - vec4<f32>(bm);
     let cnt = acc.x + 4.0;
     let w = 4.0 / cnt;
     let delta = bm - acc.y;
     let m2 = acc.z + dot(d, d) + delta * delta * acc.x * w;
-    return vec4<f32>(cnt, acc.y + delta * w, m2, acc.w + sum);
+    return vec4<f32>(cnt, acc.y + delta * w, m2, acc.w);
 }
 
-// Welford update with one value.
+// Welford update with one value (in the state's units).
 fn welford(acc: vec4<f32>, v: f32) -> vec4<f32> {
     let cnt = acc.x + 1.0;
     let d = v - acc.y;
     let mean = acc.y + d / cnt;
-    return vec4<f32>(cnt, mean, acc.z + d * (v - mean), acc.w + v);
+    return vec4<f32>(cnt, mean, acc.z + d * (v - mean), acc.w);
 }
 
-// This thread's moments over its values of slot s.
-fn moments_acc(s: Slot, width: u32) -> vec4<f32> {
-    var acc = vec4<f32>(0.0);
+// The unit of a state, for values entering it (1 once poisoned).
+fn state_unit(acc: vec4<f32>) -> f32 {
+    return select(1.0, unit_of(acc.w), is_finite(acc.w));
+}
+
+// This thread's moment state over its values of share s, `width` values at
+// a time, each x entering as x * u - shift * u in the state's unit u.
+// The fast pass keeps the starting unit; only where its result is not
+// finite (an overflow, or NaN/infinite inputs) does the careful pass run,
+// which raises the exponent before any value could overflow and records
+// NaN/infinite values.
+fn moments_acc(s: Share, width: u32) -> vec4<f32> {
+    let fast = moments_pass(s, width, false);
+    if (is_finite(fast.y) && is_finite(fast.z)) {
+        return fast;
+    }
+    return moments_pass(s, width, true);
+}
+
+fn moments_pass(s: Share, width: u32, careful: bool) -> vec4<f32> {
+    let shift = shift_of(s.ch);
+    var acc = empty_state(exponent_of(shift));
     if (s.valid) {
-        let shift = shift_of(s.ch);
-        let scale = scale_of(shift);
+        var u = state_unit(acc);
+        var shu = shift * u;
         var c = cursor(s.start, s.step, width);
         for (var j = s.start; j < s.end; j += s.step) {
             let o = chunk_offset(c, s.ch, width);
             if (o < P.numel) {
+                let raw = vec4<f32>(x4[o / 4u]);
                 if (width == 4u) {
-                    // Two-pass moments of the four values, merged with Chan.
-                    acc = welford4(acc, (vec4<f32>(x4[o / 4u]) - vec4<f32>(shift)) * scale);
+                    var v = raw * u - vec4<f32>(shu);
+                    if (careful && !in_range(v)) {
+                        acc = absorb_outliers(acc, v);
+                        u = state_unit(acc);
+                        shu = shift * u;
+                        v = raw * u - vec4<f32>(shu);
+                    }
+                    acc = welford4(acc, v);
                 } else {
-                    acc = welford(acc, (pick(vec4<f32>(x4[o / 4u]), o % 4u) - shift) * scale);
+                    let x = pick(raw, o % 4u);
+                    var v = x * u - shu;
+                    if (careful && !in_range(vec4<f32>(v))) {
+                        acc = absorb_outliers(acc, vec4<f32>(v, 0.0, 0.0, 0.0));
+                        u = state_unit(acc);
+                        shu = shift * u;
+                        v = x * u - shu;
+                    }
+                    acc = welford(acc, v);
                 }
             }
             advance(&c);
@@ -168,7 +207,7 @@ fn moments_acc(s: Slot, width: u32) -> vec4<f32> {
 }
 
 // This thread's (sum dy, sum dy * x_hat) over its values of slot s.
-fn grads_acc(s: Slot, width: u32) -> vec4<f32> {
+fn grads_acc(s: Share, width: u32) -> vec4<f32> {
     var acc = vec4<f32>(0.0);
     if (s.valid) {
         let a = vec3<f32>(term(TERM_SHIFT, s.ch), term(TERM_MEAN, s.ch), term(TERM_INVSTD, s.ch));
@@ -193,46 +232,46 @@ fn grads_acc(s: Slot, width: u32) -> vec4<f32> {
 }
 
 // (N, C) inputs with C % 4 == 0: each thread takes four consecutive
-// channels (one vec4 of a row, `cpw` such quads per workgroup) over a
+// channels (one vec4 of a row, `lanes_per_group` such lanes per workgroup) over a
 // contiguous run of rows, so every load is a whole vec4 and the four
 // channels share the Welford count and its division. The four channels'
 // states then go through the workgroup tree one after another.
-fn quad_shift(q: u32) -> vec4<f32> {
+fn shift4(q: u32) -> vec4<f32> {
     return vec4<f32>(shift_of(4u * q), shift_of(4u * q + 1u), shift_of(4u * q + 2u), shift_of(4u * q + 3u));
 }
 
-// Offset of quad q of row r relative to the chunk (wrapping below it, see
+// Offset of vec4 lane q of row r relative to the chunk (wrapping below it, see
 // chunk_offset).
-fn quad_offset(r: u32, q: u32) -> u32 {
+fn rows_offset(r: u32, q: u32) -> u32 {
     return r * P.c + 4u * q - P.lead;
 }
 
-// The thread's rows [x, y) whose quad lies inside the chunk: quads are
+// The thread's rows [x, y) whose lane lies inside the chunk: lanes are
 // whole vec4s and chunks start on vec4 boundaries, so only the first row
-// (quads before the chunk start) and the last row (quads past its end) can
+// (lanes before the chunk start) and the last row (lanes past its end) can
 // be cut.
-fn quad_rows(s: Slot) -> vec2<u32> {
+fn row_range(s: Share) -> vec2<u32> {
     var lo = s.start;
     if (lo == 0u && 4u * s.ch < P.lead) {
         lo = s.step;
     }
     var hi = s.end;
-    if (hi == P.n && hi > 0u && quad_offset(hi - 1u, s.ch) >= P.numel) {
+    if (hi == P.n && hi > 0u && rows_offset(hi - 1u, s.ch) >= P.numel) {
         hi -= 1u;
     }
     return vec2<u32>(lo, max(lo, hi));
 }
 
-// Quad states of the workgroup's threads: one count (shared by the four
-// channels) and a vec4 per moment.
-var<workgroup> quad_cnt: array<f32, WG>;
-var<workgroup> quad_a: array<vec4<f32>, WG>;
-var<workgroup> quad_b: array<vec4<f32>, WG>;
-var<workgroup> quad_c: array<vec4<f32>, WG>;
+// Four-channel states of the workgroup's threads: one count (shared by the
+// four channels) and a vec4 per moment (rows_c: each channel's tag).
+var<workgroup> rows_cnt: array<f32, WG>;
+var<workgroup> rows_a: array<vec4<f32>, WG>;
+var<workgroup> rows_b: array<vec4<f32>, WG>;
+var<workgroup> rows_c: array<vec4<f32>, WG>;
 
-// Writes the four partials of quad s.ch: channel 4 * s.ch + k gets
+// Writes the four partials of vec4 lane s.ch: channel 4 * s.ch + k gets
 // (a[k], b[k], c[k], d[k]).
-fn write_quad(s: Slot, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>) {
+fn write_partial4(s: Share, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>) {
     for (var k = 0u; k < 4u; k += 1u) {
         let ch = s.ch * 4u + k;
         if (ch < P.c) {
@@ -241,131 +280,169 @@ fn write_quad(s: Slot, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>) {
     }
 }
 
-// Merges quad state `src` into `dst` in workgroup memory: Chan's formula
-// for moments, four channels at once (they share the count), or plain sums.
-fn fold_quad(dst: u32, src: u32, moments: bool) {
+// Channel k of a four-channel state, as a moment state.
+fn lane_state(cnt: f32, mean: vec4<f32>, m2: vec4<f32>, tag: vec4<f32>, k: u32) -> vec4<f32> {
+    return vec4<f32>(cnt, mean[k], m2[k], tag[k]);
+}
+
+// Merges lane state `src` into `dst` in workgroup memory: Chan's formula
+// for moments, channel by channel (they share the count), or plain sums.
+fn fold4(dst: u32, src: u32, moments: bool) {
     if (!moments) {
-        quad_a[dst] += quad_a[src];
-        quad_b[dst] += quad_b[src];
+        rows_a[dst] += rows_a[src];
+        rows_b[dst] += rows_b[src];
         return;
     }
-    let nb = quad_cnt[src];
-    if (nb > 0.0) {
-        let na = quad_cnt[dst];
-        let n = na + nb;
-        let wb = nb / n;
-        let d = quad_a[src] - quad_a[dst];
-        quad_a[dst] += d * wb;
-        quad_b[dst] += quad_b[src] + d * d * (na * wb);
-        quad_c[dst] += quad_c[src];
-        quad_cnt[dst] = n;
+    if (rows_cnt[src] > 0.0) {
+        var n = 0.0;
+        for (var k = 0u; k < 4u; k += 1u) {
+            let a = lane_state(rows_cnt[dst], rows_a[dst], rows_b[dst], rows_c[dst], k);
+            let b = lane_state(rows_cnt[src], rows_a[src], rows_b[src], rows_c[src], k);
+            let m = merge_moments(a, b);
+            rows_a[dst][k] = m.y;
+            rows_b[dst][k] = m.z;
+            rows_c[dst][k] = m.w;
+            n = m.x;
+        }
+        rows_cnt[dst] = n;
     }
 }
 
-// Folds each quad's tpc states into its thread 0's slot in a fixed order,
+// Folds each lane's threads_per_lane states into its thread 0's entry in a fixed order,
 // in two levels with two barriers: threads ti < 16 fold ti + 16, ti + 32,
 // ...; then thread 0 folds threads 1 .. 15.
-fn fold_quads(li: u32, s: Slot, moments: bool) {
+fn fold_lanes4(li: u32, s: Share, moments: bool) {
     workgroupBarrier();
-    let g = min(P.tpc, 16u);
+    let g = min(P.threads_per_lane, 16u);
     if (s.ti < g) {
-        for (var t = s.ti + g; t < P.tpc; t += g) {
-            fold_quad(li, li + (t - s.ti) * P.cpw, moments);
+        for (var t = s.ti + g; t < P.threads_per_lane; t += g) {
+            fold4(li, li + (t - s.ti) * P.lanes_per_group, moments);
         }
     }
     workgroupBarrier();
     if (s.ti == 0u) {
         for (var t = 1u; t < g; t += 1u) {
-            fold_quad(li, li + t * P.cpw, moments);
+            fold4(li, li + t * P.lanes_per_group, moments);
         }
     }
 }
 
-fn quad_live(s: Slot) -> bool {
+fn live4(s: Share) -> bool {
     return s.ch * 4u < P.c && s.seg < P.segments;
 }
 
-fn reduce_quad_moments(li: u32, s: Slot, cnt: f32, mean: vec4<f32>, m2: vec4<f32>, sum: vec4<f32>) {
+fn reduce_moments4(li: u32, s: Share, cnt: f32, mean: vec4<f32>, m2: vec4<f32>, tag: vec4<f32>) {
     if (THREAD_PARTIALS) {
-        if (quad_live(s)) {
-            write_quad(s, vec4<f32>(cnt), mean, m2, sum);
+        if (live4(s)) {
+            write_partial4(s, vec4<f32>(cnt), mean, m2, tag);
         }
         return;
     }
-    quad_cnt[li] = cnt;
-    quad_a[li] = mean;
-    quad_b[li] = m2;
-    quad_c[li] = sum;
-    fold_quads(li, s, true);
-    if (s.ti == 0u && quad_live(s)) {
-        write_quad(s, vec4<f32>(quad_cnt[li]), quad_a[li], quad_b[li], quad_c[li]);
+    rows_cnt[li] = cnt;
+    rows_a[li] = mean;
+    rows_b[li] = m2;
+    rows_c[li] = tag;
+    fold_lanes4(li, s, true);
+    if (s.ti == 0u && live4(s)) {
+        write_partial4(s, vec4<f32>(rows_cnt[li]), rows_a[li], rows_b[li], rows_c[li]);
     }
 }
 
-fn reduce_quad_sums(li: u32, s: Slot, a: vec4<f32>, b: vec4<f32>) {
+fn reduce_sums4(li: u32, s: Share, a: vec4<f32>, b: vec4<f32>) {
     if (THREAD_PARTIALS) {
-        if (quad_live(s)) {
-            write_quad(s, a, b, vec4<f32>(0.0), vec4<f32>(0.0));
+        if (live4(s)) {
+            write_partial4(s, a, b, vec4<f32>(0.0), vec4<f32>(0.0));
         }
         return;
     }
-    quad_a[li] = a;
-    quad_b[li] = b;
-    fold_quads(li, s, false);
-    if (s.ti == 0u && quad_live(s)) {
-        write_quad(s, quad_a[li], quad_b[li], vec4<f32>(0.0), vec4<f32>(0.0));
+    rows_a[li] = a;
+    rows_b[li] = b;
+    fold_lanes4(li, s, false);
+    if (s.ti == 0u && live4(s)) {
+        write_partial4(s, rows_a[li], rows_b[li], vec4<f32>(0.0), vec4<f32>(0.0));
     }
 }
 
-@compute @workgroup_size(WG)
-fn moments_partial_rows(
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    // Slot.ch is the quad here; valid while its first channel exists.
-    let s = slot_of(li, linear_group(wid, nwg));
+// Four channels' states after values `v` not all in range (see
+// absorb_outliers), channel by channel.
+fn absorb_outliers4(cnt: f32, mean: ptr<function, vec4<f32>>, m2: ptr<function, vec4<f32>>, tag: ptr<function, vec4<f32>>, v: vec4<f32>) {
+    for (var k = 0u; k < 4u; k += 1u) {
+        let st = absorb_outliers(lane_state(cnt, *mean, *m2, *tag, k), vec4<f32>(v[k], 0.0, 0.0, 0.0));
+        (*mean)[k] = st.y;
+        (*m2)[k] = st.z;
+        (*tag)[k] = st.w;
+    }
+}
+
+fn units4(tag: vec4<f32>) -> vec4<f32> {
+    return select(vec4<f32>(1.0), ldexp(vec4<f32>(1.0), -vec4<i32>(tag)), finite4(tag));
+}
+
+// Four channels' states over share s's rows (see moments_acc for the
+// fast and careful passes).
+struct RowsState {
+    cnt: f32,
+    mean: vec4<f32>,
+    m2: vec4<f32>,
+    tag: vec4<f32>,
+}
+
+fn rows_pass(s: Share, careful: bool) -> RowsState {
+    let shift = shift4(s.ch);
     var cnt = 0.0;
     var mean = vec4<f32>(0.0);
     var m2 = vec4<f32>(0.0);
-    var sum = vec4<f32>(0.0);
-    if (quad_live(s)) {
-        let shift = quad_shift(s.ch);
-        let scale = vec4<f32>(scale_of(shift.x), scale_of(shift.y), scale_of(shift.z), scale_of(shift.w));
-        let rows = quad_rows(s);
+    var tag = vec4<f32>(exponent_of(shift.x), exponent_of(shift.y), exponent_of(shift.z), exponent_of(shift.w));
+    if (live4(s)) {
+        var u = units4(tag);
+        var shu = shift * u;
+        let rows = row_range(s);
         for (var r = rows.x; r < rows.y; r += s.step) {
-            let v = (vec4<f32>(x4[quad_offset(r, s.ch) / 4u]) - shift) * scale;
+            let raw = vec4<f32>(x4[rows_offset(r, s.ch) / 4u]);
+            var v = raw * u - shu;
+            if (careful && !in_range(v)) {
+                absorb_outliers4(cnt, &mean, &m2, &tag, v);
+                u = units4(tag);
+                shu = shift * u;
+                v = raw * u - shu;
+            }
             cnt += 1.0;
             let d = v - mean;
             mean += d / cnt;
             m2 += d * (v - mean);
-            sum += v;
         }
     }
-    reduce_quad_moments(li, s, cnt, mean, m2, sum);
+    return RowsState(cnt, mean, m2, tag);
 }
 
 @compute @workgroup_size(WG)
-fn grads_partial_rows(
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let s = slot_of(li, linear_group(wid, nwg));
+fn moments_partial_rows(ids: Ids) {
+    // Share.ch is the vec4 lane here; valid while its first channel exists.
+    let s = share_of(ids.li, group_index(ids));
+    var st = rows_pass(s, false);
+    if (!all(finite4(st.mean) & finite4(st.m2))) {
+        st = rows_pass(s, true);
+    }
+    reduce_moments4(ids.li, s, st.cnt, st.mean, st.m2, st.tag);
+}
+
+@compute @workgroup_size(WG)
+fn grads_partial_rows(ids: Ids) {
+    let s = share_of(ids.li, group_index(ids));
     var sdy = vec4<f32>(0.0);
     var sdyx = vec4<f32>(0.0);
-    if (quad_live(s)) {
+    if (live4(s)) {
         let pc4 = padded_channels() / 4u;
-        let shift = chan[TERM_SHIFT * pc4 + s.ch];
-        let mean = chan[TERM_MEAN * pc4 + s.ch];
-        let invstd = chan[TERM_INVSTD * pc4 + s.ch];
-        let rows = quad_rows(s);
+        let shift = terms[TERM_SHIFT * pc4 + s.ch];
+        let mean = terms[TERM_MEAN * pc4 + s.ch];
+        let invstd = terms[TERM_INVSTD * pc4 + s.ch];
+        let rows = row_range(s);
         for (var r = rows.x; r < rows.y; r += s.step) {
-            let o = quad_offset(r, s.ch) / 4u;
+            let o = rows_offset(r, s.ch) / 4u;
             let g = vec4<f32>(dy4[o]);
             sdy += g;
             sdyx += g * (((vec4<f32>(x4[o]) - shift) - mean) * invstd);
         }
     }
-    reduce_quad_sums(li, s, sdy, sdyx);
+    reduce_sums4(ids.li, s, sdy, sdyx);
 }

@@ -1,20 +1,22 @@
-//! [`BatchNorm1dConfig`]: the constructor arguments of `torch.nn.BatchNorm1d`.
+//! [`BatchNormConfig`]: the constructor arguments of `torch.nn.BatchNorm1d`,
+//! `BatchNorm2d` and `BatchNorm3d` (the same for all three).
 
 use crate::error::{Error, Result};
 
-/// Configuration of a [`BatchNorm1d`](crate::BatchNorm1d) module, with
-/// PyTorch's defaults: `eps = 1e-5`, `momentum = Some(0.1)`, `affine = true`,
+/// Configuration of a batch-norm module of any rank, with PyTorch's
+/// defaults: `eps = 1e-5`, `momentum = Some(0.1)`, `affine = true`,
 /// `track_running_stats = true`.
 ///
 /// ```
-/// use wgpu_batchnorm::BatchNorm1dConfig;
-/// let cfg = BatchNorm1dConfig::new(16).eps(1e-3).momentum(None).affine(false);
+/// use wgpu_batchnorm::BatchNormConfig;
+/// let cfg = BatchNormConfig::new(16).eps(1e-3).momentum(None).affine(false);
 /// assert_eq!(cfg.num_features, 16);
 /// assert!(cfg.validate().is_ok());
-/// assert!(BatchNorm1dConfig::new(0).validate().is_err());
+/// assert!(BatchNormConfig::new(0).validate().is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq)]
-pub struct BatchNorm1dConfig {
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct BatchNormConfig {
     /// `C`, the number of channels.
     pub num_features: usize,
     /// Added to the variance before the square root; finite and > 0.
@@ -29,7 +31,11 @@ pub struct BatchNorm1dConfig {
     pub track_running_stats: bool,
 }
 
-impl BatchNorm1dConfig {
+/// The name `BatchNorm1d` code has always used; the same type as
+/// [`BatchNormConfig`].
+pub type BatchNorm1dConfig = BatchNormConfig;
+
+impl BatchNormConfig {
     /// PyTorch defaults for `num_features` channels.
     pub fn new(num_features: usize) -> Self {
         Self {
@@ -65,29 +71,25 @@ impl BatchNorm1dConfig {
         self
     }
 
-    /// Checks the values: `num_features > 0`, `eps` finite and `> 0`,
-    /// `momentum` in `[0, 1]`.
+    /// Checks the values: `0 < num_features <= u32::MAX`, `eps` finite and
+    /// `> 0`, `momentum` in `[0, 1]`.
     pub fn validate(&self) -> Result<()> {
+        let bad = |field, message: String| Err(Error::InvalidConfig { field, message });
         if self.num_features == 0 {
-            return Err(Error::InvalidConfig("num_features must be > 0".into()));
+            return bad("num_features", "must be > 0".into());
         }
         if u32::try_from(self.num_features).is_err() {
-            return Err(Error::InvalidConfig(format!(
-                "num_features {} exceeds u32::MAX",
-                self.num_features
-            )));
+            return bad(
+                "num_features",
+                format!("{} exceeds u32::MAX", self.num_features),
+            );
         }
         if !(self.eps.is_finite() && self.eps > 0.0) {
-            return Err(Error::InvalidConfig(format!(
-                "eps must be finite and > 0, got {}",
-                self.eps
-            )));
+            return bad("eps", format!("must be finite and > 0, got {}", self.eps));
         }
         if let Some(m) = self.momentum {
             if !(0.0..=1.0).contains(&m) {
-                return Err(Error::InvalidConfig(format!(
-                    "momentum must be in [0, 1], got {m}"
-                )));
+                return bad("momentum", format!("must be in [0, 1], got {m}"));
             }
         }
         Ok(())

@@ -1,11 +1,11 @@
 //! # wgpu-batchnorm
 //!
-//! PyTorch-exact `torch.nn.BatchNorm1d` — training and eval forward,
-//! backward, running statistics — as WGSL compute shaders on [`wgpu`]
-//! (Vulkan, Metal, DX12, GL).
+//! PyTorch-exact `torch.nn.BatchNorm1d`, `BatchNorm2d` and `BatchNorm3d` —
+//! training and eval forward, backward, running statistics — as WGSL
+//! compute shaders on [`wgpu`] (Vulkan, Metal, DX12, GL).
 //!
 //! ```
-//! use wgpu_batchnorm::{BatchNorm1d, BatchNorm1dConfig, GpuContext, Tensor};
+//! use wgpu_batchnorm::{BatchNorm1d, BatchNormConfig, GpuContext, Tensor};
 //!
 //! # fn main() -> wgpu_batchnorm::Result<()> {
 //! let ctx = match GpuContext::new() {
@@ -14,16 +14,16 @@
 //!     Err(_) if std::env::var("CI").is_err() => return Ok(()),
 //!     Err(e) => return Err(e),
 //! };
-//! let mut bn = BatchNorm1d::new(&ctx, BatchNorm1dConfig::new(3))?;
+//! let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(3))?;
 //! let x = Tensor::from_slice(&ctx, &[0., 1., 2., 3., 4., 5., 6., 7., 8.], &[3, 3])?;
 //! let y = bn.forward(&x)?.to_vec()?;
 //! assert!((y[0] + 1.2247).abs() < 1e-4 && y[3].abs() < 1e-6 && (y[6] - 1.2247).abs() < 1e-4);
-//! assert_eq!(bn.running_mean()?.unwrap(), vec![0.3, 0.4, 0.5]);
-//! let rv = bn.running_var()?.unwrap();
+//! assert_eq!(bn.running_mean()?, Some(vec![0.3, 0.4, 0.5]));
+//! let rv = bn.running_var()?.unwrap_or_default();
 //! assert!(rv.iter().all(|v| (v - 1.8).abs() < 1e-6));
 //!
 //! // BatchNorm1d(2) on arange(12).reshape(2, 2, 3)
-//! let mut bn2 = BatchNorm1d::new(&ctx, BatchNorm1dConfig::new(2))?;
+//! let mut bn2 = BatchNorm1d::new(&ctx, BatchNormConfig::new(2))?;
 //! let x: Vec<f32> = (0..12).map(|v| v as f32).collect();
 //! let y = bn2.forward(&Tensor::from_slice(&ctx, &x, &[2, 2, 3])?)?.to_vec()?;
 //! for (got, want) in y[..3].iter().zip([-1.2865, -0.9649, -0.6433]) {
@@ -33,14 +33,16 @@
 //! // Gradients of the last forward.
 //! let dy = Tensor::from_slice(&ctx, &[1.0; 12], &[2, 2, 3])?;
 //! let g = bn2.backward(&dy)?;
-//! assert_eq!(g.grad_bias.unwrap().to_vec()?, vec![6.0, 6.0]);
+//! assert_eq!(g.grad_bias.map(|t| t.to_vec()).transpose()?, Some(vec![6.0, 6.0]));
 //! # Ok(()) }
 //! ```
 //!
 //! ## Semantics
 //!
-//! For an input `(N, C)` or `(N, C, L)`, statistics are per channel over the
-//! `n = N * L` values of that channel:
+//! For an input of logical shape `(N, C, *spatial)` (`BatchNorm1d`:
+//! `(N, C)` or `(N, C, L)`; `BatchNorm2d`: `(N, C, H, W)`; `BatchNorm3d`:
+//! `(N, C, D, H, W)`), statistics are per channel over the `n = N * prod(spatial)`
+//! values of that channel:
 //!
 //! - training: `mean = sum(x) / n`, `var = sum((x - mean)^2) / n` (biased),
 //!   `y = (x - mean) / sqrt(var + eps) * weight + bias`;
@@ -56,57 +58,82 @@
 //!   in eval with running statistics, `dx = dy * weight * invstd(running_var)`.
 //!
 //! Variance is numerically stable: each thread runs Welford's update on
-//! values shifted by the channel's first value (and scaled by a power of two
-//! when that value is huge, so data near 1e30 does not overflow), and
-//! partial states merge with Chan's formula; `E[x^2] - E[x]^2` is never
-//! formed. Bad inputs return
-//! an [`Error`] with PyTorch's wording, and — unlike PyTorch, which bumps
-//! `num_batches_tracked` first — a rejected call changes nothing. NaN in an
-//! input poisons its channel; empty inputs give empty outputs (and count as
-//! a batch in training), as in PyTorch.
+//! values shifted by the channel's first value (and scaled by a power of
+//! two, so data far from zero does not overflow), and partial states merge
+//! with Chan's formula; `E[x^2] - E[x]^2` is never formed. Bad inputs
+//! return an [`Error`] with PyTorch's wording, and — unlike PyTorch, which
+//! bumps `num_batches_tracked` first — a rejected call changes nothing.
+//! NaN in an input poisons its channel; empty inputs give empty outputs
+//! (and count as a batch in training), as in PyTorch.
+//!
+//! Tensors are channels-first by default; [`MemoryFormat::ChannelsLast`]
+//! tensors (`(N, H, W, C)` storage, PyTorch's `channels_last`) are
+//! normalized in place of a transpose, with the same results.
 //!
 //! The [`cpu`] module is a reference implementation accumulating in f64.
 //!
-//! Beyond the PyTorch API: [`Tensor::from_buffer`] and
-//! [`BatchNorm1d::encode_forward`] / [`BatchNorm1d::encode_backward`] join an
-//! app's own buffers and command encoders; [`BatchNorm1d::state_dict`] and
-//! `.safetensors` checkpoints use PyTorch's names; [`BatchNorm1d::fold_into_linear`]
-//! folds a trained batch norm into the preceding Linear layer;
-//! [`BatchNorm1d::shard_moments`] / [`BatchNorm1d::forward_with_moments`]
-//! and [`BatchNorm1d::shard_grad_sums`] / [`BatchNorm1d::backward_with_sums`]
-//! do SyncBatchNorm's forward and backward across devices; f16 tensors
-//! ([`DType::F16`]) store f16 and accumulate in f32.
+//! ## Beyond the PyTorch API
+//!
+//! [`Tensor::from_buffer`] and [`BatchNorm::encode_forward`] /
+//! [`BatchNorm::encode_backward`] join an app's own buffers and command
+//! encoders; [`BatchNorm::state_dict`] and `.safetensors` checkpoints use
+//! PyTorch's names; [`BatchNorm::fold_into_linear`] and
+//! [`BatchNorm::fold_into_conv`] fold a trained batch norm into the layer
+//! before it; [`BatchNorm::shard_moments`] /
+//! [`BatchNorm::forward_with_moments`] and [`BatchNorm::shard_grad_sums`] /
+//! [`BatchNorm::backward_with_sums`] do SyncBatchNorm's forward and
+//! backward across devices; f16 tensors store f16 and accumulate in f32.
 //!
 //! ## Determinism
 //!
 //! Every reduction has a fixed order for a given shape, adapter and
-//! [`ContextOptions`], so the same input gives bit-identical outputs and
-//! statistics run after run.
+//! [`Tuning`], so the same input gives bit-identical outputs and statistics
+//! run after run.
+//!
+//! ## Where things live
+//!
+//! `ARCHITECTURE.md` gives the data flow of each op and the file that holds
+//! each step; `shaders/README.md` the binding roles and a glossary.
+//!
+//! ## Cargo features
+//!
+//! | feature | default | what it adds |
+//! | --- | --- | --- |
+//! | `safetensors` | yes | `.safetensors` checkpoints (F32/F16/BF16/F64) |
+//! | `f16` | yes | f16 tensors ([`DType::F16`]), `half` types in the API |
+//! | `serde` | no | `Serialize`/`Deserialize` for [`BatchNormConfig`], [`StateDict`] and the shard structs |
+//! | `tracing` | no | `tracing` spans for context creation, pipeline compilation and each op |
 
 #![warn(missing_docs)]
 #![cfg_attr(
     not(test),
-    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
 )]
 
 mod batch_norm;
-mod checkpoint;
 mod config;
-mod context;
 pub mod cpu;
 mod error;
-mod fold;
-pub mod kernels;
+mod gpu;
 mod semantics;
-mod shard;
-mod tensor;
+mod trace;
+mod types;
 
-pub use batch_norm::{BatchNorm1d, Gradients};
-pub use checkpoint::StateDict;
-pub use config::BatchNorm1dConfig;
-pub use context::{ContextOptions, GpuContext};
+#[cfg(feature = "safetensors")]
+pub use batch_norm::{batch_norm_prefixes, load_batch_norms, AnyBatchNorm};
+pub use batch_norm::{
+    BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, FloatDtype, FoldedConv, FoldedLinear,
+    Gradients, ShardGradSums, ShardMoments, StateDict,
+};
+pub use config::{BatchNorm1dConfig, BatchNormConfig};
 pub use error::{Error, Result};
-pub use fold::FoldedLinear;
-pub use shard::{ShardGradSums, ShardMoments};
-pub use tensor::{DType, Tensor};
+pub use gpu::context::{GpuContext, ReductionMerge};
+pub use gpu::options::{ContextOptions, Tuning};
+pub use gpu::tensor::Tensor;
+pub use types::{DType, MemoryFormat, Rank, Rank1d, Rank2d, Rank3d, SpatialRank};
 pub use wgpu;

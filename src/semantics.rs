@@ -1,10 +1,17 @@
 //! PyTorch's rules for one forward call, shared by the GPU module and the
 //! CPU reference so both accept, reject and update state identically.
 
-use crate::config::BatchNorm1dConfig;
+use crate::config::BatchNormConfig;
 use crate::error::{Error, Result};
+use crate::types::{MemoryFormat, Rank};
 
-/// An input viewed as `(N, C, L)`; 2-D inputs have `L = 1`.
+/// An input as stored: `(N, C, L)` row-major, statistics per channel over
+/// N and L.
+///
+/// A channels-first tensor of logical shape `(N, C, *spatial)` is
+/// `(N, C, prod(spatial))`; a channels-last one is
+/// `(N * prod(spatial), C, 1)`: the same per-channel values, with the
+/// channels innermost. 2-D inputs have `L = 1` either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Layout {
     pub n: usize,
@@ -13,12 +20,24 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
+    /// The stored layout of a tensor of logical `shape` (at least 2-D)
+    /// in `format`; `None` for fewer than two dimensions.
+    pub fn of(shape: &[usize], format: MemoryFormat) -> Option<Layout> {
+        let (&n, rest) = shape.split_first()?;
+        let (&c, spatial) = rest.split_first()?;
+        let s: usize = spatial.iter().product();
+        Some(match format {
+            MemoryFormat::ChannelsFirst => Layout { n, c, l: s },
+            MemoryFormat::ChannelsLast => Layout { n: n * s, c, l: 1 },
+        })
+    }
+
     /// Values per channel, `N * L`.
     pub fn per_channel(&self) -> usize {
         self.n * self.l
     }
 
-    /// Values in one row (one sample), `C * L`.
+    /// Values in one row, `C * L`.
     pub fn row(&self) -> usize {
         self.c * self.l
     }
@@ -26,11 +45,6 @@ impl Layout {
     /// All values, `N * C * L`.
     pub fn numel(&self) -> usize {
         self.n * self.c * self.l
-    }
-
-    /// Offset of `(n, c, l)` in the row-major buffer.
-    pub fn offset(&self, n: usize, c: usize, l: usize) -> usize {
-        (n * self.c + c) * self.l + l
     }
 }
 
@@ -47,36 +61,45 @@ pub(crate) struct ForwardPlan {
     pub empty: bool,
 }
 
-/// Validates a forward call exactly as `torch.nn.BatchNorm1d.forward` does,
-/// in the same order (rank, values per channel, per-channel buffer sizes).
-pub(crate) fn plan_forward(
-    cfg: &BatchNorm1dConfig,
-    training: bool,
-    shape: &[usize],
-) -> Result<ForwardPlan> {
-    plan_forward_with(cfg, training, shape, None)
+/// Number of elements of `shape`, or an error on overflow.
+pub(crate) fn checked_numel(shape: &[usize]) -> Result<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| {
+        acc.checked_mul(d)
+            .ok_or_else(|| Error::TooLarge(format!("shape {shape:?} overflows")))
+    })
 }
 
-/// [`plan_forward`] where the statistics cover `values_per_channel` values
-/// (all shards of a batch split across devices) instead of this input's.
-pub(crate) fn plan_forward_with(
-    cfg: &BatchNorm1dConfig,
+/// Validates a forward call exactly as PyTorch's `BatchNorm{1,2,3}d.forward`
+/// does, in the same order (rank, values per channel, per-channel buffer
+/// sizes). `values_per_channel` overrides the input's own count where the
+/// statistics cover several shards (all devices of a batch).
+pub(crate) fn plan_forward(
+    cfg: &BatchNormConfig,
+    rank: Rank,
     training: bool,
     shape: &[usize],
+    format: MemoryFormat,
     values_per_channel: Option<u64>,
 ) -> Result<ForwardPlan> {
-    let layout = match *shape {
-        [n, c] => Layout { n, c, l: 1 },
-        [n, c, l] => Layout { n, c, l },
-        _ => return Err(Error::InvalidRank(shape.len())),
-    };
+    if !rank.accepts(shape.len()) {
+        return Err(Error::InvalidRank {
+            expected: rank.expected(),
+            got: shape.len(),
+        });
+    }
+    let numel = checked_numel(shape)?;
+    let layout = Layout::of(shape, format).ok_or(Error::InvalidRank {
+        expected: rank.expected(),
+        got: shape.len(),
+    })?;
     let batch_stats = training || !cfg.track_running_stats;
     let values = values_per_channel.unwrap_or(layout.per_channel() as u64);
     if batch_stats && values == 1 {
-        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-        return Err(Error::TooFewValues(format!("[{}]", dims.join(", "))));
+        return Err(Error::TooFewValues {
+            shape: shape.to_vec(),
+        });
     }
-    let empty = crate::tensor::checked_numel(shape)? == 0;
+    let empty = numel == 0;
     // PyTorch returns early for empty inputs before checking the buffers.
     if !empty {
         let nf = cfg.num_features;
@@ -106,7 +129,7 @@ pub(crate) fn plan_forward_with(
 /// The running-statistics factor for a step, given `num_batches_tracked`
 /// after the increment: `momentum`, or `1 / num_batches_tracked` when
 /// `momentum` is `None`.
-pub(crate) fn momentum_factor(cfg: &BatchNorm1dConfig, batches_tracked: u64) -> f64 {
+pub(crate) fn momentum_factor(cfg: &BatchNormConfig, batches_tracked: u64) -> f64 {
     match cfg.momentum {
         Some(m) => m,
         None => 1.0 / batches_tracked.max(1) as f64,
@@ -123,4 +146,45 @@ pub(crate) fn check_len(name: &'static str, values: &[f32], expected: usize) -> 
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_of_both_formats() {
+        let cf = Layout::of(&[2, 3, 4, 5], MemoryFormat::ChannelsFirst);
+        assert_eq!(cf, Some(Layout { n: 2, c: 3, l: 20 }));
+        let cl = Layout::of(&[2, 3, 4, 5], MemoryFormat::ChannelsLast);
+        assert_eq!(cl, Some(Layout { n: 40, c: 3, l: 1 }));
+        assert_eq!(
+            Layout::of(&[7, 3], MemoryFormat::ChannelsLast),
+            Layout::of(&[7, 3], MemoryFormat::ChannelsFirst)
+        );
+        assert_eq!(Layout::of(&[7], MemoryFormat::ChannelsFirst), None);
+    }
+
+    #[test]
+    fn rank_errors_name_the_module_rank() {
+        let cfg = BatchNormConfig::new(3);
+        let f = |rank, shape: &[usize]| {
+            plan_forward(&cfg, rank, true, shape, MemoryFormat::ChannelsFirst, None)
+                .err()
+                .map(|e| e.to_string())
+        };
+        assert_eq!(
+            f(Rank::D2, &[4, 3, 2]).as_deref(),
+            Some("expected 4D input (got 3D input)")
+        );
+        assert_eq!(
+            f(Rank::D3, &[4, 3, 2, 2]).as_deref(),
+            Some("expected 5D input (got 4D input)")
+        );
+        assert_eq!(
+            f(Rank::D1, &[4]).as_deref(),
+            Some("expected 2D or 3D input (got 1D input)")
+        );
+        assert_eq!(f(Rank::D2, &[4, 3, 2, 2]), None);
+    }
 }

@@ -1,12 +1,16 @@
-//! Replays every case of `tests/data/pytorch_cases.json` (recorded from
-//! `torch.nn.BatchNorm1d`) through the GPU module and the CPU reference,
-//! comparing outputs, gradients and buffers after every step, error steps
-//! included.
+//! Replays every case recorded from PyTorch (`tests/data/pytorch_cases.json`
+//! for `BatchNorm1d`, `pytorch_cases_nd.json` for `BatchNorm2d`/`3d`)
+//! through one driver, for the GPU modules (channels-first and
+//! channels-last) and the CPU reference, comparing outputs, gradients and
+//! buffers after every step, error steps included.
 
 mod common;
 
 use serde_json::Value;
-use wgpu_batchnorm::{cpu, BatchNorm1d, BatchNorm1dConfig, Tensor};
+use wgpu_batchnorm::{
+    cpu, BatchNorm, BatchNormConfig, GpuContext, MemoryFormat, Rank, Rank1d, Rank2d, Rank3d,
+    SpatialRank, Tensor,
+};
 
 fn num(v: &Value) -> f64 {
     match v {
@@ -37,34 +41,189 @@ fn shape(v: &Value) -> Vec<usize> {
         .collect()
 }
 
-fn config(case: &Value) -> BatchNorm1dConfig {
+fn config(case: &Value) -> BatchNormConfig {
     let c = &case["config"];
-    BatchNorm1dConfig::new(c["num_features"].as_u64().expect("nf") as usize)
+    BatchNormConfig::new(c["num_features"].as_u64().expect("nf") as usize)
         .eps(num(&c["eps"]))
         .momentum(c["momentum"].as_f64())
         .affine(c["affine"].as_bool().expect("affine"))
         .track_running_stats(c["track_running_stats"].as_bool().expect("track"))
 }
 
-fn cases() -> Vec<Value> {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/pytorch_cases.json"
-    ))
-    .expect("read cases");
-    let v: Value = serde_json::from_str(&text).expect("parse cases");
-    v["cases"].as_array().expect("cases").clone()
+fn rank(case: &Value) -> Rank {
+    match case.get("module").and_then(Value::as_str) {
+        None | Some("BatchNorm1d") => Rank::D1,
+        Some("BatchNorm2d") => Rank::D2,
+        Some("BatchNorm3d") => Rank::D3,
+        Some(other) => panic!("unknown module {other}"),
+    }
 }
 
-/// `(grad_input, grad_weight, grad_bias)` read back to the host.
+fn cases() -> Vec<Value> {
+    let mut all = Vec::new();
+    for file in ["pytorch_cases.json", "pytorch_cases_nd.json"] {
+        let path = format!("{}/tests/data/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(path).expect("read cases");
+        let v: Value = serde_json::from_str(&text).expect("parse cases");
+        all.extend(v["cases"].as_array().expect("cases").iter().cloned());
+    }
+    all
+}
+
+/// Channels-first `(N, C, *spatial)` data in channels-last order, and back.
+fn to_channels_last(data: &[f32], shape: &[usize]) -> Vec<f32> {
+    let (n, c, s) = (shape[0], shape[1], shape[2..].iter().product::<usize>());
+    let mut out = vec![0.0; data.len()];
+    for i in 0..n {
+        for ch in 0..c {
+            for p in 0..s {
+                out[(i * s + p) * c + ch] = data[(i * c + ch) * s + p];
+            }
+        }
+    }
+    out
+}
+
+fn from_channels_last(data: &[f32], shape: &[usize]) -> Vec<f32> {
+    let (n, c, s) = (shape[0], shape[1], shape[2..].iter().product::<usize>());
+    let mut out = vec![0.0; data.len()];
+    for i in 0..n {
+        for ch in 0..c {
+            for p in 0..s {
+                out[(i * c + ch) * s + p] = data[(i * s + p) * c + ch];
+            }
+        }
+    }
+    out
+}
+
+/// `(grad_input, grad_weight, grad_bias)` on the host.
 type HostGrads = (Vec<f32>, Option<Vec<f32>>, Option<Vec<f32>>);
 
-/// What one implementation produced for a step.
+/// What one implementation produced for a step (channels-first order).
 struct StepResult {
     output: Option<Vec<f32>>,
     grads: Option<HostGrads>,
     running: (Option<Vec<f32>>, Option<Vec<f32>>),
     nbt: u64,
+}
+
+/// One implementation under replay.
+trait Replay {
+    fn init(&mut self, key: &str, values: &[f32]);
+    fn set_training(&mut self, train: bool);
+    /// Forward of channels-first `input`, then backward of `dy` if given
+    /// and the forward succeeded.
+    fn step(&mut self, input: &[f32], shape: &[usize], dy: Option<&[f32]>) -> StepResult;
+}
+
+struct Gpu<R: SpatialRank> {
+    ctx: GpuContext,
+    bn: BatchNorm<R>,
+    format: MemoryFormat,
+}
+
+impl<R: SpatialRank> Replay for Gpu<R> {
+    fn init(&mut self, key: &str, v: &[f32]) {
+        match key {
+            "weight" => self.bn.set_weight(v),
+            "bias" => self.bn.set_bias(v),
+            "running_mean" => self.bn.set_running_mean(v),
+            _ => self.bn.set_running_var(v),
+        }
+        .expect(key)
+    }
+
+    fn set_training(&mut self, train: bool) {
+        if train {
+            self.bn.train()
+        } else {
+            self.bn.eval()
+        }
+    }
+
+    fn step(&mut self, input: &[f32], shape: &[usize], dy: Option<&[f32]>) -> StepResult {
+        let cl = self.format == MemoryFormat::ChannelsLast && shape.len() > 2;
+        let store = |v: &[f32]| {
+            if cl {
+                to_channels_last(v, shape)
+            } else {
+                v.to_vec()
+            }
+        };
+        let load = |v: Vec<f32>| if cl { from_channels_last(&v, shape) } else { v };
+        let x = Tensor::from_slice_with_format(&self.ctx, &store(input), shape, self.format)
+            .expect("tensor");
+        let output = self
+            .bn
+            .forward(&x)
+            .ok()
+            .map(|y| load(y.to_vec().expect("read")));
+        let grads = match (&output, dy) {
+            (Some(_), Some(dy)) => {
+                let tdy = Tensor::from_slice_with_format(&self.ctx, &store(dy), shape, self.format)
+                    .expect("dy");
+                let g = self.bn.backward(&tdy).expect("backward");
+                let read = |t: Option<Tensor>| t.map(|t| t.to_vec().expect("read"));
+                Some((
+                    load(g.grad_input.to_vec().expect("read")),
+                    read(g.grad_weight),
+                    read(g.grad_bias),
+                ))
+            }
+            _ => None,
+        };
+        StepResult {
+            output,
+            grads,
+            running: (
+                self.bn.running_mean().expect("rm"),
+                self.bn.running_var().expect("rv"),
+            ),
+            nbt: self.bn.num_batches_tracked(),
+        }
+    }
+}
+
+struct Cpu<R: SpatialRank> {
+    bn: cpu::BatchNorm<R>,
+}
+
+impl<R: SpatialRank> Replay for Cpu<R> {
+    fn init(&mut self, key: &str, v: &[f32]) {
+        match key {
+            "weight" => self.bn.set_weight(v),
+            "bias" => self.bn.set_bias(v),
+            "running_mean" => self.bn.set_running_mean(v),
+            _ => self.bn.set_running_var(v),
+        }
+        .expect(key)
+    }
+
+    fn set_training(&mut self, train: bool) {
+        if train {
+            self.bn.train()
+        } else {
+            self.bn.eval()
+        }
+    }
+
+    fn step(&mut self, input: &[f32], shape: &[usize], dy: Option<&[f32]>) -> StepResult {
+        let output = self.bn.forward(input, shape).ok();
+        let grads = match (&output, dy) {
+            (Some(_), Some(dy)) => {
+                let g = self.bn.backward(dy).expect("backward");
+                Some((g.grad_input, g.grad_weight, g.grad_bias))
+            }
+            _ => None,
+        };
+        StepResult {
+            output,
+            grads,
+            running: (self.bn.running_mean(), self.bn.running_var()),
+            nbt: self.bn.num_batches_tracked(),
+        }
+    }
 }
 
 fn compare(name: &str, i: usize, step: &Value, r: &StepResult, tol: f64) -> Result<(), String> {
@@ -105,11 +264,59 @@ fn compare(name: &str, i: usize, step: &Value, r: &StepResult, tol: f64) -> Resu
     Ok(())
 }
 
-/// Calls `set(name, values)` for each buffer the case initialises.
-fn for_each_init(case: &Value, mut set: impl FnMut(&str, &[f32])) {
-    for key in ["weight", "bias", "running_mean", "running_var"] {
-        if let Some(v) = case.get("init").and_then(|i| i.get(key)).map(f32s) {
-            set(key, &v);
+/// Replays every case through the implementations `make` builds; returns
+/// the number of cases.
+fn replay(label: &str, make: impl Fn(Rank, BatchNormConfig) -> Box<dyn Replay>) -> usize {
+    let mut failures = Vec::new();
+    let all = cases();
+    for case in &all {
+        let name = case["name"].as_str().expect("name");
+        let tol = case["tol"].as_f64().unwrap_or(1e-4);
+        let mut m = make(rank(case), config(case));
+        for key in ["weight", "bias", "running_mean", "running_var"] {
+            if let Some(v) = case.get("init").and_then(|i| i.get(key)).map(f32s) {
+                m.init(key, &v);
+            }
+        }
+        for (i, step) in case["steps"].as_array().expect("steps").iter().enumerate() {
+            m.set_training(step["mode"] == "train");
+            let dy = step.get("grad_output").map(f32s);
+            let r = m.step(&f32s(&step["input"]), &shape(&step["shape"]), dy.as_deref());
+            if let Err(e) = compare(name, i, step, &r, tol) {
+                failures.push(format!("{label}: {e}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    all.len()
+}
+
+fn gpu(
+    ctx: &GpuContext,
+    format: MemoryFormat,
+) -> impl Fn(Rank, BatchNormConfig) -> Box<dyn Replay> + '_ {
+    move |rank, cfg| -> Box<dyn Replay> {
+        fn make<R: SpatialRank>(
+            ctx: &GpuContext,
+            cfg: BatchNormConfig,
+            format: MemoryFormat,
+        ) -> Box<dyn Replay> {
+            let bn = BatchNorm::<R>::new(ctx, cfg).expect("module");
+            Box::new(Gpu {
+                ctx: ctx.clone(),
+                bn,
+                format,
+            })
+        }
+        match rank {
+            Rank::D1 => make::<Rank1d>(ctx, cfg, format),
+            Rank::D2 => make::<Rank2d>(ctx, cfg, format),
+            Rank::D3 => make::<Rank3d>(ctx, cfg, format),
         }
     }
 }
@@ -117,137 +324,67 @@ fn for_each_init(case: &Value, mut set: impl FnMut(&str, &[f32])) {
 #[test]
 fn replay_gpu() {
     let Some(ctx) = common::context() else { return };
-    let mut failures = Vec::new();
-    let all = cases();
-    for case in &all {
-        let name = case["name"].as_str().expect("name");
-        let tol = case["tol"].as_f64().unwrap_or(1e-4);
-        let mut bn = BatchNorm1d::new(&ctx, config(case)).expect("module");
-        for_each_init(case, |key, v| {
-            match key {
-                "weight" => bn.set_weight(v),
-                "bias" => bn.set_bias(v),
-                "running_mean" => bn.set_running_mean(v),
-                _ => bn.set_running_var(v),
-            }
-            .expect(key)
-        });
-        for (i, step) in case["steps"].as_array().expect("steps").iter().enumerate() {
-            if step["mode"] == "train" {
-                bn.train()
-            } else {
-                bn.eval()
-            }
-            let x = Tensor::from_slice(&ctx, &f32s(&step["input"]), &shape(&step["shape"]))
-                .expect("tensor");
-            let out = bn.forward(&x);
-            let output = out.ok().map(|y| y.to_vec().expect("read"));
-            let grads = match (&output, step.get("grad_output")) {
-                (Some(_), Some(dy)) => {
-                    let dy = Tensor::from_slice(&ctx, &f32s(dy), x.shape()).expect("dy");
-                    let g = bn.backward(&dy).expect("backward");
-                    let read = |t: Option<Tensor>| t.map(|t| t.to_vec().expect("read"));
-                    Some((
-                        g.grad_input.to_vec().expect("read"),
-                        read(g.grad_weight),
-                        read(g.grad_bias),
-                    ))
-                }
-                _ => None,
-            };
-            let r = StepResult {
-                output,
-                grads,
-                running: (
-                    bn.running_mean().expect("rm"),
-                    bn.running_var().expect("rv"),
-                ),
-                nbt: bn.num_batches_tracked(),
-            };
-            if let Err(e) = compare(name, i, step, &r, tol) {
-                failures.push(e);
-            }
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    eprintln!("replayed {} cases on the GPU", all.len());
+    let n = replay("gpu", gpu(&ctx, MemoryFormat::ChannelsFirst));
+    assert!(n >= 41, "only {n} cases");
+}
+
+/// The same cases with every 3-D, 4-D and 5-D input stored channels-last.
+#[test]
+fn replay_gpu_channels_last() {
+    let Some(ctx) = common::context() else { return };
+    replay("gpu channels-last", gpu(&ctx, MemoryFormat::ChannelsLast));
 }
 
 #[test]
 fn replay_cpu() {
-    let mut failures = Vec::new();
-    for case in &cases() {
-        let name = case["name"].as_str().expect("name");
-        let tol = case["tol"].as_f64().unwrap_or(1e-4);
-        let mut bn = cpu::BatchNorm1d::new(config(case)).expect("module");
-        for_each_init(case, |key, v| {
-            match key {
-                "weight" => bn.set_weight(v),
-                "bias" => bn.set_bias(v),
-                "running_mean" => bn.set_running_mean(v),
-                _ => bn.set_running_var(v),
-            }
-            .expect(key)
-        });
-        for (i, step) in case["steps"].as_array().expect("steps").iter().enumerate() {
-            if step["mode"] == "train" {
-                bn.train()
-            } else {
-                bn.eval()
-            }
-            let output = bn
-                .forward(&f32s(&step["input"]), &shape(&step["shape"]))
-                .ok();
-            let grads = match (&output, step.get("grad_output")) {
-                (Some(_), Some(dy)) => {
-                    let g = bn.backward(&f32s(dy)).expect("backward");
-                    Some((g.grad_input, g.grad_weight, g.grad_bias))
-                }
-                _ => None,
-            };
-            let r = StepResult {
-                output,
-                grads,
-                running: (bn.running_mean(), bn.running_var()),
-                nbt: bn.num_batches_tracked(),
-            };
-            if let Err(e) = compare(name, i, step, &r, tol) {
-                failures.push(e);
-            }
+    replay("cpu", |rank, cfg| -> Box<dyn Replay> {
+        match rank {
+            Rank::D1 => Box::new(Cpu::<Rank1d> {
+                bn: cpu::BatchNorm::new(cfg).expect("module"),
+            }),
+            Rank::D2 => Box::new(Cpu::<Rank2d> {
+                bn: cpu::BatchNorm::new(cfg).expect("module"),
+            }),
+            Rank::D3 => Box::new(Cpu::<Rank3d> {
+                bn: cpu::BatchNorm::new(cfg).expect("module"),
+            }),
         }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    });
 }
 
 #[test]
 fn error_wording_matches_pytorch() {
     let mut seen = 0;
     for case in &cases() {
-        let mut bn = cpu::BatchNorm1d::new(config(case)).expect("module");
         for step in case["steps"].as_array().expect("steps") {
-            if step["mode"] == "train" {
-                bn.train()
-            } else {
-                bn.eval()
-            }
-            let r = bn.forward(&f32s(&step["input"]), &shape(&step["shape"]));
-            if let Some(want) = step.get("error").and_then(Value::as_str) {
-                let got = r.expect_err("expected an error").to_string();
-                let want = want.split_once(": ").map_or(want, |(_, m)| m);
-                assert_eq!(got, want);
-                seen += 1;
-            }
+            let Some(want) = step.get("error").and_then(Value::as_str) else {
+                continue;
+            };
+            let cfg = config(case);
+            let (x, s) = (f32s(&step["input"]), shape(&step["shape"]));
+            let train = step["mode"] == "train";
+            let got = match rank(case) {
+                Rank::D1 => run_cpu::<Rank1d>(cfg, train, &x, &s),
+                Rank::D2 => run_cpu::<Rank2d>(cfg, train, &x, &s),
+                Rank::D3 => run_cpu::<Rank3d>(cfg, train, &x, &s),
+            };
+            let want = want.split_once(": ").map_or(want, |(_, m)| m);
+            assert_eq!(got.as_deref(), Some(want));
+            seen += 1;
         }
     }
-    assert!(seen > 0, "no error steps in the cases");
+    assert!(seen >= 10, "only {seen} error steps in the cases");
+}
+
+fn run_cpu<R: SpatialRank>(
+    cfg: BatchNormConfig,
+    train: bool,
+    x: &[f32],
+    s: &[usize],
+) -> Option<String> {
+    let mut bn = cpu::BatchNorm::<R>::new(cfg).expect("module");
+    if !train {
+        bn.eval();
+    }
+    bn.forward(x, s).err().map(|e| e.to_string())
 }

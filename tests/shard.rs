@@ -1,158 +1,269 @@
-//! Statistics across devices (SyncBatchNorm): two contexts split a batch
-//! unevenly; forward outputs, running statistics and backward gradients
-//! must match one device on the whole batch.
+//! Statistics across devices (SyncBatchNorm): replicas on separate contexts
+//! split a batch unevenly; forward outputs, running statistics and
+//! backward gradients must match one device on the whole batch, with
+//! PyTorch's conventions (every replica updates its running statistics,
+//! parameter gradients are local and sum to the full-batch ones).
 
 mod common;
 
 use wgpu_batchnorm::{
-    BatchNorm1d, BatchNorm1dConfig, GpuContext, ShardGradSums, ShardMoments, Tensor,
+    BatchNorm1d, BatchNormConfig, Error, GpuContext, ShardGradSums, ShardMoments, Tensor,
 };
 
-fn split_rows(x: &[f32], shape: &[usize], rows: usize) -> (Vec<f32>, Vec<f32>) {
+/// Rows `[a, b)` of a row-major tensor of `shape`.
+fn rows(x: &[f32], shape: &[usize], a: usize, b: usize) -> Vec<f32> {
     let row: usize = shape[1..].iter().product();
-    (x[..rows * row].to_vec(), x[rows * row..].to_vec())
+    x[a * row..b * row].to_vec()
 }
 
-fn shard_matches_single_device(shape: &[usize], split: usize, offset: f64) {
-    let Some(ctx_a) = common::context() else {
-        return;
-    };
-    let ctx_b = GpuContext::new().expect("second device");
+fn with_rows(shape: &[usize], n: usize) -> Vec<usize> {
+    std::iter::once(n)
+        .chain(shape[1..].iter().copied())
+        .collect()
+}
+
+fn f64s(t: &Tensor) -> Vec<f64> {
+    common::f64s(&t.to_vec().expect("read"))
+}
+
+/// Replicas with `splits[i]` rows each (zeros allowed) against one module
+/// on the whole batch, for three training steps.
+fn shards_match_single_device(shape: &[usize], splits: &[usize], offset: f64) {
+    let Some(ctx) = common::context() else { return };
+    assert_eq!(splits.iter().sum::<usize>(), shape[0]);
     let c = shape[1];
-    let mut single = BatchNorm1d::new(&ctx_a, BatchNorm1dConfig::new(c)).expect("bn");
-    let mut dev_a = BatchNorm1d::new(&ctx_a, BatchNorm1dConfig::new(c)).expect("bn");
-    let mut dev_b = BatchNorm1d::new(&ctx_b, BatchNorm1dConfig::new(c)).expect("bn");
+    let contexts: Vec<GpuContext> = splits
+        .iter()
+        .map(|_| GpuContext::with_options(common::options()).expect("replica context"))
+        .collect();
+    let mut single = BatchNorm1d::new(&ctx, BatchNormConfig::new(c)).expect("bn");
+    let mut replicas: Vec<BatchNorm1d> = contexts
+        .iter()
+        .map(|cx| BatchNorm1d::new(cx, BatchNormConfig::new(c)).expect("bn"))
+        .collect();
     let mut rng = common::Rng(31);
     let w = rng.normals(c, 1.0, 0.3);
-    for bn in [&mut single, &mut dev_a, &mut dev_b] {
-        bn.set_weight(&w).expect("w");
+    single.set_weight(&w).expect("w");
+    for r in &mut replicas {
+        r.set_weight(&w).expect("w");
     }
     let numel: usize = shape.iter().product();
-    let shape_a: Vec<usize> = std::iter::once(split)
-        .chain(shape[1..].iter().copied())
+    let bounds: Vec<(usize, usize)> = splits
+        .iter()
+        .scan(0, |at, &n| {
+            *at += n;
+            Some((*at - n, *at))
+        })
         .collect();
-    let shape_b: Vec<usize> = std::iter::once(shape[0] - split)
-        .chain(shape[1..].iter().copied())
-        .collect();
-    for _ in 0..3 {
+    for step in 0..3 {
         let x = rng.normals(numel, offset, 2.0);
         let want = single
-            .forward(&Tensor::from_slice(&ctx_a, &x, shape).expect("x"))
+            .forward(&Tensor::from_slice(&ctx, &x, shape).expect("x"))
             .expect("single")
             .to_vec()
             .expect("read");
-        let (xa, xb) = split_rows(&x, shape, split);
-        let ta = Tensor::from_slice(&ctx_a, &xa, &shape_a).expect("xa");
-        let tb = Tensor::from_slice(&ctx_b, &xb, &shape_b).expect("xb");
-        let ma = dev_a.shard_moments(&ta).expect("moments a");
-        let mb = dev_b.shard_moments(&tb).expect("moments b");
-        let global = ShardMoments::merge(&[ma, mb]).expect("merge");
+        let xs: Vec<Tensor> = bounds
+            .iter()
+            .zip(&contexts)
+            .map(|(&(a, b), cx)| {
+                Tensor::from_slice(cx, &rows(&x, shape, a, b), &with_rows(shape, b - a))
+                    .expect("shard")
+            })
+            .collect();
+        let moments: Vec<ShardMoments> = replicas
+            .iter_mut()
+            .zip(&xs)
+            .map(|(r, x)| r.shard_moments(x).expect("moments"))
+            .collect();
+        let global = ShardMoments::merge(&moments).expect("merge");
         assert_eq!(global.count as usize, numel / c);
-        let mut got = dev_a
-            .forward_with_moments(&ta, &global)
-            .expect("a")
-            .to_vec()
-            .expect("read");
-        got.extend(
-            dev_b
-                .forward_with_moments(&tb, &global)
-                .expect("b")
-                .to_vec()
-                .expect("read"),
-        );
-        let want64: Vec<f64> = want.iter().map(|&v| f64::from(v)).collect();
-        common::check_close("sharded output", &got, &want64, 1e-4).expect("output");
-        // Backward: shard sums, merged, then each shard's grad_input.
-        let dy = rng.normals(numel, 0.3, 1.0);
-        let single_grads = single
-            .backward(&Tensor::from_slice(&ctx_a, &dy, shape).expect("dy"))
-            .expect("single backward");
-        let (dya, dyb) = split_rows(&dy, shape, split);
-        let ta_dy = Tensor::from_slice(&ctx_a, &dya, &shape_a).expect("dya");
-        let tb_dy = Tensor::from_slice(&ctx_b, &dyb, &shape_b).expect("dyb");
-        let sa = dev_a.shard_grad_sums(&ta_dy).expect("sums a");
-        let sb = dev_b.shard_grad_sums(&tb_dy).expect("sums b");
-        let sums = ShardGradSums::merge(&[sa, sb]).expect("merge sums");
-        assert_eq!(sums.count, global.count);
-        let ga = dev_a.backward_with_sums(&ta_dy, &sums).expect("backward a");
-        let gb = dev_b.backward_with_sums(&tb_dy, &sums).expect("backward b");
-        let mut dx = ga.grad_input.to_vec().expect("dx a");
-        dx.extend(gb.grad_input.to_vec().expect("dx b"));
-        let f64s = |t: &Tensor| -> Vec<f64> {
-            t.to_vec()
-                .expect("read")
-                .into_iter()
-                .map(f64::from)
-                .collect()
-        };
+        let mut got = Vec::new();
+        for (r, x) in replicas.iter_mut().zip(&xs) {
+            got.extend(
+                r.forward_with_moments(x, &global)
+                    .expect("fwd")
+                    .to_vec()
+                    .expect("read"),
+            );
+        }
         common::check_close(
-            "sharded grad_input",
-            &dx,
-            &f64s(&single_grads.grad_input),
+            &format!("step {step} output"),
+            &got,
+            &common::f64s(&want),
             1e-4,
         )
-        .expect("grad_input");
-        for g in [&ga, &gb] {
-            for (name, got, want) in [
-                ("grad_weight", &g.grad_weight, &single_grads.grad_weight),
-                ("grad_bias", &g.grad_bias, &single_grads.grad_bias),
-            ] {
-                let got = got.as_ref().expect("affine").to_vec().expect("read");
-                let want = f64s(want.as_ref().expect("affine"));
-                common::check_close(name, &got, &want, 1e-4).expect(name);
-            }
+        .expect("output");
+        // Backward: local sums, merged, then each shard's grad_input.
+        let dy = rng.normals(numel, 0.3, 1.0);
+        let single_grads = single
+            .backward(&Tensor::from_slice(&ctx, &dy, shape).expect("dy"))
+            .expect("single backward");
+        let dys: Vec<Tensor> = bounds
+            .iter()
+            .zip(&contexts)
+            .map(|(&(a, b), cx)| {
+                Tensor::from_slice(cx, &rows(&dy, shape, a, b), &with_rows(shape, b - a))
+                    .expect("dy shard")
+            })
+            .collect();
+        let sums: Vec<ShardGradSums> = replicas
+            .iter_mut()
+            .zip(&dys)
+            .map(|(r, dy)| r.shard_grad_sums(dy).expect("sums"))
+            .collect();
+        let merged = ShardGradSums::merge(&sums).expect("merge sums");
+        assert_eq!(merged.count, global.count);
+        let mut dx = Vec::new();
+        let (mut gw, mut gb) = (vec![0.0f64; c], vec![0.0f64; c]);
+        for ((r, dy), local) in replicas.iter_mut().zip(&dys).zip(&sums) {
+            let g = r.backward_with_sums(dy, &merged).expect("backward");
+            dx.extend(g.grad_input.to_vec().expect("dx"));
+            let (w, b) = (g.grad_weight.expect("affine"), g.grad_bias.expect("affine"));
+            // Parameter gradients are this replica's local sums...
+            common::check_close(
+                "local grad_bias",
+                &b.to_vec().expect("read"),
+                &local.sum_dy,
+                1e-5,
+            )
+            .expect("local");
+            // ...and add up to the full batch's.
+            gw.iter_mut().zip(f64s(&w)).for_each(|(a, v)| *a += v);
+            gb.iter_mut().zip(f64s(&b)).for_each(|(a, v)| *a += v);
         }
-        for bn in [&dev_a, &dev_b] {
-            let f = |v: Option<Vec<f32>>| {
-                v.expect("tracked")
-                    .iter()
-                    .map(|&x| f64::from(x))
-                    .collect::<Vec<_>>()
-            };
+        common::check_close("grad_input", &dx, &f64s(&single_grads.grad_input), 1e-4)
+            .expect("grad_input");
+        let sum = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        let want_gw = f64s(single_grads.grad_weight.as_ref().expect("affine"));
+        let want_gb = f64s(single_grads.grad_bias.as_ref().expect("affine"));
+        common::check_close("summed grad_weight", &sum(&gw), &want_gw, 1e-4).expect("gw");
+        common::check_close("summed grad_bias", &sum(&gb), &want_gb, 1e-4).expect("gb");
+        for r in &replicas {
+            let f = |v: Option<Vec<f32>>| common::f64s(&v.expect("tracked"));
+            let rm = r.running_mean().expect("rm").expect("some");
+            let rv = r.running_var().expect("rv").expect("some");
             common::check_close(
                 "running_mean",
-                &bn.running_mean().expect("rm").expect("some"),
+                &rm,
                 &f(single.running_mean().expect("rm")),
                 1e-5,
             )
             .expect("rm");
             common::check_close(
                 "running_var",
-                &bn.running_var().expect("rv").expect("some"),
+                &rv,
                 &f(single.running_var().expect("rv")),
                 1e-5,
             )
             .expect("rv");
-            assert_eq!(bn.num_batches_tracked(), single.num_batches_tracked());
+            assert_eq!(r.num_batches_tracked(), single.num_batches_tracked());
         }
     }
 }
 
 #[test]
 fn shard_uneven_2d_split_matches_one_device() {
-    shard_matches_single_device(&[37, 6], 11, 0.5);
+    shards_match_single_device(&[37, 5], &[11, 26], 0.5);
 }
 
 #[test]
 fn shard_uneven_3d_split_matches_one_device() {
-    shard_matches_single_device(&[9, 5, 12], 2, -3.0);
+    shards_match_single_device(&[9, 4, 13], &[2, 7], -1.0);
 }
 
 #[test]
 fn shard_large_offset_stays_exact() {
-    shard_matches_single_device(&[64, 4, 8], 40, 1e4);
+    shards_match_single_device(&[64, 3, 8], &[40, 24], 1e4);
 }
 
 #[test]
 fn shard_one_value_per_device_is_fine_when_the_batch_has_more() {
-    shard_matches_single_device(&[2, 3], 1, 0.0);
+    shards_match_single_device(&[3, 6], &[1, 2], 2.0);
+}
+
+/// Regression (#12.3): a replica with an empty shard updates its running
+/// statistics and num_batches_tracked like the others.
+#[test]
+fn shard_empty_replica_keeps_running_statistics_in_step() {
+    shards_match_single_device(&[12, 2], &[12, 0], 0.3);
+    shards_match_single_device(&[10, 3, 4], &[0, 6, 4], -0.7);
+}
+
+/// Regression (#12.2): malformed public structs are errors, never panics,
+/// and change nothing.
+#[test]
+fn shard_malformed_structs_are_errors() {
+    let Some(ctx) = common::context() else { return };
+    let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(4)).expect("bn");
+    let x = Tensor::from_slice(&ctx, &[1.0; 32], &[8, 4]).expect("x");
+    let short = ShardMoments {
+        count: 8,
+        mean: vec![0.0; 4],
+        m2: vec![],
+    };
+    assert!(matches!(
+        bn.forward_with_moments(&x, &short),
+        Err(Error::InvalidShard(_))
+    ));
+    assert!(matches!(
+        ShardMoments::merge(std::slice::from_ref(&short)),
+        Err(Error::InvalidShard(_))
+    ));
+    let negative = ShardMoments {
+        count: 8,
+        mean: vec![0.0; 4],
+        m2: vec![-1.0; 4],
+    };
+    assert!(bn.forward_with_moments(&x, &negative).is_err());
+    let overflow = ShardMoments {
+        count: u64::MAX,
+        mean: vec![0.0; 4],
+        m2: vec![0.0; 4],
+    };
+    assert!(ShardMoments::merge(&[overflow.clone(), overflow]).is_err());
+    assert_eq!(short.variance(7), None);
+    assert_eq!(bn.num_batches_tracked(), 0);
+    let good = bn.shard_moments(&x).expect("moments");
+    bn.forward_with_moments(&x, &good).expect("forward");
+    bn.shard_grad_sums(&x).expect("sums");
+    let lopsided = ShardGradSums {
+        count: 8,
+        sum_dy: vec![0.0; 4],
+        sum_dy_xhat: vec![0.0; 3],
+    };
+    assert!(matches!(
+        bn.backward_with_sums(&x, &lopsided),
+        Err(Error::InvalidShard(_))
+    ));
+    assert!(ShardGradSums::merge(&[lopsided]).is_err());
+}
+
+/// Regression (#12.10): without weights and running buffers, the shard
+/// sums follow the input's channels, not num_features.
+#[test]
+fn shard_sums_follow_the_input_channels_without_buffers() {
+    let Some(ctx) = common::context() else { return };
+    let cfg = BatchNormConfig::new(4)
+        .affine(false)
+        .track_running_stats(false);
+    let mut bn = BatchNorm1d::new(&ctx, cfg).expect("bn");
+    let x = Tensor::from_slice(&ctx, &common::Rng(5).normals(48, 0.0, 1.0), &[8, 6]).expect("x");
+    let m = bn.shard_moments(&x).expect("moments");
+    assert_eq!(m.mean.len(), 6);
+    bn.forward_with_moments(&x, &m).expect("forward");
+    let dy = Tensor::from_slice(&ctx, &common::Rng(6).normals(48, 0.0, 1.0), &[8, 6]).expect("dy");
+    let sums = bn.shard_grad_sums(&dy).expect("sums");
+    assert_eq!(sums.sum_dy.len(), 6);
+    let g = bn.backward_with_sums(&dy, &sums).expect("backward");
+    assert!(g.grad_weight.is_none());
+    assert_eq!(g.grad_input.shape(), &[8, 6]);
 }
 
 #[test]
 fn shard_errors() {
     let Some(ctx) = common::context() else { return };
     assert!(ShardMoments::merge(&[]).is_err());
-    let mut bn = BatchNorm1d::new(&ctx, BatchNorm1dConfig::new(3)).expect("bn");
+    let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(3)).expect("bn");
     let x = Tensor::from_slice(&ctx, &[1.0; 12], &[4, 3]).expect("x");
     let m = bn.shard_moments(&x).expect("m");
     assert_eq!(bn.num_batches_tracked(), 0, "shard_moments changes nothing");
@@ -170,7 +281,7 @@ fn shard_errors() {
     );
     bn.forward_with_moments(&x, &m).expect("forward");
     assert!(
-        bn.backward(&x).is_err(),
+        matches!(bn.backward(&x), Err(Error::WrongBackward(_))),
         "a sharded forward needs backward_with_sums"
     );
     let sums = bn.shard_grad_sums(&x).expect("sums");
@@ -192,13 +303,19 @@ fn shard_errors() {
             .is_err(),
         "shape"
     );
+    // The local sums must come from the same grad_output.
+    let other = Tensor::from_slice(&ctx, &[2.0; 12], &[4, 3]).expect("dy");
+    assert!(matches!(
+        bn.backward_with_sums(&other, &sums),
+        Err(Error::WrongBackward(_))
+    ));
     bn.backward_with_sums(&x, &sums).expect("backward");
-    // An empty shard contributes nothing but still gets the global
-    // parameter gradients.
-    let mut idle = BatchNorm1d::new(&ctx, BatchNorm1dConfig::new(3)).expect("bn");
+    // An empty shard contributes nothing: zero local parameter gradients.
+    let mut idle = BatchNorm1d::new(&ctx, BatchNormConfig::new(3)).expect("bn");
     let empty = Tensor::zeros(&ctx, &[0, 3]).expect("empty");
     idle.forward_with_moments(&empty, &m)
         .expect("empty forward");
+    assert_eq!(idle.num_batches_tracked(), 1);
     let none = idle.shard_grad_sums(&empty).expect("empty sums");
     assert_eq!(none.count, 0);
     assert_eq!(none.sum_dy, vec![0.0; 3]);
@@ -206,8 +323,7 @@ fn shard_errors() {
         .backward_with_sums(&empty, &sums)
         .expect("empty backward");
     let gb = g.grad_bias.expect("affine").to_vec().expect("read");
-    common::check_close("empty shard grad_bias", &gb, &sums.sum_dy, 1e-6)
-        .expect("global grad_bias");
+    assert_eq!(gb, vec![0.0; 3]);
     bn.eval();
     assert!(
         bn.forward_with_moments(&x, &m).is_err(),

@@ -6,7 +6,7 @@
 
 mod common;
 
-use wgpu_batchnorm::{ContextOptions, GpuContext};
+use wgpu_batchnorm::{ContextOptions, GpuContext, ReductionMerge, Tuning};
 
 fn check(ctx: &GpuContext, shape: &[usize], seed: u64) {
     common::assert_matches_reference(ctx, shape, &[true, true, false], seed, 1e3, 0.5);
@@ -31,14 +31,20 @@ fn shapes(ctx: &GpuContext) {
     }
 }
 
-fn workgroup_merge(subgroups: bool) -> GpuContext {
+fn with_tuning(tuning: Tuning) -> GpuContext {
     let opts = ContextOptions {
+        tuning,
+        ..common::options()
+    };
+    GpuContext::with_options(opts).expect("context")
+}
+
+fn workgroup_merge(subgroups: bool) -> GpuContext {
+    let ctx = with_tuning(Tuning {
         subgroups,
         thread_partials: Some(false),
-        ..ContextOptions::from_env()
-    };
-    let ctx = GpuContext::with_options(opts).expect("context");
-    assert!(!ctx.uses_thread_partials());
+    });
+    assert_ne!(ctx.reduction_merge(), ReductionMerge::ThreadPartials);
     ctx
 }
 
@@ -49,14 +55,21 @@ fn subgroup_reductions_match_reference() {
     let supported = ctx
         .device()
         .features()
-        .contains(wgpu_batchnorm::wgpu::Features::SUBGROUP);
-    assert_eq!(
-        ctx.uses_subgroups(),
-        supported && {
+        .contains(wgpu_batchnorm::wgpu::Features::SUBGROUP)
+        && {
             let i = ctx.adapter_info().expect("info");
             i.subgroup_min_size == i.subgroup_max_size
-        }
+        };
+    assert_eq!(
+        ctx.reduction_merge() == ReductionMerge::Subgroups,
+        supported
     );
+    if !supported {
+        common::skip(
+            "subgroup reductions",
+            "the adapter has no fixed-size subgroups; the tree ran instead",
+        );
+    }
     shapes(&ctx);
 }
 
@@ -64,27 +77,28 @@ fn subgroup_reductions_match_reference() {
 fn tree_fallback_matches_reference() {
     let Some(_) = common::context() else { return };
     let ctx = workgroup_merge(false);
-    assert!(!ctx.uses_subgroups());
+    assert_eq!(ctx.reduction_merge(), ReductionMerge::WorkgroupTree);
     shapes(&ctx);
 }
 
 #[test]
 fn thread_partials_match_reference() {
     let Some(_) = common::context() else { return };
-    let opts = ContextOptions {
+    let ctx = with_tuning(Tuning {
         thread_partials: Some(true),
-        ..ContextOptions::from_env()
-    };
-    let ctx = GpuContext::with_options(opts).expect("context");
-    assert!(ctx.uses_thread_partials());
+        ..Tuning::default()
+    });
+    assert_eq!(ctx.reduction_merge(), ReductionMerge::ThreadPartials);
     shapes(&ctx);
 }
 
 #[test]
 fn thread_partials_default_to_cpu_adapters() {
     let Some(_) = common::context() else { return };
-    let ctx = GpuContext::with_options(ContextOptions::from_env()).expect("context");
+    let mut opts = common::options();
+    opts.tuning = Tuning::default();
+    let ctx = GpuContext::with_options(opts).expect("context");
     let cpu =
         ctx.adapter_info().expect("info").device_type == wgpu_batchnorm::wgpu::DeviceType::Cpu;
-    assert_eq!(ctx.uses_thread_partials(), cpu);
+    assert_eq!(ctx.reduction_merge() == ReductionMerge::ThreadPartials, cpu);
 }

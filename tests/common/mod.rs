@@ -1,33 +1,86 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use wgpu_batchnorm::{ContextOptions, GpuContext};
+use std::io::Write;
+
+use wgpu_batchnorm::{
+    cpu, BatchNorm, BatchNormConfig, ContextOptions, GpuContext, MemoryFormat, SpatialRank, Tensor,
+};
 
 /// `ContextOptions::from_env()`, with `BN_THREAD_PARTIALS=0` or `=1`
 /// forcing how reductions combine threads.
 pub fn options() -> ContextOptions {
-    let mut options = ContextOptions::from_env();
+    let mut options = ContextOptions::from_env().expect("valid WGPU_* variables");
     if let Ok(v) = std::env::var("BN_THREAD_PARTIALS") {
-        options.thread_partials = Some(v != "0");
+        options.tuning.thread_partials = Some(v != "0");
     }
     options
 }
 
-/// The test context: `None` (tests skip) when no adapter exists, unless
-/// `CI` is set, in which case a missing adapter fails the test.
-/// `BN_THREAD_PARTIALS=0` or `=1` forces how reductions combine threads
-/// (see `ContextOptions::thread_partials`), so one suite can run each way.
+/// Whether tests run under CI (`CI` set), where nothing may be skipped
+/// silently.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Records that the running test skipped (part of) its work: printed, and
+/// appended to `target/tmp/skipped-tests.log`, which `.ci/run` lists with a
+/// count after each leg.
+pub fn skip(what: &str, reason: &str) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or(what);
+    let line = format!("SKIPPED {test} ({what}): {reason}\n");
+    eprint!("{line}");
+    let path = concat!(env!("CARGO_TARGET_TMPDIR"), "/skipped-tests.log");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        // One write per line: appends from parallel tests stay whole.
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+/// The test context: `None` (the test is recorded as skipped) when no
+/// adapter exists, unless under CI, where a missing adapter fails the
+/// test. `BN_THREAD_PARTIALS=0` or `=1` forces how reductions combine
+/// threads, so one suite can run each way.
 pub fn context() -> Option<GpuContext> {
     match GpuContext::with_options(options()) {
         Ok(ctx) => Some(ctx),
         Err(e) => {
-            if std::env::var("CI").is_ok() {
+            if in_ci() {
                 panic!("CI is set but no GPU adapter is available: {e}");
             }
-            eprintln!("skipping GPU test: {e}");
+            let at = std::panic::Location::caller();
+            skip(
+                &format!("{}:{}", at.file(), at.line()),
+                &format!("no GPU adapter ({e})"),
+            );
             None
         }
     }
+}
+
+/// Whether the context runs f16 kernels; records a skip when not (the
+/// adapter lacks SHADER_F16, e.g. wgpu's GL backend).
+pub fn f16_or_skip(ctx: &GpuContext) -> bool {
+    let ok = ctx
+        .device()
+        .features()
+        .contains(wgpu_batchnorm::wgpu::Features::SHADER_F16);
+    if !ok {
+        let at = std::panic::Location::caller();
+        let name = ctx
+            .adapter_info()
+            .map_or("?".into(), |i| format!("{} ({:?})", i.name, i.backend));
+        skip(
+            &format!("{}:{}", at.file(), at.line()),
+            &format!("adapter {name} lacks SHADER_F16"),
+        );
+    }
+    ok
 }
 
 /// PyTorch-conformance comparison: `max|got - want| / max(1, max|want|) <= tol`,
@@ -63,6 +116,11 @@ pub fn check_close(what: &str, got: &[f32], want: &[f64], tol: f64) -> Result<()
     Ok(())
 }
 
+/// f32 values as f64.
+pub fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| f64::from(x)).collect()
+}
+
 /// Deterministic xorshift generator for test data.
 pub struct Rng(pub u64);
 
@@ -88,29 +146,28 @@ impl Rng {
     }
 }
 
-/// Runs forward and backward on the GPU module and the CPU reference with
-/// the same random data (`offset + sd * noise`, weight ~ 1 ± 0.3), one step
-/// per entry of `modes` (true = training), and checks outputs, gradients
-/// and running statistics.
-pub fn assert_matches_reference(
+/// Runs forward and backward on the GPU module of rank `R` and the CPU
+/// reference with the same random data (`offset + sd * noise`, weight
+/// ~ 1 ± 0.3), one step per entry of `modes` (true = training), in
+/// `format`, and checks outputs, gradients and running statistics.
+pub fn assert_matches_reference_in<R: SpatialRank>(
     ctx: &GpuContext,
     shape: &[usize],
+    format: MemoryFormat,
     modes: &[bool],
     seed: u64,
     offset: f64,
     sd: f64,
 ) {
-    use wgpu_batchnorm::{cpu, BatchNorm1d, BatchNorm1dConfig, Tensor};
     let c = shape[1];
     let numel: usize = shape.iter().product();
     let mut rng = Rng(seed);
-    let mut gpu = BatchNorm1d::new(ctx, BatchNorm1dConfig::new(c)).expect("gpu module");
-    let mut reference = cpu::BatchNorm1d::new(BatchNorm1dConfig::new(c)).expect("cpu module");
+    let mut gpu = BatchNorm::<R>::new(ctx, BatchNormConfig::new(c)).expect("gpu module");
+    let mut reference = cpu::BatchNorm::<R>::new(BatchNormConfig::new(c)).expect("cpu module");
     let w = rng.normals(c, 1.0, 0.3);
     gpu.set_weight(&w).expect("weight");
     reference.set_weight(&w).expect("weight");
-    let f = |v: &[f32]| v.iter().map(|&a| f64::from(a)).collect::<Vec<_>>();
-    let at = |what: &str| format!("{shape:?} {what}");
+    let at = |what: &str| format!("{shape:?} {format:?} {what}");
     for &train in modes {
         if train {
             gpu.train();
@@ -121,33 +178,46 @@ pub fn assert_matches_reference(
         }
         let x = rng.normals(numel, offset, sd);
         let dy = rng.normals(numel, 0.0, 1.0);
-        let y = gpu
-            .forward(&Tensor::from_slice(ctx, &x, shape).expect("x"))
-            .expect("forward")
-            .to_vec()
-            .expect("read");
-        let want = reference.forward(&x, shape).expect("cpu forward");
-        check_close(&at("output"), &y, &f(&want), 2e-4).expect("output");
-        let g = gpu
-            .backward(&Tensor::from_slice(ctx, &dy, shape).expect("dy"))
-            .expect("backward");
+        let tx = Tensor::from_slice_with_format(ctx, &x, shape, format).expect("x");
+        let y = gpu.forward(&tx).expect("forward").to_vec().expect("read");
+        let want = reference
+            .forward_with_format(&x, shape, format)
+            .expect("cpu forward");
+        check_close(&at("output"), &y, &f64s(&want), 2e-4).expect("output");
+        let tdy = Tensor::from_slice_with_format(ctx, &dy, shape, format).expect("dy");
+        let g = gpu.backward(&tdy).expect("backward");
         let cg = reference.backward(&dy).expect("cpu backward");
         let gi = g.grad_input.to_vec().expect("read");
-        check_close(&at("grad_input"), &gi, &f(&cg.grad_input), 1e-3).expect("grad_input");
+        check_close(&at("grad_input"), &gi, &f64s(&cg.grad_input), 1e-3).expect("grad_input");
         let gw = g.grad_weight.expect("affine").to_vec().expect("read");
-        check_close(
-            &at("grad_weight"),
-            &gw,
-            &f(&cg.grad_weight.expect("affine")),
-            1e-3,
-        )
-        .expect("grad_weight");
+        let want_gw = f64s(&cg.grad_weight.expect("affine"));
+        check_close(&at("grad_weight"), &gw, &want_gw, 1e-3).expect("grad_weight");
         for (name, got, want) in [
             ("running_mean", gpu.running_mean(), reference.running_mean()),
             ("running_var", gpu.running_var(), reference.running_var()),
         ] {
             let got = got.expect("read").expect("tracked");
-            check_close(&at(name), &got, &f(&want.expect("tracked")), 1e-5).expect(name);
+            check_close(&at(name), &got, &f64s(&want.expect("tracked")), 1e-5).expect(name);
         }
     }
+}
+
+/// [`assert_matches_reference_in`] for a channels-first `BatchNorm1d` input.
+pub fn assert_matches_reference(
+    ctx: &GpuContext,
+    shape: &[usize],
+    modes: &[bool],
+    seed: u64,
+    offset: f64,
+    sd: f64,
+) {
+    assert_matches_reference_in::<wgpu_batchnorm::Rank1d>(
+        ctx,
+        shape,
+        MemoryFormat::ChannelsFirst,
+        modes,
+        seed,
+        offset,
+        sd,
+    );
 }

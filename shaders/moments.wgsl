@@ -1,0 +1,177 @@
+// Moment states, shared by the reductions and the finalize steps.
+//
+// A state is vec4(count, mean, M2, tag) of values taken relative to the
+// channel's shift and measured in units of 2^e: each value x enters as
+// v = x * 2^-e - shift * 2^-e, exactly (x - shift) * 2^-e as long as
+// nothing overflows, and nothing does, since both products are scaled
+// first. `tag` is the exponent e, a small whole number, for a state of
+// finite values; a value that is NaN or infinite instead sets `tag` to the
+// sum of such values seen (NaN, +inf or -inf), which becomes PyTorch's mean
+// for the channel (its sum / n) while M2 turns NaN.
+//
+// e starts at the shift's binary exponent (scale_of), so data near the
+// shift has |v| < 2. When a value would exceed RESCALE_LIMIT in the current
+// units, the state raises its exponent until it fits: mean scales by
+// 2^-d, M2 by 2^-2d. So values of any finite magnitude, in any order, keep
+// M2 below 2^96: |v| < 2^32, and at most 2^32 values per state.
+// Scaling by a power of two is exact; states with different exponents are
+// aligned to the larger one before they merge (Chan's formula). The
+// variance is never formed as E[x^2] - E[x]^2.
+
+const RESCALE_LIMIT: f32 = 4294967296.0;
+// The largest exponent: 2^-126 is the smallest normal f32.
+const MAX_EXPONENT: f32 = 126.0;
+
+// Shift of channel ch: its first value (n = 0, l = 0) when finite and bound.
+// Statistics are accumulated relative to it, which keeps data such as
+// 1e4 + noise exact to f32 rounding.
+fn shift_of(ch: u32) -> f32 {
+    let i = ch * P.l;
+    if (i >= arrayLength(&head)) {
+        return 0.0;
+    }
+    let v = f32(head[i]);
+    return select(0.0, v, is_finite(v));
+}
+
+// The starting exponent: the shift's binary exponent (0 below 1), so the
+// shift itself is below 2 in the state's units.
+fn exponent_of(shift: f32) -> f32 {
+    let e = (bitcast<u32>(abs(shift)) >> 23u) & 0xffu;
+    return f32(min(max(e, 127u) - 127u, 126u));
+}
+
+// 2^-e for a state's exponent e.
+fn unit_of(e: f32) -> f32 {
+    return ldexp(1.0, -i32(e));
+}
+
+// A moment state with no values yet, in units of 2^e.
+fn empty_state(e: f32) -> vec4<f32> {
+    return vec4<f32>(0.0, 0.0, 0.0, e);
+}
+
+fn finite4(v: vec4<f32>) -> vec4<bool> {
+    return (bitcast<vec4<u32>>(v) & vec4<u32>(0x7f800000u)) != vec4<u32>(0x7f800000u);
+}
+
+// The state in units of 2^e (e at least its own exponent); poisoned
+// states are left as they are.
+fn rescaled(st: vec4<f32>, e: f32) -> vec4<f32> {
+    if (!is_finite(st.w) || st.w == e) {
+        return st;
+    }
+    let f = ldexp(1.0, i32(st.w) - i32(e));
+    return vec4<f32>(st.x, st.y * f, st.z * f * f, e);
+}
+
+// `tag` of two merged states: the larger exponent, or the sum of the
+// NaN/infinite values either has seen.
+fn merge_tags(a: f32, b: f32) -> f32 {
+    if (is_finite(a) && is_finite(b)) {
+        return max(a, b);
+    }
+    return select(0.0, a, !is_finite(a)) + select(0.0, b, !is_finite(b));
+}
+
+// The exponent that keeps means of magnitude `mag` (in units of 2^e)
+// below 2: e itself unless mag exceeds RESCALE_LIMIT.
+fn exponent_for(e: f32, mag: f32) -> f32 {
+    if (mag <= RESCALE_LIMIT) {
+        return e;
+    }
+    // mag < 2^k, so mag * 2^(1-k) < 2.
+    let k = f32((bitcast<u32>(mag) >> 23u) & 0xffu) - 126.0;
+    return min(e + k, MAX_EXPONENT);
+}
+
+// Chan et al. merge of two moment states, aligned to a common exponent
+// large enough that their means (and so the difference of means, squared
+// and weighted by the counts) stay far from f32's range.
+fn merge_moments(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    if (b.x == 0.0) {
+        return a;
+    }
+    if (a.x == 0.0) {
+        return b;
+    }
+    var w = merge_tags(a.w, b.w);
+    var ra = a;
+    var rb = b;
+    if (is_finite(w)) {
+        ra = rescaled(a, w);
+        rb = rescaled(b, w);
+        w = exponent_for(w, max(abs(ra.y), abs(rb.y)));
+        ra = rescaled(ra, w);
+        rb = rescaled(rb, w);
+    }
+    let n = ra.x + rb.x;
+    let wb = rb.x / n;
+    let d = rb.y - ra.y;
+    let mean = ra.y + d * wb;
+    let m2 = ra.z + rb.z + d * d * (ra.x * wb);
+    return vec4<f32>(n, mean, m2, w);
+}
+
+// The state after values `v` (in the state's current units) that are not
+// all within RESCALE_LIMIT: NaN and infinite values poison `tag`, and a
+// finite value too large raises the exponent so that it fits. The caller
+// recomputes the values in the new units.
+fn absorb_outliers(st: vec4<f32>, v: vec4<f32>) -> vec4<f32> {
+    let fin = finite4(v);
+    var out = st;
+    if (!all(fin)) {
+        let bad = select(v, vec4<f32>(0.0), fin);
+        out.w = select(0.0, out.w, !is_finite(out.w)) + (bad.x + bad.y + bad.z + bad.w);
+    }
+    let a = select(vec4<f32>(0.0), abs(v), fin);
+    let mag = max(max(a.x, a.y), max(a.z, a.w));
+    if (is_finite(out.w)) {
+        out = rescaled(out, exponent_for(out.w, mag));
+    }
+    return out;
+}
+
+// Whether values `v` fit the state's units (no NaN, infinity or outlier).
+fn in_range(v: vec4<f32>) -> bool {
+    return all(abs(v) <= vec4<f32>(RESCALE_LIMIT));
+}
+
+// The channel statistics of a merged state over n values, with shift.
+struct ChannelStats {
+    // Mean - shift (or PyTorch's mean for NaN/infinite inputs, then
+    // `poisoned`).
+    mean: f32,
+    // 1 / sqrt(var + eps), var the biased variance.
+    invstd: f32,
+    // Unbiased variance, var * n / (n - 1) (inf past f32's range, as a
+    // float32 PyTorch buffer holds it).
+    unbiased: f32,
+    // The state's unit 2^-e, and its scaled mean and M2 (for export).
+    unit: f32,
+    poisoned: bool,
+}
+
+fn channel_stats(st: vec4<f32>, n: f32, eps: f32) -> ChannelStats {
+    var r: ChannelStats;
+    r.poisoned = !is_finite(st.w);
+    if (r.poisoned) {
+        // Welford's mean turns NaN on infinite values, where PyTorch's
+        // sum / n gives +-inf: tag holds that sum's class.
+        r.mean = st.w;
+        let nan = bitcast<f32>(0x7fc00000u);
+        r.invstd = nan;
+        r.unbiased = nan;
+        r.unit = 1.0;
+        return r;
+    }
+    let u = unit_of(st.w);
+    let var_u = st.z / n;
+    r.unit = u;
+    r.mean = st.y / u;
+    // A constant channel has var 0 and invstd 1 / sqrt(eps) exactly, also
+    // where eps * u^2 underflows.
+    r.invstd = select(u / sqrt(var_u + eps * u * u), 1.0 / sqrt(eps), var_u == 0.0);
+    r.unbiased = st.z / (n - 1.0) / u / u;
+    return r;
+}

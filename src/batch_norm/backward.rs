@@ -1,0 +1,382 @@
+//! The backward pass of the last successful forward: one compute pass of
+//! `grads_partial* -> grads_finalize -> grad_input*`, or
+//! `grads_apply -> grad_input*` with gradient sums merged across devices.
+
+use super::workspace::{Op, Target};
+use super::{BatchNorm, Saved, SpatialRank};
+use crate::error::{Error, Result};
+use crate::gpu::buffer::BufferSlice;
+use crate::gpu::launch::{ChannelStep, Elementwise, Partial, Recorder};
+use crate::gpu::params::OpScalars;
+use crate::gpu::plan::plan_exec;
+use crate::gpu::tensor::Tensor;
+use crate::types::{DType, MemoryFormat};
+
+/// Gradients returned by [`BatchNorm::backward`].
+#[derive(Debug, Clone)]
+pub struct Gradients {
+    /// d loss / d input, same shape, dtype and memory format as the
+    /// forward's input.
+    pub grad_input: Tensor,
+    /// d loss / d weight, `[C]` f32; `Some` iff the module is affine.
+    pub grad_weight: Option<Tensor>,
+    /// d loss / d bias, `[C]` f32; `Some` iff the module is affine.
+    pub grad_bias: Option<Tensor>,
+}
+
+/// What a backward pass computes.
+#[derive(Clone, Copy)]
+pub(super) enum BackwardMode<'a> {
+    /// Gradient sums of this batch, then grad_input into `dx`.
+    Full { dx: &'a Tensor },
+    /// This shard's gradient sums only (into grad_weight, grad_bias).
+    SumsOnly,
+    /// Sums merged across devices, `[mean(dy) | mean(dy * x_hat) |
+    /// grad_bias | grad_weight]` (C values each), then grad_input into `dx`.
+    Merged {
+        dx: &'a Tensor,
+        merged: &'a wgpu::Buffer,
+    },
+}
+
+impl<'a> BackwardMode<'a> {
+    fn dx(self) -> Option<&'a Tensor> {
+        match self {
+            BackwardMode::Full { dx } | BackwardMode::Merged { dx, .. } => Some(dx),
+            BackwardMode::SumsOnly => None,
+        }
+    }
+}
+
+impl<R: SpatialRank> BatchNorm<R> {
+    /// Backward pass: gradients of the most recent successful forward for
+    /// `grad_output` (same shape, dtype and memory format as that forward's
+    /// input). One submission.
+    ///
+    /// Training (batch statistics):
+    /// `dx = weight * invstd * (dy - mean(dy) - x_hat * mean(dy * x_hat))`;
+    /// eval with running statistics: `dx = dy * weight * invstd(running_var)`.
+    /// `grad_weight = sum(dy * x_hat)`, `grad_bias = sum(dy)` per channel.
+    ///
+    /// Backward reads the forward's input when it runs (no copy is kept
+    /// unless [`BatchNorm::keep_input_copy`] is on). If that tensor was
+    /// written through the library since the forward, this returns
+    /// [`Error::ModifiedSinceForward`], as PyTorch raises for a tensor
+    /// modified in place.
+    pub fn backward(&mut self, grad_output: &Tensor) -> Result<Gradients> {
+        let mut g = self.alloc_gradients(grad_output)?;
+        self.backward_into(grad_output, &mut g)?;
+        Ok(g)
+    }
+
+    /// Backward pass writing into `grads` (typically returned by an earlier
+    /// [`BatchNorm::backward`] of the same shape), allocating nothing.
+    pub fn backward_into(&mut self, grad_output: &Tensor, grads: &mut Gradients) -> Result<()> {
+        let _span = crate::trace::span!("BatchNorm::backward", numel = grad_output.numel());
+        let ctx = self.ctx.clone();
+        let written = ctx.submit("batchnorm/backward", |encoder| {
+            let mode = BackwardMode::Full {
+                dx: &grads.grad_input,
+            };
+            let params = (grads.grad_weight.as_ref(), grads.grad_bias.as_ref());
+            self.record_backward(encoder, grad_output, params, mode, Target::Submit)
+        })?;
+        written.iter().for_each(Tensor::bump_version);
+        Ok(())
+    }
+
+    /// Records the backward pass into the caller's `encoder` without
+    /// submitting (see [`BatchNorm::encode_forward`] for the contract).
+    pub fn encode_backward(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        grad_output: &Tensor,
+    ) -> Result<Gradients> {
+        let mut g = self.alloc_gradients(grad_output)?;
+        self.encode_backward_into(encoder, grad_output, &mut g)?;
+        Ok(g)
+    }
+
+    /// [`BatchNorm::encode_backward`] writing into `grads`.
+    pub fn encode_backward_into(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        grad_output: &Tensor,
+        grads: &mut Gradients,
+    ) -> Result<()> {
+        let ctx = self.ctx.clone();
+        let written = ctx.scoped(|| {
+            let mode = BackwardMode::Full {
+                dx: &grads.grad_input,
+            };
+            let params = (grads.grad_weight.as_ref(), grads.grad_bias.as_ref());
+            self.record_backward(encoder, grad_output, params, mode, Target::Encoder)
+        })?;
+        written.iter().for_each(Tensor::bump_version);
+        Ok(())
+    }
+
+    /// Channels of the parameter gradients: the input's, or
+    /// `num_features` for an empty input of an affine module (PyTorch's
+    /// zero gradients have the parameters' shape).
+    pub(super) fn grad_channels(&self, saved: &Saved) -> usize {
+        if saved.data.is_none() && self.cfg.affine {
+            self.cfg.num_features
+        } else {
+            saved.layout.c
+        }
+    }
+
+    /// Gradient tensors for the last forward (the backward's output).
+    pub(super) fn alloc_gradients(&self, grad_output: &Tensor) -> Result<Gradients> {
+        let saved = self.saved.as_ref().ok_or(Error::NoForward)?;
+        self.check_context("grad_output", grad_output)?;
+        let gc = self.grad_channels(saved);
+        let param = || Tensor::zeros(&self.ctx, &[gc]);
+        Ok(Gradients {
+            grad_input: Tensor::zeros_like(&saved.input)?,
+            grad_weight: self.cfg.affine.then(param).transpose()?,
+            grad_bias: self.cfg.affine.then(param).transpose()?,
+        })
+    }
+
+    /// Checks `grad_output` against the saved forward, and that the saved
+    /// input is unchanged.
+    fn check_grad_output(&self, saved: &Saved, dy: &Tensor) -> Result<()> {
+        self.check_context("grad_output", dy)?;
+        let x = &saved.input;
+        if dy.shape() != x.shape() {
+            return Err(Error::ShapeMismatch {
+                what: "grad_output",
+                expected: x.shape().to_vec(),
+                actual: dy.shape().to_vec(),
+            });
+        }
+        if dy.dtype() != x.dtype() {
+            return Err(Error::DTypeMismatch {
+                what: "grad_output",
+                expected: x.dtype(),
+                actual: dy.dtype(),
+            });
+        }
+        let format = |t: &Tensor| match t.shape().len() {
+            0..=2 => MemoryFormat::ChannelsFirst,
+            _ => t.memory_format(),
+        };
+        if format(dy) != format(x) {
+            return Err(Error::FormatMismatch {
+                what: "grad_output",
+                expected: x.memory_format(),
+                actual: dy.memory_format(),
+            });
+        }
+        if x.version() != saved.input_version {
+            return Err(Error::ModifiedSinceForward { what: "input" });
+        }
+        Ok(())
+    }
+
+    /// A parameter-gradient output: `[gc]` f32, or the module's scratch
+    /// where the module has no such parameter (the sums are still needed).
+    fn param_grad(&mut self, t: Option<&Tensor>, name: &'static str, gc: usize) -> Result<Tensor> {
+        match t {
+            Some(t) => {
+                self.check_context(name, t)?;
+                if t.shape() != [gc] {
+                    return Err(Error::ShapeMismatch {
+                        what: name,
+                        expected: vec![gc],
+                        actual: t.shape().to_vec(),
+                    });
+                }
+                if t.dtype() != DType::F32 {
+                    return Err(Error::DTypeMismatch {
+                        what: name,
+                        expected: DType::F32,
+                        actual: t.dtype(),
+                    });
+                }
+                t.require_usage(
+                    name,
+                    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                )?;
+                Ok(t.clone())
+            }
+            None => self.ws.grad_scratch(&self.ctx, name, gc),
+        }
+    }
+
+    /// Validates everything, then records the backward in `mode`; returns
+    /// the tensors it writes.
+    pub(super) fn record_backward(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        grad_output: &Tensor,
+        (grad_weight, grad_bias): (Option<&Tensor>, Option<&Tensor>),
+        mode: BackwardMode<'_>,
+        target: Target,
+    ) -> Result<Vec<Tensor>> {
+        let saved = self.saved.clone().ok_or(Error::NoForward)?;
+        match (saved.sharded, &mode) {
+            (true, BackwardMode::Full { .. }) => {
+                return Err(Error::WrongBackward(
+                    "a forward with cross-device statistics needs gradient sums merged \
+                     across devices: use shard_grad_sums and backward_with_sums",
+                ))
+            }
+            (false, BackwardMode::SumsOnly | BackwardMode::Merged { .. }) => {
+                return Err(Error::WrongBackward(
+                    "gradient sums across devices need a forward_with_moments first",
+                ))
+            }
+            _ => {}
+        }
+        self.check_grad_output(&saved, grad_output)?;
+        let sums_only = matches!(mode, BackwardMode::SumsOnly);
+        if let Some(dx) = mode.dx() {
+            self.check_output("grad_input", dx, &saved.input)?;
+            if dx.overlaps(grad_output) || dx.overlaps(&saved.input) {
+                return Err(Error::Aliasing { what: "grad_input" });
+            }
+        }
+        let gc = self.grad_channels(&saved);
+        // A shard's sums always go to the given tensors, affine or not.
+        let want = self.cfg.affine || sums_only;
+        let (gw, gb) = match (want, grad_weight, grad_bias) {
+            (true, Some(w), Some(b)) => (
+                self.param_grad(Some(w), "grad_weight", gc)?,
+                self.param_grad(Some(b), "grad_bias", gc)?,
+            ),
+            (true, w, _) => {
+                return Err(Error::NotAvailable {
+                    name: if w.is_none() {
+                        "grad_weight"
+                    } else {
+                        "grad_bias"
+                    },
+                    reason: "an affine module's backward writes both parameter gradients",
+                })
+            }
+            (false, ..) => (
+                self.param_grad(None, "grad_weight", gc)?,
+                self.param_grad(None, "grad_bias", gc)?,
+            ),
+        };
+        let outputs = [&gw, &gb];
+        for (i, t) in outputs.iter().enumerate() {
+            let clash = t.overlaps(grad_output)
+                || t.overlaps(&saved.input)
+                || mode.dx().is_some_and(|dx| t.overlaps(dx))
+                || outputs.iter().skip(i + 1).any(|o| t.overlaps(o));
+            if clash {
+                return Err(Error::Aliasing {
+                    what: "a parameter gradient",
+                });
+            }
+        }
+        self.ctx.pipelines().supports(grad_output.dtype())?;
+        let dy = grad_output.padded(encoder)?;
+        let mut written = Vec::new();
+        if want {
+            written.extend([gw.clone(), gb.clone()]);
+        }
+        if let Some(dx) = mode.dx() {
+            written.push(dx.clone());
+        }
+        match &saved.data {
+            None => {
+                // No values: zero parameter gradients, empty grad_input.
+                for t in [&gw, &gb] {
+                    encoder.clear_buffer(t.buffer(), t.offset(), Some((gc as u64) * 4));
+                }
+            }
+            Some(data) => {
+                let terms = BufferSlice::whole(&data.terms.buffer);
+                self.record_backward_pass(encoder, &saved, &dy, (&gw, &gb), terms, mode, target)?;
+            }
+        }
+        Ok(written)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_backward_pass(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        saved: &Saved,
+        dy: &Tensor,
+        (gw, gb): (&Tensor, &Tensor),
+        terms: BufferSlice,
+        mode: BackwardMode<'_>,
+        target: Target,
+    ) -> Result<()> {
+        let ctx = self.ctx.clone();
+        let layout = saved.layout;
+        let exec = plan_exec(&layout, dy.dtype().size(), ctx.limits(), ctx.merge_model())
+            .map_err(Error::TooLarge)?;
+        let partials = BufferSlice::whole(&self.ws.partials(&ctx, &exec)?);
+        let scalars = OpScalars {
+            flags: self.flags(saved.batch_stats, false),
+            eps: self.cfg.eps as f32,
+            momentum: 0.0,
+            subgroups: ctx.pipelines().subgroups().unwrap_or(0),
+        };
+        let params = exec.all_params(&scalars);
+        let uniforms = self
+            .ws
+            .write_params(&ctx, encoder, Op::Backward, target, &params)?;
+        let (c, variant, row) = (layout.c, exec.variant, layout.row());
+        let x = &saved.input;
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("batchnorm/backward"),
+            timestamp_writes: None,
+        });
+        let mut rec = Recorder::new(
+            &ctx,
+            &mut pass,
+            &mut self.ws.binds,
+            &uniforms,
+            dy.dtype(),
+            exec.thread_partials,
+        );
+        let (grad_weight, grad_bias) = (gw.binding(), gb.binding());
+        if let BackwardMode::Merged { merged, .. } = mode {
+            let step = ChannelStep::GradsApply {
+                terms: terms.clone(),
+                grad_weight,
+                grad_bias,
+                merged: BufferSlice::whole(merged),
+            };
+            rec.channels(step, c)?;
+        } else {
+            for (i, ch) in exec.chunks.iter().enumerate() {
+                let step = Partial::Grads {
+                    x: x.window(ch.start, ch.count),
+                    dy: dy.window(ch.start, ch.count),
+                    terms: terms.clone(),
+                    partials: partials.clone(),
+                };
+                rec.partial(variant, i + 1, step, ch.reduce.groups())?;
+            }
+            let step = ChannelStep::GradsFinalize {
+                terms: terms.clone(),
+                partials,
+                grad_weight,
+                grad_bias,
+            };
+            rec.channels(step, c)?;
+        }
+        let Some(dx) = mode.dx() else {
+            return Ok(());
+        };
+        for (i, ch) in exec.chunks.iter().enumerate() {
+            let step = Elementwise::GradInput {
+                x: x.window(ch.start, ch.count),
+                dy: dy.window(ch.start, ch.count),
+                terms: terms.clone(),
+                out: dx.window(ch.start, ch.count),
+            };
+            rec.elementwise(variant, i + 1, step, (ch.count, row))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,313 @@
+//! The forward pass: validation, then one compute pass of
+//! `moments_partial* -> moments_finalize -> normalize*` (training),
+//! `eval_prepare -> normalize*` (eval with running statistics), or
+//! `moments_apply -> normalize*` (statistics merged across devices).
+
+use std::sync::Arc;
+
+use super::workspace::{Op, Target};
+use super::{BatchNorm, Saved, SavedData, SpatialRank};
+use crate::error::{Error, Result};
+use crate::gpu::buffer::{BufferSlice, OwnedBuffer};
+use crate::gpu::launch::{ChannelStep, Elementwise, Partial, Recorder};
+use crate::gpu::params::{OpScalars, FLAG_AFFINE, FLAG_BATCH_STATS, FLAG_UPDATE_RUNNING};
+use crate::gpu::plan::plan_exec;
+use crate::gpu::tensor::Tensor;
+use crate::semantics::{self, ForwardPlan};
+
+/// What a forward records.
+pub(super) enum Output<'a> {
+    /// Normalize into `y` with batch or running statistics, or with
+    /// `merged` statistics from all devices; the per-channel terms go to
+    /// `terms`.
+    Normalized {
+        y: &'a Tensor,
+        merged: Option<&'a wgpu::Buffer>,
+        terms: &'a Arc<OwnedBuffer>,
+    },
+    /// Only the running-statistics update from `merged` statistics (a
+    /// shard with no values of its own); terms go to `terms`.
+    RunningUpdate {
+        merged: &'a wgpu::Buffer,
+        terms: &'a Arc<OwnedBuffer>,
+    },
+    /// Export this shard's `(shift, (mean - shift) * scale, M2 * scale²,
+    /// scale)` per channel.
+    Moments(&'a wgpu::Buffer),
+}
+
+/// State changes of a forward, applied only once the GPU work was accepted.
+pub(super) struct Commit {
+    pub num_batches_tracked: u64,
+    pub saved: Saved,
+    /// Tensors the call wrote.
+    pub written: Vec<Tensor>,
+}
+
+impl<R: SpatialRank> BatchNorm<R> {
+    /// Forward pass: normalizes `x` into a new tensor of the same shape,
+    /// dtype and memory format.
+    ///
+    /// In training mode (or without running statistics) it uses the batch
+    /// mean and biased variance and, when tracking, updates the running
+    /// statistics; in eval mode it uses the running statistics. One command
+    /// submission. A rejected call changes nothing.
+    pub fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
+        let y = Tensor::zeros_like(x)?;
+        self.forward_into(x, &y)?;
+        Ok(y)
+    }
+
+    /// Forward pass writing into `out` (same shape, dtype and memory format
+    /// as `x`, not overlapping it), so steady-state loops allocate nothing.
+    /// `out`'s buffer needs room for the data rounded up to 16 bytes.
+    pub fn forward_into(&mut self, x: &Tensor, out: &Tensor) -> Result<()> {
+        let _span = crate::trace::span!("BatchNorm::forward", numel = x.numel());
+        let ctx = self.ctx.clone();
+        let commit = ctx.submit("batchnorm/forward", |encoder| {
+            self.record_forward(encoder, x, out, Target::Submit)
+        })?;
+        self.commit(commit);
+        Ok(())
+    }
+
+    /// Records the forward pass into the caller's `encoder` without
+    /// submitting it, so batch norm joins the app's own command stream.
+    ///
+    /// Everything the recorded work needs is validated first (an `Err`
+    /// records nothing and changes nothing), and the work carries its own
+    /// copy of its parameters, so calls made before the encoder is
+    /// submitted do not change what it computes. The module's state
+    /// (`num_batches_tracked`, what `backward` differentiates) advances at
+    /// once; the running statistics change when the work runs, in
+    /// submission order. Submit the encoder before reading results.
+    pub fn encode_forward(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+    ) -> Result<Tensor> {
+        let y = Tensor::zeros_like(x)?;
+        self.encode_forward_into(encoder, x, &y)?;
+        Ok(y)
+    }
+
+    /// [`BatchNorm::encode_forward`] writing into `out`.
+    pub fn encode_forward_into(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+        out: &Tensor,
+    ) -> Result<()> {
+        let _span = crate::trace::span!("BatchNorm::encode_forward", numel = x.numel());
+        let ctx = self.ctx.clone();
+        let commit = ctx.scoped(|| self.record_forward(encoder, x, out, Target::Encoder))?;
+        self.commit(commit);
+        Ok(())
+    }
+
+    pub(super) fn commit(&mut self, c: Commit) {
+        self.num_batches_tracked = c.num_batches_tracked;
+        for t in &c.written {
+            t.bump_version();
+        }
+        self.commit_saved(c.saved);
+    }
+
+    /// The input tensor a forward saves for backward: `x` itself (or its
+    /// padded copy), or the module's own copy with `keep_input_copy`.
+    pub(super) fn saved_input(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+    ) -> Result<Tensor> {
+        if !self.keep_input_copy || x.numel() == 0 {
+            return x.padded(encoder);
+        }
+        x.require_usage("input (keep_input_copy)", wgpu::BufferUsages::COPY_SRC)?;
+        let copy = Tensor::alloc(
+            &self.ctx,
+            x.shape(),
+            x.dtype(),
+            x.memory_format(),
+            "batchnorm/saved-input",
+        )?;
+        encoder.copy_buffer_to_buffer(x.buffer(), x.offset(), copy.buffer(), 0, x.copy_bytes()?);
+        Ok(copy)
+    }
+
+    fn record_forward(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+        out: &Tensor,
+        target: Target,
+    ) -> Result<Commit> {
+        let plan = semantics::plan_forward(
+            &self.cfg,
+            R::RANK,
+            self.training,
+            x.shape(),
+            x.memory_format(),
+            None,
+        )?;
+        self.check_context("input", x)?;
+        self.check_output("forward output", out, x)?;
+        if x.overlaps(out) {
+            return Err(Error::Aliasing {
+                what: "forward output",
+            });
+        }
+        self.ctx.pipelines().supports(x.dtype())?;
+        let input = self.saved_input(encoder, x)?;
+        let nbt = self.num_batches_tracked + u64::from(plan.track_step);
+        let data = if plan.empty {
+            None
+        } else {
+            let terms = self.ws.take_terms(&self.ctx, plan.layout.c)?;
+            let factor = semantics::momentum_factor(&self.cfg, nbt) as f32;
+            let output = Output::Normalized {
+                y: out,
+                merged: None,
+                terms: &terms,
+            };
+            self.record_passes(encoder, &input, output, &plan, factor, target)?;
+            Some(SavedData { terms })
+        };
+        Ok(Commit {
+            num_batches_tracked: nbt,
+            saved: Saved {
+                input_version: input.version(),
+                input,
+                layout: plan.layout,
+                batch_stats: plan.batch_stats,
+                sharded: false,
+                data,
+                local_sums: None,
+            },
+            written: vec![out.clone()],
+        })
+    }
+
+    pub(super) fn flags(&self, batch_stats: bool, update_running: bool) -> u32 {
+        let mut flags = 0;
+        if update_running {
+            flags |= FLAG_UPDATE_RUNNING;
+        }
+        if self.cfg.affine {
+            flags |= FLAG_AFFINE;
+        }
+        if batch_stats {
+            flags |= FLAG_BATCH_STATS;
+        }
+        flags
+    }
+
+    /// Records the forward's compute pass for `x` (already padded).
+    pub(super) fn record_passes(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+        output: Output<'_>,
+        plan: &ForwardPlan,
+        momentum: f32,
+        target: Target,
+    ) -> Result<()> {
+        let ctx = self.ctx.clone();
+        let layout = plan.layout;
+        let exec = plan_exec(&layout, x.dtype().size(), ctx.limits(), ctx.merge_model())
+            .map_err(Error::TooLarge)?;
+        let partials = BufferSlice::whole(&self.ws.partials(&ctx, &exec)?);
+        let scalars = OpScalars {
+            flags: self.flags(plan.batch_stats, plan.track_step),
+            eps: self.cfg.eps as f32,
+            momentum,
+            subgroups: ctx.pipelines().subgroups().unwrap_or(0),
+        };
+        let params = exec.all_params(&scalars);
+        let uniforms = self
+            .ws
+            .write_params(&ctx, encoder, Op::Forward, target, &params)?;
+        let state = BufferSlice::whole(&self.state.buffer);
+        let head = x.window(0, exec.head);
+        let (c, variant, row) = (layout.c, exec.variant, layout.row());
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("batchnorm/forward"),
+            timestamp_writes: None,
+        });
+        let mut rec = Recorder::new(
+            &ctx,
+            &mut pass,
+            &mut self.ws.binds,
+            &uniforms,
+            x.dtype(),
+            exec.thread_partials,
+        );
+        let reduce = plan.batch_stats
+            && matches!(
+                output,
+                Output::Moments(_) | Output::Normalized { merged: None, .. }
+            );
+        if reduce {
+            for (i, ch) in exec.chunks.iter().enumerate() {
+                let step = Partial::Moments {
+                    x: x.window(ch.start, ch.count),
+                    head: head.clone(),
+                    partials: partials.clone(),
+                };
+                rec.partial(variant, i + 1, step, ch.reduce.groups())?;
+            }
+        }
+        let (y, terms) = match output {
+            Output::Moments(moments) => {
+                let moments_out = BufferSlice::whole(moments);
+                let step = ChannelStep::MomentsExport {
+                    partials,
+                    head,
+                    moments_out,
+                };
+                return rec.channels(step, c);
+            }
+            Output::RunningUpdate { merged, terms } => {
+                let terms = BufferSlice::whole(&terms.buffer);
+                let merged = BufferSlice::whole(merged);
+                let step = ChannelStep::MomentsApply {
+                    terms,
+                    state,
+                    head,
+                    merged,
+                };
+                return rec.channels(step, c);
+            }
+            Output::Normalized { y, merged, terms } => {
+                let terms = BufferSlice::whole(&terms.buffer);
+                let t = terms.clone();
+                let step = match merged {
+                    Some(m) => ChannelStep::MomentsApply {
+                        terms: t,
+                        state,
+                        head,
+                        merged: BufferSlice::whole(m),
+                    },
+                    None if plan.batch_stats => ChannelStep::MomentsFinalize {
+                        terms: t,
+                        partials,
+                        state,
+                        head,
+                    },
+                    None => ChannelStep::EvalPrepare { terms: t, state },
+                };
+                rec.channels(step, c)?;
+                (y, terms)
+            }
+        };
+        for (i, ch) in exec.chunks.iter().enumerate() {
+            let step = Elementwise::Normalize {
+                x: x.window(ch.start, ch.count),
+                terms: terms.clone(),
+                out: y.window(ch.start, ch.count),
+            };
+            rec.elementwise(variant, i + 1, step, (ch.count, row))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,479 @@
+//! Batch statistics across devices: what `torch.nn.SyncBatchNorm` does,
+//! as three steps per pass that a transport (threads, MPI, ...) connects.
+//!
+//! Forward:
+//! 1. each replica reduces its shard on the GPU: [`BatchNorm::shard_moments`]
+//!    gives per-channel `(count, mean, M2)`;
+//! 2. the shards merge on the host with Chan's formula
+//!    ([`ShardMoments::merge`], f64): for `a` and `b`, `n = na + nb`,
+//!    `d = mean_b - mean_a`, `mean = mean_a + d * nb / n`,
+//!    `M2 = M2_a + M2_b + d² * na * nb / n`;
+//! 3. each replica normalizes its shard with the merged statistics
+//!    ([`BatchNorm::forward_with_moments`]); in training, every replica's
+//!    running statistics take the global mean and unbiased variance
+//!    `M2 / (n - 1)` and `num_batches_tracked` advances, replicas with an
+//!    empty shard included, so replicas never diverge.
+//!
+//! Backward:
+//! 4. each replica reduces `sum(dy)` and `sum(dy * x_hat)` of its shard
+//!    ([`BatchNorm::shard_grad_sums`]);
+//! 5. the sums add up ([`ShardGradSums::merge`], f64);
+//! 6. each replica computes its shard's
+//!    `dx = weight * invstd * (dy - sum(dy) / n - x_hat * sum(dy * x_hat) / n)`
+//!    with the global sums and count ([`BatchNorm::backward_with_sums`]).
+//!    `grad_weight` and `grad_bias` are this replica's **local** sums, as in
+//!    PyTorch: data-parallel training all-reduces parameter gradients
+//!    itself, and summing them over replicas gives the full-batch ones.
+//!
+//! The structs are plain data (send them however you like); every call
+//! checks them before using them, and a malformed one is an
+//! [`Error::InvalidShard`] that changes nothing.
+
+use super::backward::{BackwardMode, Gradients};
+use super::forward::{Commit, Output};
+use super::workspace::Target;
+use super::{BatchNorm, Saved, SavedData, SpatialRank};
+use crate::error::{Error, Result};
+use crate::gpu::buffer::{padded_bytes, TENSOR_USAGE};
+use crate::gpu::readback::read_f32;
+use crate::gpu::tensor::Tensor;
+use crate::semantics;
+use crate::types::DType;
+
+/// Per-channel moments of one shard, or of several merged.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ShardMoments {
+    /// Values per channel (`N * L` of the shard).
+    pub count: u64,
+    /// Per-channel mean (ignored where `count` is 0).
+    pub mean: Vec<f64>,
+    /// Per-channel sum of squared deviations from the mean.
+    pub m2: Vec<f64>,
+}
+
+/// Per-channel gradient sums of one shard, or of several merged.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ShardGradSums {
+    /// Values per channel (`N * L` of the shard).
+    pub count: u64,
+    /// Per-channel `sum(dy)`.
+    pub sum_dy: Vec<f64>,
+    /// Per-channel `sum(dy * x_hat)`.
+    pub sum_dy_xhat: Vec<f64>,
+}
+
+/// This replica's gradient sums, kept for `backward_with_sums`, with the
+/// `grad_output` they came from.
+#[derive(Clone)]
+pub(crate) struct LocalSums {
+    sums: ShardGradSums,
+    dy: Tensor,
+    dy_version: u64,
+}
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::InvalidShard(msg.into())
+}
+
+/// The channel count all `shards` agree on (each checked by `check`).
+fn common_channels<T>(shards: &[T], check: impl Fn(&T) -> Result<usize>) -> Result<usize> {
+    let mut channels = None;
+    for s in shards {
+        let c = check(s)?;
+        match channels {
+            Some(prev) if prev != c => {
+                return Err(invalid(format!(
+                    "shards disagree on the channel count ({c} vs {prev})"
+                )))
+            }
+            _ => channels = Some(c),
+        }
+    }
+    channels.ok_or_else(|| invalid("no shards to merge"))
+}
+
+fn sum_counts(mut counts: impl Iterator<Item = u64>) -> Result<u64> {
+    counts
+        .try_fold(0u64, |a, c| a.checked_add(c))
+        .ok_or_else(|| invalid("the counts overflow u64"))
+}
+
+impl ShardMoments {
+    /// Moments of a shard with no values, over `channels` channels.
+    pub fn empty(channels: usize) -> Self {
+        Self {
+            count: 0,
+            mean: vec![0.0; channels],
+            m2: vec![0.0; channels],
+        }
+    }
+
+    /// Checks the struct and returns its channel count: `mean` and `m2` of
+    /// equal length, `m2` not negative (NaN allowed: it carries a NaN
+    /// input's poison).
+    pub fn validate(&self) -> Result<usize> {
+        if self.mean.len() != self.m2.len() {
+            return Err(invalid(format!(
+                "mean has {} channels, m2 {}",
+                self.mean.len(),
+                self.m2.len()
+            )));
+        }
+        if self.count > 0 {
+            if let Some(ch) = self.m2.iter().position(|&v| v < 0.0) {
+                return Err(invalid(format!("m2 of channel {ch} is negative")));
+            }
+        }
+        Ok(self.mean.len())
+    }
+
+    /// Merges shards with Chan's formula, in the order given.
+    pub fn merge(shards: &[ShardMoments]) -> Result<ShardMoments> {
+        let c = common_channels(shards, ShardMoments::validate)?;
+        let total = sum_counts(shards.iter().map(|s| s.count))?;
+        let mut acc = ShardMoments::empty(c);
+        for s in shards.iter().filter(|s| s.count > 0) {
+            let (na, nb) = (acc.count as f64, s.count as f64);
+            let n = na + nb;
+            let rows = acc.mean.iter_mut().zip(acc.m2.iter_mut());
+            for ((mean, m2), (&sm, &sm2)) in rows.zip(s.mean.iter().zip(&s.m2)) {
+                let d = sm - *mean;
+                *mean += d * nb / n;
+                *m2 += sm2 + d * d * na * nb / n;
+            }
+            acc.count += s.count;
+        }
+        acc.count = total;
+        Ok(acc)
+    }
+
+    /// Biased variance `M2 / count` of channel `ch` (`None` past the last
+    /// channel).
+    pub fn variance(&self, ch: usize) -> Option<f64> {
+        self.m2.get(ch).map(|m2| m2 / self.count as f64)
+    }
+}
+
+impl ShardGradSums {
+    /// Checks the struct and returns its channel count.
+    pub fn validate(&self) -> Result<usize> {
+        if self.sum_dy.len() != self.sum_dy_xhat.len() {
+            return Err(invalid(format!(
+                "sum_dy has {} channels, sum_dy_xhat {}",
+                self.sum_dy.len(),
+                self.sum_dy_xhat.len()
+            )));
+        }
+        Ok(self.sum_dy.len())
+    }
+
+    /// Adds the shards' sums, in the order given.
+    pub fn merge(shards: &[ShardGradSums]) -> Result<ShardGradSums> {
+        let c = common_channels(shards, ShardGradSums::validate)?;
+        let mut acc = ShardGradSums {
+            count: sum_counts(shards.iter().map(|s| s.count))?,
+            sum_dy: vec![0.0; c],
+            sum_dy_xhat: vec![0.0; c],
+        };
+        for s in shards {
+            acc.sum_dy
+                .iter_mut()
+                .zip(&s.sum_dy)
+                .for_each(|(a, b)| *a += b);
+            let pairs = acc.sum_dy_xhat.iter_mut().zip(&s.sum_dy_xhat);
+            pairs.for_each(|(a, b)| *a += b);
+        }
+        Ok(acc)
+    }
+}
+
+impl<R: SpatialRank> BatchNorm<R> {
+    /// A storage buffer holding `values` (the `merged` input of the
+    /// `*_apply` kernels).
+    fn upload_merged(&self, label: &str, values: &[f32]) -> Result<wgpu::Buffer> {
+        let b = self
+            .ctx
+            .alloc(label, padded_bytes(values.len(), DType::F32), TENSOR_USAGE)?;
+        self.ctx.scoped(|| {
+            self.ctx
+                .queue()
+                .write_buffer(&b.buffer, 0, bytemuck::cast_slice(values));
+            Ok(())
+        })?;
+        Ok(b.buffer.clone())
+    }
+
+    /// This replica's shard moments for `x` (any shape the module accepts,
+    /// one value per channel allowed), reduced on the GPU and read back.
+    /// Changes no module state.
+    pub fn shard_moments(&mut self, x: &Tensor) -> Result<ShardMoments> {
+        let _span = crate::trace::span!("BatchNorm::shard_moments", numel = x.numel());
+        let plan = semantics::plan_forward(
+            &self.cfg,
+            R::RANK,
+            true,
+            x.shape(),
+            x.memory_format(),
+            Some(2),
+        )?;
+        self.check_context("input", x)?;
+        self.ctx.pipelines().supports(x.dtype())?;
+        let c = plan.layout.c;
+        if plan.empty {
+            self.ctx.check_alive()?;
+            return Ok(ShardMoments::empty(c));
+        }
+        let ctx = self.ctx.clone();
+        let out = ctx.alloc(
+            "batchnorm/shard-moments",
+            padded_bytes(4 * c, DType::F32),
+            TENSOR_USAGE,
+        )?;
+        ctx.submit("batchnorm/shard-moments", |encoder| {
+            let x = x.padded(encoder)?;
+            let output = Output::Moments(&out.buffer);
+            self.record_passes(encoder, &x, output, &plan, 0.0, Target::Submit)
+        })?;
+        let raw = read_f32(&ctx, &out.buffer, 0, 4 * c)?;
+        let mut m = ShardMoments::empty(c);
+        m.count = plan.layout.per_channel() as u64;
+        let rows = m.mean.iter_mut().zip(m.m2.iter_mut());
+        for ((mean, m2), q) in rows.zip(raw.chunks_exact(4)) {
+            if let [shift, rel, scaled_m2, scale] = *q {
+                let scale = f64::from(scale);
+                *mean = f64::from(shift) + f64::from(rel) / scale;
+                *m2 = f64::from(scaled_m2) / (scale * scale);
+            }
+        }
+        Ok(m)
+    }
+
+    /// Forward pass of this replica's shard `x`, normalized with `global`
+    /// (the merge of every replica's [`BatchNorm::shard_moments`], this
+    /// one's included). In training with running statistics, the running
+    /// buffers take the global mean and unbiased variance and
+    /// `num_batches_tracked` advances by one, also when this shard is
+    /// empty. Needs batch statistics (training, or
+    /// `track_running_stats = false`).
+    pub fn forward_with_moments(&mut self, x: &Tensor, global: &ShardMoments) -> Result<Tensor> {
+        let _span = crate::trace::span!("BatchNorm::forward_with_moments", numel = x.numel());
+        let plan = semantics::plan_forward(
+            &self.cfg,
+            R::RANK,
+            self.training,
+            x.shape(),
+            x.memory_format(),
+            Some(global.count),
+        )?;
+        self.check_context("input", x)?;
+        self.ctx.pipelines().supports(x.dtype())?;
+        if !plan.batch_stats {
+            return Err(Error::NotAvailable {
+                name: "batch statistics",
+                reason: "eval mode with running statistics normalizes with the running \
+                         statistics; call forward",
+            });
+        }
+        let c = plan.layout.c;
+        let gc = global.validate()?;
+        if gc != c {
+            return Err(Error::ChannelMismatch {
+                name: "merged moments",
+                expected: c,
+                actual: gc,
+            });
+        }
+        // Running statistics change only with values somewhere (an empty
+        // batch everywhere skips the checks, as a plain empty forward does).
+        if plan.track_step && global.count > 0 && c != self.cfg.num_features {
+            return Err(Error::ChannelMismatch {
+                name: "running_mean",
+                expected: c,
+                actual: self.cfg.num_features,
+            });
+        }
+        if global.count < plan.layout.per_channel() as u64 {
+            return Err(invalid(
+                "the merged moments cover fewer values than this shard",
+            ));
+        }
+        let y = Tensor::zeros_like(x)?;
+        let nbt = self.num_batches_tracked + u64::from(plan.track_step);
+        let factor = semantics::momentum_factor(&self.cfg, nbt) as f32;
+        let run = !plan.empty || (plan.track_step && global.count > 0);
+        let ctx = self.ctx.clone();
+        let terms = if run {
+            Some(self.ws.take_terms(&ctx, c)?)
+        } else {
+            None
+        };
+        if let Some(terms) = &terms {
+            let n = global.count as f64;
+            // [mean high part | low part | invstd | unbiased var], from f64.
+            let mut merged = vec![0f32; 4 * c];
+            let (hi, rest) = merged.split_at_mut(c);
+            let (lo, rest) = rest.split_at_mut(c);
+            let (invstd, var) = rest.split_at_mut(c);
+            let cols = hi.iter_mut().zip(lo).zip(invstd.iter_mut().zip(var));
+            for (((h, l), (is, v)), (&mean, &m2)) in cols.zip(global.mean.iter().zip(&global.m2)) {
+                *h = mean as f32;
+                *l = (mean - f64::from(*h)) as f32;
+                *is = (1.0 / (m2 / n + self.cfg.eps).sqrt()) as f32;
+                *v = (m2 / (n - 1.0)) as f32;
+            }
+            let buffer = self.upload_merged("batchnorm/merged-moments", &merged)?;
+            ctx.submit("batchnorm/forward-with-moments", |encoder| {
+                let x = x.padded(encoder)?;
+                let output = if plan.empty {
+                    Output::RunningUpdate {
+                        merged: &buffer,
+                        terms,
+                    }
+                } else {
+                    Output::Normalized {
+                        y: &y,
+                        merged: Some(&buffer),
+                        terms,
+                    }
+                };
+                self.record_passes(encoder, &x, output, &plan, factor, Target::Submit)
+            })?;
+        } else {
+            self.ctx.check_alive()?;
+        }
+        let data = terms
+            .filter(|_| !plan.empty)
+            .map(|terms| SavedData { terms });
+        self.commit(Commit {
+            num_batches_tracked: nbt,
+            saved: Saved {
+                input_version: x.version(),
+                input: x.clone(),
+                layout: plan.layout,
+                batch_stats: true,
+                sharded: true,
+                data,
+                local_sums: None,
+            },
+            written: vec![y.clone()],
+        });
+        Ok(y)
+    }
+
+    /// This replica's gradient sums for `grad_output` after a
+    /// [`BatchNorm::forward_with_moments`] (so `x_hat` uses the merged
+    /// statistics), reduced on the GPU and read back. The module keeps them
+    /// for the parameter gradients of [`BatchNorm::backward_with_sums`].
+    pub fn shard_grad_sums(&mut self, grad_output: &Tensor) -> Result<ShardGradSums> {
+        let _span = crate::trace::span!("BatchNorm::shard_grad_sums");
+        let saved = self.saved.as_ref().ok_or(Error::NoForward)?;
+        let c = self.grad_channels(saved);
+        let count = saved.layout.per_channel() as u64;
+        let ctx = self.ctx.clone();
+        // Sums land in scratch tensors, even for a module without affine
+        // parameters: grad_weight = sum(dy * x_hat), grad_bias = sum(dy).
+        let sum_dy_xhat = Tensor::zeros(&ctx, &[c])?;
+        let sum_dy = Tensor::zeros(&ctx, &[c])?;
+        ctx.submit("batchnorm/shard-grad-sums", |encoder| {
+            let params = (Some(&sum_dy_xhat), Some(&sum_dy));
+            let mode = BackwardMode::SumsOnly;
+            self.record_backward(encoder, grad_output, params, mode, Target::Submit)
+        })?;
+        let read = |t: &Tensor| -> Result<Vec<f64>> {
+            Ok(t.to_vec()?.into_iter().map(f64::from).collect())
+        };
+        let sums = ShardGradSums {
+            count,
+            sum_dy: read(&sum_dy)?,
+            sum_dy_xhat: read(&sum_dy_xhat)?,
+        };
+        if let Some(saved) = self.saved.as_mut() {
+            saved.local_sums = Some(LocalSums {
+                sums: sums.clone(),
+                dy: grad_output.clone(),
+                dy_version: grad_output.version(),
+            });
+        }
+        Ok(sums)
+    }
+
+    /// Backward of this replica's shard after
+    /// [`BatchNorm::forward_with_moments`] and
+    /// [`BatchNorm::shard_grad_sums`] of the same `grad_output`, with
+    /// `global` the merge of every replica's sums: `grad_input` for this
+    /// shard from the global sums, and `grad_weight` / `grad_bias` as this
+    /// replica's **local** sums (PyTorch's `SyncBatchNorm` convention;
+    /// their sum over replicas is the full-batch gradient).
+    pub fn backward_with_sums(
+        &mut self,
+        grad_output: &Tensor,
+        global: &ShardGradSums,
+    ) -> Result<Gradients> {
+        let _span = crate::trace::span!("BatchNorm::backward_with_sums");
+        let saved = self.saved.clone().ok_or(Error::NoForward)?;
+        if !saved.sharded {
+            return Err(Error::WrongBackward(
+                "gradient sums across devices need a forward_with_moments first",
+            ));
+        }
+        let local = saved
+            .local_sums
+            .as_ref()
+            .filter(|l| {
+                l.dy.same_storage(grad_output)
+                    && l.dy.offset() == grad_output.offset()
+                    && l.dy.shape() == grad_output.shape()
+                    && l.dy_version == grad_output.version()
+            })
+            .ok_or(Error::WrongBackward(
+                "backward_with_sums needs shard_grad_sums of the same grad_output first",
+            ))?
+            .sums
+            .clone();
+        let c = self.grad_channels(&saved);
+        let gc = global.validate()?;
+        if gc != c {
+            return Err(Error::ChannelMismatch {
+                name: "merged gradient sums",
+                expected: c,
+                actual: gc,
+            });
+        }
+        if global.count < local.count {
+            return Err(invalid(
+                "the merged gradient sums cover fewer values than this shard",
+            ));
+        }
+        // No values anywhere: no means (and nothing reads them).
+        let n = global.count.max(1) as f64;
+        let mut merged = vec![0f32; 4 * c];
+        let (mean_dy, rest) = merged.split_at_mut(c);
+        let (mean_dyx, rest) = rest.split_at_mut(c);
+        let (gb, gw) = rest.split_at_mut(c);
+        let global_cols = global.sum_dy.iter().zip(&global.sum_dy_xhat);
+        for ((a, b), (s, sx)) in mean_dy.iter_mut().zip(mean_dyx.iter_mut()).zip(global_cols) {
+            *a = (s / n) as f32;
+            *b = (sx / n) as f32;
+        }
+        let local_cols = local.sum_dy.iter().zip(&local.sum_dy_xhat);
+        for ((b, w), (s, sx)) in gb.iter_mut().zip(gw.iter_mut()).zip(local_cols) {
+            *b = *s as f32;
+            *w = *sx as f32;
+        }
+        let grads = self.alloc_gradients(grad_output)?;
+        let buffer = self.upload_merged("batchnorm/merged-grad-sums", &merged)?;
+        let ctx = self.ctx.clone();
+        let written = ctx.submit("batchnorm/backward-with-sums", |encoder| {
+            let mode = BackwardMode::Merged {
+                dx: &grads.grad_input,
+                merged: &buffer,
+            };
+            let params = (grads.grad_weight.as_ref(), grads.grad_bias.as_ref());
+            self.record_backward(encoder, grad_output, params, mode, Target::Submit)
+        })?;
+        written.iter().for_each(Tensor::bump_version);
+        Ok(grads)
+    }
+}

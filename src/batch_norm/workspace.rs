@@ -1,0 +1,194 @@
+//! A module's reusable GPU buffers: uniform blocks per op, partial states,
+//! per-channel terms, and the bind-group cache. They grow and never shrink;
+//! every growth allocates the new buffer first, so an out-of-memory leaves
+//! the old ones in place and the module usable.
+//!
+//! The per-channel terms a forward writes are what its backward reads, so
+//! they belong to that forward's [`Saved`](super::Saved) record: a forward
+//! takes the spare terms buffer, and the previous forward's buffer becomes
+//! the spare once the new forward commits. Nothing else writes a saved
+//! forward's statistics.
+
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::gpu::buffer::{OwnedBuffer, UNIFORM_USAGE};
+use crate::gpu::context::GpuContext;
+use crate::gpu::launch::{uniform_stride, BindGroupCache};
+use crate::gpu::params::{Params, TERM_FLOATS};
+use crate::gpu::plan::ExecPlan;
+use crate::gpu::tensor::Tensor;
+use crate::types::{DType, MemoryFormat};
+
+/// Where an op's recorded work goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// The module's own encoder, submitted at the end of the call: the
+    /// uniforms are written with `queue.write_buffer`, which lands first.
+    Submit,
+    /// The application's encoder, submitted whenever the application
+    /// chooses: the uniforms are copied inside the encoder from a staging
+    /// buffer of this call, so later calls cannot change them.
+    Encoder,
+}
+
+/// Which uniform buffer an op uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    Forward,
+    Backward,
+}
+
+pub(crate) struct Workspace {
+    forward_uniforms: OwnedBuffer,
+    backward_uniforms: OwnedBuffer,
+    partials: Option<OwnedBuffer>,
+    spare_terms: Option<Arc<OwnedBuffer>>,
+    /// Parameter-gradient outputs of a module without parameters (the
+    /// sums feed grad_input; never returned).
+    grad_scratch: Vec<(&'static str, Tensor)>,
+    pub(crate) binds: BindGroupCache,
+}
+
+/// Bytes of the terms buffer for `c` channels.
+pub(crate) fn terms_bytes(c: usize) -> u64 {
+    (TERM_FLOATS * c.next_multiple_of(4).max(4)) as u64 * 4
+}
+
+impl Workspace {
+    pub fn new(ctx: &GpuContext) -> Result<Self> {
+        let stride = uniform_stride(ctx.device());
+        Ok(Self {
+            forward_uniforms: ctx.alloc("batchnorm/forward-params", stride * 2, UNIFORM_USAGE)?,
+            backward_uniforms: ctx.alloc("batchnorm/backward-params", stride * 2, UNIFORM_USAGE)?,
+            partials: None,
+            spare_terms: None,
+            grad_scratch: Vec::new(),
+            binds: BindGroupCache::new(),
+        })
+    }
+
+    /// The partial-state buffer, grown to hold `plan`'s partials.
+    pub fn partials(&mut self, ctx: &GpuContext, plan: &ExecPlan) -> Result<wgpu::Buffer> {
+        let need = (plan.partial_count().max(1) as u64) * 16;
+        let limit = ctx.device().limits().max_storage_buffer_binding_size;
+        if need > limit {
+            return Err(crate::error::Error::TooLarge(format!(
+                "{} channels need {need} bytes of partial states; bindings hold {limit}",
+                plan.layout.c
+            )));
+        }
+        if let Some(p) = self.partials.as_ref().filter(|p| p.size() >= need) {
+            return Ok(p.buffer.clone());
+        }
+        let grown = ctx.alloc("batchnorm/partials", need, wgpu::BufferUsages::STORAGE)?;
+        let buffer = grown.buffer.clone();
+        self.partials = Some(grown);
+        Ok(buffer)
+    }
+
+    /// A terms buffer for `c` channels that no saved forward uses: the
+    /// spare one when it is large enough, else a new one.
+    pub fn take_terms(&mut self, ctx: &GpuContext, c: usize) -> Result<Arc<OwnedBuffer>> {
+        let need = terms_bytes(c);
+        let limit = ctx.device().limits().max_storage_buffer_binding_size;
+        if need > limit {
+            return Err(crate::error::Error::TooLarge(format!(
+                "{c} channels need {need} bytes of per-channel terms; bindings hold {limit}"
+            )));
+        }
+        if let Some(t) = self.spare_terms.take() {
+            if t.size() >= need {
+                return Ok(t);
+            }
+            self.spare_terms = Some(t);
+        }
+        let fresh = ctx.alloc("batchnorm/terms", need, wgpu::BufferUsages::STORAGE)?;
+        Ok(Arc::new(fresh))
+    }
+
+    /// The scratch tensor `name` of `c` f32 values (grown as needed).
+    pub fn grad_scratch(
+        &mut self,
+        ctx: &GpuContext,
+        name: &'static str,
+        c: usize,
+    ) -> Result<Tensor> {
+        if let Some((_, t)) = self
+            .grad_scratch
+            .iter()
+            .find(|(n, t)| *n == name && t.numel() == c)
+        {
+            return Ok(t.clone());
+        }
+        let t = Tensor::alloc(
+            ctx,
+            &[c],
+            DType::F32,
+            MemoryFormat::ChannelsFirst,
+            "batchnorm/grad-scratch",
+        )?;
+        self.grad_scratch.retain(|(n, _)| *n != name);
+        self.grad_scratch.push((name, t.clone()));
+        Ok(t)
+    }
+
+    /// Returns a terms buffer no saved forward uses any more.
+    pub fn give_back_terms(&mut self, terms: Arc<OwnedBuffer>) {
+        if Arc::strong_count(&terms) == 1
+            && self
+                .spare_terms
+                .as_ref()
+                .is_none_or(|s| s.size() < terms.size())
+        {
+            self.spare_terms = Some(terms);
+        }
+    }
+
+    /// Writes `params` (slot 0 first) into `op`'s uniform buffer for work
+    /// recorded into `encoder` and bound to `target`; returns the buffer.
+    pub fn write_params(
+        &mut self,
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        op: Op,
+        target: Target,
+        params: &[Params],
+    ) -> Result<wgpu::Buffer> {
+        let stride = uniform_stride(ctx.device()) as usize;
+        let mut bytes = vec![0u8; params.len().max(1) * stride];
+        for (chunk, p) in bytes.chunks_mut(stride).zip(params) {
+            let raw = bytemuck::bytes_of(p);
+            if let Some(dst) = chunk.get_mut(..raw.len()) {
+                dst.copy_from_slice(raw);
+            }
+        }
+        let size = bytes.len() as u64;
+        let (slot, label) = match op {
+            Op::Forward => (&mut self.forward_uniforms, "batchnorm/forward-params"),
+            Op::Backward => (&mut self.backward_uniforms, "batchnorm/backward-params"),
+        };
+        if slot.size() < size {
+            *slot = ctx.alloc(label, size, UNIFORM_USAGE)?;
+        }
+        match target {
+            Target::Submit => ctx.queue().write_buffer(&slot.buffer, 0, &bytes),
+            Target::Encoder => {
+                let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("batchnorm/params-staging"),
+                    size,
+                    usage: wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: true,
+                });
+                staging
+                    .slice(..)
+                    .get_mapped_range_mut()
+                    .map_err(|e| crate::error::Error::Validation(e.to_string()))?
+                    .copy_from_slice(&bytes);
+                staging.unmap();
+                encoder.copy_buffer_to_buffer(&staging, 0, &slot.buffer, 0, size);
+            }
+        }
+        Ok(slot.buffer.clone())
+    }
+}

@@ -1,0 +1,380 @@
+//! Typed kernel launches: one `record_*` method per kernel, taking exactly
+//! the buffers that kernel binds, each under its role ([`Binding`], the
+//! only place binding indices are named in Rust). Bind groups are cached
+//! per module, so a training loop that passes the same tensors back
+//! (`forward_into` / `backward_into`) creates none in steady state.
+
+use std::collections::VecDeque;
+
+use super::buffer::BufferSlice;
+use super::context::GpuContext;
+use super::params::PARAMS_SIZE;
+use super::pipelines::Kernel;
+use super::plan::{channel_groups, elementwise_groups, grid, Variant};
+use crate::error::Result;
+use crate::types::DType;
+
+/// Binding indices, one role each across all shaders (see
+/// `shaders/README.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+enum Binding {
+    Params = 0,
+    X = 1,
+    Dy = 2,
+    Terms = 3,
+    Partials = 4,
+    State = 5,
+    Out = 6,
+    Head = 7,
+    GradWeight = 8,
+    GradBias = 9,
+    MomentsOut = 10,
+    Merged = 11,
+}
+
+/// What a cached bind group binds, for one pipeline.
+#[derive(PartialEq)]
+struct BindKey {
+    kernel: Kernel,
+    dtype: DType,
+    thread_partials: bool,
+    slices: Vec<(Binding, BufferSlice)>,
+}
+
+/// A module's recently used bind groups, most recent first. Entries whose
+/// tensors were dropped are evicted, so the cache never keeps their memory.
+pub(crate) struct BindGroupCache {
+    entries: VecDeque<(BindKey, wgpu::BindGroup)>,
+}
+
+/// Bind groups a module keeps: enough for a forward and a backward of a
+/// few chunks each, twice (ping-pong buffers).
+const CACHE_CAPACITY: usize = 24;
+
+impl BindGroupCache {
+    pub fn new() -> Self {
+        Self {
+            entries: VecDeque::new(),
+        }
+    }
+
+    fn get_or_create(
+        &mut self,
+        device: &wgpu::Device,
+        pipeline: &wgpu::ComputePipeline,
+        key: BindKey,
+        label: &str,
+    ) -> wgpu::BindGroup {
+        self.entries
+            .retain(|(k, _)| k.slices.iter().all(|(_, s)| s.alive()));
+        if let Some(i) = self.entries.iter().position(|(k, _)| *k == key) {
+            if let Some(hit) = self.entries.remove(i) {
+                let group = hit.1.clone();
+                self.entries.push_front(hit);
+                return group;
+            }
+        }
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = key
+            .slices
+            .iter()
+            .map(|(b, s)| wgpu::BindGroupEntry {
+                binding: *b as u32,
+                resource: s.resource(),
+            })
+            .collect();
+        let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(label),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        self.entries.push_front((key, group.clone()));
+        self.entries.truncate(CACHE_CAPACITY);
+        group
+    }
+}
+
+/// Records dispatches into one compute pass for tensors of one dtype,
+/// reading parameters from a module's uniform buffer (slot 0: totals;
+/// slot `k + 1`: chunk `k`).
+pub(crate) struct Recorder<'a, 'p> {
+    ctx: &'a GpuContext,
+    pass: &'a mut wgpu::ComputePass<'p>,
+    cache: &'a mut BindGroupCache,
+    uniforms: &'a wgpu::Buffer,
+    uniform_stride: u64,
+    dtype: DType,
+    thread_partials: bool,
+}
+
+impl<'a, 'p> Recorder<'a, 'p> {
+    pub fn new(
+        ctx: &'a GpuContext,
+        pass: &'a mut wgpu::ComputePass<'p>,
+        cache: &'a mut BindGroupCache,
+        uniforms: &'a wgpu::Buffer,
+        dtype: DType,
+        thread_partials: bool,
+    ) -> Self {
+        Self {
+            ctx,
+            pass,
+            cache,
+            uniforms,
+            uniform_stride: uniform_stride(ctx.device()),
+            dtype,
+            thread_partials,
+        }
+    }
+
+    fn dispatch(
+        &mut self,
+        kernel: Kernel,
+        slot: usize,
+        bound: Vec<(Binding, BufferSlice)>,
+        groups: u32,
+    ) -> Result<()> {
+        let pipeline = self
+            .ctx
+            .pipelines()
+            .get(kernel, self.dtype, self.thread_partials)?;
+        let mut slices = Vec::with_capacity(bound.len() + 1);
+        slices.push((
+            Binding::Params,
+            BufferSlice {
+                buffer: self.uniforms.clone(),
+                offset: slot as u64 * self.uniform_stride,
+                size: PARAMS_SIZE,
+                owner: None,
+            },
+        ));
+        slices.extend(bound);
+        let key = BindKey {
+            kernel,
+            dtype: self.dtype,
+            thread_partials: self.thread_partials,
+            slices,
+        };
+        let device = self.ctx.device();
+        let group = self
+            .cache
+            .get_or_create(device, &pipeline, key, "batchnorm/bind-group");
+        let (gx, gy) = grid(groups, device.limits().max_compute_workgroups_per_dimension);
+        self.pass.set_pipeline(&pipeline);
+        self.pass.set_bind_group(0, &group, &[]);
+        self.pass.dispatch_workgroups(gx, gy, 1);
+        Ok(())
+    }
+
+    /// A partial reduction over chunk `slot - 1` (one dispatch per chunk).
+    pub fn partial(
+        &mut self,
+        variant: Variant,
+        slot: usize,
+        step: Partial,
+        groups: u32,
+    ) -> Result<()> {
+        use Binding::*;
+        let (kernel, bound) = match step {
+            Partial::Moments { x, head, partials } => (
+                Kernel::MomentsPartial(variant),
+                vec![(X, x), (Partials, partials), (Head, head)],
+            ),
+            Partial::Grads {
+                x,
+                dy,
+                terms,
+                partials,
+            } => (
+                Kernel::GradsPartial(variant),
+                vec![(X, x), (Dy, dy), (Terms, terms), (Partials, partials)],
+            ),
+        };
+        self.dispatch(kernel, slot, bound, groups)
+    }
+
+    /// A per-channel step over `channels` channels (totals in slot 0).
+    pub fn channels(&mut self, step: ChannelStep, channels: usize) -> Result<()> {
+        use Binding::*;
+        let (kernel, bound) = match step {
+            ChannelStep::MomentsFinalize {
+                terms,
+                partials,
+                state,
+                head,
+            } => (
+                Kernel::MomentsFinalize,
+                vec![
+                    (Terms, terms),
+                    (Partials, partials),
+                    (State, state),
+                    (Head, head),
+                ],
+            ),
+            ChannelStep::EvalPrepare { terms, state } => {
+                (Kernel::EvalPrepare, vec![(Terms, terms), (State, state)])
+            }
+            ChannelStep::MomentsExport {
+                partials,
+                head,
+                moments_out,
+            } => (
+                Kernel::MomentsExport,
+                vec![
+                    (Partials, partials),
+                    (Head, head),
+                    (MomentsOut, moments_out),
+                ],
+            ),
+            ChannelStep::MomentsApply {
+                terms,
+                state,
+                head,
+                merged,
+            } => (
+                Kernel::MomentsApply,
+                vec![
+                    (Terms, terms),
+                    (State, state),
+                    (Head, head),
+                    (Merged, merged),
+                ],
+            ),
+            ChannelStep::GradsFinalize {
+                terms,
+                partials,
+                grad_weight,
+                grad_bias,
+            } => (
+                Kernel::GradsFinalize,
+                vec![
+                    (Terms, terms),
+                    (Partials, partials),
+                    (GradWeight, grad_weight),
+                    (GradBias, grad_bias),
+                ],
+            ),
+            ChannelStep::GradsApply {
+                terms,
+                grad_weight,
+                grad_bias,
+                merged,
+            } => (
+                Kernel::GradsApply,
+                vec![
+                    (Terms, terms),
+                    (GradWeight, grad_weight),
+                    (GradBias, grad_bias),
+                    (Merged, merged),
+                ],
+            ),
+        };
+        self.dispatch(kernel, 0, bound, channel_groups(channels))
+    }
+
+    /// An elementwise pass over chunk `slot - 1` of `count` elements in
+    /// rows of `row`.
+    pub fn elementwise(
+        &mut self,
+        variant: Variant,
+        slot: usize,
+        step: Elementwise,
+        (count, row): (usize, usize),
+    ) -> Result<()> {
+        use Binding::*;
+        let (kernel, bound) = match step {
+            Elementwise::Normalize { x, terms, out } => (
+                Kernel::Normalize(variant),
+                vec![(X, x), (Terms, terms), (Out, out)],
+            ),
+            Elementwise::GradInput { x, dy, terms, out } => (
+                Kernel::GradInput(variant),
+                vec![(X, x), (Dy, dy), (Terms, terms), (Out, out)],
+            ),
+        };
+        self.dispatch(kernel, slot, bound, elementwise_groups(count, row))
+    }
+}
+
+/// The partial reductions, with the buffers each binds.
+pub(crate) enum Partial {
+    /// `(count, mean, M2, sum)` partial states of `x`.
+    Moments {
+        x: BufferSlice,
+        head: BufferSlice,
+        partials: BufferSlice,
+    },
+    /// `(sum dy, sum dy * x_hat)` partial sums, with the forward's terms.
+    Grads {
+        x: BufferSlice,
+        dy: BufferSlice,
+        terms: BufferSlice,
+        partials: BufferSlice,
+    },
+}
+
+/// The per-channel steps (`finalize.wgsl`), with the buffers each binds.
+pub(crate) enum ChannelStep {
+    /// Merge moment partials into terms; update the running statistics.
+    MomentsFinalize {
+        terms: BufferSlice,
+        partials: BufferSlice,
+        state: BufferSlice,
+        head: BufferSlice,
+    },
+    /// Terms from the running statistics.
+    EvalPrepare {
+        terms: BufferSlice,
+        state: BufferSlice,
+    },
+    /// A shard's merged moments out.
+    MomentsExport {
+        partials: BufferSlice,
+        head: BufferSlice,
+        moments_out: BufferSlice,
+    },
+    /// Terms (and the running update) from moments merged across devices.
+    MomentsApply {
+        terms: BufferSlice,
+        state: BufferSlice,
+        head: BufferSlice,
+        merged: BufferSlice,
+    },
+    /// Merge gradient partials into grad_weight, grad_bias and terms.
+    GradsFinalize {
+        terms: BufferSlice,
+        partials: BufferSlice,
+        grad_weight: BufferSlice,
+        grad_bias: BufferSlice,
+    },
+    /// The same from gradient sums merged across devices.
+    GradsApply {
+        terms: BufferSlice,
+        grad_weight: BufferSlice,
+        grad_bias: BufferSlice,
+        merged: BufferSlice,
+    },
+}
+
+/// The elementwise passes, with the buffers each binds.
+pub(crate) enum Elementwise {
+    /// `out = (x - shift) * scale + offset`.
+    Normalize {
+        x: BufferSlice,
+        terms: BufferSlice,
+        out: BufferSlice,
+    },
+    /// `out = scale * dy + slope * (x - shift) + intercept`.
+    GradInput {
+        x: BufferSlice,
+        dy: BufferSlice,
+        terms: BufferSlice,
+        out: BufferSlice,
+    },
+}
+
+/// Bytes between uniform slots: one `Params` per aligned slot.
+pub(crate) fn uniform_stride(device: &wgpu::Device) -> u64 {
+    let align = u64::from(device.limits().min_uniform_buffer_offset_alignment).max(1);
+    PARAMS_SIZE.next_multiple_of(align)
+}

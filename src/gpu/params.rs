@@ -1,0 +1,148 @@
+//! The uniform block every kernel reads (`Params` in `shaders/common.wgsl`;
+//! a unit test checks that both declare the same fields at the same
+//! offsets, and the same flag values).
+
+use super::plan::{slab_stride, ExecPlan, ReducePlan};
+use crate::semantics::Layout;
+
+/// Training with running statistics: update them in the finalize step.
+pub(crate) const FLAG_UPDATE_RUNNING: u32 = 1;
+/// The module has `weight` and `bias`.
+pub(crate) const FLAG_AFFINE: u32 = 2;
+/// Normalise with batch statistics (else the running statistics).
+pub(crate) const FLAG_BATCH_STATS: u32 = 4;
+
+/// Per-channel term sections the finalize kernels write (`TERMS` in
+/// `common.wgsl`).
+pub(crate) const TERMS: usize = 7;
+/// f32 values per (padded) channel in the terms buffer: the `TERMS`
+/// sections and two packed vec4s (`PACKED_*` in `common.wgsl`).
+pub(crate) const TERM_FLOATS: usize = TERMS + 8;
+
+/// Shapes and scalars of one dispatch. All fields are 32-bit, so the WGSL
+/// struct has the same layout.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct Params {
+    /// Rows `N` (of the chunk, in chunk dispatches).
+    pub n: u32,
+    /// Channels `C`.
+    pub c: u32,
+    /// Length `L` (1 for `(N, C)` inputs).
+    pub l: u32,
+    /// Values per channel over the whole tensor, `N * L`.
+    pub count: u32,
+    /// Elements of this chunk.
+    pub numel: u32,
+    /// Reduction lanes per workgroup (power of two).
+    pub lanes_per_group: u32,
+    /// Reduction threads per lane; `lanes_per_group * threads_per_lane == WG`.
+    pub threads_per_lane: u32,
+    /// Workgroups side by side over the lanes.
+    pub tiles: u32,
+    /// Reduction segments along each lane in this chunk.
+    pub segments: u32,
+    /// Units per segment.
+    pub seg_len: u32,
+    /// `FLAG_*` bits.
+    pub flags: u32,
+    /// This chunk's first row of partial states.
+    pub partial_base: u32,
+    /// Added to the variance.
+    pub eps: f32,
+    /// Running-statistics factor for this step.
+    pub momentum: f32,
+    /// Elements between the start of the chunk's first row and the chunk.
+    pub lead: u32,
+    /// Subgroups per workgroup for `reduce_subgroup.wgsl`, 0: tree only.
+    pub subgroups: u32,
+    /// vec4s between the vec4s of one elementwise invocation (whole rows).
+    pub stride: u32,
+    /// Reduction units (values, vec4s along L, or rows) per lane in this chunk.
+    pub units: u32,
+    /// Rows of partial states the finalize steps merge.
+    pub partial_rows: u32,
+    /// Pads the block to a multiple of 16 bytes.
+    pub pad: u32,
+}
+
+/// Size of one [`Params`] block.
+pub(crate) const PARAMS_SIZE: u64 = std::mem::size_of::<Params>() as u64;
+
+/// The scalars of one op.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct OpScalars {
+    pub flags: u32,
+    pub eps: f32,
+    pub momentum: f32,
+    /// Subgroups per workgroup where the adapter combines subgroups.
+    pub subgroups: u32,
+}
+
+impl Params {
+    fn base(layout: &Layout, plan: &ReducePlan, s: &OpScalars) -> Self {
+        Self {
+            n: layout.n as u32,
+            c: layout.c as u32,
+            l: layout.l as u32,
+            count: layout.per_channel() as u32,
+            numel: layout.numel() as u32,
+            lanes_per_group: plan.lanes_per_group,
+            threads_per_lane: plan.threads_per_lane,
+            tiles: plan.tiles,
+            segments: plan.segments,
+            seg_len: plan.seg_len,
+            flags: s.flags,
+            eps: s.eps,
+            momentum: s.momentum,
+            ..Default::default()
+        }
+    }
+}
+
+impl ExecPlan {
+    /// Params of the per-channel finalize steps: totals over all chunks.
+    pub fn total_params(&self, s: &OpScalars) -> Params {
+        let first = self.chunks.first().map(|c| c.reduce).unwrap_or(ReducePlan {
+            lanes_per_group: 1,
+            threads_per_lane: super::plan::WG,
+            tiles: 0,
+            segments: 0,
+            seg_len: 0,
+        });
+        Params {
+            partial_rows: self.partial_rows,
+            ..Params::base(&self.layout, &first, s)
+        }
+    }
+
+    /// Params of chunk `k` (its reduction and elementwise dispatches).
+    pub fn chunk_params(&self, k: usize, s: &OpScalars) -> Option<Params> {
+        let ch = self.chunks.get(k)?;
+        let base = Params::base(&ch.layout, &ch.reduce, s);
+        // Subgroup combining applies when one lane owns a workgroup.
+        let subgroups = if ch.reduce.lanes_per_group == 1 {
+            s.subgroups
+        } else {
+            0
+        };
+        Some(Params {
+            count: self.layout.per_channel() as u32,
+            numel: ch.count as u32,
+            lead: ch.lead as u32,
+            partial_base: ch.partial_base,
+            units: (ch.layout.per_channel() / self.variant.width()) as u32,
+            stride: slab_stride(ch.count, self.layout.row()) as u32,
+            partial_rows: self.partial_rows,
+            subgroups,
+            ..base
+        })
+    }
+
+    /// Slot 0: the totals; slot `k + 1`: chunk `k`.
+    pub fn all_params(&self, s: &OpScalars) -> Vec<Params> {
+        std::iter::once(self.total_params(s))
+            .chain((0..self.chunks.len()).filter_map(|k| self.chunk_params(k, s)))
+            .collect()
+    }
+}

@@ -1,0 +1,221 @@
+//! The context's pipeline cache: every kernel the library dispatches, named
+//! by a [`Kernel`] and compiled the first time it is used (one shader module
+//! per family and dtype, one pipeline per entry point and constant set),
+//! then shared by every module and call on the context.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::plan::Variant;
+use super::scope::checked;
+use super::shaders::{module_source, Family};
+use crate::error::{Error, Result};
+use crate::types::DType;
+
+/// One kernel of the library: an entry point with its variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Kernel {
+    /// Per-channel partial moments of `x`.
+    MomentsPartial(Variant),
+    /// Per-channel partial gradient sums of `dy`, `dy * x_hat`.
+    GradsPartial(Variant),
+    /// Merge moment partials; terms; running-statistics update.
+    MomentsFinalize,
+    /// Terms from the running statistics.
+    EvalPrepare,
+    /// A shard's merged moments out, for statistics across devices.
+    MomentsExport,
+    /// Terms (and the running update) from moments merged across devices.
+    MomentsApply,
+    /// Merge gradient partials; grad_weight, grad_bias, grad_input terms.
+    GradsFinalize,
+    /// The same from gradient sums merged across devices.
+    GradsApply,
+    /// `y = (x - shift) * scale + offset`.
+    Normalize(Variant),
+    /// `dx = scale * dy + slope * (x - shift) + intercept`.
+    GradInput(Variant),
+}
+
+impl Kernel {
+    fn is_reduction(self) -> bool {
+        matches!(self, Kernel::MomentsPartial(_) | Kernel::GradsPartial(_))
+    }
+
+    fn family(self, subgroups: bool) -> Family {
+        match self {
+            Kernel::MomentsPartial(_) | Kernel::GradsPartial(_) if subgroups => {
+                Family::ReduceSubgroup
+            }
+            Kernel::MomentsPartial(_) | Kernel::GradsPartial(_) => Family::ReduceTree,
+            Kernel::Normalize(_) | Kernel::GradInput(_) => Family::Elementwise,
+            _ => Family::Finalize,
+        }
+    }
+
+    fn entry_point(self) -> &'static str {
+        use Variant::*;
+        match self {
+            Kernel::MomentsPartial(Rows) => "moments_partial_rows",
+            Kernel::MomentsPartial(_) => "moments_partial",
+            Kernel::GradsPartial(Rows) => "grads_partial_rows",
+            Kernel::GradsPartial(_) => "grads_partial",
+            Kernel::MomentsFinalize => "moments_finalize",
+            Kernel::EvalPrepare => "eval_prepare",
+            Kernel::MomentsExport => "moments_export",
+            Kernel::MomentsApply => "moments_apply",
+            Kernel::GradsFinalize => "grads_finalize",
+            Kernel::GradsApply => "grads_apply",
+            Kernel::Normalize(Planes) => "normalize_planes",
+            Kernel::Normalize(Rows) => "normalize_rows",
+            Kernel::Normalize(General) => "normalize",
+            Kernel::GradInput(Planes) => "grad_input_planes",
+            Kernel::GradInput(Rows) => "grad_input_rows",
+            Kernel::GradInput(General) => "grad_input",
+        }
+    }
+
+    /// Pipeline-overridable constants (`THREAD_PARTIALS`, `WIDTH` in
+    /// `reduce.wgsl`).
+    fn constants(self, thread_partials: bool) -> Vec<(&'static str, f64)> {
+        let width = match self {
+            Kernel::MomentsPartial(v) | Kernel::GradsPartial(v) if v != Variant::Rows => {
+                Some(v.width() as f64)
+            }
+            _ => None,
+        };
+        let mut c = Vec::new();
+        if self.is_reduction() {
+            c.push(("THREAD_PARTIALS", if thread_partials { 1.0 } else { 0.0 }));
+        }
+        if let Some(w) = width {
+            c.push(("WIDTH", w));
+        }
+        c
+    }
+}
+
+/// A compiled pipeline's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PipelineKey {
+    kernel: Kernel,
+    dtype: DType,
+    thread_partials: bool,
+}
+
+/// Compiled shader modules and pipelines of one device.
+pub(crate) struct Pipelines {
+    device: wgpu::Device,
+    /// Subgroups per workgroup where the reductions combine subgroups
+    /// (`Features::SUBGROUP` with a fixed subgroup size dividing `WG`).
+    subgroups: Option<u32>,
+    modules: Mutex<HashMap<(Family, DType), wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+}
+
+impl Pipelines {
+    pub fn new(device: &wgpu::Device, subgroups: Option<u32>) -> Self {
+        Self {
+            device: device.clone(),
+            subgroups,
+            modules: Mutex::default(),
+            pipelines: Mutex::default(),
+        }
+    }
+
+    /// Subgroups per workgroup in the reductions, if they combine subgroups.
+    pub fn subgroups(&self) -> Option<u32> {
+        self.subgroups
+    }
+
+    /// Whether the device can run kernels on `dtype` tensors.
+    pub fn supports(&self, dtype: DType) -> Result<()> {
+        match dtype {
+            DType::F32 => Ok(()),
+            #[cfg(feature = "f16")]
+            DType::F16 if self.device.features().contains(wgpu::Features::SHADER_F16) => Ok(()),
+            #[cfg(feature = "f16")]
+            DType::F16 => Err(Error::Unsupported(
+                "f16 tensors need the adapter's SHADER_F16 feature, which this device lacks",
+            )),
+        }
+    }
+
+    /// The pipeline of `kernel` for `dtype`, compiled on first use. A
+    /// compilation error is returned (and not cached).
+    pub fn get(
+        &self,
+        kernel: Kernel,
+        dtype: DType,
+        thread_partials: bool,
+    ) -> Result<wgpu::ComputePipeline> {
+        self.supports(dtype)?;
+        let key = PipelineKey {
+            kernel,
+            dtype,
+            thread_partials: thread_partials && kernel.is_reduction(),
+        };
+        let mut pipelines = self
+            .pipelines
+            .lock()
+            .map_err(|_| Error::Validation("pipeline cache poisoned".into()))?;
+        if let Some(p) = pipelines.get(&key) {
+            return Ok(p.clone());
+        }
+        let p = self.compile(key)?;
+        pipelines.insert(key, p.clone());
+        Ok(p)
+    }
+
+    fn compile(&self, key: PipelineKey) -> Result<wgpu::ComputePipeline> {
+        let family = key.kernel.family(self.subgroups.is_some());
+        let module = self.module(family, key.dtype)?;
+        let entry = key.kernel.entry_point();
+        let constants = key.kernel.constants(key.thread_partials);
+        let label = format!(
+            "batchnorm/{entry}{}-{}{}",
+            constants
+                .iter()
+                .find(|(n, _)| *n == "WIDTH")
+                .map_or(String::new(), |(_, w)| format!("-w{w}")),
+            key.dtype.name(),
+            if key.thread_partials { "-threads" } else { "" }
+        );
+        crate::trace::event!("compile pipeline", label = label.as_str());
+        checked(&self.device, || {
+            self.device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(&label),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some(entry),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &constants,
+                        ..Default::default()
+                    },
+                    cache: None,
+                })
+        })
+    }
+
+    fn module(&self, family: Family, dtype: DType) -> Result<wgpu::ShaderModule> {
+        let mut modules = self
+            .modules
+            .lock()
+            .map_err(|_| Error::Validation("shader module cache poisoned".into()))?;
+        if let Some(m) = modules.get(&(family, dtype)) {
+            return Ok(m.clone());
+        }
+        let label = format!("batchnorm/{}-{}", family.name(), dtype.name());
+        let source = module_source(family, dtype);
+        let m = checked(&self.device, || {
+            self.device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(&label),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                })
+        })?;
+        modules.insert((family, dtype), m.clone());
+        Ok(m)
+    }
+}

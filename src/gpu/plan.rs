@@ -1,0 +1,337 @@
+//! Launch planning, pure functions of a layout and the device's limits:
+//! which kernel variant a layout takes, how a reduction is split over
+//! workgroups, how a tensor larger than one storage binding is chunked, and
+//! how many workgroups each dispatch needs. Nothing here touches wgpu.
+
+use crate::semantics::Layout;
+
+/// Threads per workgroup in every kernel (`WG` in `shaders/common.wgsl`,
+/// checked by a unit test).
+pub(crate) const WG: u32 = 256;
+/// vec4s per elementwise invocation (`SLAB` in `shaders/elementwise.wgsl`).
+pub(crate) const SLAB: usize = 4;
+/// A reduction pass on a GPU aims for about this many workgroups.
+const GPU_TARGET_GROUPS: usize = 512;
+/// A reduction thread folds at least this many values before merging.
+const MIN_VALUES_PER_THREAD: usize = 8;
+/// Upper bound on reduction segments per channel (finalize merges them serially).
+const MAX_SEGMENTS: usize = 1024;
+
+/// How the kernels walk a layout; one entry point of each kernel family
+/// per variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Variant {
+    /// `L % 4 == 0`: each vec4 lies within one channel.
+    Planes,
+    /// `(N, C)` with `C % 4 == 0`: each vec4 is four consecutive channels
+    /// of one row; a reduction thread takes those four channels.
+    Rows,
+    /// Anything else: each value's channel is looked up.
+    General,
+}
+
+impl Variant {
+    /// The variant for `layout`.
+    pub fn of(layout: &Layout) -> Variant {
+        if layout.l.is_multiple_of(4) {
+            Variant::Planes
+        } else if layout.l == 1 && layout.c.is_multiple_of(4) {
+            Variant::Rows
+        } else {
+            Variant::General
+        }
+    }
+
+    /// Consecutive values along L a reduction reads at once.
+    pub fn width(self) -> usize {
+        match self {
+            Variant::Planes => 4,
+            Variant::Rows | Variant::General => 1,
+        }
+    }
+}
+
+/// How a per-channel reduction is split over workgroups: each workgroup
+/// covers `lanes_per_group` lanes (channels, or four-channel vec4s in
+/// [`Variant::Rows`]) with `threads_per_lane` threads each, over one of
+/// `segments` stretches of each lane's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReducePlan {
+    pub lanes_per_group: u32,
+    pub threads_per_lane: u32,
+    pub tiles: u32,
+    pub segments: u32,
+    pub seg_len: u32,
+}
+
+impl ReducePlan {
+    /// Workgroups of the partial pass.
+    pub fn groups(&self) -> u32 {
+        self.tiles * self.segments
+    }
+}
+
+/// How reduction threads merge their states, chosen per adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MergeModel {
+    /// Reduction passes aim for about this many workgroups.
+    pub target_groups: usize,
+    /// Threads may write their own partial states (no barriers).
+    pub thread_partials: bool,
+}
+
+impl MergeModel {
+    /// Few workgroups and per-thread partials on CPU adapters (which run a
+    /// few workgroups at a time and pay for every barrier); about 512
+    /// workgroups merging their threads elsewhere. See BENCHMARKS.md.
+    pub fn for_adapter(device_type: Option<wgpu::DeviceType>, thread_partials: bool) -> Self {
+        let target_groups = match device_type {
+            Some(wgpu::DeviceType::Cpu) => std::thread::available_parallelism()
+                .map_or(4, |n| n.get())
+                .saturating_mul(4)
+                .clamp(16, GPU_TARGET_GROUPS),
+            _ => GPU_TARGET_GROUPS,
+        };
+        Self {
+            target_groups,
+            thread_partials,
+        }
+    }
+}
+
+/// Chooses the reduction split for `layout` in `variant`, with at most
+/// `max_groups` workgroups and about `target` of them.
+pub(crate) fn plan_reduce(
+    layout: &Layout,
+    variant: Variant,
+    max_groups: usize,
+    target: usize,
+) -> ReducePlan {
+    let wg = WG as usize;
+    let lanes = match variant {
+        Variant::Rows => layout.c / 4,
+        Variant::Planes | Variant::General => layout.c,
+    };
+    let lanes_per_group = if layout.l == 1 {
+        lanes.next_power_of_two().min(64)
+    } else {
+        1
+    };
+    let threads_per_lane = wg / lanes_per_group;
+    let tiles = lanes.div_ceil(lanes_per_group);
+    let units = (layout.per_channel() / variant.width()).max(1);
+    let max_segments = units
+        .div_ceil(threads_per_lane * MIN_VALUES_PER_THREAD)
+        .clamp(1, MAX_SEGMENTS);
+    let segments = target
+        .max(1)
+        .div_ceil(tiles)
+        .clamp(1, max_segments)
+        .min((max_groups / tiles).max(1));
+    let seg_len = units.div_ceil(segments);
+    let segments = units.div_ceil(seg_len);
+    ReducePlan {
+        lanes_per_group: lanes_per_group as u32,
+        threads_per_lane: threads_per_lane as u32,
+        tiles: tiles as u32,
+        segments: segments as u32,
+        seg_len: seg_len as u32,
+    }
+}
+
+/// One chunk of a tensor: an element range small enough for one storage
+/// binding, starting on an aligned offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Chunk {
+    /// First element of the chunk.
+    pub start: usize,
+    /// Elements in the chunk.
+    pub count: usize,
+    /// Elements between the start of the chunk's first row and `start`.
+    pub lead: usize,
+    /// The rows the chunk overlaps, viewed as a `(rows, C, L)` tensor.
+    pub layout: Layout,
+    /// Reduction split over those rows.
+    pub reduce: ReducePlan,
+    /// The chunk's first row of partial states (one row per segment, or
+    /// per segment and thread with per-thread partials).
+    pub partial_base: u32,
+}
+
+/// How one op over a whole tensor is dispatched: chunks within
+/// `max_storage_buffer_binding_size`, whose partial states the finalize
+/// steps merge in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ExecPlan {
+    pub layout: Layout,
+    pub variant: Variant,
+    pub chunks: Vec<Chunk>,
+    /// Rows of partial states over all chunks.
+    pub partial_rows: u32,
+    /// Elements of the first row bound for the per-channel shift.
+    pub head: usize,
+    /// Reduction threads write their own partials (`THREAD_PARTIALS`).
+    pub thread_partials: bool,
+}
+
+/// The device limits a plan respects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DeviceLimits {
+    pub max_binding: u64,
+    pub align: u64,
+    pub max_dim: u32,
+}
+
+impl DeviceLimits {
+    pub fn of(limits: &wgpu::Limits) -> Self {
+        Self {
+            max_binding: limits.max_storage_buffer_binding_size,
+            align: u64::from(limits.min_storage_buffer_offset_alignment),
+            max_dim: limits.max_compute_workgroups_per_dimension,
+        }
+    }
+
+    /// Workgroups one dispatch may have on a 2-D grid.
+    fn max_groups(&self) -> usize {
+        (u64::from(self.max_dim) * u64::from(self.max_dim)).min(u64::from(u32::MAX)) as usize
+    }
+}
+
+/// Splits a non-empty `layout` of `elem_size`-byte values into chunks whose
+/// bytes fit one binding and start on aligned offsets. An `Err` says why the
+/// device cannot take the layout.
+pub(crate) fn plan_exec(
+    layout: &Layout,
+    elem_size: usize,
+    limits: DeviceLimits,
+    merge: MergeModel,
+) -> Result<ExecPlan, String> {
+    let variant = Variant::of(layout);
+    let max_groups = limits.max_groups();
+    let target = merge.target_groups;
+    let tiles = plan_reduce(layout, variant, max_groups, target).tiles as usize;
+    if tiles > max_groups {
+        return Err(format!(
+            "{} channels need {tiles} workgroups; the device dispatches at most {max_groups}",
+            layout.c
+        ));
+    }
+    let numel = layout.numel();
+    let row = layout.row();
+    let align_elems = limits.align.max(16) as usize / elem_size;
+    // Bound by the binding size and by the elementwise grid (4 values per thread).
+    let max_elems = (limits.max_binding as usize / elem_size)
+        .min(max_groups.saturating_mul(WG as usize * 4))
+        / align_elems
+        * align_elems;
+    if max_elems == 0 {
+        return Err(format!(
+            "storage bindings of {} bytes are too small",
+            limits.max_binding
+        ));
+    }
+    let mut chunks = Vec::new();
+    let mut partial_base = 0u32;
+    let mut start = 0;
+    while start < numel {
+        let count = max_elems.min(numel - start);
+        let row0 = start / row;
+        let row1 = (start + count).div_ceil(row);
+        let sub = Layout {
+            n: row1 - row0,
+            ..*layout
+        };
+        let reduce = plan_reduce(&sub, variant, max_groups, target);
+        chunks.push(Chunk {
+            start,
+            count,
+            lead: start - row0 * row,
+            layout: sub,
+            reduce,
+            partial_base,
+        });
+        partial_base = partial_base
+            .checked_add(reduce.segments)
+            .ok_or_else(|| "too many reduction segments".to_string())?;
+        start += count;
+    }
+    // Per-thread partials: threads_per_lane rows of partials per segment,
+    // taken only where they stay small next to the tensor (they are
+    // written and read once more).
+    let thread_rows: u64 = chunks
+        .iter()
+        .map(|c| u64::from(c.reduce.segments) * u64::from(c.reduce.threads_per_lane))
+        .sum();
+    let thread_bytes = thread_rows * layout.c as u64 * 16;
+    let thread_partials = merge.thread_partials
+        && thread_rows <= u64::from(u32::MAX)
+        && thread_bytes <= limits.max_binding
+        && thread_bytes <= ((numel * elem_size) as u64 / 4).max(1 << 20);
+    if thread_partials {
+        partial_base = 0;
+        for c in &mut chunks {
+            c.partial_base = partial_base;
+            partial_base += c.reduce.segments * c.reduce.threads_per_lane;
+        }
+    }
+    Ok(ExecPlan {
+        layout: *layout,
+        variant,
+        chunks,
+        partial_rows: partial_base,
+        head: row.min(max_elems),
+        thread_partials,
+    })
+}
+
+impl ExecPlan {
+    /// Partial states written by all chunks (16 bytes each).
+    pub fn partial_count(&self) -> usize {
+        self.partial_rows as usize * self.layout.c
+    }
+}
+
+/// Splits `groups` workgroups over a 2-D grid within the per-dimension
+/// limit (`plan_exec` keeps every dispatch within `max_dim^2` groups).
+pub(crate) fn grid(groups: u32, max_dim: u32) -> (u32, u32) {
+    let groups = groups.max(1);
+    let max_dim = max_dim.max(1);
+    if groups <= max_dim {
+        return (groups, 1);
+    }
+    let gy = groups.div_ceil(max_dim);
+    (groups.div_ceil(gy), gy)
+}
+
+/// Workgroups for one thread per channel.
+pub(crate) fn channel_groups(c: usize) -> u32 {
+    (c as u32).div_ceil(WG)
+}
+
+/// Distance in vec4s between the vec4s of one elementwise invocation over
+/// `count` elements with rows of `row` elements: a whole number of rows
+/// that is also a whole number of vec4s, so an invocation's vec4s share
+/// their channels; at least a quarter of the vec4s, so `SLAB` of them
+/// cover the range.
+pub(crate) fn slab_stride(count: usize, row: usize) -> usize {
+    let vec4s = count.div_ceil(4).max(1);
+    let unit = match row % 4 {
+        0 => row / 4,
+        2 => row / 2,
+        _ => row,
+    }
+    .max(1);
+    if unit >= vec4s {
+        return vec4s;
+    }
+    vec4s.div_ceil(SLAB).div_ceil(unit) * unit
+}
+
+/// Workgroups for the elementwise kernels over `count` elements with rows
+/// of `row` elements (one invocation per vec4 of the first stride).
+pub(crate) fn elementwise_groups(count: usize, row: usize) -> u32 {
+    (slab_stride(count, row) as u32).div_ceil(WG)
+}
+
+#[cfg(test)]
+mod tests;

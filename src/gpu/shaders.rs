@@ -1,0 +1,97 @@
+//! WGSL sources (`shaders/*.wgsl`, embedded with `include_str!`) and their
+//! assembly into one module per kernel family, storage type and way of
+//! combining a workgroup's threads.
+
+use crate::types::DType;
+
+/// `shaders/common.wgsl`: uniform block and helpers, in every module.
+const COMMON: &str = include_str!("../../shaders/common.wgsl");
+/// `shaders/moments.wgsl`: moment states (scaled Welford/Chan), for the
+/// reductions and the finalize steps.
+const MOMENTS: &str = include_str!("../../shaders/moments.wgsl");
+/// `shaders/reduce.wgsl`: per-channel partial reductions.
+const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
+/// `shaders/reduce_tree.wgsl`: reduction entry points, shared-memory tree.
+const REDUCE_TREE: &str = include_str!("../../shaders/reduce_tree.wgsl");
+/// `shaders/reduce_subgroup.wgsl`: reduction entry points, subgroups first.
+const REDUCE_SUBGROUP: &str = include_str!("../../shaders/reduce_subgroup.wgsl");
+/// `shaders/finalize.wgsl`: one thread per channel.
+const FINALIZE: &str = include_str!("../../shaders/finalize.wgsl");
+/// `shaders/elementwise.wgsl`: normalize and grad_input.
+const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
+/// `shaders/dtype_f32.wgsl`: `alias elem = f32;`.
+const DTYPE_F32: &str = include_str!("../../shaders/dtype_f32.wgsl");
+/// `shaders/dtype_f16.wgsl`: `alias elem = f16;`.
+#[cfg(feature = "f16")]
+const DTYPE_F16: &str = include_str!("../../shaders/dtype_f16.wgsl");
+/// `shaders/enable_f16.wgsl`: `enable f16;`, first in f16 modules.
+#[cfg(feature = "f16")]
+const ENABLE_F16: &str = include_str!("../../shaders/enable_f16.wgsl");
+
+/// A kernel family: one WGSL module (one file after the prelude).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Family {
+    /// Partial reductions, combining a workgroup's threads with a tree.
+    ReduceTree,
+    /// Partial reductions, combining subgroups first (`Features::SUBGROUP`).
+    ReduceSubgroup,
+    /// Per-channel finalize steps.
+    Finalize,
+    /// Normalize and grad_input.
+    Elementwise,
+}
+
+impl Family {
+    /// Every family, for tests that compile them all.
+    #[cfg(test)]
+    pub const ALL: [Family; 4] = [
+        Family::ReduceTree,
+        Family::ReduceSubgroup,
+        Family::Finalize,
+        Family::Elementwise,
+    ];
+
+    /// Short name for labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::ReduceTree => "reduce",
+            Family::ReduceSubgroup => "reduce-subgroup",
+            Family::Finalize => "finalize",
+            Family::Elementwise => "elementwise",
+        }
+    }
+
+    /// The files after the prelude, in order.
+    fn body(self) -> &'static [&'static str] {
+        match self {
+            Family::ReduceTree => &[MOMENTS, REDUCE, REDUCE_TREE],
+            Family::ReduceSubgroup => &[MOMENTS, REDUCE, REDUCE_SUBGROUP],
+            Family::Finalize => &[MOMENTS, FINALIZE],
+            Family::Elementwise => &[ELEMENTWISE],
+        }
+    }
+}
+
+/// The complete WGSL module of `family` for tensors of `dtype`:
+/// `enable f16;` where needed, the storage-type alias, the shared prelude,
+/// then the family's files. (wgpu's WGSL front end gates subgroup
+/// operations on the device feature, with no `enable`.)
+pub(crate) fn module_source(family: Family, dtype: DType) -> String {
+    let mut src = String::new();
+    match dtype {
+        DType::F32 => src.push_str(DTYPE_F32),
+        #[cfg(feature = "f16")]
+        DType::F16 => {
+            src.push_str(ENABLE_F16);
+            src.push_str(DTYPE_F16);
+        }
+    }
+    src.push_str(COMMON);
+    for part in family.body() {
+        src.push_str(part);
+    }
+    src
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,351 @@
+//! [`Tensor`]: a GPU buffer region with a logical shape, an element type and
+//! a memory format. Host transfers are in `tensor_io.rs`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::buffer::{padded_bytes, BufferSlice, OwnedBuffer, Storage, TENSOR_USAGE};
+use super::context::GpuContext;
+use crate::error::{Error, Result};
+use crate::semantics::checked_numel;
+use crate::types::{DType, MemoryFormat};
+
+/// A tensor living in a GPU buffer: a logical shape (channels second, as in
+/// PyTorch), a [`DType`] and a [`MemoryFormat`].
+///
+/// Cloning is cheap: clones share the buffer, and so do
+/// [`Tensor::reshape`] views. Any shape is allowed, including ones with a
+/// zero dimension; at most `u32::MAX` elements.
+#[derive(Clone)]
+pub struct Tensor {
+    ctx: GpuContext,
+    storage: Arc<Storage>,
+    offset: u64,
+    shape: Vec<usize>,
+    dtype: DType,
+    format: MemoryFormat,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tensor")
+            .field("shape", &self.shape)
+            .field("dtype", &self.dtype)
+            .field("format", &self.format)
+            .field("offset", &self.offset)
+            .finish()
+    }
+}
+
+/// Elements in `shape`, within what the kernels address (`u32`).
+pub(crate) fn addressable_numel(shape: &[usize]) -> Result<usize> {
+    let numel = checked_numel(shape)?;
+    if u32::try_from(numel).is_err() {
+        return Err(Error::TooLarge(format!(
+            "shape {shape:?} has {numel} elements; at most {} are supported",
+            u32::MAX
+        )));
+    }
+    Ok(numel)
+}
+
+impl Tensor {
+    /// A new zeroed tensor in a buffer of its own.
+    pub(crate) fn alloc(
+        ctx: &GpuContext,
+        shape: &[usize],
+        dtype: DType,
+        format: MemoryFormat,
+        label: &str,
+    ) -> Result<Self> {
+        ctx.check_alive()?;
+        let numel = addressable_numel(shape)?;
+        let size = padded_bytes(numel, dtype);
+        let max = ctx.device().limits().max_buffer_size;
+        if size > max {
+            return Err(Error::TooLarge(format!(
+                "shape {shape:?} needs {size} bytes; the device allows {max} per buffer"
+            )));
+        }
+        // wgpu zero-initialises new buffers.
+        let buffer = ctx.alloc(label, size, TENSOR_USAGE)?;
+        Ok(Self::wrap(ctx, buffer, 0, shape, dtype, format))
+    }
+
+    fn wrap(
+        ctx: &GpuContext,
+        buffer: OwnedBuffer,
+        offset: u64,
+        shape: &[usize],
+        dtype: DType,
+        format: MemoryFormat,
+    ) -> Self {
+        Self {
+            ctx: ctx.clone(),
+            storage: Arc::new(Storage {
+                buffer,
+                version: AtomicU64::new(0),
+            }),
+            offset,
+            shape: shape.to_vec(),
+            dtype,
+            format,
+        }
+    }
+
+    /// A tensor of zeros, f32, channels-first.
+    pub fn zeros(ctx: &GpuContext, shape: &[usize]) -> Result<Self> {
+        Self::zeros_with(ctx, shape, DType::F32, MemoryFormat::ChannelsFirst)
+    }
+
+    /// A tensor of zeros of `dtype`, channels-first.
+    pub fn zeros_of(ctx: &GpuContext, shape: &[usize], dtype: DType) -> Result<Self> {
+        Self::zeros_with(ctx, shape, dtype, MemoryFormat::ChannelsFirst)
+    }
+
+    /// A tensor of zeros of `dtype` in `format`.
+    pub fn zeros_with(
+        ctx: &GpuContext,
+        shape: &[usize],
+        dtype: DType,
+        format: MemoryFormat,
+    ) -> Result<Self> {
+        Self::alloc(ctx, shape, dtype, format, "batchnorm/tensor")
+    }
+
+    /// A tensor of zeros with `like`'s shape, dtype and memory format.
+    pub fn zeros_like(like: &Tensor) -> Result<Self> {
+        Self::zeros_with(like.context(), like.shape(), like.dtype(), like.format)
+    }
+
+    /// Wraps an application's existing buffer without copying, as an f32
+    /// channels-first tensor (see [`Tensor::from_buffer_of`]).
+    pub fn from_buffer(
+        ctx: &GpuContext,
+        buffer: wgpu::Buffer,
+        offset: u64,
+        shape: &[usize],
+    ) -> Result<Self> {
+        Self::from_buffer_of(ctx, buffer, offset, shape, DType::F32)
+    }
+
+    /// Wraps an application's existing buffer without copying. The buffer
+    /// needs `STORAGE` usage (and `COPY_SRC` to be read back, or when its
+    /// size is not a whole number of 16 bytes past `offset`, which the
+    /// kernels then read through a padded copy; `COPY_DST` to be written by
+    /// [`Tensor::write_from_slice`]); `offset` must be a multiple of the
+    /// device's `min_storage_buffer_offset_alignment`, and the buffer must
+    /// hold `offset + numel * dtype.size()` bytes. Writes the application
+    /// makes to the buffer itself are invisible to the library (see
+    /// [`BatchNorm::backward`](crate::BatchNorm::backward)).
+    pub fn from_buffer_of(
+        ctx: &GpuContext,
+        buffer: wgpu::Buffer,
+        offset: u64,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Self> {
+        ctx.check_alive()?;
+        let numel = addressable_numel(shape)?;
+        let align = u64::from(ctx.device().limits().min_storage_buffer_offset_alignment);
+        if !offset.is_multiple_of(align.max(1)) {
+            return Err(Error::Misaligned {
+                what: "Tensor::from_buffer offset",
+                offset,
+                alignment: align,
+            });
+        }
+        let need = (numel as u64)
+            .checked_mul(dtype.size() as u64)
+            .and_then(|b| b.checked_add(offset))
+            .ok_or_else(|| Error::TooLarge(format!("shape {shape:?} at offset {offset}")))?;
+        if need > buffer.size() {
+            return Err(Error::LengthMismatch {
+                name: "Tensor::from_buffer buffer bytes",
+                expected: usize::try_from(need).unwrap_or(usize::MAX),
+                actual: usize::try_from(buffer.size()).unwrap_or(usize::MAX),
+            });
+        }
+        let missing = wgpu::BufferUsages::STORAGE - buffer.usage();
+        if !missing.is_empty() {
+            return Err(Error::BufferUsage {
+                what: "Tensor::from_buffer",
+                missing,
+            });
+        }
+        Ok(Self::wrap(
+            ctx,
+            OwnedBuffer::foreign(buffer),
+            offset,
+            shape,
+            dtype,
+            MemoryFormat::ChannelsFirst,
+        ))
+    }
+
+    /// The tensor's logical shape (channels second).
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// How the values are laid out in memory.
+    pub fn memory_format(&self) -> MemoryFormat {
+        self.format
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The underlying wgpu buffer (the data starts at [`Tensor::offset`]).
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.storage.buffer.buffer
+    }
+
+    /// Byte offset of the data in [`Tensor::buffer`].
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The context the tensor lives on.
+    pub fn context(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    /// The same data under another shape with the same number of elements,
+    /// without copying (e.g. `(N, C, H, W)` <-> `(N, C, H * W)`). The view
+    /// shares the buffer. A channels-last tensor keeps `N` and `C` (only
+    /// the spatial dimensions merge or split), since its storage order
+    /// depends on them.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        let numel = addressable_numel(shape)?;
+        let same_nc = shape.get(..2).is_some() && shape.get(..2) == self.shape.get(..2);
+        if numel != self.numel() || (self.format == MemoryFormat::ChannelsLast && !same_nc) {
+            return Err(Error::ShapeMismatch {
+                what: "Tensor::reshape",
+                expected: self.shape.clone(),
+                actual: shape.to_vec(),
+            });
+        }
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            ..self.clone()
+        })
+    }
+
+    /// The same buffer read as `format`: a relabelling, not a transpose.
+    /// Use it for data already stored in that order (a `(N, H, W, C)`
+    /// image batch is `ChannelsLast` with logical shape `(N, C, H, W)`).
+    pub fn with_memory_format(&self, format: MemoryFormat) -> Tensor {
+        Tensor {
+            format,
+            ..self.clone()
+        }
+    }
+
+    /// Writes the library made to this tensor's buffer so far.
+    pub(crate) fn version(&self) -> u64 {
+        self.storage.version.load(Ordering::SeqCst)
+    }
+
+    /// Records a write by the library (an empty tensor has nothing to write).
+    pub(crate) fn bump_version(&self) {
+        if self.numel() > 0 {
+            self.storage.version.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether `other` is this very storage (same buffer allocation).
+    pub(crate) fn same_storage(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.storage, &other.storage)
+    }
+
+    /// Whether the two tensors' bytes overlap in one buffer.
+    pub(crate) fn overlaps(&self, other: &Tensor) -> bool {
+        let end = |t: &Tensor| t.offset + (t.numel() * t.dtype.size()) as u64;
+        self.buffer() == other.buffer()
+            && self.offset < end(other)
+            && other.offset < end(self)
+            && self.numel() > 0
+            && other.numel() > 0
+    }
+
+    /// `Err(BufferUsage)` unless the buffer has `usage`.
+    pub(crate) fn require_usage(
+        &self,
+        what: &'static str,
+        usage: wgpu::BufferUsages,
+    ) -> Result<()> {
+        let missing = usage - self.buffer().usage();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::BufferUsage { what, missing })
+        }
+    }
+
+    /// The binding of elements `[start, start + count)`, rounded up to a
+    /// whole `vec4` where the buffer has room.
+    pub(crate) fn window(&self, start: usize, count: usize) -> BufferSlice {
+        let offset = self.offset + (start * self.dtype.size()) as u64;
+        let avail = self.buffer().size().saturating_sub(offset);
+        let size = padded_bytes(count, self.dtype).min(avail).max(4);
+        BufferSlice {
+            buffer: self.buffer().clone(),
+            offset,
+            size,
+            owner: Some(Arc::downgrade(&self.storage)),
+        }
+    }
+
+    /// The binding of the whole tensor.
+    pub(crate) fn binding(&self) -> BufferSlice {
+        self.window(0, self.numel())
+    }
+
+    /// Whether the buffer has room for whole `vec4` reads and writes past
+    /// the end.
+    pub(crate) fn is_padded(&self) -> bool {
+        self.buffer().size().saturating_sub(self.offset) >= padded_bytes(self.numel(), self.dtype)
+    }
+
+    /// This tensor when its buffer has room for whole `vec4` reads, else a
+    /// padded copy recorded into `encoder` (which needs `COPY_SRC`, checked
+    /// before anything is recorded).
+    pub(crate) fn padded(&self, encoder: &mut wgpu::CommandEncoder) -> Result<Tensor> {
+        if self.is_padded() || self.numel() == 0 {
+            return Ok(self.clone());
+        }
+        self.require_usage(
+            "a tensor without 16 bytes of padding",
+            wgpu::BufferUsages::COPY_SRC,
+        )?;
+        let bytes = self.copy_bytes()?;
+        let copy = Tensor::zeros_with(&self.ctx, &self.shape, self.dtype, self.format)?;
+        encoder.copy_buffer_to_buffer(self.buffer(), self.offset, copy.buffer(), 0, bytes);
+        Ok(copy)
+    }
+
+    /// Bytes to copy for the data: a multiple of 4, as wgpu requires.
+    pub(crate) fn copy_bytes(&self) -> Result<u64> {
+        let bytes = (self.numel() * self.dtype.size()) as u64;
+        let rounded = bytes.next_multiple_of(4);
+        let have = self.buffer().size().saturating_sub(self.offset);
+        if rounded > have {
+            // An f16 tensor with an odd element count in a buffer that
+            // ends right after it.
+            return Err(Error::LengthMismatch {
+                name: "buffer bytes after the tensor's offset (a multiple of 4)",
+                expected: usize::try_from(rounded).unwrap_or(usize::MAX),
+                actual: usize::try_from(have).unwrap_or(usize::MAX),
+            });
+        }
+        Ok(rounded)
+    }
+}

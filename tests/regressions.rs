@@ -1,0 +1,368 @@
+//! One named test per finding of the reliability review (issue #12); the
+//! shard findings (2, 3, 10) are in `tests/shard.rs`.
+
+mod common;
+
+use wgpu_batchnorm::{
+    cpu, wgpu, BatchNorm1d, BatchNormConfig, Error, GpuContext, ShardMoments, Tensor,
+};
+
+fn f64s(v: &[f32]) -> Vec<f64> {
+    common::f64s(v)
+}
+
+/// #12.1: a constant channel of huge values normalizes to the bias, with
+/// finite gradients (was NaN: eps * scale^2 underflowed).
+#[test]
+fn constant_huge_channel_normalizes_to_the_bias() {
+    let Some(ctx) = common::context() else { return };
+    for value in [1e21f32, -3e30, 1e38, 1e-30, 0.0] {
+        let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(1)).expect("bn");
+        bn.set_bias(&[0.5]).expect("bias");
+        let x = Tensor::from_slice(&ctx, &[value; 4], &[4, 1]).expect("x");
+        let y = bn.forward(&x).expect("forward").to_vec().expect("read");
+        assert_eq!(y, vec![0.5; 4], "x = {value}");
+        let dy = Tensor::from_slice(&ctx, &[1.0, -2.0, 0.5, 3.0], &[4, 1]).expect("dy");
+        let g = bn.backward(&dy).expect("backward");
+        let dx = g.grad_input.to_vec().expect("read");
+        assert!(dx.iter().all(|v| v.is_finite()), "x = {value}: {dx:?}");
+        assert_eq!(
+            g.grad_bias.expect("affine").to_vec().expect("read"),
+            vec![2.5]
+        );
+        let rm = bn.running_mean().expect("rm").expect("some");
+        assert_eq!(rm, vec![(0.1 * f64::from(value)) as f32], "x = {value}");
+    }
+}
+
+/// #12.8: values far from the channel's first value, in any order, keep
+/// exact statistics (was: the scale came from the first value only, so
+/// `[0, 1e20, -1e20, 1e20]` overflowed M2 and normalized to the bias).
+#[test]
+fn outliers_far_from_the_first_value_keep_exact_statistics() {
+    let Some(ctx) = common::context() else { return };
+    let columns: Vec<Vec<f32>> = vec![
+        vec![0.0, 1e20, -1e20, 1e20],
+        vec![1.0, 2.0, 3e25, 4.0, -5e30, 6.0, 7.0, 8.0],
+        vec![1e-3, 1e10, 1e20, 1e30, 1e37, 0.0, -3e36, 5.0],
+        vec![3.0, 3.0, 3.0, 1e19, 3.0, 3.0],
+    ];
+    for col in columns {
+        let n = col.len();
+        // The column in channel 0; a well-behaved channel beside it, in
+        // every layout: (N, 2), (N, 2, 1), (N, 2, 4) (a vec4 per row).
+        for l in [1usize, 4] {
+            let shape = if l == 1 { vec![n, 2] } else { vec![n, 2, l] };
+            let data: Vec<f32> = (0..n)
+                .flat_map(|i| {
+                    let a = std::iter::repeat_n(col[i], l);
+                    let b = (0..l).map(move |k| (i * l + k) as f32 * 0.25);
+                    a.chain(b)
+                })
+                .collect();
+            let mut gpu = BatchNorm1d::new(&ctx, BatchNormConfig::new(2)).expect("bn");
+            let mut reference = cpu::BatchNorm1d::new(BatchNormConfig::new(2)).expect("cpu");
+            let y = gpu
+                .forward(&Tensor::from_slice(&ctx, &data, &shape).expect("x"))
+                .expect("forward")
+                .to_vec()
+                .expect("read");
+            let want = reference.forward(&data, &shape).expect("cpu");
+            common::check_close(&format!("{col:?} l={l}"), &y, &f64s(&want), 1e-5).expect("output");
+            let rm = gpu.running_mean().expect("rm").expect("some");
+            let want_rm = f64s(&reference.running_mean().expect("some"));
+            common::check_close(
+                &format!("{col:?} l={l} running_mean {rm:?} vs {want_rm:?}"),
+                &rm,
+                &want_rm,
+                1e-5,
+            )
+            .expect("running_mean");
+        }
+    }
+}
+
+/// #12.4: a tensor whose recorded work wgpu would reject is an `Err`
+/// before anything is recorded, and nothing is committed.
+#[test]
+fn encode_forward_checks_what_the_recorded_work_needs() {
+    let Some(ctx) = common::context() else { return };
+    let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("test/storage-only"),
+        size: 60,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    // 15 values in 60 bytes: the kernels read whole vec4s, so they need a
+    // padded copy, which needs COPY_SRC.
+    let x = Tensor::from_buffer(&ctx, buffer, 0, &[3, 5]).expect("wrap");
+    let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(5)).expect("bn");
+    let mut encoder = ctx
+        .device()
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+    let err = bn
+        .encode_forward(&mut encoder, &x)
+        .expect_err("COPY_SRC missing");
+    assert!(matches!(err, Error::BufferUsage { .. }), "{err}");
+    assert_eq!(bn.num_batches_tracked(), 0);
+    ctx.queue().submit([encoder.finish()]);
+    ctx.synchronize()
+        .expect("the encoder holds nothing invalid");
+    // The module still works.
+    let ok = Tensor::from_slice(&ctx, &[1.0; 15], &[3, 5]).expect("x");
+    bn.forward(&ok).expect("forward");
+    assert_eq!(bn.num_batches_tracked(), 1);
+}
+
+/// #12.4: an error of the application's own work on a device the library
+/// made is returned by the next library call, once.
+#[test]
+fn uncaptured_device_errors_are_returned_not_dropped() {
+    let Some(_) = common::context() else { return };
+    let ctx = GpuContext::with_options(common::options()).expect("own context");
+    // The application's own invalid work: a copy past the end of a buffer.
+    let small = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("test/small"),
+        size: 16,
+        usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = ctx
+        .device()
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+    encoder.copy_buffer_to_buffer(&small, 0, &small, 8, 64);
+    ctx.queue().submit([encoder.finish()]);
+    let err = Tensor::zeros(&ctx, &[4]).expect_err("the app's error comes back");
+    assert!(matches!(err, Error::Uncaptured(_)), "{err}");
+    Tensor::zeros(&ctx, &[4]).expect("once only");
+}
+
+/// #12.5: what a successful forward saved stays intact until the next
+/// successful forward, whatever runs in between.
+#[test]
+fn unrelated_calls_do_not_change_a_later_backward() {
+    let Some(ctx) = common::context() else { return };
+    let cfg = BatchNormConfig::new(4)
+        .affine(false)
+        .track_running_stats(false);
+    let mut rng = common::Rng(12);
+    let x = Tensor::from_slice(&ctx, &rng.normals(32, 1.0, 2.0), &[8, 4]).expect("x");
+    let wide = Tensor::from_slice(&ctx, &rng.normals(512, 0.0, 1.0), &[8, 64]).expect("wide");
+    let dy = Tensor::from_slice(&ctx, &rng.normals(32, 0.0, 1.0), &[8, 4]).expect("dy");
+    let run = |interleave: bool| {
+        let mut bn = BatchNorm1d::new(&ctx, cfg.clone()).expect("bn");
+        bn.forward(&x).expect("forward");
+        if interleave {
+            bn.shard_moments(&wide).expect("moments");
+            bn.eval();
+            assert!(bn
+                .forward(&Tensor::zeros(&ctx, &[1, 4]).expect("x"))
+                .is_err());
+            bn.train();
+        }
+        bn.backward(&dy)
+            .expect("backward")
+            .grad_input
+            .to_vec()
+            .expect("read")
+    };
+    assert_eq!(run(true), run(false));
+}
+
+/// #12.6: work recorded into an application encoder keeps its own
+/// parameters, whatever the module does before the encoder is submitted.
+#[test]
+fn recorded_work_keeps_its_own_parameters() {
+    let Some(ctx) = common::context() else { return };
+    let mut rng = common::Rng(6);
+    let data1 = rng.normals(24, 2.0, 3.0);
+    let x1 = Tensor::from_slice(&ctx, &data1, &[6, 4]).expect("x1");
+    let x2 = Tensor::from_slice(&ctx, &rng.normals(40, -1.0, 0.5), &[2, 4, 5]).expect("x2");
+    let mut reference = cpu::BatchNorm1d::new(BatchNormConfig::new(4)).expect("cpu");
+    let want = reference.forward(&data1, &[6, 4]).expect("cpu");
+    let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(4)).expect("bn");
+    let mut encoder = ctx
+        .device()
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+    let y1 = bn.encode_forward(&mut encoder, &x1).expect("record");
+    bn.eval();
+    let _y2 = bn.forward(&x2).expect("eval forward runs first");
+    ctx.queue().submit([encoder.finish()]);
+    let got = y1.to_vec().expect("read");
+    common::check_close("recorded training forward", &got, &f64s(&want), 1e-5)
+        .expect("its own parameters");
+    // Its running-statistics update ran too.
+    let rm = bn.running_mean().expect("rm").expect("some");
+    let want_rm = f64s(&reference.running_mean().expect("some"));
+    common::check_close("running_mean", &rm, &want_rm, 1e-6).expect("running_mean");
+}
+
+/// #12.7: application buffers get the checks library tensors get.
+#[test]
+fn from_buffer_checks_sizes_and_counts() {
+    let Some(ctx) = common::context() else { return };
+    let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("test/app"),
+        size: 256,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let huge = [1usize << 16, 1 << 16, 2];
+    assert!(matches!(
+        Tensor::from_buffer(&ctx, buffer.clone(), 0, &huge),
+        Err(Error::TooLarge(_))
+    ));
+    assert!(matches!(
+        Tensor::from_buffer(&ctx, buffer.clone(), 0, &[usize::MAX, 2]),
+        Err(Error::TooLarge(_))
+    ));
+    assert!(matches!(
+        Tensor::from_buffer(&ctx, buffer.clone(), u64::MAX - 3, &[1]),
+        Err(Error::Misaligned { .. } | Error::TooLarge(_))
+    ));
+    assert!(matches!(
+        Tensor::from_buffer(&ctx, buffer.clone(), 0, &[65]),
+        Err(Error::LengthMismatch { .. })
+    ));
+    Tensor::from_buffer(&ctx, buffer, 0, &[64]).expect("fits exactly");
+}
+
+/// #12.9: the awaiting thread stays idle while the GPU works (no
+/// busy-polling): its CPU time is a small part of the wall time.
+#[cfg(target_os = "linux")]
+#[test]
+fn async_read_back_waits_without_spinning() {
+    let Some(ctx) = common::context() else { return };
+    fn thread_cpu_seconds() -> f64 {
+        // utime + stime of this thread, in clock ticks (field 14, 15).
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
+        let after = &stat[stat.rfind(')').expect("comm") + 2..];
+        let f: Vec<&str> = after.split(' ').collect();
+        let ticks: f64 =
+            f[11].parse::<f64>().expect("utime") + f[12].parse::<f64>().expect("stime");
+        ticks / 100.0
+    }
+    let shape = [1 << 20, 16];
+    let x = Tensor::zeros(&ctx, &shape).expect("x");
+    let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(16)).expect("bn");
+    let y = Tensor::zeros(&ctx, &shape).expect("y");
+    // Queue enough work that the read waits a while.
+    let start = std::time::Instant::now();
+    let cpu0 = thread_cpu_seconds();
+    for _ in 0..6 {
+        bn.forward_into(&x, &y).expect("forward");
+    }
+    let queued = thread_cpu_seconds() - cpu0;
+    let cpu1 = thread_cpu_seconds();
+    let v = pollster::block_on(y.to_vec_async()).expect("read");
+    let waited = thread_cpu_seconds() - cpu1;
+    let wall = start.elapsed().as_secs_f64();
+    assert_eq!(v.len(), 1 << 24);
+    assert!(wall > 0.2, "too little work to measure ({wall:.3} s)");
+    assert!(
+        waited < 0.25 * wall + 0.05,
+        "the awaiting thread used {waited:.3} s of CPU in {wall:.3} s (recording took {queued:.3} s)"
+    );
+}
+
+/// #12.11: backward refuses an input that was overwritten through the
+/// library after the forward; with `keep_input_copy` it differentiates the
+/// forward's own copy.
+#[test]
+fn backward_detects_an_overwritten_input() {
+    let Some(ctx) = common::context() else { return };
+    let mut rng = common::Rng(11);
+    let (d1, d2) = (rng.normals(32, 1.0, 2.0), rng.normals(32, -3.0, 0.5));
+    let dy = Tensor::from_slice(&ctx, &rng.normals(32, 0.0, 1.0), &[8, 4]).expect("dy");
+    let want = {
+        let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(4)).expect("bn");
+        bn.forward(&Tensor::from_slice(&ctx, &d1, &[8, 4]).expect("x"))
+            .expect("fwd");
+        bn.backward(&dy)
+            .expect("bw")
+            .grad_input
+            .to_vec()
+            .expect("read")
+    };
+    // Ping-pong buffers: the input is refilled after the forward.
+    let x = Tensor::from_slice(&ctx, &d1, &[8, 4]).expect("x");
+    let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(4)).expect("bn");
+    bn.forward(&x).expect("forward");
+    x.write_from_slice(&d2).expect("refill");
+    assert!(matches!(
+        bn.backward(&dy),
+        Err(Error::ModifiedSinceForward { what: "input" })
+    ));
+    // Used as another forward's output: the same.
+    bn.forward(&x).expect("forward");
+    let mut other = BatchNorm1d::new(&ctx, BatchNormConfig::new(4)).expect("bn");
+    other.forward_into(&dy, &x).expect("overwrites x");
+    assert!(bn.backward(&dy).is_err());
+    // With a copy kept, the refill does not matter.
+    let x = Tensor::from_slice(&ctx, &d1, &[8, 4]).expect("x");
+    let mut kept = BatchNorm1d::new(&ctx, BatchNormConfig::new(4)).expect("bn");
+    kept.keep_input_copy(true);
+    kept.forward(&x).expect("forward");
+    x.write_from_slice(&d2).expect("refill");
+    let got = kept
+        .backward(&dy)
+        .expect("backward")
+        .grad_input
+        .to_vec()
+        .expect("read");
+    assert_eq!(got, want);
+}
+
+/// #12.12: a destroyed device is `DeviceLost` from the first call that
+/// waits on it (wgpu reports a loss only through its lost callback, which
+/// runs once the device is idle; errors of a lost device are not
+/// reported), and on every call after that.
+#[test]
+fn a_destroyed_device_is_lost_from_the_first_wait() {
+    let Some(_) = common::context() else { return };
+    for wait in ["to_vec", "synchronize", "running_mean"] {
+        let ctx = GpuContext::with_options(common::options()).expect("own context");
+        let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(4)).expect("bn");
+        let x = Tensor::zeros(&ctx, &[8, 4]).expect("x");
+        let y = bn.forward(&x).expect("forward before loss");
+        ctx.device().destroy();
+        let first = match wait {
+            "to_vec" => y.to_vec().map(|_| ()),
+            "synchronize" => ctx.synchronize(),
+            _ => bn.running_mean().map(|_| ()),
+        };
+        assert!(
+            matches!(first, Err(Error::DeviceLost(_))),
+            "{wait}: {first:?}"
+        );
+        assert!(
+            matches!(bn.forward(&x), Err(Error::DeviceLost(_))),
+            "{wait}"
+        );
+        assert!(matches!(
+            Tensor::zeros(&ctx, &[2]),
+            Err(Error::DeviceLost(_))
+        ));
+        assert_eq!(bn.num_batches_tracked(), 1);
+    }
+}
+
+/// The merged moments a replica receives are checked like any input.
+#[test]
+fn merged_moments_with_nan_poison_their_channel() {
+    let Some(ctx) = common::context() else { return };
+    let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(2)).expect("bn");
+    let x = Tensor::from_slice(&ctx, &[1.0, 2.0, 3.0, 4.0], &[2, 2]).expect("x");
+    let global = ShardMoments {
+        count: 2,
+        mean: vec![f64::NAN, 3.0],
+        m2: vec![f64::NAN, 2.0],
+    };
+    let y = bn
+        .forward_with_moments(&x, &global)
+        .expect("forward")
+        .to_vec()
+        .expect("read");
+    assert!(y[0].is_nan() && y[2].is_nan());
+    assert!(y[1].is_finite() && y[3].is_finite());
+}

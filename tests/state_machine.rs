@@ -1,0 +1,655 @@
+//! Model-based test: random sequences of calls — valid and invalid — on a
+//! GPU module of every rank, against the CPU reference as the model.
+//!
+//! After every command the module's observable state (weight, bias,
+//! running statistics, num_batches_tracked, and what a backward of its last
+//! forward returns) must equal the model's, every call the model rejects
+//! must be an `Err` that changes nothing, and no call may panic.
+//! `BN_STATE_MACHINE_CASES` sets the number of sequences (default 500).
+
+mod common;
+
+use std::sync::OnceLock;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use wgpu_batchnorm::{
+    cpu, wgpu, BatchNorm, BatchNormConfig, Error, GpuContext, MemoryFormat, Rank1d, Rank2d, Rank3d,
+    ShardGradSums, ShardMoments, SpatialRank, StateDict, Tensor,
+};
+
+fn contexts() -> Option<&'static (GpuContext, GpuContext)> {
+    static CTX: OnceLock<Option<(GpuContext, GpuContext)>> = OnceLock::new();
+    CTX.get_or_init(|| {
+        let a = common::context()?;
+        let b = GpuContext::with_options(common::options()).expect("second context");
+        Some((a, b))
+    })
+    .as_ref()
+}
+
+/// How a tensor argument is broken, if at all.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Bad {
+    None,
+    /// Made on another context.
+    Foreign,
+    /// An application buffer with only STORAGE usage and no padding.
+    StorageOnly,
+    /// An f16 tensor where the call needs f32.
+    WrongDtype,
+}
+
+#[derive(Debug, Clone)]
+enum Cmd {
+    Train,
+    Eval,
+    /// Forward of an input of `shape` (possibly of a wrong rank or channel
+    /// count, or empty).
+    Forward {
+        shape: Vec<usize>,
+        cl: bool,
+        seed: u64,
+        bad: Bad,
+    },
+    /// `forward_into` with an output of the right or a wrong shape, or the
+    /// input itself.
+    ForwardInto {
+        shape: Vec<usize>,
+        seed: u64,
+        out: u8,
+    },
+    /// `encode_forward` into an app encoder, then submit.
+    EncodeForward {
+        shape: Vec<usize>,
+        seed: u64,
+    },
+    /// Backward with a right or wrong grad_output.
+    Backward {
+        seed: u64,
+        wrong_shape: bool,
+        bad: Bad,
+    },
+    /// One-shard SyncBatchNorm: shard_moments, forward_with_moments, and
+    /// (if `backward`) shard_grad_sums + backward_with_sums.
+    Shard {
+        shape: Vec<usize>,
+        seed: u64,
+        malformed: bool,
+        backward: bool,
+    },
+    SetParam {
+        which: u8,
+        extra: bool,
+        seed: u64,
+    },
+    LoadStateDict {
+        wrong: u8,
+        seed: u64,
+    },
+    SetNbt(u64),
+    ResetRunningStats,
+    ResetParameters,
+}
+
+fn shape_for(rank: usize, c: usize) -> BoxedStrategy<Vec<usize>> {
+    let n = prop_oneof![4 => 2usize..9, 1 => Just(1usize), 1 => Just(0usize)];
+    let ch = prop_oneof![6 => Just(c), 1 => Just(c + 1)];
+    let spatial = 1usize..4;
+    match rank {
+        1 => prop_oneof![
+            (n.clone(), ch.clone()).prop_map(|(n, c)| vec![n, c]),
+            (n.clone(), ch.clone(), 1usize..6).prop_map(|(n, c, l)| vec![n, c, l]),
+            Just(vec![4]),
+        ]
+        .boxed(),
+        2 => prop_oneof![
+            5 => (n.clone(), ch.clone(), spatial.clone(), spatial.clone())
+                .prop_map(|(n, c, h, w)| vec![n, c, h, w]),
+            1 => (n.clone(), ch.clone()).prop_map(|(n, c)| vec![n, c, 2]),
+        ]
+        .boxed(),
+        _ => prop_oneof![
+            5 => (n, ch.clone(), spatial.clone(), spatial.clone(), spatial)
+                .prop_map(|(n, c, d, h, w)| vec![n, c, d, h, w]),
+            1 => ch.prop_map(|c| vec![2, c, 2, 2]),
+        ]
+        .boxed(),
+    }
+}
+
+fn bad() -> impl Strategy<Value = Bad> {
+    prop_oneof![
+        12 => Just(Bad::None),
+        1 => Just(Bad::Foreign),
+        1 => Just(Bad::StorageOnly),
+        1 => Just(Bad::WrongDtype),
+    ]
+}
+
+fn cmd(rank: usize, c: usize) -> BoxedStrategy<Cmd> {
+    let shape = shape_for(rank, c);
+    prop_oneof![
+        2 => Just(Cmd::Train),
+        1 => Just(Cmd::Eval),
+        6 => (shape.clone(), any::<bool>(), any::<u64>(), bad())
+            .prop_map(|(shape, cl, seed, bad)| Cmd::Forward { shape, cl, seed, bad }),
+        2 => (shape.clone(), any::<u64>(), 0u8..4)
+            .prop_map(|(shape, seed, out)| Cmd::ForwardInto { shape, seed, out }),
+        1 => (shape.clone(), any::<u64>()).prop_map(|(shape, seed)| Cmd::EncodeForward { shape, seed }),
+        4 => (any::<u64>(), prop::bool::weighted(0.15), bad())
+            .prop_map(|(seed, wrong_shape, bad)| Cmd::Backward { seed, wrong_shape, bad }),
+        2 => (shape, any::<u64>(), prop::bool::weighted(0.2), any::<bool>())
+            .prop_map(|(shape, seed, malformed, backward)| Cmd::Shard { shape, seed, malformed, backward }),
+        2 => (0u8..4, prop::bool::weighted(0.2), any::<u64>())
+            .prop_map(|(which, extra, seed)| Cmd::SetParam { which, extra, seed }),
+        1 => (0u8..4, any::<u64>()).prop_map(|(wrong, seed)| Cmd::LoadStateDict { wrong, seed }),
+        1 => (0u64..5).prop_map(Cmd::SetNbt),
+        1 => Just(Cmd::ResetRunningStats),
+        1 => Just(Cmd::ResetParameters),
+    ]
+    .boxed()
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    rank: usize,
+    cfg: BatchNormConfig,
+    cmds: Vec<Cmd>,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        1usize..4,
+        1usize..5,
+        any::<bool>(),
+        any::<bool>(),
+        prop_oneof![Just(Some(0.1)), Just(None)],
+    )
+        .prop_flat_map(|(rank, c, affine, track, momentum)| {
+            let cfg = BatchNormConfig::new(c)
+                .affine(affine)
+                .track_running_stats(track)
+                .momentum(momentum);
+            proptest::collection::vec(cmd(rank, c), 1..12).prop_map(move |cmds| Case {
+                rank,
+                cfg: cfg.clone(),
+                cmds,
+            })
+        })
+}
+
+/// The GPU module and its model, with what the harness knows about the
+/// last forward.
+struct Pair<'a, R: SpatialRank> {
+    ctx: &'a GpuContext,
+    foreign: &'a GpuContext,
+    gpu: BatchNorm<R>,
+    model: cpu::BatchNorm<R>,
+    /// The last successful forward: input shape and format, and whether it
+    /// used statistics from `forward_with_moments`.
+    last: Option<(Vec<usize>, MemoryFormat, bool)>,
+}
+
+/// A dtype other than f32 (f32 itself without the `f16` feature, which
+/// then makes the "wrong dtype" calls valid ones).
+fn wrong_dtype() -> wgpu_batchnorm::DType {
+    #[cfg(feature = "f16")]
+    return wgpu_batchnorm::DType::F16;
+    #[cfg(not(feature = "f16"))]
+    return wgpu_batchnorm::DType::F32;
+}
+
+fn data(seed: u64, n: usize) -> Vec<f32> {
+    common::Rng(seed | 1).normals(n, 0.5, 2.0)
+}
+
+type Res<T> = Result<T, String>;
+
+fn err<E: std::fmt::Debug>(e: E) -> String {
+    format!("{e:?}")
+}
+
+impl<R: SpatialRank> Pair<'_, R> {
+    fn tensor(&self, d: &[f32], shape: &[usize], format: MemoryFormat, bad: Bad) -> Res<Tensor> {
+        match bad {
+            Bad::None => Tensor::from_slice_with_format(self.ctx, d, shape, format).map_err(err),
+            Bad::Foreign => {
+                Tensor::from_slice_with_format(self.foreign, d, shape, format).map_err(err)
+            }
+            Bad::WrongDtype => {
+                Tensor::zeros_with(self.ctx, shape, wrong_dtype(), format).map_err(err)
+            }
+            Bad::StorageOnly => {
+                // Exactly the data's bytes: unpadded unless numel % 4 == 0.
+                let buffer = self.ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("state-machine/storage-only"),
+                    size: (d.len() as u64 * 4).max(4),
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: true,
+                });
+                if !d.is_empty() {
+                    buffer
+                        .slice(..)
+                        .get_mapped_range_mut()
+                        .map_err(err)?
+                        .copy_from_slice(bytemuck::cast_slice(d));
+                }
+                buffer.unmap();
+                let t = Tensor::from_buffer(self.ctx, buffer, 0, shape).map_err(err)?;
+                Ok(t.with_memory_format(format))
+            }
+        }
+    }
+
+    fn apply(&mut self, cmd: &Cmd) -> Res<()> {
+        match cmd {
+            Cmd::Train => {
+                self.gpu.train();
+                self.model.train();
+            }
+            Cmd::Eval => {
+                self.gpu.eval();
+                self.model.eval();
+            }
+            Cmd::Forward {
+                shape,
+                cl,
+                seed,
+                bad,
+            } => {
+                let format = if *cl {
+                    MemoryFormat::ChannelsLast
+                } else {
+                    MemoryFormat::ChannelsFirst
+                };
+                let numel: usize = shape.iter().product();
+                let x = self.tensor(&data(*seed, numel), shape, format, *bad)?;
+                // A storage-only buffer works when it needs no padded copy;
+                // an f16 input is valid too, but not this model's data.
+                if *bad == Bad::WrongDtype {
+                    return Ok(());
+                }
+                let ok = *bad == Bad::None || (*bad == Bad::StorageOnly && numel.is_multiple_of(4));
+                let before = self.model.clone();
+                let model_ok = self
+                    .model
+                    .clone()
+                    .forward_with_format(&data(*seed, numel), shape, format)
+                    .is_ok();
+                let r = self.gpu.forward(&x);
+                match (&r, model_ok && ok) {
+                    (Ok(y), true) => {
+                        let want = self
+                            .model
+                            .forward_with_format(&data(*seed, numel), shape, format)
+                            .map_err(err)?;
+                        // A storage-only tensor cannot be read back; its output can.
+                        let y = y.to_vec().map_err(err)?;
+                        common::check_close("forward output", &y, &common::f64s(&want), 2e-4)?;
+                        self.last = Some((shape.clone(), format, false));
+                    }
+                    (Err(_), false) => {
+                        self.model = before;
+                    }
+                    (r, expected) => {
+                        return Err(format!(
+                            "forward {shape:?} {bad:?}: gpu {:?}, expected ok={expected}",
+                            r.as_ref().err()
+                        ));
+                    }
+                }
+            }
+            Cmd::ForwardInto { shape, seed, out } => {
+                let numel: usize = shape.iter().product();
+                let x = self.tensor(
+                    &data(*seed, numel),
+                    shape,
+                    MemoryFormat::ChannelsFirst,
+                    Bad::None,
+                )?;
+                let target = match out {
+                    0 => Tensor::zeros(self.ctx, shape).map_err(err)?,
+                    1 => Tensor::zeros(self.ctx, &[numel + 1]).map_err(err)?,
+                    2 => x.clone(),
+                    _ => Tensor::zeros_of(self.ctx, shape, wrong_dtype()).map_err(err)?,
+                };
+                let gpu_ok = *out == 0
+                    || (*out == 2 && numel == 0)
+                    || (*out == 3 && wrong_dtype() == wgpu_batchnorm::DType::F32);
+                let d = data(*seed, numel);
+                let mut probe = self.model.clone();
+                let model_ok = probe.forward(&d, shape).is_ok();
+                let r = self.gpu.forward_into(&x, &target);
+                match (r, model_ok && gpu_ok) {
+                    (Ok(()), true) => {
+                        let want = self.model.forward(&d, shape).map_err(err)?;
+                        let y = target.to_vec().map_err(err)?;
+                        common::check_close("forward_into output", &y, &common::f64s(&want), 2e-4)?;
+                        self.last = Some((shape.clone(), MemoryFormat::ChannelsFirst, false));
+                    }
+                    (Err(_), false) => {}
+                    (r, e) => {
+                        return Err(format!(
+                            "forward_into {shape:?} out={out}: gpu {r:?}, expected ok={e}"
+                        ))
+                    }
+                }
+            }
+            Cmd::EncodeForward { shape, seed } => {
+                let numel: usize = shape.iter().product();
+                let d = data(*seed, numel);
+                let x = self.tensor(&d, shape, MemoryFormat::ChannelsFirst, Bad::None)?;
+                let mut enc = self
+                    .ctx
+                    .device()
+                    .create_command_encoder(&Default::default());
+                let r = self.gpu.encode_forward(&mut enc, &x);
+                self.ctx.queue().submit([enc.finish()]);
+                let mut probe = self.model.clone();
+                match (r, probe.forward(&d, shape)) {
+                    (Ok(y), Ok(_)) => {
+                        let want = self.model.forward(&d, shape).map_err(err)?;
+                        let y = y.to_vec().map_err(err)?;
+                        common::check_close("encoded output", &y, &common::f64s(&want), 2e-4)?;
+                        self.last = Some((shape.clone(), MemoryFormat::ChannelsFirst, false));
+                    }
+                    (Err(_), Err(_)) => {}
+                    (g, m) => {
+                        return Err(format!(
+                            "encode_forward {shape:?}: gpu {:?} model {:?}",
+                            g.err(),
+                            m.err()
+                        ))
+                    }
+                }
+            }
+            Cmd::Backward {
+                seed,
+                wrong_shape,
+                bad,
+            } => {
+                let Some((shape, format, sharded)) = self.last.clone() else {
+                    let dy = Tensor::zeros(self.ctx, &[2, 2]).map_err(err)?;
+                    return match self.gpu.backward(&dy) {
+                        Err(Error::NoForward) => Ok(()),
+                        r => Err(format!("backward before forward: {:?}", r.err())),
+                    };
+                };
+                let shape2: Vec<usize> = if *wrong_shape {
+                    shape.iter().map(|d| d + 1).collect()
+                } else {
+                    shape.clone()
+                };
+                let numel: usize = shape2.iter().product();
+                let dy = self.tensor(&data(*seed, numel), &shape2, format, *bad)?;
+                let should_fail = *wrong_shape
+                    || *bad == Bad::Foreign
+                    || *bad == Bad::WrongDtype
+                    || sharded
+                    || (*bad == Bad::StorageOnly && !numel.is_multiple_of(4));
+                let r = self.gpu.backward(&dy);
+                match (r, should_fail) {
+                    (Ok(_), false) | (Err(_), true) => {}
+                    (r, f) => return Err(format!("backward ({bad:?}, wrong={wrong_shape}, sharded={sharded}): gpu {:?}, should fail {f}", r.err())),
+                }
+            }
+            Cmd::Shard {
+                shape,
+                seed,
+                malformed,
+                backward,
+            } => {
+                let numel: usize = shape.iter().product();
+                let d = data(*seed, numel);
+                let x = self.tensor(&d, shape, MemoryFormat::ChannelsFirst, Bad::None)?;
+                // A rejected shape changes nothing (checked after the command).
+                let Ok(moments) = self.gpu.shard_moments(&x) else {
+                    return Ok(());
+                };
+                let global = if *malformed {
+                    ShardMoments {
+                        m2: vec![],
+                        ..moments.clone()
+                    }
+                } else {
+                    moments.clone()
+                };
+                let mut probe = self.model.clone();
+                let model_ok = probe.forward(&d, shape).is_ok()
+                    && (self.model.is_training() || !self.model.config().track_running_stats)
+                    && !*malformed;
+                match (self.gpu.forward_with_moments(&x, &global), model_ok) {
+                    (Ok(y), true) => {
+                        let want = self.model.forward(&d, shape).map_err(err)?;
+                        let y = y.to_vec().map_err(err)?;
+                        common::check_close("sharded output", &y, &common::f64s(&want), 2e-4)?;
+                        self.last = Some((shape.clone(), MemoryFormat::ChannelsFirst, true));
+                    }
+                    (Err(_), false) => return Ok(()),
+                    (r, ok) => {
+                        return Err(format!(
+                            "forward_with_moments {shape:?}: gpu {:?}, model ok {ok}",
+                            r.err()
+                        ))
+                    }
+                }
+                if *backward {
+                    let dyd = data(seed.wrapping_add(1), numel);
+                    let dy = self.tensor(&dyd, shape, MemoryFormat::ChannelsFirst, Bad::None)?;
+                    let sums = self.gpu.shard_grad_sums(&dy).map_err(err)?;
+                    let merged = ShardGradSums::merge(&[sums]).map_err(err)?;
+                    let g = self.gpu.backward_with_sums(&dy, &merged).map_err(err)?;
+                    let want = self.model.backward(&dyd).map_err(err)?;
+                    let gi = g.grad_input.to_vec().map_err(err)?;
+                    common::check_close(
+                        "sharded grad_input",
+                        &gi,
+                        &common::f64s(&want.grad_input),
+                        1e-3,
+                    )?;
+                }
+            }
+            Cmd::SetParam { which, extra, seed } => {
+                let nf = self.model.config().num_features;
+                let v = data(*seed, nf + usize::from(*extra));
+                let v: Vec<f32> = if *which == 3 {
+                    v.iter().map(|x| x.abs() + 0.1).collect()
+                } else {
+                    v
+                };
+                let (g, m) = match which {
+                    0 => (self.gpu.set_weight(&v), self.model.set_weight(&v)),
+                    1 => (self.gpu.set_bias(&v), self.model.set_bias(&v)),
+                    2 => (
+                        self.gpu.set_running_mean(&v),
+                        self.model.set_running_mean(&v),
+                    ),
+                    _ => (self.gpu.set_running_var(&v), self.model.set_running_var(&v)),
+                };
+                if g.is_ok() != m.is_ok() {
+                    return Err(format!(
+                        "set param {which}: gpu {:?} model {:?}",
+                        g.err(),
+                        m.err()
+                    ));
+                }
+            }
+            Cmd::LoadStateDict { wrong, seed } => {
+                let nf = self.model.config().num_features;
+                let mut sd: StateDict = self.gpu.state_dict().map_err(err)?;
+                for v in [&mut sd.weight, &mut sd.bias, &mut sd.running_mean]
+                    .into_iter()
+                    .flatten()
+                {
+                    *v = data(*seed, nf);
+                }
+                if let Some(v) = &mut sd.running_var {
+                    *v = data(*seed, nf).iter().map(|x| x.abs() + 0.1).collect();
+                }
+                match wrong {
+                    1 => sd.weight = Some(vec![1.0; nf + 1]),
+                    2 => sd.num_batches_tracked = sd.num_batches_tracked.xor(Some(3)),
+                    3 => sd.running_var = None,
+                    _ => {}
+                }
+                let valid = self.gpu.config().affine == sd.weight.is_some()
+                    && sd.weight.as_ref().is_none_or(|w| w.len() == nf)
+                    && self.gpu.config().track_running_stats == sd.running_var.is_some()
+                    && self.gpu.config().track_running_stats == sd.num_batches_tracked.is_some()
+                    && self.gpu.config().track_running_stats == sd.running_mean.is_some();
+                match (self.gpu.load_state_dict(&sd), valid) {
+                    (Ok(()), true) => {
+                        for (set, v) in [
+                            (0, &sd.weight),
+                            (1, &sd.bias),
+                            (2, &sd.running_mean),
+                            (3, &sd.running_var),
+                        ] {
+                            if let Some(v) = v {
+                                match set {
+                                    0 => self.model.set_weight(v),
+                                    1 => self.model.set_bias(v),
+                                    2 => self.model.set_running_mean(v),
+                                    _ => self.model.set_running_var(v),
+                                }
+                                .map_err(err)?;
+                            }
+                        }
+                        if let Some(n) = sd.num_batches_tracked {
+                            self.model.set_num_batches_tracked(n);
+                        }
+                    }
+                    (Err(_), false) => {}
+                    (r, v) => {
+                        return Err(format!(
+                            "load_state_dict wrong={wrong}: gpu {r:?}, valid {v}"
+                        ))
+                    }
+                }
+            }
+            Cmd::SetNbt(n) => {
+                self.gpu.set_num_batches_tracked(*n);
+                self.model.set_num_batches_tracked(*n);
+            }
+            Cmd::ResetRunningStats => {
+                self.gpu.reset_running_stats().map_err(err)?;
+                self.model.reset_running_stats();
+            }
+            Cmd::ResetParameters => {
+                self.gpu.reset_parameters().map_err(err)?;
+                self.model.reset_parameters();
+            }
+        }
+        Ok(())
+    }
+
+    /// The observable state equals the model's.
+    fn check(&mut self) -> Res<()> {
+        let pairs = [
+            (
+                "weight",
+                self.gpu.weight().map_err(err)?,
+                self.model.weight(),
+            ),
+            ("bias", self.gpu.bias().map_err(err)?, self.model.bias()),
+            (
+                "running_mean",
+                self.gpu.running_mean().map_err(err)?,
+                self.model.running_mean(),
+            ),
+            (
+                "running_var",
+                self.gpu.running_var().map_err(err)?,
+                self.model.running_var(),
+            ),
+        ];
+        for (name, g, m) in pairs {
+            match (g, m) {
+                (Some(g), Some(m)) => common::check_close(name, &g, &common::f64s(&m), 1e-4)?,
+                (None, None) => {}
+                (g, m) => return Err(format!("{name}: gpu {g:?} model {m:?}")),
+            }
+        }
+        if self.gpu.num_batches_tracked() != self.model.num_batches_tracked() {
+            return Err(format!(
+                "num_batches_tracked: gpu {} model {}",
+                self.gpu.num_batches_tracked(),
+                self.model.num_batches_tracked()
+            ));
+        }
+        // What a backward of the last forward returns.
+        if let Some((shape, format, false)) = self.last.clone() {
+            let numel: usize = shape.iter().product();
+            let d = data(99, numel);
+            let dy = Tensor::from_slice_with_format(self.ctx, &d, &shape, format).map_err(err)?;
+            let g = self.gpu.backward(&dy).map_err(err)?;
+            let want = self.model.backward(&d).map_err(err)?;
+            let gi = g.grad_input.to_vec().map_err(err)?;
+            common::check_close("grad_input", &gi, &common::f64s(&want.grad_input), 1e-3)?;
+            match (g.grad_weight, want.grad_weight) {
+                (Some(g), Some(w)) => {
+                    let g = g.to_vec().map_err(err)?;
+                    common::check_close("grad_weight", &g, &common::f64s(&w), 1e-3)?;
+                }
+                (None, None) => {}
+                (g, w) => {
+                    return Err(format!(
+                        "grad_weight presence: gpu {:?} model {:?}",
+                        g.is_some(),
+                        w.is_some()
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn run<R: SpatialRank>(ctx: &GpuContext, foreign: &GpuContext, case: &Case) -> Res<()> {
+    let mut pair = Pair::<R> {
+        ctx,
+        foreign,
+        gpu: BatchNorm::new(ctx, case.cfg.clone()).map_err(err)?,
+        model: cpu::BatchNorm::new(case.cfg.clone()).map_err(err)?,
+        last: None,
+    };
+    for (i, cmd) in case.cmds.iter().enumerate() {
+        pair.apply(cmd)
+            .map_err(|e| format!("command {i} {cmd:?}: {e}"))?;
+        pair.check()
+            .map_err(|e| format!("after command {i} {cmd:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn random_call_sequences_match_the_model() {
+    let Some((ctx, foreign)) = contexts() else {
+        return;
+    };
+    let cases = std::env::var("BN_STATE_MACHINE_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&case(), |case| {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match case.rank {
+            1 => run::<Rank1d>(ctx, foreign, &case),
+            2 => run::<Rank2d>(ctx, foreign, &case),
+            _ => run::<Rank3d>(ctx, foreign, &case),
+        }));
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(TestCaseError::fail(format!("{e}\n{case:#?}"))),
+            Err(_) => Err(TestCaseError::fail(format!("panicked\n{case:#?}"))),
+        }
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
