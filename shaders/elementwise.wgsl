@@ -1,7 +1,12 @@
 // Elementwise passes with the per-channel terms written by finalize.wgsl:
 //
-// normalize:  y  = (x - shift) * scale + offset
-//             (scale = weight * invstd, offset = bias - (mean - shift) * scale)
+// normalize:  y  = act((x - shift) * scale + offset + residual)
+//             (scale = weight * invstd, offset = bias - (mean - shift) * scale;
+//             the residual add and the ReLU only with the EPILOGUE pipeline
+//             constant's bits)
+// epilogue_grad: dy through the epilogue, dy * (y > 0) with a ReLU (the
+//             mask from the forward's output y), else dy: the gradient of
+//             the residual, and the output gradient the other passes take
 // grad_input: dx = scale * dy + slope * (x - shift) + intercept
 //             which is weight * invstd * (dy - mean(dy) - x_hat * mean(dy * x_hat))
 //             regrouped (slope = intercept = 0 in eval: dx = dy * weight * invstd)
@@ -23,16 +28,45 @@
 @group(0) @binding(2) var<storage, read> dy4: array<vec4<elem>>;
 @group(0) @binding(3) var<storage, read> terms: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> out: array<vec4<elem>>;
+// The residual added before the activation (bound to x itself when the
+// pipeline adds none).
+@group(0) @binding(12) var<storage, read> residual4: array<vec4<elem>>;
+// The forward's output, for the ReLU mask in backward.
+@group(0) @binding(13) var<storage, read> y4: array<vec4<elem>>;
 
 // vec4s per invocation (unrolled by hand below).
 const SLAB: u32 = 4u;
+
+// Pipeline constant of the normalize entry points and of epilogue_grad:
+// EPILOGUE_* bits, 0 for plain batch norm (the epilogue code is then dead
+// and compiled out).
+override EPILOGUE: u32 = 0u;
+const EPILOGUE_RESIDUAL: u32 = 1u;
+const EPILOGUE_RELU: u32 = 2u;
 
 fn load_x(i: u32) -> vec4<f32> {
     return vec4<f32>(x4[i]);
 }
 
+// ReLU as PyTorch: negative values to 0, NaN stays NaN.
+fn relu(v: vec4<f32>) -> vec4<f32> {
+    return select(v, vec4<f32>(0.0), v < vec4<f32>(0.0));
+}
+
 fn store(i: u32, v: vec4<f32>) {
     out[i] = vec4<elem>(v);
+}
+
+// Stores a normalized vec4 through the epilogue.
+fn store_normalized(i: u32, v: vec4<f32>) {
+    var r = v;
+    if ((EPILOGUE & EPILOGUE_RESIDUAL) != 0u) {
+        r += vec4<f32>(residual4[i]);
+    }
+    if ((EPILOGUE & EPILOGUE_RELU) != 0u) {
+        r = relu(r);
+    }
+    store(i, r);
 }
 
 // Packed terms of one channel (see PACKED_* in common.wgsl).
@@ -91,7 +125,7 @@ struct NormTerms {
 
 fn normalize_one(i: u32, t: NormTerms) {
     if (in_tensor(i)) {
-        store(i, (load_x(i) - t.shift) * t.scale + t.offset);
+        store_normalized(i, (load_x(i) - t.shift) * t.scale + t.offset);
     }
 }
 
@@ -178,5 +212,21 @@ fn grad_input(ids: Ids) {
     if (i < P.stride && in_tensor(i)) {
         let t = packed_general(PACKED_GRAD, i * 4u);
         grad_slab(i, GradTerms(column(t, 0u), column(t, 1u), column(t, 2u), column(t, 3u)));
+    }
+}
+
+// The output gradient through the epilogue, one vec4 per invocation.
+// PyTorch's ReLU backward passes the gradient where the output is not
+// <= 0 (so a NaN output passes it too).
+@compute @workgroup_size(WG)
+fn epilogue_grad(ids: Ids) {
+    let i = global_index(ids);
+    if (in_tensor(i)) {
+        let g = vec4<f32>(dy4[i]);
+        if ((EPILOGUE & EPILOGUE_RELU) != 0u) {
+            store(i, select(g, vec4<f32>(0.0), vec4<f32>(y4[i]) <= vec4<f32>(0.0)));
+        } else {
+            store(i, g);
+        }
     }
 }

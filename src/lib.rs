@@ -127,8 +127,8 @@ mod types;
 #[cfg(feature = "safetensors")]
 pub use batch_norm::{batch_norm_prefixes, load_batch_norms, AnyBatchNorm};
 pub use batch_norm::{
-    BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, FloatDtype, FoldedConv, FoldedLinear,
-    Gradients, ShardGradSums, ShardMoments, StateDict,
+    Activation, BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, Epilogue, FloatDtype, FoldedConv,
+    FoldedLinear, Gradients, ShardGradSums, ShardMoments, StateDict,
 };
 pub use config::{BatchNorm1dConfig, BatchNormConfig};
 pub use error::{Error, Result};

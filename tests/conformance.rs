@@ -8,8 +8,8 @@ mod common;
 
 use serde_json::Value;
 use wgpu_batchnorm::{
-    cpu, BatchNorm, BatchNormConfig, GpuContext, MemoryFormat, Rank, Rank1d, Rank2d, Rank3d,
-    SpatialRank, Tensor,
+    cpu, Activation, BatchNorm, BatchNormConfig, Epilogue, GpuContext, MemoryFormat, Rank, Rank1d,
+    Rank2d, Rank3d, SpatialRank, Tensor,
 };
 
 fn num(v: &Value) -> f64 {
@@ -61,7 +61,11 @@ fn rank(case: &Value) -> Rank {
 
 fn cases() -> Vec<Value> {
     let mut all = Vec::new();
-    for file in ["pytorch_cases.json", "pytorch_cases_nd.json"] {
+    for file in [
+        "pytorch_cases.json",
+        "pytorch_cases_nd.json",
+        "pytorch_fused_cases.json",
+    ] {
         let path = format!("{}/tests/data/{file}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(path).expect("read cases");
         let v: Value = serde_json::from_str(&text).expect("parse cases");
@@ -97,8 +101,13 @@ fn from_channels_last(data: &[f32], shape: &[usize]) -> Vec<f32> {
     out
 }
 
-/// `(grad_input, grad_weight, grad_bias)` on the host.
-type HostGrads = (Vec<f32>, Option<Vec<f32>>, Option<Vec<f32>>);
+/// `(grad_input, grad_weight, grad_bias, grad_residual)` on the host.
+type HostGrads = (
+    Vec<f32>,
+    Option<Vec<f32>>,
+    Option<Vec<f32>>,
+    Option<Vec<f32>>,
+);
 
 /// What one implementation produced for a step (channels-first order).
 struct StepResult {
@@ -108,13 +117,22 @@ struct StepResult {
     nbt: u64,
 }
 
+/// One step's data, channels-first.
+struct StepData<'a> {
+    input: &'a [f32],
+    shape: &'a [usize],
+    residual: Option<&'a [f32]>,
+    relu: bool,
+    dy: Option<&'a [f32]>,
+}
+
 /// One implementation under replay.
 trait Replay {
     fn init(&mut self, key: &str, values: &[f32]);
     fn set_training(&mut self, train: bool);
-    /// Forward of channels-first `input`, then backward of `dy` if given
-    /// and the forward succeeded.
-    fn step(&mut self, input: &[f32], shape: &[usize], dy: Option<&[f32]>) -> StepResult;
+    /// Forward of the step's input (through the fused epilogue, if any),
+    /// then backward of `dy` if given and the forward succeeded.
+    fn step(&mut self, d: &StepData<'_>) -> StepResult;
 }
 
 struct Gpu<R: SpatialRank> {
@@ -142,7 +160,8 @@ impl<R: SpatialRank> Replay for Gpu<R> {
         }
     }
 
-    fn step(&mut self, input: &[f32], shape: &[usize], dy: Option<&[f32]>) -> StepResult {
+    fn step(&mut self, d: &StepData<'_>) -> StepResult {
+        let shape = d.shape;
         let cl = self.format == MemoryFormat::ChannelsLast && shape.len() > 2;
         let store = |v: &[f32]| {
             if cl {
@@ -152,23 +171,35 @@ impl<R: SpatialRank> Replay for Gpu<R> {
             }
         };
         let load = |v: Vec<f32>| if cl { from_channels_last(&v, shape) } else { v };
-        let x = Tensor::from_slice_with_format(&self.ctx, &store(input), shape, self.format)
-            .expect("tensor");
+        let upload = |v: &[f32]| {
+            Tensor::from_slice_with_format(&self.ctx, &store(v), shape, self.format)
+                .expect("tensor")
+        };
+        let x = upload(d.input);
+        let r = d.residual.map(upload);
+        let activation = if d.relu {
+            Activation::Relu
+        } else {
+            Activation::Identity
+        };
+        let epilogue = Epilogue {
+            residual: r.as_ref(),
+            activation,
+        };
         let output = self
             .bn
-            .forward(&x)
+            .forward_fused(&x, epilogue)
             .ok()
             .map(|y| load(y.to_vec().expect("read")));
-        let grads = match (&output, dy) {
+        let grads = match (&output, d.dy) {
             (Some(_), Some(dy)) => {
-                let tdy = Tensor::from_slice_with_format(&self.ctx, &store(dy), shape, self.format)
-                    .expect("dy");
-                let g = self.bn.backward(&tdy).expect("backward");
+                let g = self.bn.backward(&upload(dy)).expect("backward");
                 let read = |t: Option<Tensor>| t.map(|t| t.to_vec().expect("read"));
                 Some((
                     load(g.grad_input.to_vec().expect("read")),
                     read(g.grad_weight),
                     read(g.grad_bias),
+                    read(g.grad_residual).map(load),
                 ))
             }
             _ => None,
@@ -208,12 +239,16 @@ impl<R: SpatialRank> Replay for Cpu<R> {
         }
     }
 
-    fn step(&mut self, input: &[f32], shape: &[usize], dy: Option<&[f32]>) -> StepResult {
-        let output = self.bn.forward(input, shape).ok();
-        let grads = match (&output, dy) {
+    fn step(&mut self, d: &StepData<'_>) -> StepResult {
+        let format = MemoryFormat::ChannelsFirst;
+        let output = self
+            .bn
+            .forward_fused(d.input, d.shape, format, d.residual, d.relu)
+            .ok();
+        let grads = match (&output, d.dy) {
             (Some(_), Some(dy)) => {
                 let g = self.bn.backward(dy).expect("backward");
-                Some((g.grad_input, g.grad_weight, g.grad_bias))
+                Some((g.grad_input, g.grad_weight, g.grad_bias, g.grad_residual))
             }
             _ => None,
         };
@@ -236,9 +271,13 @@ fn compare(name: &str, i: usize, step: &Value, r: &StepResult, tol: f64) -> Resu
         let out = r.output.as_ref().ok_or_else(|| at("unexpected error"))?;
         common::check_close(&at("output"), out, &nums(&step["output"]), tol)?;
     }
-    if let Some((gi, gw, gb)) = &r.grads {
+    if let Some((gi, gw, gb, gr)) = &r.grads {
         common::check_close(&at("grad_input"), gi, &nums(&step["grad_input"]), tol)?;
-        for (key, got) in [("grad_weight", gw), ("grad_bias", gb)] {
+        for (key, got) in [
+            ("grad_weight", gw),
+            ("grad_bias", gb),
+            ("grad_residual", gr),
+        ] {
             match (step.get(key), got) {
                 (Some(want), Some(got)) => common::check_close(&at(key), got, &nums(want), tol)?,
                 (None, None) => {}
@@ -278,10 +317,19 @@ fn replay(label: &str, make: impl Fn(Rank, BatchNormConfig) -> Box<dyn Replay>) 
                 m.init(key, &v);
             }
         }
+        let relu = case["epilogue"]["relu"].as_bool().unwrap_or(false);
         for (i, step) in case["steps"].as_array().expect("steps").iter().enumerate() {
             m.set_training(step["mode"] == "train");
             let dy = step.get("grad_output").map(f32s);
-            let r = m.step(&f32s(&step["input"]), &shape(&step["shape"]), dy.as_deref());
+            let residual = step.get("residual").map(f32s);
+            let (input, shape) = (f32s(&step["input"]), shape(&step["shape"]));
+            let r = m.step(&StepData {
+                input: &input,
+                shape: &shape,
+                residual: residual.as_deref(),
+                relu,
+                dy: dy.as_deref(),
+            });
             if let Err(e) = compare(name, i, step, &r, tol) {
                 failures.push(format!("{label}: {e}"));
             }
@@ -325,7 +373,7 @@ fn gpu(
 fn replay_gpu() {
     let Some(ctx) = common::context() else { return };
     let n = replay("gpu", gpu(&ctx, MemoryFormat::ChannelsFirst));
-    assert!(n >= 41, "only {n} cases");
+    assert!(n >= 60, "only {n} cases");
 }
 
 /// The same cases with every 3-D, 4-D and 5-D input stored channels-last.

@@ -2,13 +2,10 @@
 //! `grads_partial* -> grads_finalize -> grad_input*`, or
 //! `grads_apply -> grad_input*` with gradient sums merged across devices.
 
-use super::workspace::{Op, Target};
+use super::workspace::Target;
 use super::{BatchNorm, Saved, SpatialRank};
 use crate::error::{Error, Result};
 use crate::gpu::buffer::BufferSlice;
-use crate::gpu::launch::{ChannelStep, Elementwise, Partial, Recorder};
-use crate::gpu::params::OpScalars;
-use crate::gpu::plan::plan_exec;
 use crate::gpu::tensor::Tensor;
 use crate::types::{DType, MemoryFormat};
 
@@ -22,6 +19,9 @@ pub struct Gradients {
     pub grad_weight: Option<Tensor>,
     /// d loss / d bias, `[C]` f32; `Some` iff the module is affine.
     pub grad_bias: Option<Tensor>,
+    /// d loss / d residual, like the input; `Some` iff the forward was
+    /// fused with a residual ([`BatchNorm::forward_fused`]).
+    pub grad_residual: Option<Tensor>,
 }
 
 /// What a backward pass computes.
@@ -40,7 +40,7 @@ pub(super) enum BackwardMode<'a> {
 }
 
 impl<'a> BackwardMode<'a> {
-    fn dx(self) -> Option<&'a Tensor> {
+    pub(super) fn dx(self) -> Option<&'a Tensor> {
         match self {
             BackwardMode::Full { dx } | BackwardMode::Merged { dx, .. } => Some(dx),
             BackwardMode::SumsOnly => None,
@@ -79,7 +79,8 @@ impl<R: SpatialRank> BatchNorm<R> {
                 dx: &grads.grad_input,
             };
             let params = (grads.grad_weight.as_ref(), grads.grad_bias.as_ref());
-            self.record_backward(encoder, grad_output, params, mode, Target::Submit)
+            let residual = grads.grad_residual.as_ref();
+            self.record_backward(encoder, grad_output, params, residual, mode, Target::Submit)
         })?;
         written.iter().for_each(Tensor::bump_version);
         Ok(())
@@ -110,7 +111,15 @@ impl<R: SpatialRank> BatchNorm<R> {
                 dx: &grads.grad_input,
             };
             let params = (grads.grad_weight.as_ref(), grads.grad_bias.as_ref());
-            self.record_backward(encoder, grad_output, params, mode, Target::Encoder)
+            let residual = grads.grad_residual.as_ref();
+            self.record_backward(
+                encoder,
+                grad_output,
+                params,
+                residual,
+                mode,
+                Target::Encoder,
+            )
         })?;
         written.iter().for_each(Tensor::bump_version);
         Ok(())
@@ -137,6 +146,12 @@ impl<R: SpatialRank> BatchNorm<R> {
             grad_input: Tensor::zeros_like(&saved.input)?,
             grad_weight: self.cfg.affine.then(param).transpose()?,
             grad_bias: self.cfg.affine.then(param).transpose()?,
+            grad_residual: saved
+                .epilogue
+                .as_ref()
+                .filter(|e| e.has_residual())
+                .map(|_| Tensor::zeros_like(&saved.input))
+                .transpose()?,
         })
     }
 
@@ -213,6 +228,7 @@ impl<R: SpatialRank> BatchNorm<R> {
         encoder: &mut wgpu::CommandEncoder,
         grad_output: &Tensor,
         (grad_weight, grad_bias): (Option<&Tensor>, Option<&Tensor>),
+        grad_residual: Option<&Tensor>,
         mode: BackwardMode<'_>,
         target: Target,
     ) -> Result<Vec<Tensor>> {
@@ -274,9 +290,10 @@ impl<R: SpatialRank> BatchNorm<R> {
                 });
             }
         }
+        let fused = self.fused_backward(&saved, grad_output, grad_residual)?;
         self.ctx.pipelines().supports(grad_output.dtype())?;
         let dy = grad_output.padded(encoder)?;
-        let mut written = Vec::new();
+        let mut written: Vec<Tensor> = grad_residual.into_iter().cloned().collect();
         if want {
             written.extend([gw.clone(), gb.clone()]);
         }
@@ -292,91 +309,10 @@ impl<R: SpatialRank> BatchNorm<R> {
             }
             Some(data) => {
                 let terms = BufferSlice::whole(&data.terms.buffer);
-                self.record_backward_pass(encoder, &saved, &dy, (&gw, &gb), terms, mode, target)?;
+                let grads = (&gw, &gb);
+                self.record_backward_pass(encoder, &saved, &dy, fused, grads, terms, mode, target)?;
             }
         }
         Ok(written)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn record_backward_pass(
-        &mut self,
-        encoder: &mut wgpu::CommandEncoder,
-        saved: &Saved,
-        dy: &Tensor,
-        (gw, gb): (&Tensor, &Tensor),
-        terms: BufferSlice,
-        mode: BackwardMode<'_>,
-        target: Target,
-    ) -> Result<()> {
-        let ctx = self.ctx.clone();
-        let layout = saved.layout;
-        let exec = plan_exec(&layout, dy.dtype().size(), ctx.limits(), ctx.merge_model())
-            .map_err(Error::TooLarge)?;
-        let partials = BufferSlice::whole(&self.ws.partials(&ctx, &exec)?);
-        let scalars = OpScalars {
-            flags: self.flags(saved.batch_stats, false),
-            eps: self.cfg.eps as f32,
-            momentum: 0.0,
-            subgroups: ctx.pipelines().subgroups().unwrap_or(0),
-        };
-        let params = exec.all_params(&scalars);
-        let uniforms = self
-            .ws
-            .write_params(&ctx, encoder, Op::Backward, target, &params)?;
-        let (c, variant, row) = (layout.c, exec.variant, layout.row());
-        let x = &saved.input;
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("batchnorm/backward"),
-            timestamp_writes: None,
-        });
-        let mut rec = Recorder::new(
-            &ctx,
-            &mut pass,
-            &mut self.ws.binds,
-            &uniforms,
-            dy.dtype(),
-            exec.thread_partials,
-        );
-        let (grad_weight, grad_bias) = (gw.binding(), gb.binding());
-        if let BackwardMode::Merged { merged, .. } = mode {
-            let step = ChannelStep::GradsApply {
-                terms: terms.clone(),
-                grad_weight,
-                grad_bias,
-                merged: BufferSlice::whole(merged),
-            };
-            rec.channels(step, c)?;
-        } else {
-            for (i, ch) in exec.chunks.iter().enumerate() {
-                let step = Partial::Grads {
-                    x: x.window(ch.start, ch.count),
-                    dy: dy.window(ch.start, ch.count),
-                    terms: terms.clone(),
-                    partials: partials.clone(),
-                };
-                rec.partial(variant, i + 1, step, ch.reduce.groups())?;
-            }
-            let step = ChannelStep::GradsFinalize {
-                terms: terms.clone(),
-                partials,
-                grad_weight,
-                grad_bias,
-            };
-            rec.channels(step, c)?;
-        }
-        let Some(dx) = mode.dx() else {
-            return Ok(());
-        };
-        for (i, ch) in exec.chunks.iter().enumerate() {
-            let step = Elementwise::GradInput {
-                x: x.window(ch.start, ch.count),
-                dy: dy.window(ch.start, ch.count),
-                terms: terms.clone(),
-                out: dx.window(ch.start, ch.count),
-            };
-            rec.elementwise(variant, i + 1, step, (ch.count, row))?;
-        }
-        Ok(())
     }
 }

@@ -1,17 +1,18 @@
 //! The forward pass: validation, then one compute pass of
 //! `moments_partial* -> moments_finalize -> normalize*` (training),
 //! `eval_prepare -> normalize*` (eval with running statistics), or
-//! `moments_apply -> normalize*` (statistics merged across devices).
+//! `moments_apply -> normalize*` (statistics merged across devices). The
+//! normalize pass applies the fused epilogue, if any.
 
 use std::sync::Arc;
 
-use super::workspace::{Op, Target};
+use super::epilogue::{Epilogue, SavedEpilogue, EPILOGUE_RELU};
+use super::workspace::{Op, Prepared, Target};
 use super::{BatchNorm, Saved, SavedData, SpatialRank};
 use crate::error::{Error, Result};
 use crate::gpu::buffer::{BufferSlice, OwnedBuffer};
 use crate::gpu::launch::{ChannelStep, Elementwise, Partial, Recorder};
-use crate::gpu::params::{OpScalars, FLAG_AFFINE, FLAG_BATCH_STATS, FLAG_UPDATE_RUNNING};
-use crate::gpu::plan::plan_exec;
+use crate::gpu::params::{FLAG_AFFINE, FLAG_BATCH_STATS, FLAG_UPDATE_RUNNING};
 use crate::gpu::tensor::Tensor;
 use crate::semantics::{self, ForwardPlan};
 
@@ -24,6 +25,8 @@ pub(super) enum Output<'a> {
         y: &'a Tensor,
         merged: Option<&'a wgpu::Buffer>,
         terms: &'a Arc<OwnedBuffer>,
+        /// The residual (padded) and the `EPILOGUE` bits.
+        epilogue: (Option<&'a Tensor>, u32),
     },
     /// Only the running-statistics update from `merged` statistics (a
     /// shard with no values of its own); terms go to `terms`.
@@ -53,19 +56,48 @@ impl<R: SpatialRank> BatchNorm<R> {
     /// statistics; in eval mode it uses the running statistics. One command
     /// submission. A rejected call changes nothing.
     pub fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
-        let y = Tensor::zeros_like(x)?;
-        self.forward_into(x, &y)?;
-        Ok(y)
+        self.forward_fused(x, Epilogue::none())
     }
 
     /// Forward pass writing into `out` (same shape, dtype and memory format
     /// as `x`, not overlapping it), so steady-state loops allocate nothing.
     /// `out`'s buffer needs room for the data rounded up to 16 bytes.
     pub fn forward_into(&mut self, x: &Tensor, out: &Tensor) -> Result<()> {
+        self.forward_fused_into(x, Epilogue::none(), out)
+    }
+
+    /// Forward pass with a fused epilogue, `y = act(bn(x) + residual)`, in
+    /// the normalize pass (no extra pass over the tensor). Backward goes
+    /// through the epilogue and returns `grad_residual`.
+    ///
+    /// ```
+    /// # use wgpu_batchnorm::*;
+    /// # fn main() -> Result<()> {
+    /// # let Ok(ctx) = GpuContext::new() else { return Ok(()) };
+    /// let mut bn = BatchNorm2d::new(&ctx, BatchNormConfig::new(2))?;
+    /// let x = Tensor::from_slice(&ctx, &[1., 2., 3., 4., 5., 6., 7., 8.], &[2, 2, 1, 2])?;
+    /// let r = Tensor::from_slice(&ctx, &[0.5; 8], &[2, 2, 1, 2])?;
+    /// let y = bn.forward_fused(&x, Epilogue::relu().with_residual(&r))?;
+    /// assert!(y.to_vec()?.iter().all(|&v| v >= 0.0));
+    /// # Ok(()) }
+    /// ```
+    pub fn forward_fused(&mut self, x: &Tensor, epilogue: Epilogue<'_>) -> Result<Tensor> {
+        let y = Tensor::zeros_like(x)?;
+        self.forward_fused_into(x, epilogue, &y)?;
+        Ok(y)
+    }
+
+    /// [`BatchNorm::forward_fused`] writing into `out`.
+    pub fn forward_fused_into(
+        &mut self,
+        x: &Tensor,
+        epilogue: Epilogue<'_>,
+        out: &Tensor,
+    ) -> Result<()> {
         let _span = crate::trace::span!("BatchNorm::forward", numel = x.numel());
         let ctx = self.ctx.clone();
         let commit = ctx.submit("batchnorm/forward", |encoder| {
-            self.record_forward(encoder, x, out, Target::Submit)
+            self.record_forward(encoder, x, epilogue, out, Target::Submit)
         })?;
         self.commit(commit);
         Ok(())
@@ -87,7 +119,7 @@ impl<R: SpatialRank> BatchNorm<R> {
         x: &Tensor,
     ) -> Result<Tensor> {
         let y = Tensor::zeros_like(x)?;
-        self.encode_forward_into(encoder, x, &y)?;
+        self.encode_forward_fused_into(encoder, x, Epilogue::none(), &y)?;
         Ok(y)
     }
 
@@ -98,17 +130,33 @@ impl<R: SpatialRank> BatchNorm<R> {
         x: &Tensor,
         out: &Tensor,
     ) -> Result<()> {
+        self.encode_forward_fused_into(encoder, x, Epilogue::none(), out)
+    }
+
+    /// [`BatchNorm::encode_forward`] with a fused epilogue, writing into `out`.
+    pub fn encode_forward_fused_into(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+        epilogue: Epilogue<'_>,
+        out: &Tensor,
+    ) -> Result<()> {
         let _span = crate::trace::span!("BatchNorm::encode_forward", numel = x.numel());
         let ctx = self.ctx.clone();
-        let commit = ctx.scoped(|| self.record_forward(encoder, x, out, Target::Encoder))?;
+        let commit =
+            ctx.scoped(|| self.record_forward(encoder, x, epilogue, out, Target::Encoder))?;
         self.commit(commit);
         Ok(())
     }
 
-    pub(super) fn commit(&mut self, c: Commit) {
+    pub(super) fn commit(&mut self, mut c: Commit) {
         self.num_batches_tracked = c.num_batches_tracked;
         for t in &c.written {
             t.bump_version();
+        }
+        // The saved output is valid as written by this very call.
+        if let Some((y, version)) = c.saved.epilogue.as_mut().and_then(|e| e.output.as_mut()) {
+            *version = y.version();
         }
         self.commit_saved(c.saved);
     }
@@ -139,6 +187,7 @@ impl<R: SpatialRank> BatchNorm<R> {
         &mut self,
         encoder: &mut wgpu::CommandEncoder,
         x: &Tensor,
+        epilogue: Epilogue<'_>,
         out: &Tensor,
         target: Target,
     ) -> Result<Commit> {
@@ -157,8 +206,17 @@ impl<R: SpatialRank> BatchNorm<R> {
                 what: "forward output",
             });
         }
+        if let Some(r) = epilogue.residual {
+            self.check_like("residual", r, x)?;
+            if r.overlaps(out) {
+                return Err(Error::Aliasing {
+                    what: "forward output (it overlaps the residual)",
+                });
+            }
+        }
         self.ctx.pipelines().supports(x.dtype())?;
         let input = self.saved_input(encoder, x)?;
+        let residual = epilogue.residual.map(|r| r.padded(encoder)).transpose()?;
         let nbt = self.num_batches_tracked + u64::from(plan.track_step);
         let data = if plan.empty {
             None
@@ -169,6 +227,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                 y: out,
                 merged: None,
                 terms: &terms,
+                epilogue: (residual.as_ref(), epilogue.bits()),
             };
             self.record_passes(encoder, &input, output, &plan, factor, target)?;
             Some(SavedData { terms })
@@ -183,6 +242,10 @@ impl<R: SpatialRank> BatchNorm<R> {
                 sharded: false,
                 data,
                 local_sums: None,
+                epilogue: (epilogue.bits() != 0).then(|| SavedEpilogue {
+                    bits: epilogue.bits(),
+                    output: (epilogue.bits() & EPILOGUE_RELU != 0).then(|| (out.clone(), 0)),
+                }),
             },
             written: vec![out.clone()],
         })
@@ -214,19 +277,13 @@ impl<R: SpatialRank> BatchNorm<R> {
     ) -> Result<()> {
         let ctx = self.ctx.clone();
         let layout = plan.layout;
-        let exec = plan_exec(&layout, x.dtype().size(), ctx.limits(), ctx.merge_model())
-            .map_err(Error::TooLarge)?;
-        let partials = BufferSlice::whole(&self.ws.partials(&ctx, &exec)?);
-        let scalars = OpScalars {
-            flags: self.flags(plan.batch_stats, plan.track_step),
-            eps: self.cfg.eps as f32,
-            momentum,
-            subgroups: ctx.pipelines().subgroups().unwrap_or(0),
-        };
-        let params = exec.all_params(&scalars);
-        let uniforms = self
-            .ws
-            .write_params(&ctx, encoder, Op::Forward, target, &params)?;
+        let flags = self.flags(plan.batch_stats, plan.track_step);
+        let ops = (Op::Forward, flags, momentum);
+        let Prepared {
+            exec,
+            partials,
+            uniforms,
+        } = self.prepare_op(encoder, (&layout, x.dtype()), ops, target)?;
         let state = BufferSlice::whole(&self.state.buffer);
         let head = x.window(0, exec.head);
         let (c, variant, row) = (layout.c, exec.variant, layout.row());
@@ -257,7 +314,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                 rec.partial(variant, i + 1, step, ch.reduce.groups())?;
             }
         }
-        let (y, terms) = match output {
+        let (y, terms, epilogue) = match output {
             Output::Moments(moments) => {
                 let moments_out = BufferSlice::whole(moments);
                 let step = ChannelStep::MomentsExport {
@@ -278,7 +335,12 @@ impl<R: SpatialRank> BatchNorm<R> {
                 };
                 return rec.channels(step, c);
             }
-            Output::Normalized { y, merged, terms } => {
+            Output::Normalized {
+                y,
+                merged,
+                terms,
+                epilogue,
+            } => {
                 let terms = BufferSlice::whole(&terms.buffer);
                 let t = terms.clone();
                 let step = match merged {
@@ -297,14 +359,17 @@ impl<R: SpatialRank> BatchNorm<R> {
                     None => ChannelStep::EvalPrepare { terms: t, state },
                 };
                 rec.channels(step, c)?;
-                (y, terms)
+                (y, terms, epilogue)
             }
         };
+        let (y, terms, (residual, bits)) = (y, terms, epilogue);
         for (i, ch) in exec.chunks.iter().enumerate() {
             let step = Elementwise::Normalize {
                 x: x.window(ch.start, ch.count),
                 terms: terms.clone(),
                 out: y.window(ch.start, ch.count),
+                residual: residual.map(|r| r.window(ch.start, ch.count)),
+                epilogue: bits,
             };
             rec.elementwise(variant, i + 1, step, (ch.count, row))?;
         }

@@ -9,11 +9,14 @@
 //! host round trip.
 
 mod backward;
+mod backward_pass;
 #[cfg(feature = "safetensors")]
 mod checkpoint;
+mod epilogue;
 mod fold;
 mod forward;
 mod shard;
+mod shard_stats;
 mod state_dict;
 mod workspace;
 
@@ -33,6 +36,7 @@ use workspace::Workspace;
 pub use backward::Gradients;
 #[cfg(feature = "safetensors")]
 pub use checkpoint::{batch_norm_prefixes, load_batch_norms, AnyBatchNorm};
+pub use epilogue::{Activation, Epilogue};
 pub use fold::{FoldedConv, FoldedLinear};
 pub use shard::{ShardGradSums, ShardMoments};
 pub use state_dict::{FloatDtype, StateDict};
@@ -88,6 +92,8 @@ pub(crate) struct Saved {
     /// This shard's gradient sums from the last `shard_grad_sums`, for the
     /// parameter gradients of `backward_with_sums`.
     local_sums: Option<shard::LocalSums>,
+    /// The fused epilogue of the forward, if any.
+    epilogue: Option<epilogue::SavedEpilogue>,
 }
 
 /// What a forward over at least one value leaves for backward.
@@ -327,31 +333,38 @@ impl<R: SpatialRank> BatchNorm<R> {
         self.ctx.check_alive()
     }
 
-    /// Checks an output tensor: context, shape, dtype, memory format,
-    /// usage and room for whole-vec4 writes.
-    fn check_output(&self, what: &'static str, out: &Tensor, like: &Tensor) -> Result<()> {
-        self.check_context(what, out)?;
-        if out.shape() != like.shape() {
+    /// Checks that `t` lives on this context and has `like`'s shape, dtype
+    /// and memory format.
+    fn check_like(&self, what: &'static str, t: &Tensor, like: &Tensor) -> Result<()> {
+        self.check_context(what, t)?;
+        if t.shape() != like.shape() {
             return Err(Error::ShapeMismatch {
                 what,
                 expected: like.shape().to_vec(),
-                actual: out.shape().to_vec(),
+                actual: t.shape().to_vec(),
             });
         }
-        if out.dtype() != like.dtype() {
+        if t.dtype() != like.dtype() {
             return Err(Error::DTypeMismatch {
                 what,
                 expected: like.dtype(),
-                actual: out.dtype(),
+                actual: t.dtype(),
             });
         }
-        if out.memory_format() != like.memory_format() && out.shape().len() > 2 {
+        if t.memory_format() != like.memory_format() && t.shape().len() > 2 {
             return Err(Error::FormatMismatch {
                 what,
                 expected: like.memory_format(),
-                actual: out.memory_format(),
+                actual: t.memory_format(),
             });
         }
+        Ok(())
+    }
+
+    /// Checks an output tensor: context, shape, dtype, memory format,
+    /// usage and room for whole-vec4 writes.
+    fn check_output(&self, what: &'static str, out: &Tensor, like: &Tensor) -> Result<()> {
+        self.check_like(what, out, like)?;
         out.require_usage(what, wgpu::BufferUsages::STORAGE)?;
         if !out.is_padded() {
             return Err(Error::LengthMismatch {

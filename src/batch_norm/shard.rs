@@ -31,6 +31,8 @@
 
 use super::backward::{BackwardMode, Gradients};
 use super::forward::{Commit, Output};
+use super::shard_stats::invalid;
+pub use super::shard_stats::{ShardGradSums, ShardMoments};
 use super::workspace::Target;
 use super::{BatchNorm, Saved, SavedData, SpatialRank};
 use crate::error::{Error, Result};
@@ -40,30 +42,6 @@ use crate::gpu::tensor::Tensor;
 use crate::semantics;
 use crate::types::DType;
 
-/// Per-channel moments of one shard, or of several merged.
-#[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct ShardMoments {
-    /// Values per channel (`N * L` of the shard).
-    pub count: u64,
-    /// Per-channel mean (ignored where `count` is 0).
-    pub mean: Vec<f64>,
-    /// Per-channel sum of squared deviations from the mean.
-    pub m2: Vec<f64>,
-}
-
-/// Per-channel gradient sums of one shard, or of several merged.
-#[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct ShardGradSums {
-    /// Values per channel (`N * L` of the shard).
-    pub count: u64,
-    /// Per-channel `sum(dy)`.
-    pub sum_dy: Vec<f64>,
-    /// Per-channel `sum(dy * x_hat)`.
-    pub sum_dy_xhat: Vec<f64>,
-}
-
 /// This replica's gradient sums, kept for `backward_with_sums`, with the
 /// `grad_output` they came from.
 #[derive(Clone)]
@@ -71,122 +49,6 @@ pub(crate) struct LocalSums {
     sums: ShardGradSums,
     dy: Tensor,
     dy_version: u64,
-}
-
-fn invalid(msg: impl Into<String>) -> Error {
-    Error::InvalidShard(msg.into())
-}
-
-/// The channel count all `shards` agree on (each checked by `check`).
-fn common_channels<T>(shards: &[T], check: impl Fn(&T) -> Result<usize>) -> Result<usize> {
-    let mut channels = None;
-    for s in shards {
-        let c = check(s)?;
-        match channels {
-            Some(prev) if prev != c => {
-                return Err(invalid(format!(
-                    "shards disagree on the channel count ({c} vs {prev})"
-                )))
-            }
-            _ => channels = Some(c),
-        }
-    }
-    channels.ok_or_else(|| invalid("no shards to merge"))
-}
-
-fn sum_counts(mut counts: impl Iterator<Item = u64>) -> Result<u64> {
-    counts
-        .try_fold(0u64, |a, c| a.checked_add(c))
-        .ok_or_else(|| invalid("the counts overflow u64"))
-}
-
-impl ShardMoments {
-    /// Moments of a shard with no values, over `channels` channels.
-    pub fn empty(channels: usize) -> Self {
-        Self {
-            count: 0,
-            mean: vec![0.0; channels],
-            m2: vec![0.0; channels],
-        }
-    }
-
-    /// Checks the struct and returns its channel count: `mean` and `m2` of
-    /// equal length, `m2` not negative (NaN allowed: it carries a NaN
-    /// input's poison).
-    pub fn validate(&self) -> Result<usize> {
-        if self.mean.len() != self.m2.len() {
-            return Err(invalid(format!(
-                "mean has {} channels, m2 {}",
-                self.mean.len(),
-                self.m2.len()
-            )));
-        }
-        if self.count > 0 {
-            if let Some(ch) = self.m2.iter().position(|&v| v < 0.0) {
-                return Err(invalid(format!("m2 of channel {ch} is negative")));
-            }
-        }
-        Ok(self.mean.len())
-    }
-
-    /// Merges shards with Chan's formula, in the order given.
-    pub fn merge(shards: &[ShardMoments]) -> Result<ShardMoments> {
-        let c = common_channels(shards, ShardMoments::validate)?;
-        let total = sum_counts(shards.iter().map(|s| s.count))?;
-        let mut acc = ShardMoments::empty(c);
-        for s in shards.iter().filter(|s| s.count > 0) {
-            let (na, nb) = (acc.count as f64, s.count as f64);
-            let n = na + nb;
-            let rows = acc.mean.iter_mut().zip(acc.m2.iter_mut());
-            for ((mean, m2), (&sm, &sm2)) in rows.zip(s.mean.iter().zip(&s.m2)) {
-                let d = sm - *mean;
-                *mean += d * nb / n;
-                *m2 += sm2 + d * d * na * nb / n;
-            }
-            acc.count += s.count;
-        }
-        acc.count = total;
-        Ok(acc)
-    }
-
-    /// Biased variance `M2 / count` of channel `ch` (`None` past the last
-    /// channel).
-    pub fn variance(&self, ch: usize) -> Option<f64> {
-        self.m2.get(ch).map(|m2| m2 / self.count as f64)
-    }
-}
-
-impl ShardGradSums {
-    /// Checks the struct and returns its channel count.
-    pub fn validate(&self) -> Result<usize> {
-        if self.sum_dy.len() != self.sum_dy_xhat.len() {
-            return Err(invalid(format!(
-                "sum_dy has {} channels, sum_dy_xhat {}",
-                self.sum_dy.len(),
-                self.sum_dy_xhat.len()
-            )));
-        }
-        Ok(self.sum_dy.len())
-    }
-
-    /// Adds the shards' sums, in the order given.
-    pub fn merge(shards: &[ShardGradSums]) -> Result<ShardGradSums> {
-        let c = common_channels(shards, ShardGradSums::validate)?;
-        let mut acc = ShardGradSums {
-            count: sum_counts(shards.iter().map(|s| s.count))?,
-            sum_dy: vec![0.0; c],
-            sum_dy_xhat: vec![0.0; c],
-        };
-        for s in shards {
-            acc.sum_dy
-                .iter_mut()
-                .zip(&s.sum_dy)
-                .for_each(|(a, b)| *a += b);
-            let pairs = acc.sum_dy_xhat.iter_mut().zip(&s.sum_dy_xhat);
-            pairs.for_each(|(a, b)| *a += b);
-        }
-        Ok(acc)
-    }
 }
 
 impl<R: SpatialRank> BatchNorm<R> {
@@ -336,6 +198,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                         y: &y,
                         merged: Some(&buffer),
                         terms,
+                        epilogue: (None, 0),
                     }
                 };
                 self.record_passes(encoder, &x, output, &plan, factor, Target::Submit)
@@ -356,6 +219,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                 sharded: true,
                 data,
                 local_sums: None,
+                epilogue: None,
             },
             written: vec![y.clone()],
         });
@@ -379,7 +243,7 @@ impl<R: SpatialRank> BatchNorm<R> {
         ctx.submit("batchnorm/shard-grad-sums", |encoder| {
             let params = (Some(&sum_dy_xhat), Some(&sum_dy));
             let mode = BackwardMode::SumsOnly;
-            self.record_backward(encoder, grad_output, params, mode, Target::Submit)
+            self.record_backward(encoder, grad_output, params, None, mode, Target::Submit)
         })?;
         let read = |t: &Tensor| -> Result<Vec<f64>> {
             Ok(t.to_vec()?.into_iter().map(f64::from).collect())
@@ -471,7 +335,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                 merged: &buffer,
             };
             let params = (grads.grad_weight.as_ref(), grads.grad_bias.as_ref());
-            self.record_backward(encoder, grad_output, params, mode, Target::Submit)
+            self.record_backward(encoder, grad_output, params, None, mode, Target::Submit)
         })?;
         written.iter().for_each(Tensor::bump_version);
         Ok(grads)

@@ -11,13 +11,20 @@
 
 use std::sync::Arc;
 
-use crate::error::Result;
+use super::BatchNorm;
+use crate::error::{Error, Result};
+use crate::gpu::bind_cache::BindGroupCache;
+use crate::gpu::buffer::BufferSlice;
 use crate::gpu::buffer::{OwnedBuffer, UNIFORM_USAGE};
 use crate::gpu::context::GpuContext;
-use crate::gpu::launch::{uniform_stride, BindGroupCache};
+use crate::gpu::launch::uniform_stride;
+use crate::gpu::params::OpScalars;
 use crate::gpu::params::{Params, TERM_FLOATS};
+use crate::gpu::plan::plan_exec;
 use crate::gpu::plan::ExecPlan;
 use crate::gpu::tensor::Tensor;
+use crate::semantics::Layout;
+use crate::types::SpatialRank;
 use crate::types::{DType, MemoryFormat};
 
 /// Where an op's recorded work goes.
@@ -47,6 +54,8 @@ pub(crate) struct Workspace {
     /// Parameter-gradient outputs of a module without parameters (the
     /// sums feed grad_input; never returned).
     grad_scratch: Vec<(&'static str, Tensor)>,
+    /// The output gradient through an epilogue without a residual.
+    dy_scratch: Option<Tensor>,
     pub(crate) binds: BindGroupCache,
 }
 
@@ -64,6 +73,7 @@ impl Workspace {
             partials: None,
             spare_terms: None,
             grad_scratch: Vec::new(),
+            dy_scratch: None,
             binds: BindGroupCache::new(),
         })
     }
@@ -73,7 +83,7 @@ impl Workspace {
         let need = (plan.partial_count().max(1) as u64) * 16;
         let limit = ctx.device().limits().max_storage_buffer_binding_size;
         if need > limit {
-            return Err(crate::error::Error::TooLarge(format!(
+            return Err(Error::TooLarge(format!(
                 "{} channels need {need} bytes of partial states; bindings hold {limit}",
                 plan.layout.c
             )));
@@ -93,7 +103,7 @@ impl Workspace {
         let need = terms_bytes(c);
         let limit = ctx.device().limits().max_storage_buffer_binding_size;
         if need > limit {
-            return Err(crate::error::Error::TooLarge(format!(
+            return Err(Error::TooLarge(format!(
                 "{c} channels need {need} bytes of per-channel terms; bindings hold {limit}"
             )));
         }
@@ -130,6 +140,29 @@ impl Workspace {
         )?;
         self.grad_scratch.retain(|(n, _)| *n != name);
         self.grad_scratch.push((name, t.clone()));
+        Ok(t)
+    }
+
+    /// A scratch tensor like `like` (shape, dtype, format), reused while
+    /// they stay the same: the output gradient through an epilogue without
+    /// a residual.
+    pub fn output_grad_scratch(&mut self, ctx: &GpuContext, like: &Tensor) -> Result<Tensor> {
+        let fits = |t: &Tensor| {
+            t.shape() == like.shape()
+                && t.dtype() == like.dtype()
+                && t.memory_format() == like.memory_format()
+        };
+        if let Some(t) = self.dy_scratch.as_ref().filter(|t| fits(t)) {
+            return Ok(t.clone());
+        }
+        let t = Tensor::alloc(
+            ctx,
+            like.shape(),
+            like.dtype(),
+            like.memory_format(),
+            "batchnorm/epilogue-grad",
+        )?;
+        self.dy_scratch = Some(t.clone());
         Ok(t)
     }
 
@@ -183,12 +216,50 @@ impl Workspace {
                 staging
                     .slice(..)
                     .get_mapped_range_mut()
-                    .map_err(|e| crate::error::Error::Validation(e.to_string()))?
+                    .map_err(|e| Error::Validation(e.to_string()))?
                     .copy_from_slice(&bytes);
                 staging.unmap();
                 encoder.copy_buffer_to_buffer(&staging, 0, &slot.buffer, 0, size);
             }
         }
         Ok(slot.buffer.clone())
+    }
+}
+
+/// What an op's compute pass needs: the launch plan, the partial states and
+/// the uniforms (already written for the op's target).
+pub(crate) struct Prepared {
+    pub exec: ExecPlan,
+    pub partials: BufferSlice,
+    pub uniforms: wgpu::Buffer,
+}
+
+impl<R: SpatialRank> BatchNorm<R> {
+    /// Plans an op over `layout` of `dtype` values, grows the partials, and
+    /// writes the uniforms (`flags`, the module's eps, `momentum`).
+    pub(super) fn prepare_op(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        (layout, dtype): (&Layout, DType),
+        (op, flags, momentum): (Op, u32, f32),
+        target: Target,
+    ) -> Result<Prepared> {
+        let ctx = self.ctx.clone();
+        let exec = plan_exec(layout, dtype.size(), ctx.limits(), ctx.merge_model())
+            .map_err(Error::TooLarge)?;
+        let partials = BufferSlice::whole(&self.ws.partials(&ctx, &exec)?);
+        let scalars = OpScalars {
+            flags,
+            eps: self.cfg.eps as f32,
+            momentum,
+            subgroups: ctx.pipelines().subgroups().unwrap_or(0),
+        };
+        let params = exec.all_params(&scalars);
+        let uniforms = self.ws.write_params(&ctx, encoder, op, target, &params)?;
+        Ok(Prepared {
+            exec,
+            partials,
+            uniforms,
+        })
     }
 }

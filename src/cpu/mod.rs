@@ -17,6 +17,7 @@
 //! assert!((bn.running_var().unwrap()[0] - 1.8).abs() < 1e-6);
 //! ```
 
+mod epilogue;
 mod layout;
 
 use std::marker::PhantomData;
@@ -36,6 +37,9 @@ pub struct CpuGradients {
     pub grad_weight: Option<Vec<f32>>,
     /// d loss / d bias; `Some` iff affine.
     pub grad_bias: Option<Vec<f32>>,
+    /// d loss / d residual; `Some` iff the forward added one
+    /// ([`BatchNorm::forward_fused`]).
+    pub grad_residual: Option<Vec<f32>>,
 }
 
 /// `(grad_input, grad_weight, grad_bias)` in f64.
@@ -52,6 +56,8 @@ struct Saved {
     weight: Vec<f64>,
     batch_stats: bool,
     empty: bool,
+    /// The fused epilogue of the forward, if any.
+    epilogue: Option<epilogue::SavedEpilogue>,
 }
 
 /// The reference module for inputs of rank `R` (aliases
@@ -304,6 +310,7 @@ impl<R: SpatialRank> BatchNorm<R> {
             weight: self.weight.clone(),
             batch_stats: plan.batch_stats,
             empty: plan.empty,
+            epilogue: None,
         });
         Ok(y)
     }
@@ -312,16 +319,22 @@ impl<R: SpatialRank> BatchNorm<R> {
     /// (in the forward input's storage order), with the parameters that
     /// forward used.
     pub fn backward(&self, grad_output: &[f32]) -> Result<CpuGradients> {
-        let (dx, gw, gb) = self.backward_f64(&to_f64(grad_output))?;
+        let dy = to_f64(grad_output);
+        let (dx, gw, gb) = self.backward_f64(&dy)?;
+        let grad_residual = self.through_epilogue(dy)?.1.map(|g| to_f32(&g));
         Ok(CpuGradients {
             grad_input: to_f32(&dx),
             grad_weight: gw.map(|g| to_f32(&g)),
             grad_bias: gb.map(|g| to_f32(&g)),
+            grad_residual,
         })
     }
 
-    /// Backward in f64: `(grad_input, grad_weight, grad_bias)`.
+    /// Backward in f64: `(grad_input, grad_weight, grad_bias)` (through the
+    /// forward's epilogue, if any).
     pub fn backward_f64(&self, grad_output: &[f64]) -> Result<GradsF64> {
+        let (dy, _) = self.through_epilogue(grad_output.to_vec())?;
+        let grad_output = dy.as_slice();
         let s = self.saved.as_ref().ok_or(Error::NoForward)?;
         let lay = s.layout;
         if grad_output.len() != s.x.len() {

@@ -4,95 +4,15 @@
 //! per module, so a training loop that passes the same tensors back
 //! (`forward_into` / `backward_into`) creates none in steady state.
 
-use std::collections::VecDeque;
-
+use super::bind_cache::{BindGroupCache, BindKey};
+use super::binding::Binding;
 use super::buffer::BufferSlice;
 use super::context::GpuContext;
 use super::params::PARAMS_SIZE;
 use super::pipelines::Kernel;
-use super::plan::{channel_groups, elementwise_groups, grid, Variant};
+use super::plan::{channel_groups, elementwise_groups, grid, vec4_groups, Variant};
 use crate::error::Result;
 use crate::types::DType;
-
-/// Binding indices, one role each across all shaders (see
-/// `shaders/README.md`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-enum Binding {
-    Params = 0,
-    X = 1,
-    Dy = 2,
-    Terms = 3,
-    Partials = 4,
-    State = 5,
-    Out = 6,
-    Head = 7,
-    GradWeight = 8,
-    GradBias = 9,
-    MomentsOut = 10,
-    Merged = 11,
-}
-
-/// What a cached bind group binds, for one pipeline.
-#[derive(PartialEq)]
-struct BindKey {
-    kernel: Kernel,
-    dtype: DType,
-    thread_partials: bool,
-    slices: Vec<(Binding, BufferSlice)>,
-}
-
-/// A module's recently used bind groups, most recent first. Entries whose
-/// tensors were dropped are evicted, so the cache never keeps their memory.
-pub(crate) struct BindGroupCache {
-    entries: VecDeque<(BindKey, wgpu::BindGroup)>,
-}
-
-/// Bind groups a module keeps: enough for a forward and a backward of a
-/// few chunks each, twice (ping-pong buffers).
-const CACHE_CAPACITY: usize = 24;
-
-impl BindGroupCache {
-    pub fn new() -> Self {
-        Self {
-            entries: VecDeque::new(),
-        }
-    }
-
-    fn get_or_create(
-        &mut self,
-        device: &wgpu::Device,
-        pipeline: &wgpu::ComputePipeline,
-        key: BindKey,
-        label: &str,
-    ) -> wgpu::BindGroup {
-        self.entries
-            .retain(|(k, _)| k.slices.iter().all(|(_, s)| s.alive()));
-        if let Some(i) = self.entries.iter().position(|(k, _)| *k == key) {
-            if let Some(hit) = self.entries.remove(i) {
-                let group = hit.1.clone();
-                self.entries.push_front(hit);
-                return group;
-            }
-        }
-        let entries: Vec<wgpu::BindGroupEntry<'_>> = key
-            .slices
-            .iter()
-            .map(|(b, s)| wgpu::BindGroupEntry {
-                binding: *b as u32,
-                resource: s.resource(),
-            })
-            .collect();
-        let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(label),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
-        });
-        self.entries.push_front((key, group.clone()));
-        self.entries.truncate(CACHE_CAPACITY);
-        group
-    }
-}
 
 /// Records dispatches into one compute pass for tensors of one dtype,
 /// reading parameters from a module's uniform buffer (slot 0: totals;
@@ -282,17 +202,44 @@ impl<'a, 'p> Recorder<'a, 'p> {
         (count, row): (usize, usize),
     ) -> Result<()> {
         use Binding::*;
+        let groups = match step {
+            Elementwise::EpilogueGrad { .. } => vec4_groups(count),
+            _ => elementwise_groups(count, row),
+        };
         let (kernel, bound) = match step {
-            Elementwise::Normalize { x, terms, out } => (
-                Kernel::Normalize(variant),
-                vec![(X, x), (Terms, terms), (Out, out)],
-            ),
+            Elementwise::Normalize {
+                x,
+                terms,
+                out,
+                residual,
+                epilogue,
+            } => {
+                // Without a residual the binding holds x (read, not used).
+                let residual = residual.unwrap_or_else(|| x.clone());
+                (
+                    Kernel::Normalize(variant, epilogue),
+                    vec![(X, x), (Terms, terms), (Out, out), (Residual, residual)],
+                )
+            }
             Elementwise::GradInput { x, dy, terms, out } => (
                 Kernel::GradInput(variant),
                 vec![(X, x), (Dy, dy), (Terms, terms), (Out, out)],
             ),
+            Elementwise::EpilogueGrad {
+                dy,
+                output,
+                out,
+                epilogue,
+            } => {
+                // Without a ReLU the output is not read; dy stands in.
+                let output = output.unwrap_or_else(|| dy.clone());
+                (
+                    Kernel::EpilogueGrad(epilogue),
+                    vec![(Dy, dy), (Output, output), (Out, out)],
+                )
+            }
         };
-        self.dispatch(kernel, slot, bound, elementwise_groups(count, row))
+        self.dispatch(kernel, slot, bound, groups)
     }
 }
 
@@ -358,11 +305,21 @@ pub(crate) enum ChannelStep {
 
 /// The elementwise passes, with the buffers each binds.
 pub(crate) enum Elementwise {
-    /// `out = (x - shift) * scale + offset`.
+    /// `out = act((x - shift) * scale + offset + residual)`, `epilogue`
+    /// the `EPILOGUE` bits.
     Normalize {
         x: BufferSlice,
         terms: BufferSlice,
         out: BufferSlice,
+        residual: Option<BufferSlice>,
+        epilogue: u32,
+    },
+    /// `out = dy` through the epilogue (`output` for a ReLU's mask).
+    EpilogueGrad {
+        dy: BufferSlice,
+        output: Option<BufferSlice>,
+        out: BufferSlice,
+        epilogue: u32,
     },
     /// `out = scale * dy + slope * (x - shift) + intercept`.
     GradInput {

@@ -2,6 +2,8 @@
 //! the pipeline cache, pure launch planning, and typed kernel launches.
 //! Nothing here knows batch-norm semantics beyond the kernels' contracts.
 
+pub(crate) mod bind_cache;
+pub(crate) mod binding;
 pub(crate) mod buffer;
 pub(crate) mod context;
 pub(crate) mod launch;

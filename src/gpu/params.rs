@@ -12,6 +12,11 @@ pub(crate) const FLAG_AFFINE: u32 = 2;
 /// Normalise with batch statistics (else the running statistics).
 pub(crate) const FLAG_BATCH_STATS: u32 = 4;
 
+/// `EPILOGUE` bit of the normalize kernels: add the residual.
+pub(crate) const EPILOGUE_RESIDUAL: u32 = 1;
+/// `EPILOGUE` bit of the normalize kernels: ReLU.
+pub(crate) const EPILOGUE_RELU: u32 = 2;
+
 /// Per-channel term sections the finalize kernels write (`TERMS` in
 /// `common.wgsl`).
 pub(crate) const TERMS: usize = 7;

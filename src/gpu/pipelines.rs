@@ -31,10 +31,13 @@ pub(crate) enum Kernel {
     GradsFinalize,
     /// The same from gradient sums merged across devices.
     GradsApply,
-    /// `y = (x - shift) * scale + offset`.
-    Normalize(Variant),
+    /// `y = act((x - shift) * scale + offset + residual)`, with the
+    /// `EPILOGUE` bits.
+    Normalize(Variant, u32),
     /// `dx = scale * dy + slope * (x - shift) + intercept`.
     GradInput(Variant),
+    /// The output gradient through the epilogue with the `EPILOGUE` bits.
+    EpilogueGrad(u32),
 }
 
 impl Kernel {
@@ -48,7 +51,9 @@ impl Kernel {
                 Family::ReduceSubgroup
             }
             Kernel::MomentsPartial(_) | Kernel::GradsPartial(_) => Family::ReduceTree,
-            Kernel::Normalize(_) | Kernel::GradInput(_) => Family::Elementwise,
+            Kernel::Normalize(..) | Kernel::GradInput(_) | Kernel::EpilogueGrad(_) => {
+                Family::Elementwise
+            }
             _ => Family::Finalize,
         }
     }
@@ -66,12 +71,13 @@ impl Kernel {
             Kernel::MomentsApply => "moments_apply",
             Kernel::GradsFinalize => "grads_finalize",
             Kernel::GradsApply => "grads_apply",
-            Kernel::Normalize(Planes) => "normalize_planes",
-            Kernel::Normalize(Rows) => "normalize_rows",
-            Kernel::Normalize(General) => "normalize",
+            Kernel::Normalize(Planes, _) => "normalize_planes",
+            Kernel::Normalize(Rows, _) => "normalize_rows",
+            Kernel::Normalize(General, _) => "normalize",
             Kernel::GradInput(Planes) => "grad_input_planes",
             Kernel::GradInput(Rows) => "grad_input_rows",
             Kernel::GradInput(General) => "grad_input",
+            Kernel::EpilogueGrad(_) => "epilogue_grad",
         }
     }
 
@@ -90,6 +96,9 @@ impl Kernel {
         }
         if let Some(w) = width {
             c.push(("WIDTH", w));
+        }
+        if let Kernel::Normalize(_, bits) | Kernel::EpilogueGrad(bits) = self {
+            c.push(("EPILOGUE", f64::from(bits)));
         }
         c
     }
@@ -176,8 +185,9 @@ impl Pipelines {
             "batchnorm/{entry}{}-{}{}",
             constants
                 .iter()
-                .find(|(n, _)| *n == "WIDTH")
-                .map_or(String::new(), |(_, w)| format!("-w{w}")),
+                .filter(|(n, _)| *n != "THREAD_PARTIALS")
+                .map(|(n, v)| format!("-{}{v}", n.to_ascii_lowercase()))
+                .collect::<String>(),
             key.dtype.name(),
             if key.thread_partials { "-threads" } else { "" }
         );

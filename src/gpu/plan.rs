@@ -333,5 +333,10 @@ pub(crate) fn elementwise_groups(count: usize, row: usize) -> u32 {
     (slab_stride(count, row) as u32).div_ceil(WG)
 }
 
+/// Workgroups for one invocation per vec4 of `count` elements.
+pub(crate) fn vec4_groups(count: usize) -> u32 {
+    (count.div_ceil(4) as u32).div_ceil(WG)
+}
+
 #[cfg(test)]
 mod tests;

@@ -53,6 +53,7 @@ fn override_values(name: &str) -> Vec<f64> {
     match name {
         "THREAD_PARTIALS" => vec![0.0, 1.0],
         "WIDTH" => vec![1.0, 4.0],
+        "EPILOGUE" => vec![0.0, 1.0, 2.0, 3.0],
         _ => vec![],
     }
 }
@@ -118,8 +119,8 @@ fn every_shader_translates_to_every_backend() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     // Per dtype: reduce 4 (tree) + 4 (subgroups), finalize 6,
-    // elementwise 6; then the copy kernel.
-    assert_eq!(entries, dtypes().len() * 20 + 1);
+    // elementwise 7; then the copy kernel.
+    assert_eq!(entries, dtypes().len() * 21 + 1);
 }
 
 #[test]

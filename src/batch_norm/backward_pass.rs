@@ -1,0 +1,107 @@
+//! The backward compute pass: through the fused epilogue (if any), then
+//! `grads_partial* -> grads_finalize -> grad_input*`, or
+//! `grads_apply -> grad_input*` with gradient sums merged across devices.
+
+use super::backward::BackwardMode;
+use super::epilogue::Fused;
+use super::workspace::{Op, Prepared, Target};
+use super::{BatchNorm, Saved, SpatialRank};
+use crate::error::Result;
+use crate::gpu::buffer::BufferSlice;
+use crate::gpu::launch::{ChannelStep, Elementwise, Partial, Recorder};
+use crate::gpu::tensor::Tensor;
+
+impl<R: SpatialRank> BatchNorm<R> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn record_backward_pass(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        saved: &Saved,
+        dy_in: &Tensor,
+        fused: Option<Fused>,
+        (gw, gb): (&Tensor, &Tensor),
+        terms: BufferSlice,
+        mode: BackwardMode<'_>,
+        target: Target,
+    ) -> Result<()> {
+        let ctx = self.ctx.clone();
+        let layout = saved.layout;
+        let flags = self.flags(saved.batch_stats, false);
+        let ops = (Op::Backward, flags, 0.0);
+        let Prepared {
+            exec,
+            partials,
+            uniforms,
+        } = self.prepare_op(encoder, (&layout, dy_in.dtype()), ops, target)?;
+        let (c, variant, row) = (layout.c, exec.variant, layout.row());
+        let x = &saved.input;
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("batchnorm/backward"),
+            timestamp_writes: None,
+        });
+        let mut rec = Recorder::new(
+            &ctx,
+            &mut pass,
+            &mut self.ws.binds,
+            &uniforms,
+            dy_in.dtype(),
+            exec.thread_partials,
+        );
+        // Through the epilogue first: dy -> g (grad_residual or scratch).
+        let dy = match &fused {
+            Some(f) => {
+                for (i, ch) in exec.chunks.iter().enumerate() {
+                    let step = Elementwise::EpilogueGrad {
+                        dy: dy_in.window(ch.start, ch.count),
+                        output: f.output.as_ref().map(|y| y.window(ch.start, ch.count)),
+                        out: f.target.window(ch.start, ch.count),
+                        epilogue: f.bits,
+                    };
+                    rec.elementwise(variant, i + 1, step, (ch.count, row))?;
+                }
+                &f.target
+            }
+            None => dy_in,
+        };
+        let (grad_weight, grad_bias) = (gw.binding(), gb.binding());
+        if let BackwardMode::Merged { merged, .. } = mode {
+            let step = ChannelStep::GradsApply {
+                terms: terms.clone(),
+                grad_weight,
+                grad_bias,
+                merged: BufferSlice::whole(merged),
+            };
+            rec.channels(step, c)?;
+        } else {
+            for (i, ch) in exec.chunks.iter().enumerate() {
+                let step = Partial::Grads {
+                    x: x.window(ch.start, ch.count),
+                    dy: dy.window(ch.start, ch.count),
+                    terms: terms.clone(),
+                    partials: partials.clone(),
+                };
+                rec.partial(variant, i + 1, step, ch.reduce.groups())?;
+            }
+            let step = ChannelStep::GradsFinalize {
+                terms: terms.clone(),
+                partials,
+                grad_weight,
+                grad_bias,
+            };
+            rec.channels(step, c)?;
+        }
+        let Some(dx) = mode.dx() else {
+            return Ok(());
+        };
+        for (i, ch) in exec.chunks.iter().enumerate() {
+            let step = Elementwise::GradInput {
+                x: x.window(ch.start, ch.count),
+                dy: dy.window(ch.start, ch.count),
+                terms: terms.clone(),
+                out: dx.window(ch.start, ch.count),
+            };
+            rec.elementwise(variant, i + 1, step, (ch.count, row))?;
+        }
+        Ok(())
+    }
+}
