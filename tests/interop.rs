@@ -2,6 +2,9 @@
 //! read-back, PyTorch checkpoints (`safetensors`), inference folding (`fold`).
 //! Test names carry the feature so `cargo test NAME` runs them alone.
 
+// Parts need the default features; without them the helpers go unused.
+#![cfg_attr(not(feature = "safetensors"), allow(unused))]
+
 mod common;
 
 use serde_json::Value;
@@ -32,6 +35,7 @@ fn f32s(v: &Value) -> Vec<f32> {
 }
 
 /// A float32 tensor of a safetensors file, as f32 values.
+#[cfg(feature = "safetensors")]
 fn safetensors_f32(bytes: &[u8], key: &str) -> Vec<f32> {
     let file = safetensors::SafeTensors::deserialize(bytes).expect("safetensors");
     let view = file.tensor(key).expect("key");
@@ -45,6 +49,7 @@ fn safetensors_f32(bytes: &[u8], key: &str) -> Vec<f32> {
 /// `bn_checkpoint.safetensors` was written by `safetensors.torch.save_file`
 /// of a real `torch.nn.BatchNorm1d` state dict (`tests/data/make_bn_checkpoint.py`),
 /// with torch's own eval output for one input stored beside it.
+#[cfg(feature = "safetensors")]
 #[test]
 fn safetensors_pytorch_checkpoint_reproduces_pytorch_eval_output() {
     let Some(ctx) = common::context() else { return };
@@ -93,6 +98,7 @@ fn safetensors_pytorch_checkpoint_reproduces_pytorch_eval_output() {
         .expect("matches PyTorch within 1e-5");
 }
 
+#[cfg(feature = "safetensors")]
 #[test]
 fn safetensors_round_trip_and_prefixes() {
     let Some(ctx) = common::context() else { return };
@@ -135,6 +141,7 @@ fn safetensors_round_trip_and_prefixes() {
     std::fs::remove_file(&path).ok();
 }
 
+#[cfg(feature = "safetensors")]
 #[test]
 fn safetensors_rejects_wrong_dtypes_and_shapes() {
     let sd = StateDict {
@@ -186,6 +193,7 @@ fn safetensors_rejects_wrong_dtypes_and_shapes() {
     assert!(StateDict::from_safetensors(b"not a safetensors file", "", true, true).is_err());
 }
 
+#[cfg(feature = "safetensors")]
 #[test]
 fn safetensors_state_dict_is_strict() {
     let Some(ctx) = common::context() else { return };

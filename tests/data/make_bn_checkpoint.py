@@ -62,3 +62,63 @@ tensors["expected.output"] = y.contiguous()
 out = os.path.join(here, "bn_checkpoint.safetensors")
 save_file(tensors, out, metadata={"format": "pt", "torch": torch.__version__})
 print(f"wrote {out} with torch {torch.__version__}")
+
+# The same state after `.half()`, `.bfloat16()` and `.double()`: every
+# float entry in that dtype (num_batches_tracked stays int64), with torch's
+# eval output of the converted module for the same input.
+for name, dtype in [("f16", torch.float16), ("bf16", torch.bfloat16), ("f64", torch.float64)]:
+    conv = torch.nn.BatchNorm1d(cfg["num_features"], eps=cfg["eps"], momentum=cfg["momentum"])
+    conv.load_state_dict(bn.state_dict())
+    conv = conv.to(dtype).eval()
+    with torch.no_grad():
+        yd = conv(x.to(dtype))
+    tensors = {"bn1." + k: v.detach().contiguous() for k, v in conv.state_dict().items()}
+    tensors["expected.input"] = x.to(dtype).contiguous()
+    tensors["expected.output"] = yd.contiguous()
+    out = os.path.join(here, f"bn_checkpoint_{name}.safetensors")
+    save_file(tensors, out, metadata={"format": "pt", "torch": torch.__version__})
+    print(f"wrote {out}")
+
+
+# A small model with batch norms of every rank between other layers, trained
+# a few steps so the running statistics are not the defaults; its state dict
+# is what `safetensors.torch.save_file(model.state_dict())` writes. The
+# file also holds, per batch-norm layer, an input and torch's eval output.
+class Model(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 4, 3, padding=1),
+            torch.nn.BatchNorm2d(4),
+            torch.nn.ReLU(),
+        )
+        self.volume = torch.nn.Sequential(torch.nn.Conv3d(2, 3, 1), torch.nn.BatchNorm3d(3))
+        self.head = torch.nn.Linear(4, 5)
+        self.bn_head = torch.nn.BatchNorm1d(5, eps=1e-3)
+        self.plain = torch.nn.BatchNorm1d(2, affine=False)
+
+
+torch.manual_seed(1)
+model = Model()
+for _ in range(3):
+    f = model.features(torch.randn(2, 3, 5, 5))
+    model.volume(torch.randn(2, 2, 2, 3, 3))
+    model.bn_head(model.head(f.mean(dim=(2, 3))))
+    model.plain(torch.randn(6, 2))
+model.eval()
+inputs = {
+    "features.1.": torch.randn(2, 4, 3, 3),
+    "volume.1.": torch.randn(2, 3, 2, 2, 2),
+    "bn_head.": torch.randn(6, 5),
+    "plain.": torch.randn(6, 2, 3),
+}
+layers = {"features.1.": model.features[1], "volume.1.": model.volume[1],
+          "bn_head.": model.bn_head, "plain.": model.plain}
+tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+with torch.no_grad():
+    for prefix, xin in inputs.items():
+        tensors["expected." + prefix + "input"] = xin.contiguous()
+        tensors["expected." + prefix + "output"] = layers[prefix](xin).contiguous()
+out = os.path.join(here, "model_checkpoint.safetensors")
+save_file(tensors, out, metadata={"format": "pt", "torch": torch.__version__})
+print(f"wrote {out} ({sorted(model.state_dict().keys())})")
