@@ -103,6 +103,7 @@
 //! | `f16` | yes | f16 tensors ([`DType::F16`]), `half` types in the API |
 //! | `serde` | no | `Serialize`/`Deserialize` for [`BatchNormConfig`], [`StateDict`] and the shard structs |
 //! | `tracing` | no | `tracing` spans for context creation, pipeline compilation and each op |
+//! | `mpi` | no | [`MpiCollective`]: [`SyncBatchNorm`] across processes over MPI (needs Open MPI and libclang to build) |
 
 #![warn(missing_docs)]
 #![cfg_attr(
@@ -121,6 +122,7 @@ pub mod cpu;
 mod error;
 mod gpu;
 mod semantics;
+mod sync;
 mod trace;
 mod types;
 
@@ -135,5 +137,11 @@ pub use error::{Error, Result};
 pub use gpu::context::{GpuContext, ReductionMerge};
 pub use gpu::options::{ContextOptions, Tuning};
 pub use gpu::tensor::Tensor;
+/// The `mpi` crate (rsmpi) this crate's [`MpiCollective`] is built on.
+#[cfg(feature = "mpi")]
+pub use mpi;
+#[cfg(feature = "mpi")]
+pub use sync::MpiCollective;
+pub use sync::{Collective, LocalCollective, LocalGroup, SyncBatchNorm};
 pub use types::{DType, MemoryFormat, Rank, Rank1d, Rank2d, Rank3d, SpatialRank};
 pub use wgpu;
