@@ -132,6 +132,68 @@ fn absorb_outliers(st: vec4<f32>, v: vec4<f32>) -> vec4<f32> {
     return out;
 }
 
+// Four channels' moment states sharing one count (the rows variant):
+// the same rules as above, branch-free per channel.
+struct Moments4 {
+    mean: vec4<f32>,
+    m2: vec4<f32>,
+    tag: vec4<f32>,
+}
+
+// 2^(src - dst) where both are exponents, 1 where either is a poison tag.
+fn units_between(src: vec4<f32>, dst: vec4<f32>) -> vec4<f32> {
+    let fin = finite4(src) & finite4(dst);
+    return select(vec4<f32>(1.0), ldexp(vec4<f32>(1.0), vec4<i32>(select(vec4<f32>(0.0), src - dst, fin))), fin);
+}
+
+// The exponents that keep magnitudes `mag` below 2, per channel (see
+// exponent_for); poisoned channels keep their tag.
+fn exponents_for(tag: vec4<f32>, mag: vec4<f32>) -> vec4<f32> {
+    let big = (mag > vec4<f32>(RESCALE_LIMIT)) & finite4(tag) & finite4(mag);
+    let k = vec4<f32>((bitcast<vec4<u32>>(mag) >> vec4<u32>(23u)) & vec4<u32>(0xffu)) - vec4<f32>(126.0);
+    return select(tag, min(tag + k, vec4<f32>(MAX_EXPONENT)), big);
+}
+
+// The sums of NaN/infinite values a tag records (0 for an exponent).
+fn poison4(tag: vec4<f32>) -> vec4<f32> {
+    return select(tag, vec4<f32>(0.0), finite4(tag));
+}
+
+// merge_moments for four channels with counts na and nb.
+fn merge_moments4(na: f32, a: Moments4, nb: f32, b: Moments4) -> Moments4 {
+    if (nb == 0.0) {
+        return a;
+    }
+    if (na == 0.0) {
+        return b;
+    }
+    let fin = finite4(a.tag) & finite4(b.tag);
+    var e = select(vec4<f32>(0.0), max(a.tag, b.tag), fin);
+    let mag = max(abs(a.mean * units_between(a.tag, e)), abs(b.mean * units_between(b.tag, e)));
+    e = select(e, exponents_for(e, mag), fin);
+    let fa = units_between(a.tag, e);
+    let fb = units_between(b.tag, e);
+    let ma = a.mean * fa;
+    let mb = b.mean * fb;
+    let n = na + nb;
+    let wb = nb / n;
+    let d = mb - ma;
+    return Moments4(
+        ma + d * wb,
+        a.m2 * fa * fa + b.m2 * fb * fb + d * d * (na * wb),
+        select(poison4(a.tag) + poison4(b.tag), e, fin),
+    );
+}
+
+// absorb_outliers for four channels and one value each.
+fn absorb_outliers4(st: Moments4, v: vec4<f32>) -> Moments4 {
+    let fin = finite4(v);
+    let tag = select(poison4(st.tag) + v, st.tag, fin);
+    let e = exponents_for(tag, select(vec4<f32>(0.0), abs(v), fin));
+    let f = units_between(tag, e);
+    return Moments4(st.mean * f, st.m2 * f * f, e);
+}
+
 // Whether values `v` fit the state's units (no NaN, infinity or outlier).
 fn in_range(v: vec4<f32>) -> bool {
     return all(abs(v) <= vec4<f32>(RESCALE_LIMIT));

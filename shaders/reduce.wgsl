@@ -280,31 +280,31 @@ fn write_partial4(s: Share, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f3
     }
 }
 
-// Channel k of a four-channel state, as a moment state.
-fn lane_state(cnt: f32, mean: vec4<f32>, m2: vec4<f32>, tag: vec4<f32>, k: u32) -> vec4<f32> {
-    return vec4<f32>(cnt, mean[k], m2[k], tag[k]);
+// Merges lane state `src` into `dst` in workgroup memory: plain sums, or
+// Chan's formula for four channels at once (they share the count).
+fn fold4_sums(dst: u32, src: u32) {
+    rows_a[dst] += rows_a[src];
+    rows_b[dst] += rows_b[src];
 }
 
-// Merges lane state `src` into `dst` in workgroup memory: Chan's formula
-// for moments, channel by channel (they share the count), or plain sums.
+fn fold4_moments(dst: u32, src: u32) {
+    let m = merge_moments4(
+        rows_cnt[dst],
+        Moments4(rows_a[dst], rows_b[dst], rows_c[dst]),
+        rows_cnt[src],
+        Moments4(rows_a[src], rows_b[src], rows_c[src]),
+    );
+    rows_a[dst] = m.mean;
+    rows_b[dst] = m.m2;
+    rows_c[dst] = m.tag;
+    rows_cnt[dst] += rows_cnt[src];
+}
+
 fn fold4(dst: u32, src: u32, moments: bool) {
-    if (!moments) {
-        rows_a[dst] += rows_a[src];
-        rows_b[dst] += rows_b[src];
-        return;
-    }
-    if (rows_cnt[src] > 0.0) {
-        var n = 0.0;
-        for (var k = 0u; k < 4u; k += 1u) {
-            let a = lane_state(rows_cnt[dst], rows_a[dst], rows_b[dst], rows_c[dst], k);
-            let b = lane_state(rows_cnt[src], rows_a[src], rows_b[src], rows_c[src], k);
-            let m = merge_moments(a, b);
-            rows_a[dst][k] = m.y;
-            rows_b[dst][k] = m.z;
-            rows_c[dst][k] = m.w;
-            n = m.x;
-        }
-        rows_cnt[dst] = n;
+    if (moments) {
+        fold4_moments(dst, src);
+    } else {
+        fold4_sums(dst, src);
     }
 }
 
@@ -363,17 +363,6 @@ fn reduce_sums4(li: u32, s: Share, a: vec4<f32>, b: vec4<f32>) {
     }
 }
 
-// Four channels' states after values `v` not all in range (see
-// absorb_outliers), channel by channel.
-fn absorb_outliers4(cnt: f32, mean: ptr<function, vec4<f32>>, m2: ptr<function, vec4<f32>>, tag: ptr<function, vec4<f32>>, v: vec4<f32>) {
-    for (var k = 0u; k < 4u; k += 1u) {
-        let st = absorb_outliers(lane_state(cnt, *mean, *m2, *tag, k), vec4<f32>(v[k], 0.0, 0.0, 0.0));
-        (*mean)[k] = st.y;
-        (*m2)[k] = st.z;
-        (*tag)[k] = st.w;
-    }
-}
-
 fn units4(tag: vec4<f32>) -> vec4<f32> {
     return select(vec4<f32>(1.0), ldexp(vec4<f32>(1.0), -vec4<i32>(tag)), finite4(tag));
 }
@@ -401,7 +390,10 @@ fn rows_pass(s: Share, careful: bool) -> RowsState {
             let raw = vec4<f32>(x4[rows_offset(r, s.ch) / 4u]);
             var v = raw * u - shu;
             if (careful && !in_range(v)) {
-                absorb_outliers4(cnt, &mean, &m2, &tag, v);
+                let st = absorb_outliers4(Moments4(mean, m2, tag), v);
+                mean = st.mean;
+                m2 = st.m2;
+                tag = st.tag;
                 u = units4(tag);
                 shu = shift * u;
                 v = raw * u - shu;
