@@ -33,6 +33,7 @@ struct Params {
 const FLAG_UPDATE_RUNNING: u32 = 1u;
 const FLAG_AFFINE: u32 = 2u;
 const FLAG_BATCH_STATS: u32 = 4u;
+const FLAG_FROM_STATE: u32 = 8u;
 
 // Per-channel terms (the `terms` buffer), written by finalize.wgsl and read
 // by the other kernels,
@@ -74,6 +75,11 @@ const WG: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> P: Params;
 
+// The input and the output gradient, bound as vec4 arrays (tensor buffers
+// are padded to 16 bytes); unused by the finalize steps.
+@group(0) @binding(1) var<storage, read> x4: array<vec4<elem>>;
+@group(0) @binding(2) var<storage, read> dy4: array<vec4<elem>>;
+
 // Tensors larger than one storage binding are processed in chunks: element
 // ranges that start on an aligned offset. A chunk's Params describe the rows
 // it overlaps (n, units), its length (numel), where it starts inside its
@@ -114,6 +120,26 @@ fn global_index(ids: Ids) -> u32 {
 // Bit test, so no compiler may assume finite math away.
 fn is_finite(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
+}
+
+fn finite4(v: vec4<f32>) -> vec4<bool> {
+    return (bitcast<vec4<u32>>(v) & vec4<u32>(0x7f800000u)) != vec4<u32>(0x7f800000u);
+}
+
+// (x - shift) * a + b. Subtracting the shift first keeps data such as
+// 1e4 + noise exact to f32 rounding; where x - shift overflows f32 (values
+// of both signs near its limit, far from the shift but not from the mean)
+// it is x * a + (b - shift * a) instead.
+fn shifted_affine4(x: vec4<f32>, shift: vec4<f32>, a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    let d = x - shift;
+    return select(d * a + b, x * a + (b - shift * a), !finite4(d) & finite4(x));
+}
+
+// x_hat = ((x - shift) - mean) * invstd (mean relative to the shift), as
+// (x - (shift + mean)) * invstd where x - shift overflows.
+fn x_hat4(x: vec4<f32>, shift: vec4<f32>, mean: vec4<f32>, invstd: vec4<f32>) -> vec4<f32> {
+    let d = x - shift;
+    return select((d - mean) * invstd, (x - (shift + mean)) * invstd, !finite4(d) & finite4(x));
 }
 
 // Walks a channel's values in units of `width` consecutive elements along L

@@ -3,7 +3,8 @@
 // normalize:  y  = act((x - shift) * scale + offset + residual)
 //             (scale = weight * invstd, offset = bias - (mean - shift) * scale;
 //             the residual add and the ReLU only with the EPILOGUE pipeline
-//             constant's bits)
+//             constant's bits); in eval, the planes and rows kernels compute
+//             the terms from the module's state (FLAG_FROM_STATE)
 // epilogue_grad: dy through the epilogue, dy * (y > 0) with a ReLU (the
 //             mask from the forward's output y), else dy: the gradient of
 //             the residual, and the output gradient the other passes take
@@ -12,11 +13,14 @@
 //             regrouped (slope = intercept = 0 in eval: dx = dy * weight * invstd)
 //
 // Subtracting the shift first keeps data such as 1e4 + noise exact to f32
-// rounding (the shift is the channel's first value, near its mean).
+// rounding (the shift is the channel's first value, near its mean;
+// shifted_affine4 in common.wgsl also covers x - shift overflowing).
 //
-// Each invocation handles SLAB vec4s, `P.stride` vec4s apart; the host
-// makes the stride a whole number of rows (C * L values, and a multiple of
-// 4), so the SLAB vec4s share their channels and the terms are read once.
+// Each invocation handles SLAB vec4s, `P.stride` vec4s apart (slab_first);
+// the host makes the stride a whole number of rows (C * L values, and a
+// multiple of 4) or, for long rows, a block within one channel's run of L
+// values, so the SLAB vec4s share their channels and the terms are read
+// once.
 // Three layouts, one entry point each, with no loops (which cost much more
 // than the arithmetic on CPU adapters): `*_planes` when L % 4 == 0 (a vec4
 // lies within one channel), `*_rows` for (N, C) inputs with C % 4 == 0 (a
@@ -24,49 +28,17 @@
 // each value's channel. Values past numel in the last vec4 land in the
 // output's padding.
 
-@group(0) @binding(1) var<storage, read> x4: array<vec4<elem>>;
-@group(0) @binding(2) var<storage, read> dy4: array<vec4<elem>>;
+// x4 and dy4 are declared in common.wgsl; out, residual4, the EPILOGUE
+// constant and store_normalized in epilogue.wgsl.
 @group(0) @binding(3) var<storage, read> terms: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read_write> out: array<vec4<elem>>;
-// The residual added before the activation (bound to x itself when the
-// pipeline adds none).
-@group(0) @binding(12) var<storage, read> residual4: array<vec4<elem>>;
 // The forward's output, for the ReLU mask in backward.
 @group(0) @binding(13) var<storage, read> y4: array<vec4<elem>>;
 
 // vec4s per invocation (unrolled by hand below).
-const SLAB: u32 = 4u;
-
-// Pipeline constant of the normalize entry points and of epilogue_grad:
-// EPILOGUE_* bits, 0 for plain batch norm (the epilogue code is then dead
-// and compiled out).
-override EPILOGUE: u32 = 0u;
-const EPILOGUE_RESIDUAL: u32 = 1u;
-const EPILOGUE_RELU: u32 = 2u;
+const SLAB: u32 = 8u;
 
 fn load_x(i: u32) -> vec4<f32> {
     return vec4<f32>(x4[i]);
-}
-
-// ReLU as PyTorch: negative values to 0, NaN stays NaN.
-fn relu(v: vec4<f32>) -> vec4<f32> {
-    return select(v, vec4<f32>(0.0), v < vec4<f32>(0.0));
-}
-
-fn store(i: u32, v: vec4<f32>) {
-    out[i] = vec4<elem>(v);
-}
-
-// Stores a normalized vec4 through the epilogue.
-fn store_normalized(i: u32, v: vec4<f32>) {
-    var r = v;
-    if ((EPILOGUE & EPILOGUE_RESIDUAL) != 0u) {
-        r += vec4<f32>(residual4[i]);
-    }
-    if ((EPILOGUE & EPILOGUE_RELU) != 0u) {
-        r = relu(r);
-    }
-    store(i, r);
 }
 
 // Packed terms of one channel (see PACKED_* in common.wgsl).
@@ -105,6 +77,14 @@ fn column(p: array<vec4<f32>, 4>, j: u32) -> vec4<f32> {
     return vec4<f32>(p[0][j], p[1][j], p[2][j], p[3][j]);
 }
 
+// The first vec4 of invocation g's slab (Slab in src/gpu/plan.rs): blocks
+// of P.stride * SLAB vec4s, each invocation of a block taking every
+// P.stride-th vec4 from its own.
+fn slab_first(g: u32) -> u32 {
+    let block = g / P.stride;
+    return block * P.stride * SLAB + (g - block * P.stride);
+}
+
 fn in_tensor(i: u32) -> bool {
     return i < (P.numel + 3u) / 4u;
 }
@@ -125,7 +105,7 @@ struct NormTerms {
 
 fn normalize_one(i: u32, t: NormTerms) {
     if (in_tensor(i)) {
-        store_normalized(i, (load_x(i) - t.shift) * t.scale + t.offset);
+        store_normalized(i, shifted_affine4(load_x(i), t.shift, t.scale, t.offset));
     }
 }
 
@@ -134,30 +114,72 @@ fn normalize_slab(i: u32, t: NormTerms) {
     normalize_one(i + P.stride, t);
     normalize_one(i + 2u * P.stride, t);
     normalize_one(i + 3u * P.stride, t);
+    normalize_one(i + 4u * P.stride, t);
+    normalize_one(i + 5u * P.stride, t);
+    normalize_one(i + 6u * P.stride, t);
+    normalize_one(i + 7u * P.stride, t);
+}
+
+// Eval with FLAG_FROM_STATE: the `terms` binding holds the module's state
+// (weight | bias | running_mean | running_var, C values each) and the
+// terms are eval_prepare's, computed here: shift = running_mean,
+// scale = weight / sqrt(running_var + eps), offset = bias.
+fn from_state(w: vec4<f32>, b: vec4<f32>, rm: vec4<f32>, rv: vec4<f32>) -> NormTerms {
+    let invstd = 1.0 / sqrt(rv + vec4<f32>(P.eps));
+    if ((P.flags & FLAG_AFFINE) != 0u) {
+        return NormTerms(rm, w * invstd, b);
+    }
+    return NormTerms(rm, invstd, vec4<f32>(0.0));
+}
+
+// State value k (a section) of channel ch, any C.
+fn state_of(k: u32, ch: u32) -> f32 {
+    let i = k * P.c + ch;
+    return pick(terms[i / 4u], i % 4u);
+}
+
+fn from_state1(ch: u32) -> NormTerms {
+    return from_state(
+        vec4<f32>(state_of(0u, ch)),
+        vec4<f32>(state_of(1u, ch)),
+        vec4<f32>(state_of(2u, ch)),
+        vec4<f32>(state_of(3u, ch)),
+    );
 }
 
 @compute @workgroup_size(WG)
 fn normalize_planes(ids: Ids) {
-    let i = global_index(ids);
-    if (i < P.stride && in_tensor(i)) {
-        let t = packed(PACKED_NORMALIZE, plane_channel(i));
-        normalize_slab(i, NormTerms(vec4<f32>(t.x), vec4<f32>(t.y), vec4<f32>(t.z)));
+    let i = slab_first(global_index(ids));
+    if (in_tensor(i)) {
+        let ch = plane_channel(i);
+        if ((P.flags & FLAG_FROM_STATE) != 0u) {
+            normalize_slab(i, from_state1(ch));
+        } else {
+            let t = packed(PACKED_NORMALIZE, ch);
+            normalize_slab(i, NormTerms(vec4<f32>(t.x), vec4<f32>(t.y), vec4<f32>(t.z)));
+        }
     }
 }
 
 @compute @workgroup_size(WG)
 fn normalize_rows(ids: Ids) {
-    let i = global_index(ids);
-    if (i < P.stride && in_tensor(i)) {
+    let i = slab_first(global_index(ids));
+    if (in_tensor(i)) {
         let q = rows_lane(i);
-        normalize_slab(i, NormTerms(term4(TERM_SHIFT, q), term4(TERM_SCALE, q), term4(TERM_OFFSET, q)));
+        if ((P.flags & FLAG_FROM_STATE) != 0u) {
+            // C % 4 == 0: four channels' state values are one vec4.
+            let c4 = P.c / 4u;
+            normalize_slab(i, from_state(terms[q], terms[c4 + q], terms[2u * c4 + q], terms[3u * c4 + q]));
+        } else {
+            normalize_slab(i, NormTerms(term4(TERM_SHIFT, q), term4(TERM_SCALE, q), term4(TERM_OFFSET, q)));
+        }
     }
 }
 
 @compute @workgroup_size(WG)
 fn normalize(ids: Ids) {
-    let i = global_index(ids);
-    if (i < P.stride && in_tensor(i)) {
+    let i = slab_first(global_index(ids));
+    if (in_tensor(i)) {
         let t = packed_general(PACKED_NORMALIZE, i * 4u);
         normalize_slab(i, NormTerms(column(t, 0u), column(t, 1u), column(t, 2u)));
     }
@@ -172,7 +194,7 @@ struct GradTerms {
 
 fn grad_one(i: u32, t: GradTerms) {
     if (in_tensor(i)) {
-        store(i, t.scale * vec4<f32>(dy4[i]) + t.slope * (load_x(i) - t.shift) + t.intercept);
+        store(i, shifted_affine4(load_x(i), t.shift, t.slope, t.scale * vec4<f32>(dy4[i]) + t.intercept));
     }
 }
 
@@ -181,12 +203,16 @@ fn grad_slab(i: u32, t: GradTerms) {
     grad_one(i + P.stride, t);
     grad_one(i + 2u * P.stride, t);
     grad_one(i + 3u * P.stride, t);
+    grad_one(i + 4u * P.stride, t);
+    grad_one(i + 5u * P.stride, t);
+    grad_one(i + 6u * P.stride, t);
+    grad_one(i + 7u * P.stride, t);
 }
 
 @compute @workgroup_size(WG)
 fn grad_input_planes(ids: Ids) {
-    let i = global_index(ids);
-    if (i < P.stride && in_tensor(i)) {
+    let i = slab_first(global_index(ids));
+    if (in_tensor(i)) {
         let t = packed(PACKED_GRAD, plane_channel(i));
         grad_slab(i, GradTerms(vec4<f32>(t.x), vec4<f32>(t.y), vec4<f32>(t.z), vec4<f32>(t.w)));
     }
@@ -194,8 +220,8 @@ fn grad_input_planes(ids: Ids) {
 
 @compute @workgroup_size(WG)
 fn grad_input_rows(ids: Ids) {
-    let i = global_index(ids);
-    if (i < P.stride && in_tensor(i)) {
+    let i = slab_first(global_index(ids));
+    if (in_tensor(i)) {
         let q = rows_lane(i);
         grad_slab(i, GradTerms(
             term4(TERM_SHIFT, q),
@@ -208,8 +234,8 @@ fn grad_input_rows(ids: Ids) {
 
 @compute @workgroup_size(WG)
 fn grad_input(ids: Ids) {
-    let i = global_index(ids);
-    if (i < P.stride && in_tensor(i)) {
+    let i = slab_first(global_index(ids));
+    if (in_tensor(i)) {
         let t = packed_general(PACKED_GRAD, i * 4u);
         grad_slab(i, GradTerms(column(t, 0u), column(t, 1u), column(t, 2u), column(t, 3u)));
     }

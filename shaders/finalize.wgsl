@@ -53,7 +53,9 @@ fn affine_of(ch: u32) -> vec2<f32> {
     return vec2<f32>(1.0, 0.0);
 }
 
-fn set_normalize_terms(ch: u32, shift: f32, mean: f32, invstd: f32) {
+// Writes the TERM_* sections a forward saves (the backward reads them) and
+// returns the normalize terms (shift, scale, offset).
+fn set_terms(ch: u32, shift: f32, mean: f32, invstd: f32) -> vec3<f32> {
     let wb = affine_of(ch);
     set_term(TERM_SHIFT, ch, shift);
     set_term(TERM_MEAN, ch, mean);
@@ -64,7 +66,12 @@ fn set_normalize_terms(ch: u32, shift: f32, mean: f32, invstd: f32) {
     // exactly, even where scale is infinite.
     let offset = select(wb.y - mean * scale, wb.y, mean == 0.0);
     set_term(TERM_OFFSET, ch, offset);
-    set_packed(PACKED_NORMALIZE, ch, vec4<f32>(shift, scale, offset, 0.0));
+    return vec3<f32>(shift, scale, offset);
+}
+
+// set_terms, plus the packed normalize terms.
+fn set_normalize_terms(ch: u32, shift: f32, mean: f32, invstd: f32) {
+    set_packed(PACKED_NORMALIZE, ch, vec4<f32>(set_terms(ch, shift, mean, invstd), 0.0));
 }
 
 // The channel's moment state merged over all partial rows, in order.
@@ -87,16 +94,18 @@ fn update_running(ch: u32, base: f32, rel: f32, unbiased_var: f32) {
         let rv = 3u * P.c + ch;
         let old_mean = state[rm];
         let old_var = state[rv];
-        // Infinite buffers keep PyTorch's form, where inf stays inf.
+        // Infinite buffers keep PyTorch's form, where inf stays inf; m = 1
+        // (the first step of a cumulative average) takes the batch's
+        // values exactly, as PyTorch's 0 * old + 1 * batch does.
         state[rm] = select(
             (1.0 - m) * old_mean + m * (base + rel),
             old_mean + m * ((base - old_mean) + rel),
-            is_finite(old_mean),
+            is_finite(old_mean) && m != 1.0,
         );
         state[rv] = select(
             (1.0 - m) * old_var + m * unbiased_var,
             old_var + m * (unbiased_var - old_var),
-            is_finite(old_var),
+            is_finite(old_var) && m != 1.0,
         );
     }
 }
@@ -105,10 +114,11 @@ fn update_running(ch: u32, base: f32, rel: f32, unbiased_var: f32) {
 fn moments_finalize(ids: Ids) {
     let ch = global_index(ids);
     if (ch >= P.c) { return; }
-    let shift = shift_of(ch);
-    let r = channel_stats(channel_moments(ch), f32(P.count), P.eps);
-    update_running(ch, shift, r.mean, r.unbiased);
-    set_normalize_terms(ch, shift, r.mean, r.invstd);
+    let st = channel_moments(ch);
+    let r = channel_stats(st, f32(P.count), P.eps);
+    let base = stats_base(shift_of(ch), st, r);
+    update_running(ch, base.x, base.y, r.unbiased);
+    set_normalize_terms(ch, base.x, base.y, r.invstd);
 }
 
 // A shard's moments for the host: (shift, mean * u, M2 * u^2, u) with u
@@ -131,9 +141,13 @@ fn moments_export(ids: Ids) {
 fn moments_apply(ids: Ids) {
     let ch = global_index(ids);
     if (ch >= P.c) { return; }
-    let shift = shift_of(ch);
+    var shift = shift_of(ch);
     // (high - shift) is exact when the shift is near the mean; the low part
-    // restores what f32 rounding took from the merged mean.
+    // restores what f32 rounding took from the merged mean. Where it
+    // overflows (values of both signs near f32's limit) the shift is 0.
+    if (!is_finite(merged[ch] - shift)) {
+        shift = 0.0;
+    }
     let mean = (merged[ch] - shift) + merged[P.c + ch];
     update_running(ch, merged[ch], merged[P.c + ch], merged[3u * P.c + ch]);
     set_normalize_terms(ch, shift, mean, merged[2u * P.c + ch]);
@@ -155,36 +169,38 @@ fn grads_finalize(ids: Ids) {
     for (var s = 0u; s < P.partial_rows; s += 1u) {
         st += partials[s * P.c + ch].xy;
     }
+    finish_grads(ch, st);
+}
+
+// grad_weight, grad_bias and the grad_input terms of channel ch from its
+// sums (sum dy, sum dy * x_hat) over the batch.
+fn finish_grads(ch: u32, st: vec2<f32>) {
     grad_weight[ch] = st.y;
     grad_bias[ch] = st.x;
-    var mean_dy = 0.0;
-    var mean_dyx = 0.0;
-    if ((P.flags & FLAG_BATCH_STATS) != 0u) {
-        let n = f32(P.count);
-        mean_dy = st.x / n;
-        mean_dyx = st.y / n;
-    }
-    set_grad_input_terms(ch, mean_dy, mean_dyx);
+    let n = f32(P.count);
+    set_grad_input_terms(ch, st.x / n, st.y / n);
 }
 
 // grad_input = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat)) with
 // x_hat = ((x - shift) - mean) * invstd, as scale * dy + slope * (x - shift)
-// + intercept. Eval has no batch terms: both means are 0, so slope =
-// intercept = 0.
-fn set_grad_input_terms(ch: u32, mean_dy: f32, mean_dyx: f32) {
-    var slope = 0.0;
-    var intercept = 0.0;
-    if ((P.flags & FLAG_BATCH_STATS) != 0u) {
-        let scale = get_term(TERM_SCALE, ch);
-        slope = -scale * get_term(TERM_INVSTD, ch) * mean_dyx;
-        intercept = -scale * mean_dy - slope * get_term(TERM_MEAN, ch);
+// + intercept: returns (slope, intercept), both 0 in eval (no batch terms).
+fn grad_input_line(ch: u32, mean_dy: f32, mean_dyx: f32) -> vec2<f32> {
+    if ((P.flags & FLAG_BATCH_STATS) == 0u) {
+        return vec2<f32>(0.0);
     }
-    set_term(TERM_DX_SLOPE, ch, slope);
-    set_term(TERM_DX_INTERCEPT, ch, intercept);
+    let scale = get_term(TERM_SCALE, ch);
+    let slope = -scale * get_term(TERM_INVSTD, ch) * mean_dyx;
+    return vec2<f32>(slope, -scale * mean_dy - slope * get_term(TERM_MEAN, ch));
+}
+
+fn set_grad_input_terms(ch: u32, mean_dy: f32, mean_dyx: f32) {
+    let line = grad_input_line(ch, mean_dy, mean_dyx);
+    set_term(TERM_DX_SLOPE, ch, line.x);
+    set_term(TERM_DX_INTERCEPT, ch, line.y);
     set_packed(
         PACKED_GRAD,
         ch,
-        vec4<f32>(get_term(TERM_SHIFT, ch), get_term(TERM_SCALE, ch), slope, intercept),
+        vec4<f32>(get_term(TERM_SHIFT, ch), get_term(TERM_SCALE, ch), line.x, line.y),
     );
 }
 

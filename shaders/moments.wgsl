@@ -51,10 +51,6 @@ fn empty_state(e: f32) -> vec4<f32> {
     return vec4<f32>(0.0, 0.0, 0.0, e);
 }
 
-fn finite4(v: vec4<f32>) -> vec4<bool> {
-    return (bitcast<vec4<u32>>(v) & vec4<u32>(0x7f800000u)) != vec4<u32>(0x7f800000u);
-}
-
 // The state in units of 2^e (e at least its own exponent); poisoned
 // states are left as they are.
 fn rescaled(st: vec4<f32>, e: f32) -> vec4<f32> {
@@ -214,6 +210,17 @@ struct ChannelStats {
     poisoned: bool,
 }
 
+// The (shift, mean - shift) pair the terms keep for channel statistics r
+// of state st: the channel's shift and r.mean, or (0, mean) where
+// mean - shift overflows f32 (values of both signs near its limit), so
+// every term stays finite.
+fn stats_base(shift: f32, st: vec4<f32>, r: ChannelStats) -> vec2<f32> {
+    if (r.poisoned || is_finite(r.mean)) {
+        return vec2<f32>(shift, r.mean);
+    }
+    return vec2<f32>(0.0, (shift * r.unit + st.y) / r.unit);
+}
+
 fn channel_stats(st: vec4<f32>, n: f32, eps: f32) -> ChannelStats {
     var r: ChannelStats;
     r.poisoned = !is_finite(st.w);
@@ -236,4 +243,71 @@ fn channel_stats(st: vec4<f32>, n: f32, eps: f32) -> ChannelStats {
     r.invstd = select(u / sqrt(var_u + eps * u * u), 1.0 / sqrt(eps), var_u == 0.0);
     r.unbiased = st.z / (n - 1.0) / u / u;
     return r;
+}
+
+// Welford update with one value (in the state's units).
+fn welford(acc: vec4<f32>, v: f32) -> vec4<f32> {
+    let cnt = acc.x + 1.0;
+    let d = v - acc.y;
+    let mean = acc.y + d / cnt;
+    return vec4<f32>(cnt, mean, acc.z + d * (v - mean), acc.w);
+}
+
+// The unit of a state, for values entering it (1 once poisoned).
+fn state_unit(acc: vec4<f32>) -> f32 {
+    return select(1.0, unit_of(acc.w), is_finite(acc.w));
+}
+
+// The units of four channels' tags (1 where poisoned).
+fn units4(tag: vec4<f32>) -> vec4<f32> {
+    return select(vec4<f32>(1.0), ldexp(vec4<f32>(1.0), -vec4<i32>(tag)), finite4(tag));
+}
+
+// Four channels' moment states with one shared count (the rows reductions
+// and the columns kernels).
+struct RowsState {
+    cnt: f32,
+    mean: vec4<f32>,
+    m2: vec4<f32>,
+    tag: vec4<f32>,
+}
+
+// Four channels' states over `count` vec4s of x4 (common.wgsl), at `first`
+// and then every `stride` vec4s, relative to `shift`. The fast pass keeps
+// the starting units; only where its result is not finite does the careful
+// pass run, which raises exponents before any value could overflow and
+// records NaN/infinite values.
+fn rows_moments(first: u32, stride: u32, count: u32, shift: vec4<f32>) -> RowsState {
+    let fast = rows_fold(first, stride, count, shift, false);
+    if (all(finite4(fast.mean) & finite4(fast.m2))) {
+        return fast;
+    }
+    return rows_fold(first, stride, count, shift, true);
+}
+
+fn rows_fold(first: u32, stride: u32, count: u32, shift: vec4<f32>, careful: bool) -> RowsState {
+    var mean = vec4<f32>(0.0);
+    var m2 = vec4<f32>(0.0);
+    var tag = vec4<f32>(exponent_of(shift.x), exponent_of(shift.y), exponent_of(shift.z), exponent_of(shift.w));
+    var u = units4(tag);
+    var shu = shift * u;
+    var o = first;
+    for (var k = 0u; k < count; k += 1u) {
+        let raw = vec4<f32>(x4[o]);
+        var v = raw * u - shu;
+        if (careful && !in_range(v)) {
+            let st = absorb_outliers4(Moments4(mean, m2, tag), v);
+            mean = st.mean;
+            m2 = st.m2;
+            tag = st.tag;
+            u = units4(tag);
+            shu = shift * u;
+            v = raw * u - shu;
+        }
+        let d = v - mean;
+        mean += d / f32(k + 1u);
+        m2 += d * (v - mean);
+        o += stride;
+    }
+    return RowsState(f32(count), mean, m2, tag);
 }

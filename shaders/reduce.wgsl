@@ -23,10 +23,8 @@
 // *_rows:             the same for (N, C) inputs with C % 4 == 0, four
 //                     channels per thread (vec4 loads, one shared count).
 
-// Tensors are bound as vec4 arrays (buffers are padded to 16 bytes); the
-// scalar kernels pick single components.
-@group(0) @binding(1) var<storage, read> x4: array<vec4<elem>>;
-@group(0) @binding(2) var<storage, read> dy4: array<vec4<elem>>;
+// x4 and dy4 (common.wgsl) are vec4 arrays; the scalar kernels pick
+// single components.
 @group(0) @binding(3) var<storage, read> terms: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> partials: array<vec4<f32>>;
 
@@ -141,19 +139,6 @@ fn welford4(acc: vec4<f32>, v: vec4<f32>) -> vec4<f32> {
     return vec4<f32>(cnt, acc.y + delta * w, m2, acc.w);
 }
 
-// Welford update with one value (in the state's units).
-fn welford(acc: vec4<f32>, v: f32) -> vec4<f32> {
-    let cnt = acc.x + 1.0;
-    let d = v - acc.y;
-    let mean = acc.y + d / cnt;
-    return vec4<f32>(cnt, mean, acc.z + d * (v - mean), acc.w);
-}
-
-// The unit of a state, for values entering it (1 once poisoned).
-fn state_unit(acc: vec4<f32>) -> f32 {
-    return select(1.0, unit_of(acc.w), is_finite(acc.w));
-}
-
 // This thread's moment state over its values of share s, `width` values at
 // a time, each x entering as x * u - shift * u in the state's unit u.
 // The fast pass keeps the starting unit; only where its result is not
@@ -217,11 +202,12 @@ fn grads_acc(s: Share, width: u32) -> vec4<f32> {
             if (o < P.numel) {
                 if (width == 4u) {
                     let g4 = vec4<f32>(dy4[o / 4u]);
-                    let xhat = ((vec4<f32>(x4[o / 4u]) - vec4<f32>(a.x)) - vec4<f32>(a.y)) * a.z;
+                    let xhat = x_hat4(vec4<f32>(x4[o / 4u]), vec4<f32>(a.x), vec4<f32>(a.y), vec4<f32>(a.z));
                     acc += vec4<f32>(dot(g4, vec4<f32>(1.0)), dot(g4, xhat), 0.0, 0.0);
                 } else {
                     let g1 = pick(vec4<f32>(dy4[o / 4u]), o % 4u);
-                    let xhat = ((pick(vec4<f32>(x4[o / 4u]), o % 4u) - a.x) - a.y) * a.z;
+                    let x1 = vec4<f32>(pick(vec4<f32>(x4[o / 4u]), o % 4u));
+                    let xhat = x_hat4(x1, vec4<f32>(a.x), vec4<f32>(a.y), vec4<f32>(a.z)).x;
                     acc += vec4<f32>(g1, g1 * xhat, 0.0, 0.0);
                 }
             }
@@ -363,58 +349,23 @@ fn reduce_sums4(li: u32, s: Share, a: vec4<f32>, b: vec4<f32>) {
     }
 }
 
-fn units4(tag: vec4<f32>) -> vec4<f32> {
-    return select(vec4<f32>(1.0), ldexp(vec4<f32>(1.0), -vec4<i32>(tag)), finite4(tag));
-}
-
-// Four channels' states over share s's rows (see moments_acc for the
-// fast and careful passes).
-struct RowsState {
-    cnt: f32,
-    mean: vec4<f32>,
-    m2: vec4<f32>,
-    tag: vec4<f32>,
-}
-
-fn rows_pass(s: Share, careful: bool) -> RowsState {
+// Four channels' states over share s's rows (rows_moments, moments.wgsl).
+fn rows_state(s: Share) -> RowsState {
     let shift = shift4(s.ch);
-    var cnt = 0.0;
-    var mean = vec4<f32>(0.0);
-    var m2 = vec4<f32>(0.0);
-    var tag = vec4<f32>(exponent_of(shift.x), exponent_of(shift.y), exponent_of(shift.z), exponent_of(shift.w));
+    let rows = row_range(s);
+    var count = 0u;
     if (live4(s)) {
-        var u = units4(tag);
-        var shu = shift * u;
-        let rows = row_range(s);
-        for (var r = rows.x; r < rows.y; r += s.step) {
-            let raw = vec4<f32>(x4[rows_offset(r, s.ch) / 4u]);
-            var v = raw * u - shu;
-            if (careful && !in_range(v)) {
-                let st = absorb_outliers4(Moments4(mean, m2, tag), v);
-                mean = st.mean;
-                m2 = st.m2;
-                tag = st.tag;
-                u = units4(tag);
-                shu = shift * u;
-                v = raw * u - shu;
-            }
-            cnt += 1.0;
-            let d = v - mean;
-            mean += d / cnt;
-            m2 += d * (v - mean);
-        }
+        count = (rows.y - rows.x + s.step - 1u) / s.step;
     }
-    return RowsState(cnt, mean, m2, tag);
+    let first = select(0u, rows_offset(rows.x, s.ch) / 4u, count > 0u);
+    return rows_moments(first, s.step * P.c / 4u, count, shift);
 }
 
 @compute @workgroup_size(WG)
 fn moments_partial_rows(ids: Ids) {
     // Share.ch is the vec4 lane here; valid while its first channel exists.
     let s = share_of(ids.li, group_index(ids));
-    var st = rows_pass(s, false);
-    if (!all(finite4(st.mean) & finite4(st.m2))) {
-        st = rows_pass(s, true);
-    }
+    let st = rows_state(s);
     reduce_moments4(ids.li, s, st.cnt, st.mean, st.m2, st.tag);
 }
 
@@ -433,7 +384,7 @@ fn grads_partial_rows(ids: Ids) {
             let o = rows_offset(r, s.ch) / 4u;
             let g = vec4<f32>(dy4[o]);
             sdy += g;
-            sdyx += g * (((vec4<f32>(x4[o]) - shift) - mean) * invstd);
+            sdyx += g * x_hat4(vec4<f32>(x4[o]), shift, mean, invstd);
         }
     }
     reduce_sums4(ids.li, s, sdy, sdyx);

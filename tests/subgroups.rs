@@ -43,6 +43,7 @@ fn workgroup_merge(subgroups: bool) -> GpuContext {
     let ctx = with_tuning(Tuning {
         subgroups,
         thread_partials: Some(false),
+        ..Tuning::default()
     });
     assert_ne!(ctx.reduction_merge(), ReductionMerge::ThreadPartials);
     ctx

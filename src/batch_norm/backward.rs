@@ -232,6 +232,7 @@ impl<R: SpatialRank> BatchNorm<R> {
         mode: BackwardMode<'_>,
         target: Target,
     ) -> Result<Vec<Tensor>> {
+        self.settle_terms()?;
         let saved = self.saved.clone().ok_or(Error::NoForward)?;
         match (saved.sharded, &mode) {
             (true, BackwardMode::Full { .. }) => {

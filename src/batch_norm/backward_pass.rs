@@ -8,7 +8,8 @@ use super::workspace::{Op, Prepared, Target};
 use super::{BatchNorm, Saved, SpatialRank};
 use crate::error::Result;
 use crate::gpu::buffer::BufferSlice;
-use crate::gpu::launch::{ChannelStep, Elementwise, Partial, Recorder};
+use crate::gpu::launch::{ChannelStep, ColumnStep, Elementwise, Partial, Recorder};
+use crate::gpu::plan::Strategy;
 use crate::gpu::tensor::Tensor;
 
 impl<R: SpatialRank> BatchNorm<R> {
@@ -33,7 +34,7 @@ impl<R: SpatialRank> BatchNorm<R> {
             partials,
             uniforms,
         } = self.prepare_op(encoder, (&layout, dy_in.dtype()), ops, target)?;
-        let (c, variant, row) = (layout.c, exec.variant, layout.row());
+        let (c, variant) = (layout.c, exec.variant);
         let x = &saved.input;
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("batchnorm/backward"),
@@ -57,13 +58,26 @@ impl<R: SpatialRank> BatchNorm<R> {
                         out: f.target.window(ch.start, ch.count),
                         epilogue: f.bits,
                     };
-                    rec.elementwise(variant, i + 1, step, (ch.count, row))?;
+                    rec.elementwise(variant, i + 1, step, (ch.count, ch.slab))?;
                 }
                 &f.target
             }
             None => dy_in,
         };
         let (grad_weight, grad_bias) = (gw.binding(), gb.binding());
+        let numel = layout.numel();
+        let own_sums = !matches!(mode, BackwardMode::Merged { .. });
+        if let (Strategy::Columns, true, Some(dx)) = (exec.strategy, own_sums, mode.dx()) {
+            let step = ColumnStep::Backward {
+                x: x.window(0, numel),
+                dy: dy.window(0, numel),
+                terms,
+                grad_weight,
+                grad_bias,
+                out: dx.window(0, numel),
+            };
+            return rec.columns(step, exec.strategy.lanes(c));
+        }
         if let BackwardMode::Merged { merged, .. } = mode {
             let step = ChannelStep::GradsApply {
                 terms: terms.clone(),
@@ -72,6 +86,15 @@ impl<R: SpatialRank> BatchNorm<R> {
                 merged: BufferSlice::whole(merged),
             };
             rec.channels(step, c)?;
+        } else if exec.strategy == Strategy::ColumnStats {
+            let step = ColumnStep::Grads {
+                x: x.window(0, numel),
+                dy: dy.window(0, numel),
+                terms: terms.clone(),
+                grad_weight,
+                grad_bias,
+            };
+            rec.columns(step, exec.strategy.lanes(c))?;
         } else {
             for (i, ch) in exec.chunks.iter().enumerate() {
                 let step = Partial::Grads {
@@ -100,7 +123,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                 terms: terms.clone(),
                 out: dx.window(ch.start, ch.count),
             };
-            rec.elementwise(variant, i + 1, step, (ch.count, row))?;
+            rec.elementwise(variant, i + 1, step, (ch.count, ch.slab))?;
         }
         Ok(())
     }

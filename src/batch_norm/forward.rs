@@ -1,20 +1,18 @@
-//! The forward pass: validation, then one compute pass of
-//! `moments_partial* -> moments_finalize -> normalize*` (training),
-//! `eval_prepare -> normalize*` (eval with running statistics), or
-//! `moments_apply -> normalize*` (statistics merged across devices). The
-//! normalize pass applies the fused epilogue, if any.
+//! The forward pass: validation, then one compute pass
+//! (`forward_pass.rs`), whose normalize step applies the fused epilogue,
+//! if any; the state changes commit only once the work was accepted.
 
 use std::sync::Arc;
 
 use super::epilogue::{Epilogue, SavedEpilogue, EPILOGUE_RELU};
-use super::workspace::{Op, Prepared, Target};
+use super::forward_pass::from_state;
+use super::workspace::Target;
 use super::{BatchNorm, Saved, SavedData, SpatialRank};
 use crate::error::{Error, Result};
-use crate::gpu::buffer::{BufferSlice, OwnedBuffer};
-use crate::gpu::launch::{ChannelStep, Elementwise, Partial, Recorder};
+use crate::gpu::buffer::OwnedBuffer;
 use crate::gpu::params::{FLAG_AFFINE, FLAG_BATCH_STATS, FLAG_UPDATE_RUNNING};
 use crate::gpu::tensor::Tensor;
-use crate::semantics::{self, ForwardPlan};
+use crate::semantics;
 
 /// What a forward records.
 pub(super) enum Output<'a> {
@@ -230,7 +228,10 @@ impl<R: SpatialRank> BatchNorm<R> {
                 epilogue: (residual.as_ref(), epilogue.bits()),
             };
             self.record_passes(encoder, &input, output, &plan, factor, target)?;
-            Some(SavedData { terms })
+            Some(SavedData {
+                terms,
+                pending: from_state(&plan, target),
+            })
         };
         Ok(Commit {
             num_batches_tracked: nbt,
@@ -263,116 +264,5 @@ impl<R: SpatialRank> BatchNorm<R> {
             flags |= FLAG_BATCH_STATS;
         }
         flags
-    }
-
-    /// Records the forward's compute pass for `x` (already padded).
-    pub(super) fn record_passes(
-        &mut self,
-        encoder: &mut wgpu::CommandEncoder,
-        x: &Tensor,
-        output: Output<'_>,
-        plan: &ForwardPlan,
-        momentum: f32,
-        target: Target,
-    ) -> Result<()> {
-        let ctx = self.ctx.clone();
-        let layout = plan.layout;
-        let flags = self.flags(plan.batch_stats, plan.track_step);
-        let ops = (Op::Forward, flags, momentum);
-        let Prepared {
-            exec,
-            partials,
-            uniforms,
-        } = self.prepare_op(encoder, (&layout, x.dtype()), ops, target)?;
-        let state = BufferSlice::whole(&self.state.buffer);
-        let head = x.window(0, exec.head);
-        let (c, variant, row) = (layout.c, exec.variant, layout.row());
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("batchnorm/forward"),
-            timestamp_writes: None,
-        });
-        let mut rec = Recorder::new(
-            &ctx,
-            &mut pass,
-            &mut self.ws.binds,
-            &uniforms,
-            x.dtype(),
-            exec.thread_partials,
-        );
-        let reduce = plan.batch_stats
-            && matches!(
-                output,
-                Output::Moments(_) | Output::Normalized { merged: None, .. }
-            );
-        if reduce {
-            for (i, ch) in exec.chunks.iter().enumerate() {
-                let step = Partial::Moments {
-                    x: x.window(ch.start, ch.count),
-                    head: head.clone(),
-                    partials: partials.clone(),
-                };
-                rec.partial(variant, i + 1, step, ch.reduce.groups())?;
-            }
-        }
-        let (y, terms, epilogue) = match output {
-            Output::Moments(moments) => {
-                let moments_out = BufferSlice::whole(moments);
-                let step = ChannelStep::MomentsExport {
-                    partials,
-                    head,
-                    moments_out,
-                };
-                return rec.channels(step, c);
-            }
-            Output::RunningUpdate { merged, terms } => {
-                let terms = BufferSlice::whole(&terms.buffer);
-                let merged = BufferSlice::whole(merged);
-                let step = ChannelStep::MomentsApply {
-                    terms,
-                    state,
-                    head,
-                    merged,
-                };
-                return rec.channels(step, c);
-            }
-            Output::Normalized {
-                y,
-                merged,
-                terms,
-                epilogue,
-            } => {
-                let terms = BufferSlice::whole(&terms.buffer);
-                let t = terms.clone();
-                let step = match merged {
-                    Some(m) => ChannelStep::MomentsApply {
-                        terms: t,
-                        state,
-                        head,
-                        merged: BufferSlice::whole(m),
-                    },
-                    None if plan.batch_stats => ChannelStep::MomentsFinalize {
-                        terms: t,
-                        partials,
-                        state,
-                        head,
-                    },
-                    None => ChannelStep::EvalPrepare { terms: t, state },
-                };
-                rec.channels(step, c)?;
-                (y, terms, epilogue)
-            }
-        };
-        let (y, terms, (residual, bits)) = (y, terms, epilogue);
-        for (i, ch) in exec.chunks.iter().enumerate() {
-            let step = Elementwise::Normalize {
-                x: x.window(ch.start, ch.count),
-                terms: terms.clone(),
-                out: y.window(ch.start, ch.count),
-                residual: residual.map(|r| r.window(ch.start, ch.count)),
-                epilogue: bits,
-            };
-            rec.elementwise(variant, i + 1, step, (ch.count, row))?;
-        }
-        Ok(())
     }
 }

@@ -15,6 +15,8 @@ mod checkpoint;
 mod epilogue;
 mod fold;
 mod forward;
+mod forward_pass;
+mod lazy_terms;
 mod shard;
 mod shard_stats;
 mod state_dict;
@@ -101,6 +103,10 @@ pub(crate) struct Saved {
 pub(crate) struct SavedData {
     /// Per-channel terms the forward wrote (and backward reads).
     terms: Arc<OwnedBuffer>,
+    /// The terms are not written yet: an eval forward normalised straight
+    /// from the state, and [`BatchNorm::settle_terms`] writes them (from
+    /// that same state) before anything reads them or changes the state.
+    pending: bool,
 }
 
 /// Which quarter of the state buffer.
@@ -227,7 +233,8 @@ impl<R: SpatialRank> BatchNorm<R> {
     }
 
     /// Writes whole parameter vectors in one scope (all or nothing).
-    fn write_params(&self, values: &[(Param, &[f32])]) -> Result<()> {
+    fn write_params(&mut self, values: &[(Param, &[f32])]) -> Result<()> {
+        self.settle_terms()?;
         let nf = self.cfg.num_features as u64;
         self.ctx.scoped(|| {
             for (p, v) in values {
@@ -381,7 +388,7 @@ impl<R: SpatialRank> BatchNorm<R> {
     /// Makes `saved` the record of the last successful forward; the
     /// previous forward's terms become the workspace's spare.
     fn commit_saved(&mut self, saved: Saved) {
-        if let Some(SavedData { terms }) = self.saved.replace(saved).and_then(|old| old.data) {
+        if let Some(SavedData { terms, .. }) = self.saved.replace(saved).and_then(|old| old.data) {
             self.ws.give_back_terms(terms);
         }
     }

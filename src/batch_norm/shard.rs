@@ -206,9 +206,10 @@ impl<R: SpatialRank> BatchNorm<R> {
         } else {
             self.ctx.check_alive()?;
         }
-        let data = terms
-            .filter(|_| !plan.empty)
-            .map(|terms| SavedData { terms });
+        let data = terms.filter(|_| !plan.empty).map(|terms| SavedData {
+            terms,
+            pending: false,
+        });
         self.commit(Commit {
             num_batches_tracked: nbt,
             saved: Saved {

@@ -136,13 +136,9 @@ impl GpuContext {
             adapter = info.name.as_str(),
             backend = info.backend.to_str()
         );
-        Ok(Self::build(
-            device,
-            queue,
-            info,
-            thread_partials,
-            uncaptured,
-        ))
+        let merge = MergeModel::for_adapter(Some(info.device_type), thread_partials)
+            .with_columns(options.tuning.columns);
+        Ok(Self::build(device, queue, info, merge, uncaptured))
     }
 
     /// Wraps a device and queue the application already owns, so batch norm
@@ -151,7 +147,8 @@ impl GpuContext {
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
         let info = device.adapter_info();
         let thread_partials = info.device_type == wgpu::DeviceType::Cpu;
-        let ctx = Self::build(device, queue, info, thread_partials, Default::default());
+        let merge = MergeModel::for_adapter(Some(info.device_type), thread_partials);
+        let ctx = Self::build(device, queue, info, merge, Default::default());
         ctx.check_alive()?;
         Ok(ctx)
     }
@@ -160,7 +157,7 @@ impl GpuContext {
         device: wgpu::Device,
         queue: wgpu::Queue,
         info: wgpu::AdapterInfo,
-        thread_partials: bool,
+        merge: MergeModel,
         uncaptured: Arc<Mutex<Option<String>>>,
     ) -> Self {
         let lost = Arc::new(AtomicBool::new(false));
@@ -180,7 +177,6 @@ impl GpuContext {
             && fixed
             && WG.is_multiple_of(info.subgroup_min_size))
         .then(|| WG / info.subgroup_min_size.max(1));
-        let merge = MergeModel::for_adapter(Some(info.device_type), thread_partials);
         Self {
             inner: Arc::new(ContextInner {
                 id: NEXT_CONTEXT_ID.fetch_add(1, Ordering::Relaxed),

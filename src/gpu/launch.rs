@@ -10,7 +10,8 @@ use super::buffer::BufferSlice;
 use super::context::GpuContext;
 use super::params::PARAMS_SIZE;
 use super::pipelines::Kernel;
-use super::plan::{channel_groups, elementwise_groups, grid, vec4_groups, Variant};
+use super::plan::{channel_groups, grid, vec4_groups, Slab, Variant};
+pub(crate) use super::steps::{ChannelStep, ColumnStep, Elementwise, Partial};
 use crate::error::Result;
 use crate::types::DType;
 
@@ -192,6 +193,74 @@ impl<'a, 'p> Recorder<'a, 'p> {
         self.dispatch(kernel, 0, bound, channel_groups(channels))
     }
 
+    /// A column kernel over `lanes` lanes (one thread each; the tensor is
+    /// one chunk, in slot 1).
+    pub fn columns(&mut self, step: ColumnStep, lanes: usize) -> Result<()> {
+        use Binding::*;
+        let (kernel, bound) = match step {
+            ColumnStep::Forward {
+                x,
+                terms,
+                state,
+                out,
+                residual,
+                epilogue,
+            } => {
+                // Without a residual the binding holds x (read, not used).
+                let residual = residual.unwrap_or_else(|| x.clone());
+                (
+                    Kernel::ForwardColumns(epilogue),
+                    vec![
+                        (X, x),
+                        (Terms, terms),
+                        (State, state),
+                        (Out, out),
+                        (Residual, residual),
+                    ],
+                )
+            }
+            ColumnStep::Moments { x, terms, state } => (
+                Kernel::MomentsColumns,
+                vec![(X, x), (Terms, terms), (State, state)],
+            ),
+            ColumnStep::Backward {
+                x,
+                dy,
+                terms,
+                grad_weight,
+                grad_bias,
+                out,
+            } => (
+                Kernel::BackwardColumns,
+                vec![
+                    (X, x),
+                    (Dy, dy),
+                    (Terms, terms),
+                    (GradWeight, grad_weight),
+                    (GradBias, grad_bias),
+                    (Out, out),
+                ],
+            ),
+            ColumnStep::Grads {
+                x,
+                dy,
+                terms,
+                grad_weight,
+                grad_bias,
+            } => (
+                Kernel::GradsColumns,
+                vec![
+                    (X, x),
+                    (Dy, dy),
+                    (Terms, terms),
+                    (GradWeight, grad_weight),
+                    (GradBias, grad_bias),
+                ],
+            ),
+        };
+        self.dispatch(kernel, 1, bound, channel_groups(lanes))
+    }
+
     /// An elementwise pass over chunk `slot - 1` of `count` elements in
     /// rows of `row`.
     pub fn elementwise(
@@ -199,12 +268,12 @@ impl<'a, 'p> Recorder<'a, 'p> {
         variant: Variant,
         slot: usize,
         step: Elementwise,
-        (count, row): (usize, usize),
+        (count, slab): (usize, Slab),
     ) -> Result<()> {
         use Binding::*;
         let groups = match step {
             Elementwise::EpilogueGrad { .. } => vec4_groups(count),
-            _ => elementwise_groups(count, row),
+            _ => slab.groups(),
         };
         let (kernel, bound) = match step {
             Elementwise::Normalize {
@@ -241,93 +310,6 @@ impl<'a, 'p> Recorder<'a, 'p> {
         };
         self.dispatch(kernel, slot, bound, groups)
     }
-}
-
-/// The partial reductions, with the buffers each binds.
-pub(crate) enum Partial {
-    /// `(count, mean, M2, sum)` partial states of `x`.
-    Moments {
-        x: BufferSlice,
-        head: BufferSlice,
-        partials: BufferSlice,
-    },
-    /// `(sum dy, sum dy * x_hat)` partial sums, with the forward's terms.
-    Grads {
-        x: BufferSlice,
-        dy: BufferSlice,
-        terms: BufferSlice,
-        partials: BufferSlice,
-    },
-}
-
-/// The per-channel steps (`finalize.wgsl`), with the buffers each binds.
-pub(crate) enum ChannelStep {
-    /// Merge moment partials into terms; update the running statistics.
-    MomentsFinalize {
-        terms: BufferSlice,
-        partials: BufferSlice,
-        state: BufferSlice,
-        head: BufferSlice,
-    },
-    /// Terms from the running statistics.
-    EvalPrepare {
-        terms: BufferSlice,
-        state: BufferSlice,
-    },
-    /// A shard's merged moments out.
-    MomentsExport {
-        partials: BufferSlice,
-        head: BufferSlice,
-        moments_out: BufferSlice,
-    },
-    /// Terms (and the running update) from moments merged across devices.
-    MomentsApply {
-        terms: BufferSlice,
-        state: BufferSlice,
-        head: BufferSlice,
-        merged: BufferSlice,
-    },
-    /// Merge gradient partials into grad_weight, grad_bias and terms.
-    GradsFinalize {
-        terms: BufferSlice,
-        partials: BufferSlice,
-        grad_weight: BufferSlice,
-        grad_bias: BufferSlice,
-    },
-    /// The same from gradient sums merged across devices.
-    GradsApply {
-        terms: BufferSlice,
-        grad_weight: BufferSlice,
-        grad_bias: BufferSlice,
-        merged: BufferSlice,
-    },
-}
-
-/// The elementwise passes, with the buffers each binds.
-pub(crate) enum Elementwise {
-    /// `out = act((x - shift) * scale + offset + residual)`, `epilogue`
-    /// the `EPILOGUE` bits.
-    Normalize {
-        x: BufferSlice,
-        terms: BufferSlice,
-        out: BufferSlice,
-        residual: Option<BufferSlice>,
-        epilogue: u32,
-    },
-    /// `out = dy` through the epilogue (`output` for a ReLU's mask).
-    EpilogueGrad {
-        dy: BufferSlice,
-        output: Option<BufferSlice>,
-        out: BufferSlice,
-        epilogue: u32,
-    },
-    /// `out = scale * dy + slope * (x - shift) + intercept`.
-    GradInput {
-        x: BufferSlice,
-        dy: BufferSlice,
-        terms: BufferSlice,
-        out: BufferSlice,
-    },
 }
 
 /// Bytes between uniform slots: one `Params` per aligned slot.

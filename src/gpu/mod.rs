@@ -15,5 +15,6 @@ pub(crate) mod poller;
 pub(crate) mod readback;
 pub(crate) mod scope;
 pub(crate) mod shaders;
+pub(crate) mod steps;
 pub(crate) mod tensor;
 mod tensor_io;

@@ -46,6 +46,12 @@ pub struct Tuning {
     /// the whole kernel, and only where the extra partials stay small next
     /// to the tensor.
     pub thread_partials: Option<bool>,
+    /// Whether `(N, C)` inputs with at most 64 rows take the column
+    /// kernels (one thread per channel, or per four channels, over all
+    /// rows: no partial states, one dispatch). `None` picks them where
+    /// there are also enough channels to fill the device; `Some(true)`
+    /// for every such input; `Some(false)` never.
+    pub columns: Option<bool>,
 }
 
 impl Default for Tuning {
@@ -53,6 +59,7 @@ impl Default for Tuning {
         Self {
             subgroups: true,
             thread_partials: None,
+            columns: None,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! a unit test checks that both declare the same fields at the same
 //! offsets, and the same flag values).
 
-use super::plan::{slab_stride, ExecPlan, ReducePlan};
+use super::plan::{ExecPlan, ReducePlan};
 use crate::semantics::Layout;
 
 /// Training with running statistics: update them in the finalize step.
@@ -11,6 +11,9 @@ pub(crate) const FLAG_UPDATE_RUNNING: u32 = 1;
 pub(crate) const FLAG_AFFINE: u32 = 2;
 /// Normalise with batch statistics (else the running statistics).
 pub(crate) const FLAG_BATCH_STATS: u32 = 4;
+/// Eval normalize reading the module's state (bound as `terms`) instead of
+/// terms: no eval_prepare dispatch, no terms written.
+pub(crate) const FLAG_FROM_STATE: u32 = 8;
 
 /// `EPILOGUE` bit of the normalize kernels: add the residual.
 pub(crate) const EPILOGUE_RESIDUAL: u32 = 1;
@@ -137,7 +140,7 @@ impl ExecPlan {
             lead: ch.lead as u32,
             partial_base: ch.partial_base,
             units: (ch.layout.per_channel() / self.variant.width()) as u32,
-            stride: slab_stride(ch.count, self.layout.row()) as u32,
+            stride: ch.slab.stride as u32,
             partial_rows: self.partial_rows,
             subgroups,
             ..base

@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+#[cfg(doc)]
+use super::plan::Strategy;
 use super::plan::Variant;
 use super::scope::checked;
 use super::shaders::{module_source, Family};
@@ -38,6 +40,18 @@ pub(crate) enum Kernel {
     GradInput(Variant),
     /// The output gradient through the epilogue with the `EPILOGUE` bits.
     EpilogueGrad(u32),
+    /// Statistics, terms, running update and normalize with the
+    /// `EPILOGUE` bits, four channels per thread ([`Strategy::Columns`]).
+    ForwardColumns(u32),
+    /// Statistics, terms and running update, one channel per thread
+    /// ([`Strategy::ColumnStats`]).
+    MomentsColumns,
+    /// Gradient sums, grad_weight, grad_bias and grad_input, four channels
+    /// per thread.
+    BackwardColumns,
+    /// Gradient sums, grad_weight, grad_bias and grad_input terms, one
+    /// channel per thread.
+    GradsColumns,
 }
 
 impl Kernel {
@@ -54,6 +68,8 @@ impl Kernel {
             Kernel::Normalize(..) | Kernel::GradInput(_) | Kernel::EpilogueGrad(_) => {
                 Family::Elementwise
             }
+            Kernel::MomentsColumns | Kernel::GradsColumns => Family::Columns,
+            Kernel::ForwardColumns(_) | Kernel::BackwardColumns => Family::Columns4,
             _ => Family::Finalize,
         }
     }
@@ -78,6 +94,10 @@ impl Kernel {
             Kernel::GradInput(Rows) => "grad_input_rows",
             Kernel::GradInput(General) => "grad_input",
             Kernel::EpilogueGrad(_) => "epilogue_grad",
+            Kernel::ForwardColumns(_) => "forward_columns4",
+            Kernel::MomentsColumns => "moments_columns",
+            Kernel::BackwardColumns => "backward_columns4",
+            Kernel::GradsColumns => "grads_columns",
         }
     }
 
@@ -97,7 +117,10 @@ impl Kernel {
         if let Some(w) = width {
             c.push(("WIDTH", w));
         }
-        if let Kernel::Normalize(_, bits) | Kernel::EpilogueGrad(bits) = self {
+        if let Kernel::Normalize(_, bits)
+        | Kernel::EpilogueGrad(bits)
+        | Kernel::ForwardColumns(bits) = self
+        {
             c.push(("EPILOGUE", f64::from(bits)));
         }
         c

@@ -9,14 +9,13 @@ use crate::semantics::Layout;
 /// checked by a unit test).
 pub(crate) const WG: u32 = 256;
 /// vec4s per elementwise invocation (`SLAB` in `shaders/elementwise.wgsl`).
-pub(crate) const SLAB: usize = 4;
+pub(crate) const SLAB: usize = 8;
 /// A reduction pass on a GPU aims for about this many workgroups.
 const GPU_TARGET_GROUPS: usize = 512;
 /// A reduction thread folds at least this many values before merging.
 const MIN_VALUES_PER_THREAD: usize = 8;
 /// Upper bound on reduction segments per channel (finalize merges them serially).
 const MAX_SEGMENTS: usize = 1024;
-
 /// How the kernels walk a layout; one entry point of each kernel family
 /// per variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,6 +77,8 @@ pub(crate) struct MergeModel {
     pub target_groups: usize,
     /// Threads may write their own partial states (no barriers).
     pub thread_partials: bool,
+    /// Column kernels: `None` where they fill the device, `Some` forced.
+    pub columns: Option<bool>,
 }
 
 impl MergeModel {
@@ -95,7 +96,13 @@ impl MergeModel {
         Self {
             target_groups,
             thread_partials,
+            columns: None,
         }
+    }
+
+    /// The same with the column kernels forced on or off.
+    pub fn with_columns(self, columns: Option<bool>) -> Self {
+        Self { columns, ..self }
     }
 }
 
@@ -156,6 +163,8 @@ pub(crate) struct Chunk {
     /// The chunk's first row of partial states (one row per segment, or
     /// per segment and thread with per-thread partials).
     pub partial_base: u32,
+    /// How the elementwise kernels cover the chunk.
+    pub slab: Slab,
 }
 
 /// How one op over a whole tensor is dispatched: chunks within
@@ -172,6 +181,8 @@ pub(crate) struct ExecPlan {
     pub head: usize,
     /// Reduction threads write their own partials (`THREAD_PARTIALS`).
     pub thread_partials: bool,
+    /// How statistics are gathered.
+    pub strategy: Strategy,
 }
 
 /// The device limits a plan respects.
@@ -180,6 +191,8 @@ pub(crate) struct DeviceLimits {
     pub max_binding: u64,
     pub align: u64,
     pub max_dim: u32,
+    /// Storage buffers one kernel may bind.
+    pub storage_buffers: u32,
 }
 
 impl DeviceLimits {
@@ -188,6 +201,7 @@ impl DeviceLimits {
             max_binding: limits.max_storage_buffer_binding_size,
             align: u64::from(limits.min_storage_buffer_offset_alignment),
             max_dim: limits.max_compute_workgroups_per_dimension,
+            storage_buffers: limits.max_storage_buffers_per_shader_stage,
         }
     }
 
@@ -206,6 +220,7 @@ pub(crate) fn plan_exec(
     limits: DeviceLimits,
     merge: MergeModel,
 ) -> Result<ExecPlan, String> {
+    let layout = &canonical(layout);
     let variant = Variant::of(layout);
     let max_groups = limits.max_groups();
     let target = merge.target_groups;
@@ -242,13 +257,17 @@ pub(crate) fn plan_exec(
             ..*layout
         };
         let reduce = plan_reduce(&sub, variant, max_groups, target);
+        let lead = start - row0 * row;
+        let plane =
+            (variant == Variant::Planes && lead.is_multiple_of(layout.l)).then_some(layout.l / 4);
         chunks.push(Chunk {
             start,
             count,
-            lead: start - row0 * row,
+            lead,
             layout: sub,
             reduce,
             partial_base,
+            slab: Slab::of(count, row, plane),
         });
         partial_base = partial_base
             .checked_add(reduce.segments)
@@ -274,6 +293,7 @@ pub(crate) fn plan_exec(
             partial_base += c.reduce.segments * c.reduce.threads_per_lane;
         }
     }
+    let strategy = Strategy::of(layout, merge, chunks.len() == 1, limits.storage_buffers);
     Ok(ExecPlan {
         layout: *layout,
         variant,
@@ -281,6 +301,7 @@ pub(crate) fn plan_exec(
         partial_rows: partial_base,
         head: row.min(max_elems),
         thread_partials,
+        strategy,
     })
 }
 
@@ -308,35 +329,15 @@ pub(crate) fn channel_groups(c: usize) -> u32 {
     (c as u32).div_ceil(WG)
 }
 
-/// Distance in vec4s between the vec4s of one elementwise invocation over
-/// `count` elements with rows of `row` elements: a whole number of rows
-/// that is also a whole number of vec4s, so an invocation's vec4s share
-/// their channels; at least a quarter of the vec4s, so `SLAB` of them
-/// cover the range.
-pub(crate) fn slab_stride(count: usize, row: usize) -> usize {
-    let vec4s = count.div_ceil(4).max(1);
-    let unit = match row % 4 {
-        0 => row / 4,
-        2 => row / 2,
-        _ => row,
-    }
-    .max(1);
-    if unit >= vec4s {
-        return vec4s;
-    }
-    vec4s.div_ceil(SLAB).div_ceil(unit) * unit
-}
-
-/// Workgroups for the elementwise kernels over `count` elements with rows
-/// of `row` elements (one invocation per vec4 of the first stride).
-pub(crate) fn elementwise_groups(count: usize, row: usize) -> u32 {
-    (slab_stride(count, row) as u32).div_ceil(WG)
-}
-
 /// Workgroups for one invocation per vec4 of `count` elements.
 pub(crate) fn vec4_groups(count: usize) -> u32 {
     (count.div_ceil(4) as u32).div_ceil(WG)
 }
 
+mod slab;
+mod strategy;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use slab::Slab;
+pub(crate) use strategy::{canonical, Strategy};

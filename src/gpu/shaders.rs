@@ -17,8 +17,14 @@ const REDUCE_TREE: &str = include_str!("../../shaders/reduce_tree.wgsl");
 const REDUCE_SUBGROUP: &str = include_str!("../../shaders/reduce_subgroup.wgsl");
 /// `shaders/finalize.wgsl`: one thread per channel.
 const FINALIZE: &str = include_str!("../../shaders/finalize.wgsl");
+/// `shaders/epilogue.wgsl`: the normalize output and its fused epilogue.
+const EPILOGUE: &str = include_str!("../../shaders/epilogue.wgsl");
 /// `shaders/elementwise.wgsl`: normalize and grad_input.
 const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
+/// `shaders/columns.wgsl`: one thread per channel over all rows.
+const COLUMNS: &str = include_str!("../../shaders/columns.wgsl");
+/// `shaders/columns4.wgsl`: one thread per four channels, the whole op.
+const COLUMNS4: &str = include_str!("../../shaders/columns4.wgsl");
 /// `shaders/dtype_f32.wgsl`: `alias elem = f32;`.
 const DTYPE_F32: &str = include_str!("../../shaders/dtype_f32.wgsl");
 /// `shaders/dtype_f16.wgsl`: `alias elem = f16;`.
@@ -39,16 +45,22 @@ pub(crate) enum Family {
     Finalize,
     /// Normalize and grad_input.
     Elementwise,
+    /// Statistics (or gradient sums) by one thread per channel.
+    Columns,
+    /// The whole op by one thread per four channels.
+    Columns4,
 }
 
 impl Family {
     /// Every family, for tests that compile them all.
     #[cfg(test)]
-    pub const ALL: [Family; 4] = [
+    pub const ALL: [Family; 6] = [
         Family::ReduceTree,
         Family::ReduceSubgroup,
         Family::Finalize,
         Family::Elementwise,
+        Family::Columns,
+        Family::Columns4,
     ];
 
     /// Short name for labels.
@@ -58,6 +70,8 @@ impl Family {
             Family::ReduceSubgroup => "reduce-subgroup",
             Family::Finalize => "finalize",
             Family::Elementwise => "elementwise",
+            Family::Columns => "columns",
+            Family::Columns4 => "columns4",
         }
     }
 
@@ -67,7 +81,9 @@ impl Family {
             Family::ReduceTree => &[MOMENTS, REDUCE, REDUCE_TREE],
             Family::ReduceSubgroup => &[MOMENTS, REDUCE, REDUCE_SUBGROUP],
             Family::Finalize => &[MOMENTS, FINALIZE],
-            Family::Elementwise => &[ELEMENTWISE],
+            Family::Elementwise => &[EPILOGUE, ELEMENTWISE],
+            Family::Columns => &[MOMENTS, FINALIZE, COLUMNS],
+            Family::Columns4 => &[MOMENTS, EPILOGUE, COLUMNS4],
         }
     }
 }

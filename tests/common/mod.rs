@@ -8,11 +8,15 @@ use wgpu_batchnorm::{
 };
 
 /// `ContextOptions::from_env()`, with `BN_THREAD_PARTIALS=0` or `=1`
-/// forcing how reductions combine threads.
+/// forcing how reductions combine threads, and `BN_COLUMNS=0` or `=1`
+/// whether `(N, C)` inputs with few rows take the column kernels.
 pub fn options() -> ContextOptions {
     let mut options = ContextOptions::from_env().expect("valid WGPU_* variables");
     if let Ok(v) = std::env::var("BN_THREAD_PARTIALS") {
         options.tuning.thread_partials = Some(v != "0");
+    }
+    if let Ok(v) = std::env::var("BN_COLUMNS") {
+        options.tuning.columns = Some(v != "0");
     }
     options
 }

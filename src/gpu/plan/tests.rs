@@ -7,16 +7,19 @@ fn limits(max_binding: u64, align: u64, max_dim: u32) -> DeviceLimits {
         max_binding,
         align,
         max_dim,
+        storage_buffers: 8,
     }
 }
 
 const GPU: MergeModel = MergeModel {
     target_groups: 512,
     thread_partials: false,
+    columns: None,
 };
 const CPU: MergeModel = MergeModel {
     target_groups: 16,
     thread_partials: true,
+    columns: None,
 };
 
 #[test]
@@ -133,7 +136,7 @@ fn grids_stay_within_the_dispatch_limit() {
     };
     let plan = plan_exec(&long, 4, limits(1 << 30, 256, 7), GPU).expect("plan");
     for ch in &plan.chunks {
-        assert!(elementwise_groups(ch.count, long.row()) <= 49);
+        assert!(ch.slab.groups() <= 49);
         assert!(ch.reduce.groups() <= 49);
     }
 }
@@ -145,34 +148,114 @@ fn tiny_bindings_are_an_error() {
 }
 
 /// Every vec4 is covered exactly once and shares its channels with the
-/// first vec4 of its invocation.
+/// first vec4 of its invocation, in rows (any row length) and in runs of L
+/// (`plane`, long rows of few channels).
 #[test]
-fn slab_stride_covers_each_vec4_once_within_its_channels() {
-    for (count, row) in [
-        (1, 1),
-        (7, 3),
-        (64, 64),
-        (4096, 64),
-        (1000, 10),
-        (999, 333),
-        (12, 6),
-        (80, 20),
-        (4 * 5 * 7, 7),
-    ] {
-        let stride = slab_stride(count, row);
+fn slabs_cover_each_vec4_once_within_its_channels() {
+    let cases: &[(usize, usize, Option<usize>)] = &[
+        (1, 1, None),
+        (7, 3, None),
+        (64, 64, None),
+        (4096, 64, None),
+        (1000, 10, None),
+        (999, 333, None),
+        (12, 6, None),
+        (80, 20, None),
+        (4 * 5 * 7, 7, None),
+        // (1, 64, 4096): one row; runs of 1024 vec4s.
+        (64 * 4096, 64 * 4096, Some(1024)),
+        // (2, 3, 256): two rows; runs of 64 vec4s.
+        (2 * 3 * 256, 3 * 256, Some(64)),
+        // Runs not a multiple of SLAB: rows as before.
+        (2 * 3 * 12, 3 * 12, Some(3)),
+    ];
+    for &(count, row, plane) in cases {
+        let slab = Slab::of(count, row, plane);
         let vec4s = count.div_ceil(4);
         let mut seen = vec![0u8; vec4s];
-        for i in 0..stride.min(vec4s) {
-            for j in 0..SLAB {
-                let v = i + j * stride;
+        for g in 0..slab.invocations {
+            let first = (g / slab.stride) * slab.stride * SLAB + g % slab.stride;
+            for k in 0..SLAB {
+                let v = first + k * slab.stride;
                 if v < vec4s {
                     seen[v] += 1;
-                    if j > 0 {
-                        assert_eq!((v * 4) % row, (i * 4) % row, "count {count} row {row}");
-                    }
+                    // Position in the row, or channel (run of 4p values).
+                    let channel = |v: usize| match plane {
+                        Some(p) => (v * 4) % row / (4 * p),
+                        None => (v * 4) % row,
+                    };
+                    assert_eq!(channel(v), channel(first), "count {count} row {row}");
                 }
             }
         }
-        assert!(seen.iter().all(|&s| s == 1), "count {count} row {row}");
+        assert!(
+            seen.iter().all(|&s| s == 1),
+            "count {count} row {row} {slab:?}"
+        );
+        if let Some(p) = plane.filter(|p| p % SLAB == 0) {
+            assert_eq!(slab.stride, p / SLAB, "long rows take runs");
+        }
     }
+}
+
+fn layout(n: usize, c: usize, l: usize) -> Layout {
+    Layout { n, c, l }
+}
+
+/// One channel's values are one run: rows of a power of two, vec4 planes.
+#[test]
+fn one_channel_layouts_become_rows_of_a_power_of_two() {
+    assert_eq!(canonical(&layout(4_194_304, 1, 1)), layout(64, 1, 65536));
+    assert_eq!(canonical(&layout(1, 1, 4_194_304)), layout(64, 1, 65536));
+    assert_eq!(canonical(&layout(12, 1, 7)), layout(21, 1, 4));
+    for odd in [layout(3, 1, 5), layout(2, 3, 4), layout(5, 2, 1)] {
+        assert_eq!(canonical(&odd), odd);
+    }
+    let plan = plan_exec(
+        &layout(4_194_304, 1, 1),
+        4,
+        limits(1 << 30, 256, 65535),
+        CPU,
+    )
+    .expect("plan");
+    assert_eq!(plan.variant, Variant::Planes);
+}
+
+#[test]
+fn column_kernels_take_few_rows_of_many_or_few_values() {
+    let big = limits(1 << 30, 256, 65535);
+    let strategy = |l: Layout, merge: MergeModel, lim: DeviceLimits| {
+        plan_exec(&l, 4, lim, merge).expect("plan").strategy
+    };
+    for merge in [GPU, CPU] {
+        assert_eq!(
+            strategy(layout(2, 2_097_152, 1), merge, big),
+            Strategy::Columns
+        );
+        assert_eq!(
+            strategy(layout(2, 2_097_151, 1), merge, big),
+            Strategy::ColumnStats
+        );
+        assert_eq!(strategy(layout(32, 20, 1), merge, big), Strategy::Columns);
+        assert_eq!(
+            strategy(layout(8, 21, 1), merge, big),
+            Strategy::ColumnStats
+        );
+        assert_eq!(strategy(layout(4096, 1024, 1), merge, big), Strategy::Split);
+        assert_eq!(strategy(layout(65, 20, 1), merge, big), Strategy::Split);
+        assert_eq!(strategy(layout(8, 64, 3), merge, big), Strategy::Split);
+        // Forced on: any few rows; forced off: never.
+        let on = merge.with_columns(Some(true));
+        let off = merge.with_columns(Some(false));
+        assert_eq!(strategy(layout(64, 8, 1), on, big), Strategy::Columns);
+        assert_eq!(strategy(layout(65, 8, 1), on, big), Strategy::Split);
+        assert_eq!(strategy(layout(2, 2_097_152, 1), off, big), Strategy::Split);
+        // Devices that bind fewer storage buffers than the kernels need.
+        let mut few = big;
+        few.storage_buffers = 4;
+        assert_eq!(strategy(layout(2, 2_097_152, 1), on, few), Strategy::Split);
+    }
+    // Mid-sized inputs take columns only where their lanes fill the device.
+    assert_eq!(strategy(layout(64, 16384, 1), CPU, big), Strategy::Columns);
+    assert_eq!(strategy(layout(64, 16384, 1), GPU, big), Strategy::Split);
 }

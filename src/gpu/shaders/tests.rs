@@ -10,7 +10,7 @@ use crate::gpu::plan;
 use naga::back::{glsl, hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
-const COPY: &str = include_str!("../../../shaders/copy.wgsl");
+const BASELINES: &str = include_str!("../../../shaders/baselines.wgsl");
 
 fn dtypes() -> Vec<DType> {
     vec![
@@ -109,7 +109,7 @@ fn every_shader_translates_to_every_backend() {
     let mut failures = Vec::new();
     let mut entries = 0;
     let mut modules = modules();
-    modules.push(("copy".into(), DType::F32, COPY.to_string()));
+    modules.push(("baselines".into(), DType::F32, BASELINES.to_string()));
     for (name, dtype, source) in modules {
         let subgroups = name.starts_with("reduce-subgroup");
         match compile(&name, &source, dtype != DType::F32, subgroups) {
@@ -119,15 +119,15 @@ fn every_shader_translates_to_every_backend() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     // Per dtype: reduce 4 (tree) + 4 (subgroups), finalize 6,
-    // elementwise 7; then the copy kernel.
-    assert_eq!(entries, dtypes().len() * 21 + 1);
+    // elementwise 7; then the three baseline kernels.
+    assert_eq!(entries, dtypes().len() * 31 + 5);
 }
 
 #[test]
 fn every_wgsl_file_is_covered() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
     let mut all: String = modules().into_iter().map(|(_, _, s)| s).collect();
-    all.push_str(COPY);
+    all.push_str(BASELINES);
     all.push_str(include_str!("../../../shaders/dtype_f16.wgsl"));
     all.push_str(include_str!("../../../shaders/enable_f16.wgsl"));
     for entry in std::fs::read_dir(dir).expect("shaders dir") {
@@ -178,7 +178,11 @@ fn shared_constants_agree_with_the_rust_side() {
         wgsl_u32(&module, "FLAG_BATCH_STATS"),
         params::FLAG_BATCH_STATS
     );
-    let (copy, _) = parse("copy", COPY, Capabilities::default()).expect("parse");
+    assert_eq!(
+        wgsl_u32(&module, "FLAG_FROM_STATE"),
+        params::FLAG_FROM_STATE
+    );
+    let (copy, _) = parse("baselines", BASELINES, Capabilities::default()).expect("parse");
     assert_eq!(wgsl_u32(&copy, "WG"), plan::WG);
 }
 

@@ -1,0 +1,357 @@
+//! Batch-norm throughput against a plain vec4 copy kernel on the same
+//! adapter, in the same run. Every timing includes GPU completion (submit,
+//! then wait). Minimal traffic, in passes over the tensor: copy 2 (read +
+//! write), training forward 3, eval forward 2, backward 5.
+//!
+//! Sections (`BN_BENCH_SECTIONS`, comma-separated; all by default):
+//! - `criterion`: criterion's report for three canonical shapes;
+//! - `floors`: the large shapes against the copy and against the floors
+//!   (the same passes with no arithmetic: a read-only reduction pass, then a
+//!   copy or an add);
+//! - `shapes`: the same bytes (16 MiB) in shapes users meet, with each op's
+//!   time per byte against the best shape's (the shape rule: at most 1.3x);
+//! - `formats`: channels-first against channels-last, and the fused
+//!   epilogues against batch norm alone or followed by separate passes;
+//! - `small`: small batches against one copy dispatch of the same tensor;
+//! - `curves`: time against N at C = 64 and against C at N = 64, written to
+//!   `benches/growth_n.svg` and `benches/growth_c.svg`.
+//!
+//! `BN_COLUMNS=0` or `=1` forces the column kernels off or on (see
+//! `Tuning::columns`) to compare strategies. `BN_BENCH_RUNS` sets the runs per median (default 7); `BN_BENCH_SHAPES`
+//! (comma-separated, e.g. `2x2097152,16x262144`) limits the shapes section. The host's CPU
+//! model and the adapter head the output: compare ratios within one run.
+
+mod baseline;
+mod chart;
+mod fixture;
+
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use fixture::{Fixture, Op};
+use wgpu_batchnorm::{ContextOptions, GpuContext, MemoryFormat};
+
+const CF: MemoryFormat = MemoryFormat::ChannelsFirst;
+const CL: MemoryFormat = MemoryFormat::ChannelsLast;
+
+/// 16 MiB of f32 each (the shapes; 65536x3x21 is 15.75 MiB).
+const SHAPES: &[&[usize]] = &[
+    &[4, 1_048_576],
+    &[8, 524_288],
+    &[32, 131_072],
+    &[64, 65536],
+    &[262_144, 16],
+    &[4096, 1024],
+    &[1, 1, 4_194_304],
+    &[4_194_304, 1],
+    &[65536, 3, 21],
+    &[16, 262_144],
+    &[2, 2_097_152],
+    &[16, 64, 64, 64],
+    &[4, 16, 16, 64, 64],
+    &[1, 64, 65536],
+    &[8, 3, 174_763],
+    &[1_398_101, 3],
+    &[279_620, 15],
+];
+
+fn sections() -> Vec<String> {
+    std::env::var("BN_BENCH_SECTIONS")
+        .unwrap_or_else(|_| "criterion,floors,shapes,formats,small,curves".into())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect()
+}
+
+fn runs() -> usize {
+    std::env::var("BN_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn criterion_section(ctx: &GpuContext) {
+    let mut criterion = Criterion::default()
+        .configure_from_args()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    for shape in [&[262_144usize, 64][..], &[2048, 64, 64], &[32, 20]] {
+        let mut f = Fixture::new(ctx, shape, CF);
+        let mut group = criterion.benchmark_group(format!("batchnorm/{}", f.name()));
+        for op in [Op::Copy, Op::Train, Op::Eval, Op::Backward] {
+            group.throughput(Throughput::Bytes((op.passes() * f.bytes()) as u64));
+            group.bench_function(BenchmarkId::from_parameter(op.name()), |b| {
+                b.iter(|| f.run(op))
+            });
+        }
+        group.finish();
+    }
+    criterion.final_summary();
+}
+
+/// The shape rule: each op's time per byte against the best shape's.
+fn shapes_section(ctx: &GpuContext) {
+    let ops = [Op::Train, Op::Eval, Op::Backward];
+    let mut rows: Vec<(String, usize, Duration, [Duration; 3])> = Vec::new();
+    let only = std::env::var("BN_BENCH_SHAPES").ok();
+    for shape in SHAPES {
+        let name = shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("x");
+        if only
+            .as_ref()
+            .is_some_and(|o| !o.split(',').any(|s| s == name))
+        {
+            continue;
+        }
+        let format = if shape.len() > 3 { CL } else { CF };
+        let mut f = Fixture::new(ctx, shape, format);
+        let copy = f.time(Op::Copy, runs());
+        let t = ops.map(|op| f.time(op, runs()));
+        rows.push((f.name(), f.bytes(), copy, t));
+    }
+    println!("\n### The same bytes in every shape\n");
+    println!("Each cell: time, x copy of the same bytes, and per-byte time against the best shape for that op (the rule: <= 1.3).\n");
+    println!("| shape | MiB | copy | train forward | eval forward | backward |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    let best: Vec<f64> = (0..3)
+        .map(|k| {
+            rows.iter()
+                .map(|r| r.3[k].as_secs_f64() / r.1 as f64)
+                .fold(f64::MAX, f64::min)
+        })
+        .collect();
+    for (name, bytes, copy, t) in &rows {
+        let cells: Vec<String> = (0..3)
+            .map(|k| {
+                let per_byte = t[k].as_secs_f64() / *bytes as f64;
+                format!(
+                    "{:.1} ms, {:.2}x, {:.2}",
+                    ms(t[k]),
+                    t[k].as_secs_f64() / copy.as_secs_f64(),
+                    per_byte / best[k]
+                )
+            })
+            .collect();
+        println!(
+            "| {name} | {:.2} | {:.1} ms | {} |",
+            *bytes as f64 / (1 << 20) as f64,
+            ms(*copy),
+            cells.join(" | ")
+        );
+    }
+}
+
+/// The large shapes against the copy and against lavapipe's (or the
+/// GPU's) floors: the same passes with no arithmetic to speak of.
+fn floors_section(ctx: &GpuContext) {
+    println!("\n### Large shapes: x copy, and the floors\n");
+    println!("Floors: train = a read-only reduction pass then a copy (3 passes); eval = the copy (2 passes); backward = a read-only pass over two tensors then their sum (5 passes).\n");
+    println!("| shape | copy | train (x copy; x floor) | eval (x copy) | backward (x copy; x floor) | train floor (x copy) | backward floor (x copy) |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for (shape, format) in [
+        (&[262_144usize, 64][..], CF),
+        (&[2048, 64, 64], CF),
+        (&[64, 64, 32, 32], CL),
+    ] {
+        let mut f = Fixture::new(ctx, shape, format);
+        let copy = f.time(Op::Copy, runs()).as_secs_f64();
+        let t = [
+            Op::Train,
+            Op::Eval,
+            Op::Backward,
+            Op::TrainFloor,
+            Op::BackwardFloor,
+        ]
+        .map(|op| f.time(op, runs()).as_secs_f64());
+        println!(
+            "| {} | {:.1} ms | {:.2}x; {:.2}x | {:.2}x | {:.2}x; {:.2}x | {:.2}x | {:.2}x |",
+            f.name(),
+            copy * 1e3,
+            t[0] / copy,
+            t[0] / t[3],
+            t[1] / copy,
+            t[2] / copy,
+            t[2] / t[4],
+            t[3] / copy,
+            t[4] / copy
+        );
+    }
+}
+
+fn formats_section(ctx: &GpuContext) {
+    println!("\n### Memory formats and fused epilogues\n");
+    println!("| shape | op | time | x copy |");
+    println!("| --- | --- | --- | --- |");
+    for (shape, format) in [
+        (&[16usize, 64, 64, 64][..], CF),
+        (&[16, 64, 64, 64], CL),
+        (&[64, 1024, 64], CF),
+        (&[64, 1024, 64], CL),
+        (&[262_144, 16], CF),
+    ] {
+        let mut f = Fixture::new(ctx, shape, format);
+        let copy = f.time(Op::Copy, runs());
+        for op in [
+            Op::Train,
+            Op::Eval,
+            Op::Backward,
+            Op::EvalRelu,
+            Op::TrainAddRelu,
+            Op::TrainThenAddRelu,
+        ] {
+            let t = f.time(op, runs());
+            println!(
+                "| {} | {} | {:.1} ms | {:.2} |",
+                f.name(),
+                op.name(),
+                ms(t),
+                t.as_secs_f64() / copy.as_secs_f64()
+            );
+        }
+    }
+}
+
+fn small_section(ctx: &GpuContext) {
+    println!("\n### Small batches: fixed overhead\n");
+    println!("Each op is one submission; its time against one copy dispatch (also one submission) of the same tensor.\n");
+    println!("| shape | copy dispatch | train forward | eval forward | backward |");
+    println!("| --- | --- | --- | --- | --- |");
+    for shape in [&[32usize, 20][..], &[8, 512]] {
+        let mut f = Fixture::new(ctx, shape, CF);
+        let copy = f.time(Op::Copy, 51);
+        let cells: Vec<String> = [Op::Train, Op::Eval, Op::Backward]
+            .iter()
+            .map(|&op| {
+                let t = f.time(op, 51);
+                format!(
+                    "{:.3} ms, {:.2}x",
+                    ms(t),
+                    t.as_secs_f64() / copy.as_secs_f64()
+                )
+            })
+            .collect();
+        println!(
+            "| {} | {:.3} ms | {} |",
+            f.name(),
+            ms(copy),
+            cells.join(" | ")
+        );
+    }
+}
+
+fn curves_section(ctx: &GpuContext) {
+    let ops = [Op::Copy, Op::Train, Op::Eval, Op::Backward];
+    let colors = ["#888888", "#d62728", "#1f77b4", "#2ca02c"];
+    for (axis, sweep, fixed) in [
+        ("N", (10..=20).step_by(2), 64usize),
+        ("C", (4..=16).step_by(2), 64),
+    ] {
+        println!(
+            "\n### Growth: time against {axis} ({} = {fixed})\n",
+            if axis == "N" { "C" } else { "N" }
+        );
+        println!("| {axis} | MiB | copy | train forward | eval forward | backward |");
+        println!("| --- | --- | --- | --- | --- | --- |");
+        let mut series: Vec<Vec<(f64, f64)>> = vec![Vec::new(); ops.len()];
+        for e in sweep {
+            let v = 1usize << e;
+            let shape = if axis == "N" { [v, fixed] } else { [fixed, v] };
+            let mut f = Fixture::new(ctx, &shape, CF);
+            let n = if f.bytes() > 64 << 20 { 3 } else { runs() };
+            let t: Vec<Duration> = ops.iter().map(|&op| f.time(op, n)).collect();
+            for (s, d) in series.iter_mut().zip(&t) {
+                s.push((v as f64, ms(*d)));
+            }
+            let cells: Vec<String> = t.iter().map(|d| format!("{:.3} ms", ms(*d))).collect();
+            println!(
+                "| 2^{e} | {:.2} | {} |",
+                f.bytes() as f64 / (1 << 20) as f64,
+                cells.join(" | ")
+            );
+        }
+        let lines: Vec<chart::Series> = ops
+            .iter()
+            .zip(colors)
+            .zip(series)
+            .map(|((op, color), points)| chart::Series {
+                label: op.name().into(),
+                color,
+                points,
+            })
+            .collect();
+        let other = if axis == "N" { "C = 64" } else { "N = 64" };
+        let svg = chart::svg(
+            &format!("Time against {axis} ({other}), f32, GPU completion included"),
+            axis,
+            "time",
+            &lines,
+        );
+        let path = format!(
+            "{}/benches/growth_{}.svg",
+            env!("CARGO_MANIFEST_DIR"),
+            axis.to_lowercase()
+        );
+        if std::fs::write(&path, svg).is_ok() {
+            println!("\n(written to {path})");
+        }
+    }
+}
+
+fn main() {
+    let mut options = ContextOptions::from_env().unwrap_or_else(|e| panic!("{e}"));
+    if let Ok(v) = std::env::var("BN_COLUMNS") {
+        options.tuning.columns = Some(v != "0");
+    }
+    let ctx = GpuContext::with_options(options).unwrap_or_else(|e| panic!("no GPU adapter: {e}"));
+    let adapter = ctx
+        .adapter_info()
+        .map(|i| format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type))
+        .unwrap_or_default();
+    println!(
+        "\n## {adapter} on {} ({} CPU threads; LP_NUM_THREADS={})\n",
+        cpu_model(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::env::var("LP_NUM_THREADS").unwrap_or_else(|_| "unset".into())
+    );
+    println!("Medians of {} runs, GPU completion included.", runs());
+    let sections = sections();
+    let has = |s: &str| sections.iter().any(|x| x == s);
+    if has("criterion") {
+        criterion_section(&ctx);
+    }
+    if has("floors") {
+        floors_section(&ctx);
+    }
+    if has("shapes") {
+        shapes_section(&ctx);
+    }
+    if has("formats") {
+        formats_section(&ctx);
+    }
+    if has("small") {
+        small_section(&ctx);
+    }
+    if has("curves") {
+        curves_section(&ctx);
+    }
+}

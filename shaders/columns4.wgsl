@@ -1,0 +1,162 @@
+// Column kernels for (N, C) inputs with C % 4 == 0 and few rows next to
+// their channels (wide layers, small batches): one thread owns four
+// consecutive channels (one vec4 of every row) over all N rows, so the
+// whole op is one dispatch with no partial states and no workgroup merge,
+// and the rows a thread reads twice are still in its cache. Every access
+// is a whole vec4, per-channel values included (state, terms and
+// gradients are C-value sections, so four channels are one vec4).
+//
+// forward_columns4:  batch statistics (or, in eval, the running
+//   statistics), the saved terms and the running update exactly as
+//   moments_finalize / eval_prepare (finalize.wgsl), then
+//   y = act((x - shift) * scale + offset + residual).
+// backward_columns4: (sum dy, sum dy * x_hat) -> grad_weight, grad_bias
+//   (as grads_finalize), then dx = scale * dy + slope * (x - shift) +
+//   intercept.
+// Lane q's rows are C / 4 vec4s apart; there is one chunk (lead = 0).
+
+@group(0) @binding(3) var<storage, read_write> terms4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> state4: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> grad_weight4: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read_write> grad_bias4: array<vec4<f32>>;
+
+// Section k (C values: weight, bias, running_mean, running_var; or a
+// TERM_*) of lane q, as a vec4 index.
+fn section(k: u32, q: u32) -> u32 {
+    return k * (P.c / 4u) + q;
+}
+
+// channel_stats and stats_base (moments.wgsl) for four channels sharing a
+// count.
+// With stats_base's (shift, mean - shift) pair.
+struct Stats4 {
+    shift: vec4<f32>,
+    mean: vec4<f32>,
+    invstd: vec4<f32>,
+    unbiased: vec4<f32>,
+}
+
+fn channel_stats4(st: RowsState, shift: vec4<f32>, n: f32, eps: f32) -> Stats4 {
+    let poisoned = !finite4(st.tag);
+    let nan = vec4<f32>(bitcast<f32>(0x7fc00000u));
+    let u = units4(st.tag);
+    let var_u = st.m2 / n;
+    let invstd = select(u / sqrt(var_u + eps * u * u), vec4<f32>(1.0 / sqrt(eps)), var_u == vec4<f32>(0.0));
+    let mean = st.mean / u;
+    let rebase = !poisoned & !finite4(mean);
+    return Stats4(
+        select(shift, vec4<f32>(0.0), rebase),
+        select(select(mean, st.tag, poisoned), (shift * u + st.mean) / u, rebase),
+        select(invstd, nan, poisoned),
+        select(st.m2 / (n - 1.0) / u / u, nan, poisoned),
+    );
+}
+
+// update_running (finalize.wgsl) for lane q.
+fn update_running4(q: u32, base: vec4<f32>, rel: vec4<f32>, unbiased: vec4<f32>) {
+    if ((P.flags & FLAG_UPDATE_RUNNING) != 0u) {
+        let m = P.momentum;
+        let old_mean = state4[section(2u, q)];
+        let old_var = state4[section(3u, q)];
+        let exact = vec4<bool>(m == 1.0);
+        state4[section(2u, q)] = select(
+            (1.0 - m) * old_mean + m * (base + rel),
+            old_mean + m * ((base - old_mean) + rel),
+            finite4(old_mean) & !exact,
+        );
+        state4[section(3u, q)] = select(
+            (1.0 - m) * old_var + m * unbiased,
+            old_var + m * (unbiased - old_var),
+            finite4(old_var) & !exact,
+        );
+    }
+}
+
+struct NormTerms4 {
+    shift: vec4<f32>,
+    scale: vec4<f32>,
+    offset: vec4<f32>,
+}
+
+// set_terms (finalize.wgsl) for lane q.
+fn set_terms4(q: u32, shift: vec4<f32>, mean: vec4<f32>, invstd: vec4<f32>) -> NormTerms4 {
+    var w = vec4<f32>(1.0);
+    var b = vec4<f32>(0.0);
+    if ((P.flags & FLAG_AFFINE) != 0u) {
+        w = state4[section(0u, q)];
+        b = state4[section(1u, q)];
+    }
+    let scale = w * invstd;
+    let offset = select(b - mean * scale, b, mean == vec4<f32>(0.0));
+    terms4[section(TERM_SHIFT, q)] = shift;
+    terms4[section(TERM_MEAN, q)] = mean;
+    terms4[section(TERM_INVSTD, q)] = invstd;
+    terms4[section(TERM_SCALE, q)] = scale;
+    terms4[section(TERM_OFFSET, q)] = offset;
+    return NormTerms4(shift, scale, offset);
+}
+
+// Lane q's normalize terms: batch statistics (with the running update) or
+// the running statistics.
+fn lane_terms4(q: u32) -> NormTerms4 {
+    let lanes = P.c / 4u;
+    if ((P.flags & FLAG_BATCH_STATS) != 0u) {
+        // The shift: the lane's first row where finite (as shift_of).
+        let first = vec4<f32>(x4[q]);
+        let shift = select(vec4<f32>(0.0), first, finite4(first));
+        let s = channel_stats4(rows_moments(q, lanes, P.n, shift), shift, f32(P.count), P.eps);
+        update_running4(q, s.shift, s.mean, s.unbiased);
+        return set_terms4(q, s.shift, s.mean, s.invstd);
+    }
+    let invstd = 1.0 / sqrt(state4[section(3u, q)] + vec4<f32>(P.eps));
+    return set_terms4(q, state4[section(2u, q)], vec4<f32>(0.0), invstd);
+}
+
+@compute @workgroup_size(WG)
+fn forward_columns4(ids: Ids) {
+    let q = global_index(ids);
+    let lanes = P.c / 4u;
+    if (q >= lanes) {
+        return;
+    }
+    let t = lane_terms4(q);
+    for (var r = 0u; r < P.n; r += 1u) {
+        let i = q + r * lanes;
+        store_normalized(i, shifted_affine4(vec4<f32>(x4[i]), t.shift, t.scale, t.offset));
+    }
+}
+
+@compute @workgroup_size(WG)
+fn backward_columns4(ids: Ids) {
+    let q = global_index(ids);
+    let lanes = P.c / 4u;
+    if (q >= lanes) {
+        return;
+    }
+    let shift = terms4[section(TERM_SHIFT, q)];
+    let mean = terms4[section(TERM_MEAN, q)];
+    let invstd = terms4[section(TERM_INVSTD, q)];
+    let scale = terms4[section(TERM_SCALE, q)];
+    var sdy = vec4<f32>(0.0);
+    var sdyx = vec4<f32>(0.0);
+    for (var r = 0u; r < P.n; r += 1u) {
+        let i = q + r * lanes;
+        let g = vec4<f32>(dy4[i]);
+        sdy += g;
+        sdyx += g * x_hat4(vec4<f32>(x4[i]), shift, mean, invstd);
+    }
+    grad_bias4[q] = sdy;
+    grad_weight4[q] = sdyx;
+    // grad_input_line (finalize.wgsl): 0 in eval.
+    var slope = vec4<f32>(0.0);
+    var intercept = vec4<f32>(0.0);
+    if ((P.flags & FLAG_BATCH_STATS) != 0u) {
+        let n = f32(P.count);
+        slope = -scale * invstd * (sdyx / n);
+        intercept = -scale * (sdy / n) - slope * mean;
+    }
+    for (var r = 0u; r < P.n; r += 1u) {
+        let i = q + r * lanes;
+        store(i, shifted_affine4(vec4<f32>(x4[i]), shift, slope, scale * vec4<f32>(dy4[i]) + intercept));
+    }
+}

@@ -1,0 +1,189 @@
+//! The forward's compute pass: `moments_partial* -> moments_finalize ->
+//! normalize*` (training), the column kernels (few rows of many channels),
+//! `normalize*` straight from the state (eval), `eval_prepare ->
+//! normalize*` (eval recorded into an application's encoder), or
+//! `moments_apply -> normalize*` (statistics merged across devices).
+
+use super::forward::Output;
+use super::workspace::{Op, Prepared, Target};
+use super::{BatchNorm, SpatialRank};
+use crate::error::Result;
+use crate::gpu::buffer::BufferSlice;
+use crate::gpu::launch::{ChannelStep, ColumnStep, Elementwise, Partial, Recorder};
+use crate::gpu::params::FLAG_FROM_STATE;
+use crate::gpu::plan::{canonical, ExecPlan, Strategy, Variant};
+use crate::gpu::tensor::Tensor;
+use crate::semantics::ForwardPlan;
+
+impl<R: SpatialRank> BatchNorm<R> {
+    /// Records the forward's compute pass for `x` (already padded).
+    pub(super) fn record_passes(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &Tensor,
+        output: Output<'_>,
+        plan: &ForwardPlan,
+        momentum: f32,
+        target: Target,
+    ) -> Result<()> {
+        let ctx = self.ctx.clone();
+        let layout = plan.layout;
+        let own_stats = matches!(output, Output::Normalized { merged: None, .. });
+        let from_state = own_stats && from_state(plan, target);
+        let mut flags = self.flags(plan.batch_stats, plan.track_step);
+        if from_state {
+            flags |= FLAG_FROM_STATE;
+        }
+        let ops = (Op::Forward, flags, momentum);
+        let Prepared {
+            exec,
+            partials,
+            uniforms,
+        } = self.prepare_op(encoder, (&layout, x.dtype()), ops, target)?;
+        let state = BufferSlice::whole(&self.state.buffer);
+        let head = x.window(0, exec.head);
+        let (c, variant) = (layout.c, exec.variant);
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("batchnorm/forward"),
+            timestamp_writes: None,
+        });
+        let mut rec = Recorder::new(
+            &ctx,
+            &mut pass,
+            &mut self.ws.binds,
+            &uniforms,
+            x.dtype(),
+            exec.thread_partials,
+        );
+        if own_stats && exec.strategy == Strategy::Columns && !from_state {
+            if let Output::Normalized {
+                y, terms, epilogue, ..
+            } = output
+            {
+                let step = ColumnStep::Forward {
+                    x: x.window(0, layout.numel()),
+                    terms: BufferSlice::whole(&terms.buffer),
+                    state,
+                    out: y.window(0, layout.numel()),
+                    residual: epilogue.0.map(|r| r.window(0, layout.numel())),
+                    epilogue: epilogue.1,
+                };
+                return rec.columns(step, exec.strategy.lanes(c));
+            }
+        }
+        let column_stats = own_stats && exec.strategy == Strategy::ColumnStats;
+        let reduce = plan.batch_stats
+            && !column_stats
+            && matches!(
+                output,
+                Output::Moments(_) | Output::Normalized { merged: None, .. }
+            );
+        if reduce {
+            for (i, ch) in exec.chunks.iter().enumerate() {
+                let step = Partial::Moments {
+                    x: x.window(ch.start, ch.count),
+                    head: head.clone(),
+                    partials: partials.clone(),
+                };
+                rec.partial(variant, i + 1, step, ch.reduce.groups())?;
+            }
+        }
+        let (y, terms, epilogue) = match output {
+            Output::Moments(moments) => {
+                let moments_out = BufferSlice::whole(moments);
+                let step = ChannelStep::MomentsExport {
+                    partials,
+                    head,
+                    moments_out,
+                };
+                return rec.channels(step, c);
+            }
+            Output::RunningUpdate { merged, terms } => {
+                let terms = BufferSlice::whole(&terms.buffer);
+                let merged = BufferSlice::whole(merged);
+                let step = ChannelStep::MomentsApply {
+                    terms,
+                    state,
+                    head,
+                    merged,
+                };
+                return rec.channels(step, c);
+            }
+            Output::Normalized {
+                y,
+                merged,
+                terms,
+                epilogue,
+            } => {
+                if from_state {
+                    // The normalize pass reads the state as its terms.
+                    return Self::record_normalize(&mut rec, &exec, x, y, &state, epilogue);
+                }
+                let terms = BufferSlice::whole(&terms.buffer);
+                let t = terms.clone();
+                let step = match merged {
+                    Some(m) => ChannelStep::MomentsApply {
+                        terms: t,
+                        state,
+                        head,
+                        merged: BufferSlice::whole(m),
+                    },
+                    None if plan.batch_stats && column_stats => {
+                        let step = ColumnStep::Moments {
+                            x: x.window(0, layout.numel()),
+                            terms: t,
+                            state,
+                        };
+                        rec.columns(step, exec.strategy.lanes(c))?;
+                        return Self::record_normalize(&mut rec, &exec, x, y, &terms, epilogue);
+                    }
+                    None if plan.batch_stats => ChannelStep::MomentsFinalize {
+                        terms: t,
+                        partials,
+                        state,
+                        head,
+                    },
+                    None => ChannelStep::EvalPrepare { terms: t, state },
+                };
+                rec.channels(step, c)?;
+                (y, terms, epilogue)
+            }
+        };
+        Self::record_normalize(&mut rec, &exec, x, y, &terms, epilogue)
+    }
+
+    /// The normalize pass over every chunk.
+    fn record_normalize(
+        rec: &mut Recorder<'_, '_>,
+        exec: &ExecPlan,
+        x: &Tensor,
+        y: &Tensor,
+        terms: &BufferSlice,
+        (residual, bits): (Option<&Tensor>, u32),
+    ) -> Result<()> {
+        let variant = exec.variant;
+        for (i, ch) in exec.chunks.iter().enumerate() {
+            let step = Elementwise::Normalize {
+                x: x.window(ch.start, ch.count),
+                terms: terms.clone(),
+                out: y.window(ch.start, ch.count),
+                residual: residual.map(|r| r.window(ch.start, ch.count)),
+                epilogue: bits,
+            };
+            rec.elementwise(variant, i + 1, step, (ch.count, ch.slab))?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether an eval forward normalises straight from the module's state
+/// (`FLAG_FROM_STATE`: one dispatch, no terms written; the terms follow
+/// only if something needs them, see `BatchNorm::settle_terms`). Work
+/// recorded into the application's encoder writes its terms as it runs
+/// (the state may change before the application submits it), and the
+/// general layout's kernels read packed terms.
+pub(super) fn from_state(plan: &ForwardPlan, target: Target) -> bool {
+    !plan.batch_stats
+        && target == Target::Submit
+        && Variant::of(&canonical(&plan.layout)) != Variant::General
+}

@@ -1,0 +1,89 @@
+//! Which kernels an op takes for a layout: the column kernels or the split
+//! reductions, and the layout the kernels walk (one channel's values as
+//! rows of a power of two).
+
+use super::{MergeModel, WG};
+use crate::semantics::Layout;
+
+/// The column kernels take `(N, C)` inputs with at most this many rows.
+const COLUMN_MAX_ROWS: usize = 64;
+/// Inputs of at most this many values are latency-bound: the column
+/// kernels do them in one dispatch.
+const COLUMN_SMALL: usize = 1 << 16;
+/// Storage buffers the column kernels bind at most (`backward_columns4`).
+const COLUMN_STORAGE_BUFFERS: u32 = 6;
+
+/// How an op gathers its per-channel statistics (or gradient sums).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Strategy {
+    /// Partial reductions over segments, a finalize step that merges
+    /// them, then the elementwise pass: any layout, any size.
+    Split,
+    /// `(N, C)` with few rows, `C % 4 == 0`, one chunk: one thread per
+    /// four channels over all rows, the whole op in one dispatch
+    /// (`columns4.wgsl`).
+    Columns,
+    /// `(N, C)` with few rows, other `C`, one chunk: one thread per
+    /// channel gathers and finalizes (`columns.wgsl`), then the
+    /// elementwise pass.
+    ColumnStats,
+}
+
+impl Strategy {
+    /// The strategy for `layout` (in one chunk, on a device that binds
+    /// `storage_buffers` per kernel; otherwise split): columns where there
+    /// are few rows and either enough lanes to fill a quarter of the merge
+    /// model's target workgroups or few values in all (one dispatch
+    /// instead of three), unless forced. There, partial states (16 bytes
+    /// per channel per thread) and the finalize dispatch would cost more
+    /// than the rows themselves.
+    pub(super) fn of(
+        layout: &Layout,
+        merge: MergeModel,
+        one_chunk: bool,
+        storage_buffers: u32,
+    ) -> Strategy {
+        if !one_chunk || storage_buffers < COLUMN_STORAGE_BUFFERS {
+            return Strategy::Split;
+        }
+        let vec4_lanes = layout.c.is_multiple_of(4);
+        let lanes = if vec4_lanes { layout.c / 4 } else { layout.c };
+        let fills = lanes.div_ceil(WG as usize) * 4 >= merge.target_groups;
+        let wanted = merge
+            .columns
+            .unwrap_or(fills || layout.numel() <= COLUMN_SMALL);
+        if layout.l != 1 || layout.n > COLUMN_MAX_ROWS || !wanted {
+            Strategy::Split
+        } else if vec4_lanes {
+            Strategy::Columns
+        } else {
+            Strategy::ColumnStats
+        }
+    }
+
+    /// Lanes of the column kernels (threads of their dispatch).
+    pub fn lanes(self, c: usize) -> usize {
+        match self {
+            Strategy::Columns => c / 4,
+            Strategy::Split | Strategy::ColumnStats => c,
+        }
+    }
+}
+
+/// The layout the kernels walk for `layout`: one channel's values are all
+/// one run, so `(N, 1, L)` with `N * L % 4 == 0` becomes rows of a power
+/// of two (at most 2^16) values, which the vec4 plane kernels take whatever
+/// N and L are (a single huge row would leave each elementwise invocation
+/// one vec4). Other layouts are their own.
+pub(crate) fn canonical(layout: &Layout) -> Layout {
+    let numel = layout.numel();
+    if layout.c != 1 || !numel.is_multiple_of(4) {
+        return *layout;
+    }
+    let l = 1usize << numel.trailing_zeros().min(16);
+    Layout {
+        n: numel / l,
+        c: 1,
+        l,
+    }
+}

@@ -1,0 +1,129 @@
+//! The steps the [`Recorder`](super::launch::Recorder) launches, one enum
+//! per kernel family, each variant naming exactly the buffers its kernel
+//! binds.
+
+use super::buffer::BufferSlice;
+
+/// The partial reductions, with the buffers each binds.
+pub(crate) enum Partial {
+    /// `(count, mean, M2, sum)` partial states of `x`.
+    Moments {
+        x: BufferSlice,
+        head: BufferSlice,
+        partials: BufferSlice,
+    },
+    /// `(sum dy, sum dy * x_hat)` partial sums, with the forward's terms.
+    Grads {
+        x: BufferSlice,
+        dy: BufferSlice,
+        terms: BufferSlice,
+        partials: BufferSlice,
+    },
+}
+
+/// The per-channel steps (`finalize.wgsl`), with the buffers each binds.
+pub(crate) enum ChannelStep {
+    /// Merge moment partials into terms; update the running statistics.
+    MomentsFinalize {
+        terms: BufferSlice,
+        partials: BufferSlice,
+        state: BufferSlice,
+        head: BufferSlice,
+    },
+    /// Terms from the running statistics.
+    EvalPrepare {
+        terms: BufferSlice,
+        state: BufferSlice,
+    },
+    /// A shard's merged moments out.
+    MomentsExport {
+        partials: BufferSlice,
+        head: BufferSlice,
+        moments_out: BufferSlice,
+    },
+    /// Terms (and the running update) from moments merged across devices.
+    MomentsApply {
+        terms: BufferSlice,
+        state: BufferSlice,
+        head: BufferSlice,
+        merged: BufferSlice,
+    },
+    /// Merge gradient partials into grad_weight, grad_bias and terms.
+    GradsFinalize {
+        terms: BufferSlice,
+        partials: BufferSlice,
+        grad_weight: BufferSlice,
+        grad_bias: BufferSlice,
+    },
+    /// The same from gradient sums merged across devices.
+    GradsApply {
+        terms: BufferSlice,
+        grad_weight: BufferSlice,
+        grad_bias: BufferSlice,
+        merged: BufferSlice,
+    },
+}
+
+/// The column kernels (`columns.wgsl`), with the buffers each binds.
+pub(crate) enum ColumnStep {
+    /// Statistics (or running statistics), terms, running update and
+    /// `out = act((x - shift) * scale + offset + residual)`.
+    Forward {
+        x: BufferSlice,
+        terms: BufferSlice,
+        state: BufferSlice,
+        out: BufferSlice,
+        residual: Option<BufferSlice>,
+        epilogue: u32,
+    },
+    /// Batch statistics, terms and running update only.
+    Moments {
+        x: BufferSlice,
+        terms: BufferSlice,
+        state: BufferSlice,
+    },
+    /// Gradient sums, grad_weight, grad_bias and `out = dx`.
+    Backward {
+        x: BufferSlice,
+        dy: BufferSlice,
+        terms: BufferSlice,
+        grad_weight: BufferSlice,
+        grad_bias: BufferSlice,
+        out: BufferSlice,
+    },
+    /// Gradient sums, grad_weight, grad_bias and grad_input terms only.
+    Grads {
+        x: BufferSlice,
+        dy: BufferSlice,
+        terms: BufferSlice,
+        grad_weight: BufferSlice,
+        grad_bias: BufferSlice,
+    },
+}
+
+/// The elementwise passes, with the buffers each binds.
+pub(crate) enum Elementwise {
+    /// `out = act((x - shift) * scale + offset + residual)`, `epilogue`
+    /// the `EPILOGUE` bits.
+    Normalize {
+        x: BufferSlice,
+        terms: BufferSlice,
+        out: BufferSlice,
+        residual: Option<BufferSlice>,
+        epilogue: u32,
+    },
+    /// `out = dy` through the epilogue (`output` for a ReLU's mask).
+    EpilogueGrad {
+        dy: BufferSlice,
+        output: Option<BufferSlice>,
+        out: BufferSlice,
+        epilogue: u32,
+    },
+    /// `out = scale * dy + slope * (x - shift) + intercept`.
+    GradInput {
+        x: BufferSlice,
+        dy: BufferSlice,
+        terms: BufferSlice,
+        out: BufferSlice,
+    },
+}
