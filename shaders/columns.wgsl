@@ -50,7 +50,7 @@ fn column_fold(ch: u32, shift: f32, careful: bool) -> vec4<f32> {
 
 @compute @workgroup_size(WG)
 fn moments_columns(ids: Ids) {
-    let ch = global_index(ids);
+    let ch = column_lane(ids);
     if (ch >= P.c) {
         return;
     }
@@ -66,7 +66,7 @@ fn moments_columns(ids: Ids) {
 
 @compute @workgroup_size(WG)
 fn grads_columns(ids: Ids) {
-    let ch = global_index(ids);
+    let ch = column_lane(ids);
     if (ch >= P.c) {
         return;
     }

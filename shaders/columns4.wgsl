@@ -114,7 +114,7 @@ fn lane_terms4(q: u32) -> NormTerms4 {
 
 @compute @workgroup_size(WG)
 fn forward_columns4(ids: Ids) {
-    let q = global_index(ids);
+    let q = column_lane(ids);
     let lanes = P.c / 4u;
     if (q >= lanes) {
         return;
@@ -128,7 +128,7 @@ fn forward_columns4(ids: Ids) {
 
 @compute @workgroup_size(WG)
 fn backward_columns4(ids: Ids) {
-    let q = global_index(ids);
+    let q = column_lane(ids);
     let lanes = P.c / 4u;
     if (q >= lanes) {
         return;

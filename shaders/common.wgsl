@@ -27,7 +27,7 @@ struct Params {
     stride: u32,           // vec4s between the vec4s of one elementwise invocation (whole rows)
     units: u32,            // reduction units (values, vec4s along L, or rows) per lane in this chunk
     partial_rows: u32,     // rows of partial states the finalize steps merge
-    pad: u32,
+    column_lanes: u32,    // lanes per workgroup of the column kernels
 }
 
 const FLAG_UPDATE_RUNNING: u32 = 1u;
@@ -107,6 +107,16 @@ fn group_index(ids: Ids) -> u32 {
     return linear_group(ids.wid, ids.nwg);
 }
 
+// The column kernels' lane of the invocation: P.column_lanes lanes per
+// workgroup (fewer than WG where a small input should still spread over
+// several workgroups); the other invocations get an index past every lane.
+fn column_lane(ids: Ids) -> u32 {
+    if (ids.li >= P.column_lanes) {
+        return 0xffffffffu;
+    }
+    return group_index(ids) * P.column_lanes + ids.li;
+}
+
 // The invocation's index over the whole grid: one per channel in the
 // finalize kernels, one per slab in the elementwise kernels.
 fn global_index(ids: Ids) -> u32 {
@@ -154,8 +164,13 @@ struct Cursor {
 }
 
 fn cursor(j: u32, stride: u32, width: u32) -> Cursor {
+    return cursor_of(j, stride, P.l / width);
+}
+
+// The same with `units` units per row.
+fn cursor_of(j: u32, stride: u32, units: u32) -> Cursor {
     var c: Cursor;
-    c.units = P.l / width;
+    c.units = units;
     c.n = j / c.units;
     c.u = j - c.n * c.units;
     c.step_n = stride / c.units;

@@ -21,7 +21,10 @@
 //                     units of 2^e (Welford per thread, Chan merge).
 // grads_partial[4]:   (sum dy, sum dy * x_hat) with the forward's statistics.
 // *_rows:             the same for (N, C) inputs with C % 4 == 0, four
-//                     channels per thread (vec4 loads, one shared count).
+//                     channels per thread (vec4 loads, one shared count;
+//                     reduce_rows.wgsl).
+// With MASKED (L > 4, L % 4 != 0) the units are the aligned vec4s each run
+// of L values touches, the components outside the run masked off.
 
 // x4 and dy4 (common.wgsl) are vec4 arrays; the scalar kernels pick
 // single components.
@@ -40,6 +43,48 @@ override THREAD_PARTIALS: bool = false;
 // Pipeline constant: units of the moments_partial / grads_partial entry
 // points: 1 (single values) or 4 (vec4s along L, for L % 4 == 0).
 override WIDTH: u32 = 1u;
+
+// Pipeline constant: units are masked vec4s of the runs of L values
+// (masked_unit), for L > 4 with L % 4 != 0.
+override MASKED: bool = false;
+
+// Aligned vec4s one run of L values touches at most: the units per run
+// with MASKED.
+fn run_vec4s() -> u32 {
+    return (P.l + 6u) / 4u;
+}
+
+struct MaskedUnit {
+    // Index of the vec4 in the chunk binding.
+    v: u32,
+    // Its components inside the run and the chunk.
+    mask: vec4<bool>,
+    valid: bool,
+}
+
+// Unit (n, k) of channel ch: the k-th aligned vec4 touching the run of
+// row n (in chunk coordinates, where the run may start before the chunk).
+fn masked_unit(n: u32, k: u32, ch: u32) -> MaskedUnit {
+    let p0 = i32((n * P.c + ch) * P.l) - i32(P.lead);
+    let vi = (p0 >> 2u) + i32(k);
+    let e = vec4<i32>(4 * vi) + vec4<i32>(0, 1, 2, 3);
+    let lo = max(p0, 0);
+    let hi = min(p0 + i32(P.l), i32(P.numel));
+    var m: MaskedUnit;
+    m.mask = (e >= vec4<i32>(lo)) & (e < vec4<i32>(hi));
+    m.valid = any(m.mask);
+    m.v = u32(max(vi, 0));
+    return m;
+}
+
+// The thread's walk over its units (masked vec4s per run, or `width`
+// values along L).
+fn walk(s: Share, width: u32) -> Cursor {
+    if (MASKED) {
+        return cursor_of(s.start, s.step, run_vec4s());
+    }
+    return cursor(s.start, s.step, width);
+}
 
 // Row of the partials array that slot s writes.
 fn partial_row(s: Share) -> u32 {
@@ -139,6 +184,20 @@ fn welford4(acc: vec4<f32>, v: vec4<f32>) -> vec4<f32> {
     return vec4<f32>(cnt, acc.y + delta * w, m2, acc.w);
 }
 
+// Chan update with the masked components of v (the others are 0; at least
+// one is set).
+fn welford_masked(acc: vec4<f32>, v: vec4<f32>, mask: vec4<bool>) -> vec4<f32> {
+    let m = select(vec4<f32>(0.0), vec4<f32>(1.0), mask);
+    let k = dot(m, vec4<f32>(1.0));
+    let bm = dot(v, vec4<f32>(1.0)) / k;
+    let d = (v - vec4<f32>(bm)) * m;
+    let cnt = acc.x + k;
+    let w = k / cnt;
+    let delta = bm - acc.y;
+    let m2 = acc.z + dot(d, d) + delta * delta * acc.x * w;
+    return vec4<f32>(cnt, acc.y + delta * w, m2, acc.w);
+}
+
 // This thread's moment state over its values of share s, `width` values at
 // a time, each x entering as x * u - shift * u in the state's unit u.
 // The fast pass keeps the starting unit; only where its result is not
@@ -159,8 +218,24 @@ fn moments_pass(s: Share, width: u32, careful: bool) -> vec4<f32> {
     if (s.valid) {
         var u = state_unit(acc);
         var shu = shift * u;
-        var c = cursor(s.start, s.step, width);
+        var c = walk(s, width);
         for (var j = s.start; j < s.end; j += s.step) {
+            if (MASKED) {
+                let mu = masked_unit(c.n, c.u, s.ch);
+                if (mu.valid) {
+                    let raw = vec4<f32>(x4[mu.v]);
+                    var v = select(vec4<f32>(0.0), raw * u - vec4<f32>(shu), mu.mask);
+                    if (careful && !in_range(v)) {
+                        acc = absorb_outliers(acc, v);
+                        u = state_unit(acc);
+                        shu = shift * u;
+                        v = select(vec4<f32>(0.0), raw * u - vec4<f32>(shu), mu.mask);
+                    }
+                    acc = welford_masked(acc, v, mu.mask);
+                }
+                advance(&c);
+                continue;
+            }
             let o = chunk_offset(c, s.ch, width);
             if (o < P.numel) {
                 let raw = vec4<f32>(x4[o / 4u]);
@@ -196,8 +271,18 @@ fn grads_acc(s: Share, width: u32) -> vec4<f32> {
     var acc = vec4<f32>(0.0);
     if (s.valid) {
         let a = vec3<f32>(term(TERM_SHIFT, s.ch), term(TERM_MEAN, s.ch), term(TERM_INVSTD, s.ch));
-        var c = cursor(s.start, s.step, width);
+        var c = walk(s, width);
         for (var j = s.start; j < s.end; j += s.step) {
+            if (MASKED) {
+                let mu = masked_unit(c.n, c.u, s.ch);
+                if (mu.valid) {
+                    let g = select(vec4<f32>(0.0), vec4<f32>(dy4[mu.v]), mu.mask);
+                    let xh = x_hat4(vec4<f32>(x4[mu.v]), vec4<f32>(a.x), vec4<f32>(a.y), vec4<f32>(a.z));
+                    acc += vec4<f32>(dot(g, vec4<f32>(1.0)), dot(g, select(vec4<f32>(0.0), xh, mu.mask)), 0.0, 0.0);
+                }
+                advance(&c);
+                continue;
+            }
             let o = chunk_offset(c, s.ch, width);
             if (o < P.numel) {
                 if (width == 4u) {
@@ -215,177 +300,4 @@ fn grads_acc(s: Share, width: u32) -> vec4<f32> {
         }
     }
     return acc;
-}
-
-// (N, C) inputs with C % 4 == 0: each thread takes four consecutive
-// channels (one vec4 of a row, `lanes_per_group` such lanes per workgroup) over a
-// contiguous run of rows, so every load is a whole vec4 and the four
-// channels share the Welford count and its division. The four channels'
-// states then go through the workgroup tree one after another.
-fn shift4(q: u32) -> vec4<f32> {
-    return vec4<f32>(shift_of(4u * q), shift_of(4u * q + 1u), shift_of(4u * q + 2u), shift_of(4u * q + 3u));
-}
-
-// Offset of vec4 lane q of row r relative to the chunk (wrapping below it, see
-// chunk_offset).
-fn rows_offset(r: u32, q: u32) -> u32 {
-    return r * P.c + 4u * q - P.lead;
-}
-
-// The thread's rows [x, y) whose lane lies inside the chunk: lanes are
-// whole vec4s and chunks start on vec4 boundaries, so only the first row
-// (lanes before the chunk start) and the last row (lanes past its end) can
-// be cut.
-fn row_range(s: Share) -> vec2<u32> {
-    var lo = s.start;
-    if (lo == 0u && 4u * s.ch < P.lead) {
-        lo = s.step;
-    }
-    var hi = s.end;
-    if (hi == P.n && hi > 0u && rows_offset(hi - 1u, s.ch) >= P.numel) {
-        hi -= 1u;
-    }
-    return vec2<u32>(lo, max(lo, hi));
-}
-
-// Four-channel states of the workgroup's threads: one count (shared by the
-// four channels) and a vec4 per moment (rows_c: each channel's tag).
-var<workgroup> rows_cnt: array<f32, WG>;
-var<workgroup> rows_a: array<vec4<f32>, WG>;
-var<workgroup> rows_b: array<vec4<f32>, WG>;
-var<workgroup> rows_c: array<vec4<f32>, WG>;
-
-// Writes the four partials of vec4 lane s.ch: channel 4 * s.ch + k gets
-// (a[k], b[k], c[k], d[k]).
-fn write_partial4(s: Share, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>) {
-    for (var k = 0u; k < 4u; k += 1u) {
-        let ch = s.ch * 4u + k;
-        if (ch < P.c) {
-            partials[partial_row(s) * P.c + ch] = vec4<f32>(a[k], b[k], c[k], d[k]);
-        }
-    }
-}
-
-// Merges lane state `src` into `dst` in workgroup memory: plain sums, or
-// Chan's formula for four channels at once (they share the count).
-fn fold4_sums(dst: u32, src: u32) {
-    rows_a[dst] += rows_a[src];
-    rows_b[dst] += rows_b[src];
-}
-
-fn fold4_moments(dst: u32, src: u32) {
-    let m = merge_moments4(
-        rows_cnt[dst],
-        Moments4(rows_a[dst], rows_b[dst], rows_c[dst]),
-        rows_cnt[src],
-        Moments4(rows_a[src], rows_b[src], rows_c[src]),
-    );
-    rows_a[dst] = m.mean;
-    rows_b[dst] = m.m2;
-    rows_c[dst] = m.tag;
-    rows_cnt[dst] += rows_cnt[src];
-}
-
-fn fold4(dst: u32, src: u32, moments: bool) {
-    if (moments) {
-        fold4_moments(dst, src);
-    } else {
-        fold4_sums(dst, src);
-    }
-}
-
-// Folds each lane's threads_per_lane states into its thread 0's entry in a fixed order,
-// in two levels with two barriers: threads ti < 16 fold ti + 16, ti + 32,
-// ...; then thread 0 folds threads 1 .. 15.
-fn fold_lanes4(li: u32, s: Share, moments: bool) {
-    workgroupBarrier();
-    let g = min(P.threads_per_lane, 16u);
-    if (s.ti < g) {
-        for (var t = s.ti + g; t < P.threads_per_lane; t += g) {
-            fold4(li, li + (t - s.ti) * P.lanes_per_group, moments);
-        }
-    }
-    workgroupBarrier();
-    if (s.ti == 0u) {
-        for (var t = 1u; t < g; t += 1u) {
-            fold4(li, li + t * P.lanes_per_group, moments);
-        }
-    }
-}
-
-fn live4(s: Share) -> bool {
-    return s.ch * 4u < P.c && s.seg < P.segments;
-}
-
-fn reduce_moments4(li: u32, s: Share, cnt: f32, mean: vec4<f32>, m2: vec4<f32>, tag: vec4<f32>) {
-    if (THREAD_PARTIALS) {
-        if (live4(s)) {
-            write_partial4(s, vec4<f32>(cnt), mean, m2, tag);
-        }
-        return;
-    }
-    rows_cnt[li] = cnt;
-    rows_a[li] = mean;
-    rows_b[li] = m2;
-    rows_c[li] = tag;
-    fold_lanes4(li, s, true);
-    if (s.ti == 0u && live4(s)) {
-        write_partial4(s, vec4<f32>(rows_cnt[li]), rows_a[li], rows_b[li], rows_c[li]);
-    }
-}
-
-fn reduce_sums4(li: u32, s: Share, a: vec4<f32>, b: vec4<f32>) {
-    if (THREAD_PARTIALS) {
-        if (live4(s)) {
-            write_partial4(s, a, b, vec4<f32>(0.0), vec4<f32>(0.0));
-        }
-        return;
-    }
-    rows_a[li] = a;
-    rows_b[li] = b;
-    fold_lanes4(li, s, false);
-    if (s.ti == 0u && live4(s)) {
-        write_partial4(s, rows_a[li], rows_b[li], vec4<f32>(0.0), vec4<f32>(0.0));
-    }
-}
-
-// Four channels' states over share s's rows (rows_moments, moments.wgsl).
-fn rows_state(s: Share) -> RowsState {
-    let shift = shift4(s.ch);
-    let rows = row_range(s);
-    var count = 0u;
-    if (live4(s)) {
-        count = (rows.y - rows.x + s.step - 1u) / s.step;
-    }
-    let first = select(0u, rows_offset(rows.x, s.ch) / 4u, count > 0u);
-    return rows_moments(first, s.step * P.c / 4u, count, shift);
-}
-
-@compute @workgroup_size(WG)
-fn moments_partial_rows(ids: Ids) {
-    // Share.ch is the vec4 lane here; valid while its first channel exists.
-    let s = share_of(ids.li, group_index(ids));
-    let st = rows_state(s);
-    reduce_moments4(ids.li, s, st.cnt, st.mean, st.m2, st.tag);
-}
-
-@compute @workgroup_size(WG)
-fn grads_partial_rows(ids: Ids) {
-    let s = share_of(ids.li, group_index(ids));
-    var sdy = vec4<f32>(0.0);
-    var sdyx = vec4<f32>(0.0);
-    if (live4(s)) {
-        let pc4 = padded_channels() / 4u;
-        let shift = terms[TERM_SHIFT * pc4 + s.ch];
-        let mean = terms[TERM_MEAN * pc4 + s.ch];
-        let invstd = terms[TERM_INVSTD * pc4 + s.ch];
-        let rows = row_range(s);
-        for (var r = rows.x; r < rows.y; r += s.step) {
-            let o = rows_offset(r, s.ch) / 4u;
-            let g = vec4<f32>(dy4[o]);
-            sdy += g;
-            sdyx += g * x_hat4(vec4<f32>(x4[o]), shift, mean, invstd);
-        }
-    }
-    reduce_sums4(ids.li, s, sdy, sdyx);
 }

@@ -16,7 +16,8 @@
 //! - `curves`: time against N at C = 64 and against C at N = 64, written to
 //!   `benches/growth_n.svg` and `benches/growth_c.svg`.
 //!
-//! `BN_COLUMNS=0` or `=1` forces the column kernels off or on (see
+//! `BN_PEAK_GBPS` (the card's peak memory bandwidth) adds each op's share
+//! of it to the floors section. `BN_COLUMNS=0` or `=1` forces the column kernels off or on (see
 //! `Tuning::columns`) to compare strategies. `BN_BENCH_RUNS` sets the runs per median (default 7); `BN_BENCH_SHAPES`
 //! (comma-separated, e.g. `2x2097152,16x262144`) limits the shapes section. The host's CPU
 //! model and the adapter head the output: compare ratios within one run.
@@ -168,6 +169,7 @@ fn floors_section(ctx: &GpuContext) {
     println!("Floors: train = a read-only reduction pass then a copy (3 passes); eval = the copy (2 passes); backward = a read-only pass over two tensors then their sum (5 passes).\n");
     println!("| shape | copy | train (x copy; x floor) | eval (x copy) | backward (x copy; x floor) | train floor (x copy) | backward floor (x copy) |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let mut rate_lines = Vec::new();
     for (shape, format) in [
         (&[262_144usize, 64][..], CF),
         (&[2048, 64, 64], CF),
@@ -195,7 +197,45 @@ fn floors_section(ctx: &GpuContext) {
             t[3] / copy,
             t[4] / copy
         );
+        let bytes = f.bytes() as f64;
+        let rates: Vec<String> = [
+            (Op::Copy, copy),
+            (Op::Train, t[0]),
+            (Op::Eval, t[1]),
+            (Op::Backward, t[2]),
+        ]
+        .iter()
+        .map(|&(op, secs)| {
+            let gbps = op.passes() as f64 * bytes / secs / 1e9;
+            match peak_gbps() {
+                Some(p) => format!(
+                    "{} {gbps:.0} GB/s ({:.0}% of peak)",
+                    op.name(),
+                    100.0 * gbps / p
+                ),
+                None => format!("{} {gbps:.1} GB/s", op.name()),
+            }
+        })
+        .collect();
+        rate_lines.push(format!("- {}: {}", f.name(), rates.join(", ")));
     }
+    println!(
+        "\nBandwidth (minimal passes x tensor bytes / time){}:\n",
+        match peak_gbps() {
+            Some(p) => format!(", against a peak of {p:.0} GB/s (BN_PEAK_GBPS)"),
+            None => String::new(),
+        }
+    );
+    for l in rate_lines {
+        println!("{l}");
+    }
+}
+
+/// The adapter's peak memory bandwidth in GB/s, if given (`BN_PEAK_GBPS`).
+fn peak_gbps() -> Option<f64> {
+    std::env::var("BN_PEAK_GBPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
 }
 
 fn formats_section(ctx: &GpuContext) {
@@ -259,13 +299,31 @@ fn small_section(ctx: &GpuContext) {
     }
 }
 
+/// Least-squares `y = a + b x` over the points with `x >= from`, and the
+/// largest `|y - fit| / y` among them.
+fn line_fit(points: &[(f64, f64)], from: f64) -> (f64, f64, f64) {
+    let p: Vec<(f64, f64)> = points.iter().copied().filter(|(x, _)| *x >= from).collect();
+    let n = p.len() as f64;
+    if p.len() < 2 {
+        return (0.0, 0.0, 0.0);
+    }
+    let (sx, sy) = p.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (mx, my) = (sx / n, sy / n);
+    let sxx: f64 = p.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
+    let sxy: f64 = p.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let b = sxy / sxx;
+    let a = my - b * mx;
+    let worst = p
+        .iter()
+        .map(|(x, y)| ((a + b * x) - y).abs() / y)
+        .fold(0.0, f64::max);
+    (a, b, worst)
+}
+
 fn curves_section(ctx: &GpuContext) {
     let ops = [Op::Copy, Op::Train, Op::Eval, Op::Backward];
     let colors = ["#888888", "#d62728", "#1f77b4", "#2ca02c"];
-    for (axis, sweep, fixed) in [
-        ("N", (10..=20).step_by(2), 64usize),
-        ("C", (4..=16).step_by(2), 64),
-    ] {
+    for (axis, sweep, fixed) in [("N", 10..=20, 64usize), ("C", 4..=16, 64)] {
         println!(
             "\n### Growth: time against {axis} ({} = {fixed})\n",
             if axis == "N" { "C" } else { "N" }
@@ -273,20 +331,35 @@ fn curves_section(ctx: &GpuContext) {
         println!("| {axis} | MiB | copy | train forward | eval forward | backward |");
         println!("| --- | --- | --- | --- | --- | --- |");
         let mut series: Vec<Vec<(f64, f64)>> = vec![Vec::new(); ops.len()];
+        let mut by_bytes: Vec<Vec<(f64, f64)>> = vec![Vec::new(); ops.len()];
         for e in sweep {
             let v = 1usize << e;
             let shape = if axis == "N" { [v, fixed] } else { [fixed, v] };
             let mut f = Fixture::new(ctx, &shape, CF);
             let n = if f.bytes() > 64 << 20 { 3 } else { runs() };
             let t: Vec<Duration> = ops.iter().map(|&op| f.time(op, n)).collect();
-            for (s, d) in series.iter_mut().zip(&t) {
+            let mib = f.bytes() as f64 / (1 << 20) as f64;
+            for ((s, b), d) in series.iter_mut().zip(by_bytes.iter_mut()).zip(&t) {
                 s.push((v as f64, ms(*d)));
+                b.push((mib, ms(*d)));
             }
             let cells: Vec<String> = t.iter().map(|d| format!("{:.3} ms", ms(*d))).collect();
             println!(
                 "| 2^{e} | {:.2} | {} |",
                 f.bytes() as f64 / (1 << 20) as f64,
                 cells.join(" | ")
+            );
+        }
+        println!("\nLeast-squares line t = a + b * MiB over the points of at least 1 MiB, and the largest relative distance of those points from it (straight in bytes: small).\n");
+        println!("| op | a (fixed) | b (per MiB) | x copy's b | largest distance |");
+        println!("| --- | --- | --- | --- | --- |");
+        let fits: Vec<(f64, f64, f64)> = by_bytes.iter().map(|p| line_fit(p, 1.0)).collect();
+        for (op, &(a, b, worst)) in ops.iter().zip(&fits) {
+            println!(
+                "| {} | {a:.3} ms | {b:.3} ms | {:.2} | {:.1}% |",
+                op.name(),
+                b / fits[0].1,
+                worst * 100.0
             );
         }
         let lines: Vec<chart::Series> = ops

@@ -76,7 +76,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                 grad_bias,
                 out: dx.window(0, numel),
             };
-            return rec.columns(step, exec.strategy.lanes(c));
+            return rec.columns(step, exec.column_groups());
         }
         if let BackwardMode::Merged { merged, .. } = mode {
             let step = ChannelStep::GradsApply {
@@ -94,7 +94,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                 grad_weight,
                 grad_bias,
             };
-            rec.columns(step, exec.strategy.lanes(c))?;
+            rec.columns(step, exec.column_groups())?;
         } else {
             for (i, ch) in exec.chunks.iter().enumerate() {
                 let step = Partial::Grads {

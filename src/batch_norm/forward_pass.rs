@@ -68,7 +68,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                     residual: epilogue.0.map(|r| r.window(0, layout.numel())),
                     epilogue: epilogue.1,
                 };
-                return rec.columns(step, exec.strategy.lanes(c));
+                return rec.columns(step, exec.column_groups());
             }
         }
         let column_stats = own_stats && exec.strategy == Strategy::ColumnStats;
@@ -134,7 +134,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                             terms: t,
                             state,
                         };
-                        rec.columns(step, exec.strategy.lanes(c))?;
+                        rec.columns(step, exec.column_groups())?;
                         return Self::record_normalize(&mut rec, &exec, x, y, &terms, epilogue);
                     }
                     None if plan.batch_stats => ChannelStep::MomentsFinalize {
@@ -185,5 +185,5 @@ impl<R: SpatialRank> BatchNorm<R> {
 pub(super) fn from_state(plan: &ForwardPlan, target: Target) -> bool {
     !plan.batch_stats
         && target == Target::Submit
-        && Variant::of(&canonical(&plan.layout)) != Variant::General
+        && !Variant::of(&canonical(&plan.layout)).general_elementwise()
 }

@@ -193,9 +193,9 @@ impl<'a, 'p> Recorder<'a, 'p> {
         self.dispatch(kernel, 0, bound, channel_groups(channels))
     }
 
-    /// A column kernel over `lanes` lanes (one thread each; the tensor is
-    /// one chunk, in slot 1).
-    pub fn columns(&mut self, step: ColumnStep, lanes: usize) -> Result<()> {
+    /// A column kernel in `groups` workgroups (one thread per lane; the
+    /// tensor is one chunk, in slot 1).
+    pub fn columns(&mut self, step: ColumnStep, groups: u32) -> Result<()> {
         use Binding::*;
         let (kernel, bound) = match step {
             ColumnStep::Forward {
@@ -258,7 +258,7 @@ impl<'a, 'p> Recorder<'a, 'p> {
                 ],
             ),
         };
-        self.dispatch(kernel, 1, bound, channel_groups(lanes))
+        self.dispatch(kernel, 1, bound, groups)
     }
 
     /// An elementwise pass over chunk `slot - 1` of `count` elements in

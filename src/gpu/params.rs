@@ -70,8 +70,9 @@ pub(crate) struct Params {
     pub units: u32,
     /// Rows of partial states the finalize steps merge.
     pub partial_rows: u32,
-    /// Pads the block to a multiple of 16 bytes.
-    pub pad: u32,
+    /// Lanes per workgroup of the column kernels (a power of two, at most
+    /// `WG`; the other invocations idle).
+    pub column_lanes: u32,
 }
 
 /// Size of one [`Params`] block.
@@ -139,10 +140,11 @@ impl ExecPlan {
             numel: ch.count as u32,
             lead: ch.lead as u32,
             partial_base: ch.partial_base,
-            units: (ch.layout.per_channel() / self.variant.width()) as u32,
+            units: self.variant.units(&ch.layout) as u32,
             stride: ch.slab.stride as u32,
             partial_rows: self.partial_rows,
             subgroups,
+            column_lanes: self.column_lanes,
             ..base
         })
     }

@@ -89,10 +89,10 @@ impl Kernel {
             Kernel::GradsApply => "grads_apply",
             Kernel::Normalize(Planes, _) => "normalize_planes",
             Kernel::Normalize(Rows, _) => "normalize_rows",
-            Kernel::Normalize(General, _) => "normalize",
+            Kernel::Normalize(Masked | General, _) => "normalize",
             Kernel::GradInput(Planes) => "grad_input_planes",
             Kernel::GradInput(Rows) => "grad_input_rows",
-            Kernel::GradInput(General) => "grad_input",
+            Kernel::GradInput(Masked | General) => "grad_input",
             Kernel::EpilogueGrad(_) => "epilogue_grad",
             Kernel::ForwardColumns(_) => "forward_columns4",
             Kernel::MomentsColumns => "moments_columns",
@@ -101,8 +101,8 @@ impl Kernel {
         }
     }
 
-    /// Pipeline-overridable constants (`THREAD_PARTIALS`, `WIDTH` in
-    /// `reduce.wgsl`).
+    /// Pipeline-overridable constants (`THREAD_PARTIALS`, `WIDTH`,
+    /// `MASKED` in `reduce.wgsl`; `EPILOGUE`).
     fn constants(self, thread_partials: bool) -> Vec<(&'static str, f64)> {
         let width = match self {
             Kernel::MomentsPartial(v) | Kernel::GradsPartial(v) if v != Variant::Rows => {
@@ -116,6 +116,11 @@ impl Kernel {
         }
         if let Some(w) = width {
             c.push(("WIDTH", w));
+            let masked = matches!(
+                self,
+                Kernel::MomentsPartial(Variant::Masked) | Kernel::GradsPartial(Variant::Masked)
+            );
+            c.push(("MASKED", if masked { 1.0 } else { 0.0 }));
         }
         if let Kernel::Normalize(_, bits)
         | Kernel::EpilogueGrad(bits)

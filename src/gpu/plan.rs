@@ -25,6 +25,10 @@ pub(crate) enum Variant {
     /// `(N, C)` with `C % 4 == 0`: each vec4 is four consecutive channels
     /// of one row; a reduction thread takes those four channels.
     Rows,
+    /// `L > 4` otherwise: the reductions read the aligned vec4s each run
+    /// of L values touches, masking the components outside it; the
+    /// elementwise kernels are the general ones.
+    Masked,
     /// Anything else: each value's channel is looked up.
     General,
 }
@@ -36,17 +40,35 @@ impl Variant {
             Variant::Planes
         } else if layout.l == 1 && layout.c.is_multiple_of(4) {
             Variant::Rows
+        } else if layout.l > 4 {
+            Variant::Masked
         } else {
             Variant::General
         }
     }
 
-    /// Consecutive values along L a reduction reads at once.
+    /// Consecutive values along L a reduction reads at once (the
+    /// `WIDTH` of masked units is unused).
     pub fn width(self) -> usize {
         match self {
             Variant::Planes => 4,
-            Variant::Rows | Variant::General => 1,
+            Variant::Rows | Variant::Masked | Variant::General => 1,
         }
+    }
+
+    /// Reduction units per lane over `layout`: values, vec4s along L,
+    /// rows, or the vec4s each run of L touches (`run_vec4s` in
+    /// `reduce.wgsl`).
+    pub fn units(self, layout: &Layout) -> usize {
+        match self {
+            Variant::Masked => layout.n * ((layout.l + 6) / 4),
+            _ => layout.per_channel() / self.width(),
+        }
+    }
+
+    /// Whether the elementwise kernels look up each value's channel.
+    pub fn general_elementwise(self) -> bool {
+        matches!(self, Variant::Masked | Variant::General)
     }
 }
 
@@ -117,7 +139,7 @@ pub(crate) fn plan_reduce(
     let wg = WG as usize;
     let lanes = match variant {
         Variant::Rows => layout.c / 4,
-        Variant::Planes | Variant::General => layout.c,
+        Variant::Planes | Variant::Masked | Variant::General => layout.c,
     };
     let lanes_per_group = if layout.l == 1 {
         lanes.next_power_of_two().min(64)
@@ -126,7 +148,7 @@ pub(crate) fn plan_reduce(
     };
     let threads_per_lane = wg / lanes_per_group;
     let tiles = lanes.div_ceil(lanes_per_group);
-    let units = (layout.per_channel() / variant.width()).max(1);
+    let units = variant.units(layout).max(1);
     let max_segments = units
         .div_ceil(threads_per_lane * MIN_VALUES_PER_THREAD)
         .clamp(1, MAX_SEGMENTS);
@@ -183,6 +205,8 @@ pub(crate) struct ExecPlan {
     pub thread_partials: bool,
     /// How statistics are gathered.
     pub strategy: Strategy,
+    /// Lanes per workgroup of the column kernels.
+    pub column_lanes: u32,
 }
 
 /// The device limits a plan respects.
@@ -302,10 +326,17 @@ pub(crate) fn plan_exec(
         head: row.min(max_elems),
         thread_partials,
         strategy,
+        column_lanes: strategy.column_lanes(layout.c, target),
     })
 }
 
 impl ExecPlan {
+    /// Workgroups of the column kernels' dispatch.
+    pub fn column_groups(&self) -> u32 {
+        self.strategy
+            .column_groups(self.layout.c, self.column_lanes)
+    }
+
     /// Partial states written by all chunks (16 bytes each).
     pub fn partial_count(&self) -> usize {
         self.partial_rows as usize * self.layout.c

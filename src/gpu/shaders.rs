@@ -11,6 +11,8 @@ const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const MOMENTS: &str = include_str!("../../shaders/moments.wgsl");
 /// `shaders/reduce.wgsl`: per-channel partial reductions.
 const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
+/// `shaders/reduce_rows.wgsl`: the four-channel rows reductions.
+const REDUCE_ROWS: &str = include_str!("../../shaders/reduce_rows.wgsl");
 /// `shaders/reduce_tree.wgsl`: reduction entry points, shared-memory tree.
 const REDUCE_TREE: &str = include_str!("../../shaders/reduce_tree.wgsl");
 /// `shaders/reduce_subgroup.wgsl`: reduction entry points, subgroups first.
@@ -78,8 +80,8 @@ impl Family {
     /// The files after the prelude, in order.
     fn body(self) -> &'static [&'static str] {
         match self {
-            Family::ReduceTree => &[MOMENTS, REDUCE, REDUCE_TREE],
-            Family::ReduceSubgroup => &[MOMENTS, REDUCE, REDUCE_SUBGROUP],
+            Family::ReduceTree => &[MOMENTS, REDUCE, REDUCE_ROWS, REDUCE_TREE],
+            Family::ReduceSubgroup => &[MOMENTS, REDUCE, REDUCE_ROWS, REDUCE_SUBGROUP],
             Family::Finalize => &[MOMENTS, FINALIZE],
             Family::Elementwise => &[EPILOGUE, ELEMENTWISE],
             Family::Columns => &[MOMENTS, FINALIZE, COLUMNS],

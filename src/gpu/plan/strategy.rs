@@ -61,6 +61,21 @@ impl Strategy {
         }
     }
 
+    /// Lanes per workgroup of the column kernels over `c` channels: a
+    /// whole workgroup where the lanes fill a quarter of `target`
+    /// workgroups anyway, else fewer (at least 32), so that small inputs
+    /// still spread over several workgroups (a CPU adapter runs each on
+    /// one thread).
+    pub fn column_lanes(self, c: usize, target: usize) -> u32 {
+        let per = self.lanes(c) / (target / 4).max(1);
+        per.next_power_of_two().clamp(32, WG as usize) as u32
+    }
+
+    /// Workgroups of a column kernel's dispatch.
+    pub fn column_groups(self, c: usize, column_lanes: u32) -> u32 {
+        (self.lanes(c) as u32).div_ceil(column_lanes.max(1))
+    }
+
     /// Lanes of the column kernels (threads of their dispatch).
     pub fn lanes(self, c: usize) -> usize {
         match self {

@@ -31,6 +31,11 @@ fn variant_choice() {
     assert_eq!(v(8, 6, 1), Variant::General);
     assert_eq!(v(8, 8, 3), Variant::General);
     assert_eq!(v(8, 1, 1), Variant::General);
+    assert_eq!(v(8, 3, 5), Variant::Masked);
+    assert_eq!(v(8, 3, 21), Variant::Masked);
+    // Masked units: the aligned vec4s a run of L values touches at most.
+    assert_eq!(Variant::Masked.units(&Layout { n: 2, c: 3, l: 21 }), 2 * 6);
+    assert_eq!(Variant::Masked.units(&Layout { n: 1, c: 3, l: 5 }), 2);
     assert_eq!(Variant::Planes.width(), 4);
     assert_eq!(Variant::Rows.width(), 1);
 }
@@ -50,7 +55,7 @@ fn reductions_cover_every_value_once() {
         for target in [1, 16, 512] {
             let variant = Variant::of(&layout);
             let p = plan_reduce(&layout, variant, 1 << 20, target);
-            let units = (layout.per_channel() / variant.width()).max(1) as u32;
+            let units = variant.units(&layout).max(1) as u32;
             assert!(p.segments * p.seg_len >= units, "{layout:?}");
             assert!((p.segments - 1) * p.seg_len < units, "{layout:?}");
             assert_eq!(p.lanes_per_group * p.threads_per_lane, WG);

@@ -53,6 +53,7 @@ fn override_values(name: &str) -> Vec<f64> {
     match name {
         "THREAD_PARTIALS" => vec![0.0, 1.0],
         "WIDTH" => vec![1.0, 4.0],
+        "MASKED" => vec![0.0, 1.0],
         "EPILOGUE" => vec![0.0, 1.0, 2.0, 3.0],
         _ => vec![],
     }
@@ -209,7 +210,7 @@ fn params_block_agrees_with_the_rust_struct() {
         ("stride", offset_of!(Params, stride)),
         ("units", offset_of!(Params, units)),
         ("partial_rows", offset_of!(Params, partial_rows)),
-        ("pad", offset_of!(Params, pad)),
+        ("column_lanes", offset_of!(Params, column_lanes)),
     ];
     let source = module_source(Family::Finalize, DType::F32);
     let (module, _) = parse("finalize", &source, Capabilities::default()).expect("parse");

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# One command for every GPU run, so each is the same: the whole bench
+# (criterion, floors, shapes, formats and fused ops, small batches, growth
+# curves written to benches/growth_*.svg) and the Burn peer, on Vulkan,
+# with the card's name and peak bandwidth, into benches/results/<card>.md.
+#
+#   bash benches/gpu.sh                 # peak bandwidth from the table below
+#   BN_PEAK_GBPS=3350 bash benches/gpu.sh
+#
+# On a machine without the Vulkan loader, put its .deb files (libvulkan1,
+# libegl1, libglvnd0) in .gl/ beside this repository's root: they are
+# unpacked first. NVIDIA's ICD is found through VK_DRIVER_FILES when the
+# driver lives under /usr/local/nvidia.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! ldconfig -p 2>/dev/null | grep -q libvulkan && compgen -G ".gl/*.deb" >/dev/null; then
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+fi
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$icd" ]; then
+    export VK_DRIVER_FILES="$icd"
+fi
+export WGPU_BACKEND=vulkan
+
+card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true)
+card=${card:-unknown GPU}
+# Peak memory bandwidth (GB/s) of cards we may be lent; BN_PEAK_GBPS wins.
+case "$card" in
+    *H200*) peak=4800 ;;
+    *H100*PCIe*) peak=2000 ;;
+    *H100*) peak=3350 ;;
+    *A100*80GB*) peak=2039 ;;
+    *A100*) peak=1555 ;;
+    *L40S*) peak=864 ;;
+    *) peak= ;;
+esac
+export BN_PEAK_GBPS=${BN_PEAK_GBPS:-$peak}
+
+slug=$(echo "$card" | tr -c 'A-Za-z0-9\n' '-' | tr -s '-')
+mkdir -p benches/results
+out="benches/results/${slug%-}.md"
+{
+    echo "# $card (peak ${BN_PEAK_GBPS:-unknown} GB/s), $(date -u +%F), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+    echo
+    echo "Host: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || true
+    echo
+    cargo bench --bench batchnorm 2>&1
+    echo
+    echo "## Against Burn"
+    echo
+    (cd bench-peers && cargo run --release 2>&1)
+} | tee "$out"
+echo "written to $out and benches/growth_n.svg, benches/growth_c.svg"
