@@ -299,18 +299,20 @@ fn small_section(ctx: &GpuContext) {
     }
 }
 
-/// Least-squares `y = a + b x` over the points with `x >= from`, and the
-/// largest `|y - fit| / y` among them.
+/// Least-squares `y = a + b x` over the points with `x >= from`, each
+/// weighted by `1 / y^2` (relative residuals: the points span decades),
+/// and the largest `|y - fit| / y` among them.
 fn line_fit(points: &[(f64, f64)], from: f64) -> (f64, f64, f64) {
     let p: Vec<(f64, f64)> = points.iter().copied().filter(|(x, _)| *x >= from).collect();
-    let n = p.len() as f64;
     if p.len() < 2 {
         return (0.0, 0.0, 0.0);
     }
-    let (sx, sy) = p.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
-    let (mx, my) = (sx / n, sy / n);
-    let sxx: f64 = p.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
-    let sxy: f64 = p.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let w = |y: f64| 1.0 / (y * y);
+    let sw: f64 = p.iter().map(|&(_, y)| w(y)).sum();
+    let mx = p.iter().map(|&(x, y)| w(y) * x).sum::<f64>() / sw;
+    let my = p.iter().map(|&(_, y)| w(y) * y).sum::<f64>() / sw;
+    let sxx: f64 = p.iter().map(|&(x, y)| w(y) * (x - mx) * (x - mx)).sum();
+    let sxy: f64 = p.iter().map(|&(x, y)| w(y) * (x - mx) * (y - my)).sum();
     let b = sxy / sxx;
     let a = my - b * mx;
     let worst = p
@@ -350,7 +352,7 @@ fn curves_section(ctx: &GpuContext) {
                 cells.join(" | ")
             );
         }
-        println!("\nLeast-squares line t = a + b * MiB over the points of at least 1 MiB, and the largest relative distance of those points from it (straight in bytes: small).\n");
+        println!("\nLeast-squares line t = a + b * MiB over the points of at least 1 MiB (relative residuals), and the largest relative distance of those points from it (straight in bytes: small).\n");
         println!("| op | a (fixed) | b (per MiB) | x copy's b | largest distance |");
         println!("| --- | --- | --- | --- | --- |");
         let fits: Vec<(f64, f64, f64)> = by_bytes.iter().map(|p| line_fit(p, 1.0)).collect();

@@ -5,8 +5,13 @@
 use super::{MergeModel, WG};
 use crate::semantics::Layout;
 
-/// The column kernels take `(N, C)` inputs with at most this many rows.
+/// The column kernels take `(N, C)` inputs with at most this many rows
+/// (`Tuning::columns` forced on: on any adapter).
 const COLUMN_MAX_ROWS: usize = 64;
+/// Rows beyond which a GPU's column kernels would be latency-bound (each
+/// thread walks its rows one after another) where the split reductions
+/// run in parallel; CPU adapters take up to `COLUMN_MAX_ROWS`.
+const COLUMN_GPU_ROWS: usize = 16;
 /// Inputs of at most this many values are latency-bound: the column
 /// kernels do them in one dispatch.
 const COLUMN_SMALL: usize = 1 << 16;
@@ -32,11 +37,12 @@ pub(crate) enum Strategy {
 impl Strategy {
     /// The strategy for `layout` (in one chunk, on a device that binds
     /// `storage_buffers` per kernel; otherwise split): columns where there
-    /// are few rows and either enough lanes to fill a quarter of the merge
-    /// model's target workgroups or few values in all (one dispatch
-    /// instead of three), unless forced. There, partial states (16 bytes
-    /// per channel per thread) and the finalize dispatch would cost more
-    /// than the rows themselves.
+    /// are few rows (64 on CPU adapters, which the merge model's per-thread
+    /// partials stand for; 16 on GPUs) and enough lanes to fill a quarter
+    /// of the merge model's target workgroups, or few values in all (one
+    /// dispatch instead of three), unless forced. There, partial states
+    /// (16 bytes per channel per thread) and the finalize dispatch would
+    /// cost more than the rows themselves.
     pub(super) fn of(
         layout: &Layout,
         merge: MergeModel,
@@ -47,11 +53,22 @@ impl Strategy {
             return Strategy::Split;
         }
         let vec4_lanes = layout.c.is_multiple_of(4);
-        let lanes = if vec4_lanes { layout.c / 4 } else { layout.c };
-        let fills = lanes.div_ceil(WG as usize) * 4 >= merge.target_groups;
+        let candidate = if vec4_lanes {
+            Strategy::Columns
+        } else {
+            Strategy::ColumnStats
+        };
+        let lanes = candidate.lanes(layout.c);
+        let per_group = candidate.column_lanes(layout.c, merge.target_groups) as usize;
+        let fills = lanes.div_ceil(per_group) * 4 >= merge.target_groups;
+        let rows = if merge.thread_partials {
+            COLUMN_MAX_ROWS
+        } else {
+            COLUMN_GPU_ROWS
+        };
         let wanted = merge
             .columns
-            .unwrap_or(fills || layout.numel() <= COLUMN_SMALL);
+            .unwrap_or((fills && layout.n <= rows) || layout.numel() <= COLUMN_SMALL);
         if layout.l != 1 || layout.n > COLUMN_MAX_ROWS || !wanted {
             Strategy::Split
         } else if vec4_lanes {

@@ -260,7 +260,11 @@ fn column_kernels_take_few_rows_of_many_or_few_values() {
         few.storage_buffers = 4;
         assert_eq!(strategy(layout(2, 2_097_152, 1), on, few), Strategy::Split);
     }
-    // Mid-sized inputs take columns only where their lanes fill the device.
+    // Mid-sized inputs take columns only where their lanes fill the
+    // device, and on GPUs only for at most 16 rows.
     assert_eq!(strategy(layout(64, 16384, 1), CPU, big), Strategy::Columns);
+    assert_eq!(strategy(layout(64, 2048, 1), CPU, big), Strategy::Columns);
     assert_eq!(strategy(layout(64, 16384, 1), GPU, big), Strategy::Split);
+    assert_eq!(strategy(layout(16, 65536, 1), GPU, big), Strategy::Columns);
+    assert_eq!(strategy(layout(32, 65536, 1), GPU, big), Strategy::Split);
 }
