@@ -104,7 +104,7 @@ fn lane_terms4(q: u32) -> NormTerms4 {
         // The shift: the lane's first row where finite (as shift_of).
         let first = vec4<f32>(x4[q]);
         let shift = select(vec4<f32>(0.0), first, finite4(first));
-        let s = channel_stats4(rows_moments(q, lanes, P.n, shift), shift, f32(P.count), P.eps);
+        let s = channel_stats4(rows_moments(4u * q, P.c, P.n, shift), shift, f32(P.count), P.eps);
         update_running4(q, s.shift, s.mean, s.unbiased);
         return set_terms4(q, s.shift, s.mean, s.invstd);
     }

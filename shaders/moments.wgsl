@@ -245,6 +245,39 @@ fn channel_stats(st: vec4<f32>, n: f32, eps: f32) -> ChannelStats {
     return r;
 }
 
+// Values e .. e + 3 of x: one vec4 where e % 4 == 0, else the two it
+// spans (the rows of (N, C) inputs with C % 4 != 0). Past the tensor's end
+// the second load reads whatever the bound buffer holds there: only lanes
+// past the last channel use it.
+fn load4(e: u32) -> vec4<f32> {
+    let v = e / 4u;
+    let a = vec4<f32>(x4[v]);
+    let p = e % 4u;
+    if (p == 0u) {
+        return a;
+    }
+    return shifted4(a, vec4<f32>(x4[v + 1u]), p);
+}
+
+// The same for dy.
+fn load4_dy(e: u32) -> vec4<f32> {
+    let v = e / 4u;
+    let a = vec4<f32>(dy4[v]);
+    let p = e % 4u;
+    if (p == 0u) {
+        return a;
+    }
+    return shifted4(a, vec4<f32>(dy4[v + 1u]), p);
+}
+
+// Components p .. p + 3 of (a, b), p in 1 .. 3.
+fn shifted4(a: vec4<f32>, b: vec4<f32>, p: u32) -> vec4<f32> {
+    let one = vec4<f32>(a.y, a.z, a.w, b.x);
+    let two = vec4<f32>(a.z, a.w, b.x, b.y);
+    let three = vec4<f32>(a.w, b.x, b.y, b.z);
+    return select(select(one, two, p == 2u), three, p == 3u);
+}
+
 // Welford update with one value (in the state's units).
 fn welford(acc: vec4<f32>, v: f32) -> vec4<f32> {
     let cnt = acc.x + 1.0;
@@ -272,8 +305,9 @@ struct RowsState {
     tag: vec4<f32>,
 }
 
-// Four channels' states over `count` vec4s of x4 (common.wgsl), at `first`
-// and then every `stride` vec4s, relative to `shift`. The fast pass keeps
+// Four channels' states over `count` runs of four consecutive values of x
+// (x4, common.wgsl), starting at element `first` and then every `stride`
+// elements (any alignment: see load4), relative to `shift`. The fast pass keeps
 // the starting units; only where its result is not finite does the careful
 // pass run, which raises exponents before any value could overflow and
 // records NaN/infinite values.
@@ -293,7 +327,7 @@ fn rows_fold(first: u32, stride: u32, count: u32, shift: vec4<f32>, careful: boo
     var shu = shift * u;
     var o = first;
     for (var k = 0u; k < count; k += 1u) {
-        let raw = vec4<f32>(x4[o]);
+        let raw = load4(o);
         var v = raw * u - shu;
         if (careful && !in_range(v)) {
             let st = absorb_outliers4(Moments4(mean, m2, tag), v);

@@ -1,17 +1,19 @@
 // The reductions' rows entry points (after reduce.wgsl, whose Share,
 // partial rows and THREAD_PARTIALS they use).
 //
-// (N, C) inputs with C % 4 == 0: each thread takes four consecutive
-// channels (one vec4 of a row, `lanes_per_group` such lanes per workgroup) over a
-// contiguous run of rows, so every load is a whole vec4 and the four
-// channels share the Welford count and its division. The four channels'
-// states then go through the workgroup tree one after another.
+// (N, C) inputs: each thread takes four consecutive channels (one vec4 of a
+// row where C % 4 == 0, else the two aligned vec4s those four values span:
+// load4; `lanes_per_group` such lanes per workgroup) over a contiguous run
+// of rows, so the four channels share the Welford count and its division.
+// Lanes past the last channel (C % 4 != 0) are computed and not written.
+// The four channels' states then go through the workgroup tree one after
+// another. With C % 4 != 0 the tensor is one chunk (lead = 0).
 fn shift4(q: u32) -> vec4<f32> {
     return vec4<f32>(shift_of(4u * q), shift_of(4u * q + 1u), shift_of(4u * q + 2u), shift_of(4u * q + 3u));
 }
 
-// Offset of vec4 lane q of row r relative to the chunk (wrapping below it, see
-// chunk_offset).
+// Element offset of lane q of row r relative to the chunk (wrapping below
+// it, see chunk_offset).
 fn rows_offset(r: u32, q: u32) -> u32 {
     return r * P.c + 4u * q - P.lead;
 }
@@ -141,8 +143,8 @@ fn rows_state(s: Share) -> RowsState {
     if (live4(s)) {
         count = (rows.y - rows.x + s.step - 1u) / s.step;
     }
-    let first = select(0u, rows_offset(rows.x, s.ch) / 4u, count > 0u);
-    return rows_moments(first, s.step * P.c / 4u, count, shift);
+    let first = select(0u, rows_offset(rows.x, s.ch), count > 0u);
+    return rows_moments(first, s.step * P.c, count, shift);
 }
 
 @compute @workgroup_size(WG)
@@ -165,10 +167,10 @@ fn grads_partial_rows(ids: Ids) {
         let invstd = terms[TERM_INVSTD * pc4 + s.ch];
         let rows = row_range(s);
         for (var r = rows.x; r < rows.y; r += s.step) {
-            let o = rows_offset(r, s.ch) / 4u;
-            let g = vec4<f32>(dy4[o]);
+            let o = rows_offset(r, s.ch);
+            let g = load4_dy(o);
             sdy += g;
-            sdyx += g * x_hat4(vec4<f32>(x4[o]), shift, mean, invstd);
+            sdyx += g * x_hat4(load4(o), shift, mean, invstd);
         }
     }
     reduce_sums4(ids.li, s, sdy, sdyx);

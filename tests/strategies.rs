@@ -2,8 +2,9 @@
 //! (few rows of many channels, or tiny inputs; forced on and off), eval
 //! forwards that normalise straight from the state (their terms written
 //! only when backward or a state change needs them), one-channel layouts
-//! walked as rows of a power of two, and elementwise slabs that lie within
-//! one channel's run for long rows.
+//! walked as rows of a power of two, elementwise slabs that lie within one
+//! channel's run for long rows, and four-channel reductions over rows of
+//! any C.
 
 mod common;
 
@@ -261,5 +262,29 @@ fn cumulative_average_takes_the_first_batch_exactly() {
             let want = reference.forward(&x, &shape).expect("eval");
             check_close(&format!("{shape:?}"), &y, &f64s(&want), 2e-4).expect("eval output");
         }
+    }
+}
+
+/// `(N, C)` with `C % 4 != 0`: four consecutive channels per reduction
+/// thread, read from the two aligned vec4s their values span.
+#[test]
+fn odd_channel_rows_match_the_reference() {
+    let Some(ctx) = context_with(Some(false)) else {
+        return;
+    };
+    let modes = [true, false, true];
+    for (i, shape) in [
+        [1000usize, 3],
+        [300, 15],
+        [129, 7],
+        [70, 5],
+        [65, 1],
+        [100, 6],
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert_matches_reference(&ctx, shape, &modes, 80 + i as u64, 0.0, 1.0);
+        assert_matches_reference(&ctx, shape, &modes, 90 + i as u64, 1e4, 0.1);
     }
 }

@@ -77,9 +77,9 @@ impl Kernel {
     fn entry_point(self) -> &'static str {
         use Variant::*;
         match self {
-            Kernel::MomentsPartial(Rows) => "moments_partial_rows",
+            Kernel::MomentsPartial(Rows | OddRows) => "moments_partial_rows",
             Kernel::MomentsPartial(_) => "moments_partial",
-            Kernel::GradsPartial(Rows) => "grads_partial_rows",
+            Kernel::GradsPartial(Rows | OddRows) => "grads_partial_rows",
             Kernel::GradsPartial(_) => "grads_partial",
             Kernel::MomentsFinalize => "moments_finalize",
             Kernel::EvalPrepare => "eval_prepare",
@@ -89,10 +89,10 @@ impl Kernel {
             Kernel::GradsApply => "grads_apply",
             Kernel::Normalize(Planes, _) => "normalize_planes",
             Kernel::Normalize(Rows, _) => "normalize_rows",
-            Kernel::Normalize(Masked | General, _) => "normalize",
+            Kernel::Normalize(OddRows | Masked | General, _) => "normalize",
             Kernel::GradInput(Planes) => "grad_input_planes",
             Kernel::GradInput(Rows) => "grad_input_rows",
-            Kernel::GradInput(Masked | General) => "grad_input",
+            Kernel::GradInput(OddRows | Masked | General) => "grad_input",
             Kernel::EpilogueGrad(_) => "epilogue_grad",
             Kernel::ForwardColumns(_) => "forward_columns4",
             Kernel::MomentsColumns => "moments_columns",
@@ -105,7 +105,7 @@ impl Kernel {
     /// `MASKED` in `reduce.wgsl`; `EPILOGUE`).
     fn constants(self, thread_partials: bool) -> Vec<(&'static str, f64)> {
         let width = match self {
-            Kernel::MomentsPartial(v) | Kernel::GradsPartial(v) if v != Variant::Rows => {
+            Kernel::MomentsPartial(v) | Kernel::GradsPartial(v) if !v.four_channel_lanes() => {
                 Some(v.width() as f64)
             }
             _ => None,

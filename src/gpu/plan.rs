@@ -25,6 +25,10 @@ pub(crate) enum Variant {
     /// `(N, C)` with `C % 4 == 0`: each vec4 is four consecutive channels
     /// of one row; a reduction thread takes those four channels.
     Rows,
+    /// `(N, C)` with other C, in one chunk: the reductions take four
+    /// consecutive channels per thread as `Rows` (the two aligned vec4s
+    /// their values span); the elementwise kernels are the general ones.
+    OddRows,
     /// `L > 4` otherwise: the reductions read the aligned vec4s each run
     /// of L values touches, masking the components outside it; the
     /// elementwise kernels are the general ones.
@@ -40,6 +44,8 @@ impl Variant {
             Variant::Planes
         } else if layout.l == 1 && layout.c.is_multiple_of(4) {
             Variant::Rows
+        } else if layout.l == 1 {
+            Variant::OddRows
         } else if layout.l > 4 {
             Variant::Masked
         } else {
@@ -52,7 +58,7 @@ impl Variant {
     pub fn width(self) -> usize {
         match self {
             Variant::Planes => 4,
-            Variant::Rows | Variant::Masked | Variant::General => 1,
+            Variant::Rows | Variant::OddRows | Variant::Masked | Variant::General => 1,
         }
     }
 
@@ -68,7 +74,12 @@ impl Variant {
 
     /// Whether the elementwise kernels look up each value's channel.
     pub fn general_elementwise(self) -> bool {
-        matches!(self, Variant::Masked | Variant::General)
+        matches!(self, Variant::OddRows | Variant::Masked | Variant::General)
+    }
+
+    /// Whether a reduction thread takes four consecutive channels.
+    pub fn four_channel_lanes(self) -> bool {
+        matches!(self, Variant::Rows | Variant::OddRows)
     }
 }
 
@@ -138,7 +149,7 @@ pub(crate) fn plan_reduce(
 ) -> ReducePlan {
     let wg = WG as usize;
     let lanes = match variant {
-        Variant::Rows => layout.c / 4,
+        Variant::Rows | Variant::OddRows => layout.c.div_ceil(4),
         Variant::Planes | Variant::Masked | Variant::General => layout.c,
     };
     let lanes_per_group = if layout.l == 1 {
@@ -248,13 +259,6 @@ pub(crate) fn plan_exec(
     let variant = Variant::of(layout);
     let max_groups = limits.max_groups();
     let target = merge.target_groups;
-    let tiles = plan_reduce(layout, variant, max_groups, target).tiles as usize;
-    if tiles > max_groups {
-        return Err(format!(
-            "{} channels need {tiles} workgroups; the device dispatches at most {max_groups}",
-            layout.c
-        ));
-    }
     let numel = layout.numel();
     let row = layout.row();
     let align_elems = limits.align.max(16) as usize / elem_size;
@@ -267,6 +271,19 @@ pub(crate) fn plan_exec(
         return Err(format!(
             "storage bindings of {} bytes are too small",
             limits.max_binding
+        ));
+    }
+    // Four-channel lanes of odd C would be cut mid-lane by a chunk start.
+    let variant = if variant == Variant::OddRows && numel > max_elems {
+        Variant::General
+    } else {
+        variant
+    };
+    let tiles = plan_reduce(layout, variant, max_groups, target).tiles as usize;
+    if tiles > max_groups {
+        return Err(format!(
+            "{} channels need {tiles} workgroups; the device dispatches at most {max_groups}",
+            layout.c
         ));
     }
     let mut chunks = Vec::new();
