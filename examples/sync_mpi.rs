@@ -66,8 +66,13 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y).abs())
+        .map(|d| if d.is_nan() { f32::INFINITY } else { d })
         .fold(0.0, f32::max)
 }
+
+/// The largest difference from one process that passes (the example
+/// exits with 1 above it; CI runs it on 2 ranks).
+const TOLERANCE: f32 = 1e-4;
 
 fn run() -> wgpu_batchnorm::Result<()> {
     let timing = std::env::args().any(|a| a == "--timing");
@@ -160,6 +165,11 @@ fn run() -> wgpu_batchnorm::Result<()> {
         worst = worst.max(max_diff(&a, &b));
     }
     println!("rank {rank}: max |diff| vs one process: {worst:e}");
+    if worst.is_nan() || worst > TOLERANCE {
+        return Err(wgpu_batchnorm::Error::Collective(format!(
+            "rank {rank} differs from one process by {worst:e} (> {TOLERANCE:e})"
+        )));
+    }
     if timing {
         let comm = sync.collective().spent.get();
         println!(

@@ -19,6 +19,18 @@
 // variance is never formed as E[x^2] - E[x]^2.
 
 const RESCALE_LIMIT: f32 = 4294967296.0;
+// The largest M2 a fast-pass state (kept in its starting units) may have
+// and still be merged: its values then lie within 2^40 of its mean, so the
+// merges of up to 2^32 values stay below 2^114.
+const FAST_M2_LIMIT: f32 = 1208925819614629174706176.0;
+
+// Whether a fast-pass state (mean, M2) may be kept: finite and within the
+// bounds the merges rely on; otherwise the careful pass runs.
+fn fast_state_ok(mean: vec4<f32>, m2: vec4<f32>) -> bool {
+    return all(finite4(mean) & finite4(m2))
+        && all(abs(mean) <= vec4<f32>(RESCALE_LIMIT))
+        && all(m2 <= vec4<f32>(FAST_M2_LIMIT));
+}
 // The largest exponent: 2^-126 is the smallest normal f32.
 const MAX_EXPONENT: f32 = 126.0;
 
@@ -313,7 +325,7 @@ struct RowsState {
 // records NaN/infinite values.
 fn rows_moments(first: u32, stride: u32, count: u32, shift: vec4<f32>) -> RowsState {
     let fast = rows_fold(first, stride, count, shift, false);
-    if (all(finite4(fast.mean) & finite4(fast.m2))) {
+    if (fast_state_ok(fast.mean, fast.m2)) {
         return fast;
     }
     return rows_fold(first, stride, count, shift, true);

@@ -201,12 +201,13 @@ fn welford_masked(acc: vec4<f32>, v: vec4<f32>, mask: vec4<bool>) -> vec4<f32> {
 // This thread's moment state over its values of share s, `width` values at
 // a time, each x entering as x * u - shift * u in the state's unit u.
 // The fast pass keeps the starting unit; only where its result is not
-// finite (an overflow, or NaN/infinite inputs) does the careful pass run,
+// finite (an overflow, or NaN/infinite inputs) or too large to merge safely
+// (fast_state_ok) does the careful pass run,
 // which raises the exponent before any value could overflow and records
 // NaN/infinite values.
 fn moments_acc(s: Share, width: u32) -> vec4<f32> {
     let fast = moments_pass(s, width, false);
-    if (is_finite(fast.y) && is_finite(fast.z)) {
+    if (fast_state_ok(vec4<f32>(fast.y), vec4<f32>(fast.z))) {
         return fast;
     }
     return moments_pass(s, width, true);

@@ -126,6 +126,14 @@ pub(crate) fn plan_forward(
     })
 }
 
+/// `num_batches_tracked` after a step that counts (`counts`) or not; a
+/// count past `u64::MAX` is an error, not a wrap to zero.
+pub(crate) fn next_batch_count(batches_tracked: u64, counts: bool) -> Result<u64> {
+    batches_tracked
+        .checked_add(u64::from(counts))
+        .ok_or_else(|| Error::TooLarge("num_batches_tracked would pass u64::MAX".into()))
+}
+
 /// The running-statistics factor for a step, given `num_batches_tracked`
 /// after the increment: `momentum`, or `1 / num_batches_tracked` when
 /// `momentum` is `None`.

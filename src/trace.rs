@@ -41,4 +41,21 @@ macro_rules! event {
     }};
 }
 
-pub(crate) use {event, span};
+/// Runs a future inside an `INFO` span named by a string literal (a span
+/// guard must not be held across `.await`).
+#[cfg(feature = "tracing")]
+macro_rules! instrument {
+    ($name:literal, $fut:expr) => {
+        tracing::Instrument::instrument($fut, tracing::info_span!($name))
+    };
+}
+
+/// Without the `tracing` feature: the future itself.
+#[cfg(not(feature = "tracing"))]
+macro_rules! instrument {
+    ($name:literal, $fut:expr) => {
+        $fut
+    };
+}
+
+pub(crate) use {event, instrument, span};

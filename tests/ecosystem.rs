@@ -154,6 +154,53 @@ mod checkpoints {
         .expect("load");
         assert_eq!(some.keys().collect::<Vec<_>>(), ["plain."]);
     }
+
+    /// A layer with a weight but no bias is an error naming the missing
+    /// key, not a non-affine layer that silently drops the weight; a count
+    /// beyond int64 is an error on save, not a negative number in the file.
+    #[test]
+    fn safetensors_half_affine_layers_and_huge_counts_are_errors() {
+        let Some(ctx) = common::context() else { return };
+        let le = |v: &[f32]| -> Vec<u8> { bytemuck::cast_slice(v).to_vec() };
+        let (w, m, var) = (le(&[2.0; 3]), le(&[0.5; 3]), le(&[1.5; 3]));
+        let nbt = 4i64.to_le_bytes();
+        fn view(
+            bytes: &[u8],
+            dtype: Dtype,
+            shape: Vec<usize>,
+        ) -> safetensors::tensor::TensorView<'_> {
+            safetensors::tensor::TensorView::new(dtype, shape, bytes).expect("view")
+        }
+        let entries = vec![
+            ("bn.weight", view(&w, Dtype::F32, vec![3])),
+            ("bn.running_mean", view(&m, Dtype::F32, vec![3])),
+            ("bn.running_var", view(&var, Dtype::F32, vec![3])),
+            ("bn.num_batches_tracked", view(&nbt, Dtype::I64, vec![])),
+        ];
+        let bytes = safetensors::serialize(entries, None).expect("serialize");
+        let path = std::env::temp_dir().join(format!("bn-half-affine-{}.st", std::process::id()));
+        std::fs::write(&path, &bytes).expect("write");
+        let got = load_batch_norms(&ctx, &path, |_| Some((Rank::D1, BatchNormConfig::new(0))));
+        std::fs::remove_file(&path).ok();
+        match got {
+            Err(Error::Checkpoint(msg)) => assert!(msg.contains("bn.bias"), "{msg}"),
+            other => panic!(
+                "expected a missing-bias error, got {:?}",
+                other.map(|m| m.len())
+            ),
+        }
+
+        let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(3)).expect("bn");
+        bn.set_num_batches_tracked(u64::MAX);
+        let sd = bn.state_dict().expect("state");
+        assert!(matches!(
+            sd.to_safetensors("bn."),
+            Err(Error::Checkpoint(_))
+        ));
+        bn.set_num_batches_tracked(7);
+        let sd = bn.state_dict().expect("state");
+        sd.to_safetensors("bn.").expect("a count that fits saves");
+    }
 }
 
 #[test]
@@ -207,6 +254,44 @@ fn f16_uploads_refills_and_read_backs_mirror_f32() {
         Err(Error::DTypeMismatch { .. })
     ));
     assert!(matches!(f.to_vec_f16(), Err(Error::DTypeMismatch { .. })));
+}
+
+/// Refilling an f16 tensor that wraps part of an application's buffer never
+/// touches the bytes after it: an odd count (the last 4-byte word would
+/// spill into the app's next value) is an `Err`, an even count writes
+/// exactly its values.
+#[cfg(feature = "f16")]
+#[test]
+fn f16_refills_of_app_buffers_stay_inside_the_tensor() {
+    use wgpu_batchnorm::{wgpu, DType};
+    let Some(ctx) = common::context() else { return };
+    let app = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("test/app-f16"),
+        size: 16,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST
+            | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let all = Tensor::from_buffer_of(&ctx, app.clone(), 0, &[8], DType::F16).expect("all");
+    let ones = vec![half::f16::ONE; 8];
+    all.write_from_f16(&ones).expect("fill");
+    let twos = vec![half::f16::from_f32(2.0); 4];
+    let odd = Tensor::from_buffer_of(&ctx, app.clone(), 0, &[3], DType::F16).expect("odd");
+    assert!(matches!(
+        odd.write_from_f16(&twos[..3]),
+        Err(Error::Misaligned { .. })
+    ));
+    assert_eq!(all.to_vec_f16().expect("read"), ones, "nothing written");
+    let even = Tensor::from_buffer_of(&ctx, app, 0, &[4], DType::F16).expect("even");
+    even.write_from_f16(&twos).expect("even refill");
+    let got: Vec<f32> = all.to_vec().expect("read");
+    assert_eq!(got, [2.0, 2.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0]);
+    // Tensors the library allocates own their padding: odd counts refill.
+    let own = Tensor::from_f16(&ctx, &ones[..3], &[3]).expect("own");
+    own.write_from_f16(&twos[..3])
+        .expect("odd refill of our own tensor");
+    assert_eq!(own.to_vec().expect("read"), [2.0; 3]);
 }
 
 /// Without an adapter the error names the backends tried and what to

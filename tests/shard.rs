@@ -7,7 +7,7 @@
 mod common;
 
 use wgpu_batchnorm::{
-    BatchNorm1d, BatchNormConfig, Error, GpuContext, ShardGradSums, ShardMoments, Tensor,
+    wgpu, BatchNorm1d, BatchNormConfig, Error, GpuContext, ShardGradSums, ShardMoments, Tensor,
 };
 
 /// Rows `[a, b)` of a row-major tensor of `shape`.
@@ -329,4 +329,62 @@ fn shard_errors() {
         bn.forward_with_moments(&x, &m).is_err(),
         "eval uses running statistics"
     );
+}
+
+/// #12 (review): an input in an application buffer that ends right after
+/// it (15 values in 60 bytes: the kernels read whole vec4s through a
+/// padded copy) gives the sharded forward and backward the same results as
+/// an ordinary tensor; backward reads the copy the forward made, not the
+/// raw buffer's last partial vec4.
+#[test]
+fn shard_path_pads_an_unpadded_app_buffer() {
+    let Some(ctx) = common::context() else { return };
+    let x: Vec<f32> = (0..15).map(|i| (i * i % 7) as f32 - 2.5).collect();
+    let dy: Vec<f32> = (0..15)
+        .map(|i| ((i * 5) % 11) as f32 * 0.25 - 1.0)
+        .collect();
+    let app = |data: &[f32]| {
+        let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("test/unpadded"),
+            size: 60,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        ctx.queue()
+            .write_buffer(&buffer, 0, bytemuck::cast_slice(data));
+        Tensor::from_buffer(&ctx, buffer, 0, &[3, 5]).expect("wrap")
+    };
+    let (ax, ady) = (app(&x), app(&dy));
+    let (px, pdy) = (
+        Tensor::from_slice(&ctx, &x, &[3, 5]).expect("x"),
+        Tensor::from_slice(&ctx, &dy, &[3, 5]).expect("dy"),
+    );
+    let mut plain = BatchNorm1d::new(&ctx, BatchNormConfig::new(5)).expect("bn");
+    let want_y = plain.forward(&px).expect("forward").to_vec().expect("y");
+    let want = plain.backward(&pdy).expect("backward");
+    let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(5)).expect("bn");
+    let m = bn.shard_moments(&ax).expect("moments");
+    let y = bn
+        .forward_with_moments(&ax, &m)
+        .expect("forward")
+        .to_vec()
+        .expect("y");
+    let sums = bn.shard_grad_sums(&ady).expect("sums");
+    let got = bn.backward_with_sums(&ady, &sums).expect("backward");
+    common::check_close("output", &y, &common::f64s(&want_y), 1e-6).expect("y");
+    for (name, a, b) in [
+        ("grad_input", Some(&got.grad_input), Some(&want.grad_input)),
+        (
+            "grad_weight",
+            got.grad_weight.as_ref(),
+            want.grad_weight.as_ref(),
+        ),
+        ("grad_bias", got.grad_bias.as_ref(), want.grad_bias.as_ref()),
+    ] {
+        let (a, b) = (a.expect(name), b.expect(name));
+        let want = common::f64s(&b.to_vec().expect("want"));
+        common::check_close(name, &a.to_vec().expect("got"), &want, 1e-5).expect(name);
+    }
 }

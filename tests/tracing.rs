@@ -22,7 +22,7 @@ impl Subscriber for Names {
     }
     fn new_span(&self, span: &Attributes<'_>) -> Id {
         let mut v = self.0.lock().expect("lock");
-        v.push(span.metadata().name().to_string());
+        v.push(format!("span {}", span.metadata().name()));
         Id::from_u64(v.len() as u64)
     }
     fn record(&self, _: &Id, _: &Record<'_>) {}
@@ -38,7 +38,7 @@ impl Subscriber for Names {
             }
         }
         e.record(&mut Msg(&mut name));
-        self.0.lock().expect("lock").push(name);
+        self.0.lock().expect("lock").push(format!("event {name}"));
     }
     fn enter(&self, _: &Id) {}
     fn exit(&self, _: &Id) {}
@@ -55,13 +55,24 @@ fn tracing_spans_cover_context_compilation_and_ops() {
         let x = Tensor::from_slice(&ctx, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]).expect("x");
         bn.forward(&x).expect("forward");
         bn.backward(&x).expect("backward");
+        let mut enc = ctx
+            .device()
+            .create_command_encoder(&wgpu_batchnorm::wgpu::CommandEncoderDescriptor::default());
+        bn.encode_backward(&mut enc, &x).expect("encode backward");
+        ctx.queue().submit([enc.finish()]);
+        x.to_vec().expect("read");
+        bn.eval();
+        bn.fold_into_linear(&[1.0; 3], None, 1).expect("fold");
     });
     let seen = seen.lock().expect("lock").clone();
     for want in [
-        "GpuContext created",
-        "compile pipeline",
-        "BatchNorm::forward",
-        "BatchNorm::backward",
+        "span GpuContext::new",
+        "span compile pipeline",
+        "span BatchNorm::forward",
+        "span BatchNorm::backward",
+        "span BatchNorm::encode_backward",
+        "span Tensor::to_vec",
+        "span BatchNorm::fold",
     ] {
         assert!(seen.iter().any(|s| s == want), "{want} not in {seen:?}");
     }

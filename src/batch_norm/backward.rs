@@ -105,6 +105,7 @@ impl<R: SpatialRank> BatchNorm<R> {
         grad_output: &Tensor,
         grads: &mut Gradients,
     ) -> Result<()> {
+        let _span = crate::trace::span!("BatchNorm::encode_backward", numel = grad_output.numel());
         let ctx = self.ctx.clone();
         let written = ctx.scoped(|| {
             let mode = BackwardMode::Full {
@@ -122,9 +123,15 @@ impl<R: SpatialRank> BatchNorm<R> {
             )
         })?;
         written.iter().for_each(Tensor::bump_version);
+        if let Some(data) = self.saved.as_mut().and_then(|s| s.data.as_mut()) {
+            data.encoded = true;
+        }
         Ok(())
     }
+}
 
+// Validation and recording, shared by the backward entry points.
+impl<R: SpatialRank> BatchNorm<R> {
     /// Channels of the parameter gradients: the input's, or
     /// `num_features` for an empty input of an affine module (PyTorch's
     /// zero gradients have the parameters' shape).

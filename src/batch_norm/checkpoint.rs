@@ -89,7 +89,18 @@ impl StateDict {
                 })
             })
             .collect();
-        let nbt = self.num_batches_tracked.map(|n| (n as i64).to_le_bytes());
+        let nbt = match self.num_batches_tracked {
+            Some(n) => Some(
+                i64::try_from(n)
+                    .map_err(|_| {
+                        Error::Checkpoint(format!(
+                            "num_batches_tracked {n} does not fit the file's int64"
+                        ))
+                    })?
+                    .to_le_bytes(),
+            ),
+            None => None,
+        };
         let mut views: Vec<(String, TensorView<'_>)> = Vec::new();
         for (key, dtype, len, bytes) in &encoded {
             views.push((
@@ -197,6 +208,7 @@ impl<R: SpatialRank> BatchNorm<R> {
         prefix: &str,
         dtype: FloatDtype,
     ) -> Result<()> {
+        let _span = crate::trace::span!("BatchNorm::save_safetensors");
         let mut sd = self.state_dict()?;
         sd.dtype = dtype;
         let bytes = sd.to_safetensors(prefix)?;
@@ -208,6 +220,7 @@ impl<R: SpatialRank> BatchNorm<R> {
     /// keys, such as other layers', are ignored). Missing keys, wrong
     /// shapes and unsupported dtypes are errors, and then nothing changes.
     pub fn load_safetensors(&mut self, path: impl AsRef<Path>, prefix: &str) -> Result<()> {
+        let _span = crate::trace::span!("BatchNorm::load_safetensors");
         let bytes = read_file(path.as_ref())?;
         let (affine, track) = (self.cfg.affine, self.cfg.track_running_stats);
         let sd = StateDict::from_safetensors(&bytes, prefix, affine, track)?;
@@ -298,6 +311,7 @@ pub fn load_batch_norms(
     path: impl AsRef<Path>,
     spec: impl Fn(&str) -> Option<(Rank, BatchNormConfig)>,
 ) -> Result<BTreeMap<String, AnyBatchNorm>> {
+    let _span = crate::trace::span!("load_batch_norms");
     let bytes = read_file(path.as_ref())?;
     let st = SafeTensors::deserialize(&bytes).map_err(err)?;
     let mut out = BTreeMap::new();
@@ -305,8 +319,10 @@ pub fn load_batch_norms(
         let Some((rank, cfg)) = spec(&prefix) else {
             continue;
         };
+        // Either parameter makes the layer affine; reading it strictly
+        // then reports the other if it is missing (never a dropped weight).
         let affine = st.tensor(&format!("{prefix}weight")).is_ok()
-            && st.tensor(&format!("{prefix}bias")).is_ok();
+            || st.tensor(&format!("{prefix}bias")).is_ok();
         let sd = StateDict::read(&st, &prefix, affine, true)?;
         let c = sd.running_mean.as_ref().map_or(0, Vec::len);
         let cfg = BatchNormConfig {

@@ -85,6 +85,7 @@ impl<R: SpatialRank> BatchNorm<R> {
         per_row: usize,
         bias: Option<&[f32]>,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let _span = crate::trace::span!("BatchNorm::fold", weights = weight.len());
         let c = self.cfg.num_features;
         if per_row == 0 || Some(weight.len()) != c.checked_mul(per_row) {
             return Err(Error::LengthMismatch {

@@ -2,40 +2,14 @@
 //! (`forward_pass.rs`), whose normalize step applies the fused epilogue,
 //! if any; the state changes commit only once the work was accepted.
 
-use std::sync::Arc;
-
 use super::epilogue::{Epilogue, SavedEpilogue, EPILOGUE_RELU};
-use super::forward_pass::from_state;
+use super::forward_pass::{from_state, Output};
 use super::workspace::Target;
 use super::{BatchNorm, Saved, SavedData, SpatialRank};
 use crate::error::{Error, Result};
-use crate::gpu::buffer::OwnedBuffer;
 use crate::gpu::params::{FLAG_AFFINE, FLAG_BATCH_STATS, FLAG_UPDATE_RUNNING};
 use crate::gpu::tensor::Tensor;
 use crate::semantics;
-
-/// What a forward records.
-pub(super) enum Output<'a> {
-    /// Normalize into `y` with batch or running statistics, or with
-    /// `merged` statistics from all devices; the per-channel terms go to
-    /// `terms`.
-    Normalized {
-        y: &'a Tensor,
-        merged: Option<&'a wgpu::Buffer>,
-        terms: &'a Arc<OwnedBuffer>,
-        /// The residual (padded) and the `EPILOGUE` bits.
-        epilogue: (Option<&'a Tensor>, u32),
-    },
-    /// Only the running-statistics update from `merged` statistics (a
-    /// shard with no values of its own); terms go to `terms`.
-    RunningUpdate {
-        merged: &'a wgpu::Buffer,
-        terms: &'a Arc<OwnedBuffer>,
-    },
-    /// Export this shard's `(shift, (mean - shift) * scale, M2 * scale²,
-    /// scale)` per channel.
-    Moments(&'a wgpu::Buffer),
-}
 
 /// State changes of a forward, applied only once the GPU work was accepted.
 pub(super) struct Commit {
@@ -106,11 +80,20 @@ impl<R: SpatialRank> BatchNorm<R> {
     ///
     /// Everything the recorded work needs is validated first (an `Err`
     /// records nothing and changes nothing), and the work carries its own
-    /// copy of its parameters, so calls made before the encoder is
-    /// submitted do not change what it computes. The module's state
-    /// (`num_batches_tracked`, what `backward` differentiates) advances at
-    /// once; the running statistics change when the work runs, in
-    /// submission order. Submit the encoder before reading results.
+    /// copy of its uniforms (shape, `eps`, momentum factor, flags), so
+    /// later forwards and backwards made before the encoder is submitted
+    /// do not change what it computes, and its per-channel terms are never
+    /// recycled for another forward. It reads the module's weight, bias
+    /// and running statistics, and the input, **when it runs**: setters,
+    /// `load_state_dict`, `reset_*` and tensor refills made before you
+    /// submit are queued writes that land first, so make them after
+    /// submitting. The module's state (`num_batches_tracked`, what
+    /// `backward` differentiates) advances at once; the running statistics
+    /// change when the work runs, in submission order. Submit the encoder
+    /// before reading results. Should recording fail half-way for a reason
+    /// validation cannot foresee (a pipeline the driver fails to compile,
+    /// a lost device), part of the work may be in `encoder`: drop it
+    /// rather than submit it.
     pub fn encode_forward(
         &mut self,
         encoder: &mut wgpu::CommandEncoder,
@@ -215,7 +198,7 @@ impl<R: SpatialRank> BatchNorm<R> {
         self.ctx.pipelines().supports(x.dtype())?;
         let input = self.saved_input(encoder, x)?;
         let residual = epilogue.residual.map(|r| r.padded(encoder)).transpose()?;
-        let nbt = self.num_batches_tracked + u64::from(plan.track_step);
+        let nbt = semantics::next_batch_count(self.num_batches_tracked, plan.track_step)?;
         let data = if plan.empty {
             None
         } else {
@@ -231,6 +214,7 @@ impl<R: SpatialRank> BatchNorm<R> {
             Some(SavedData {
                 terms,
                 pending: from_state(&plan, target),
+                encoded: matches!(target, Target::Encoder),
             })
         };
         Ok(Commit {

@@ -4,16 +4,40 @@
 //! normalize*` (eval recorded into an application's encoder), or
 //! `moments_apply -> normalize*` (statistics merged across devices).
 
-use super::forward::Output;
+use std::sync::Arc;
+
 use super::workspace::{Op, Prepared, Target};
 use super::{BatchNorm, SpatialRank};
 use crate::error::Result;
-use crate::gpu::buffer::BufferSlice;
+use crate::gpu::buffer::{BufferSlice, OwnedBuffer};
 use crate::gpu::launch::{ChannelStep, ColumnStep, Elementwise, Partial, Recorder};
 use crate::gpu::params::FLAG_FROM_STATE;
 use crate::gpu::plan::{canonical, ExecPlan, Strategy, Variant};
 use crate::gpu::tensor::Tensor;
 use crate::semantics::ForwardPlan;
+
+/// What a forward records.
+pub(super) enum Output<'a> {
+    /// Normalize into `y` with batch or running statistics, or with
+    /// `merged` statistics from all devices; the per-channel terms go to
+    /// `terms`.
+    Normalized {
+        y: &'a Tensor,
+        merged: Option<&'a wgpu::Buffer>,
+        terms: &'a Arc<OwnedBuffer>,
+        /// The residual (padded) and the `EPILOGUE` bits.
+        epilogue: (Option<&'a Tensor>, u32),
+    },
+    /// Only the running-statistics update from `merged` statistics (a
+    /// shard with no values of its own); terms go to `terms`.
+    RunningUpdate {
+        merged: &'a wgpu::Buffer,
+        terms: &'a Arc<OwnedBuffer>,
+    },
+    /// Export this shard's `(shift, (mean - shift) * scale, M2 * scale²,
+    /// scale)` per channel.
+    Moments(&'a wgpu::Buffer),
+}
 
 impl<R: SpatialRank> BatchNorm<R> {
     /// Records the forward's compute pass for `x` (already padded).

@@ -107,6 +107,10 @@ pub(crate) struct SavedData {
     /// from the state, and [`BatchNorm::settle_terms`] writes them (from
     /// that same state) before anything reads them or changes the state.
     pending: bool,
+    /// Work recorded into an application's encoder (`encode_forward`,
+    /// `encode_backward`) writes the terms, and may run after later
+    /// calls: the buffer is then never recycled for another forward.
+    encoded: bool,
 }
 
 /// Which quarter of the state buffer.
@@ -231,7 +235,10 @@ impl<R: SpatialRank> BatchNorm<R> {
         self.num_batches_tracked = 0;
         Ok(())
     }
+}
 
+// Parameters and statistics: setters, getters and the checks calls share.
+impl<R: SpatialRank> BatchNorm<R> {
     /// Writes whole parameter vectors in one scope (all or nothing).
     fn write_params(&mut self, values: &[(Param, &[f32])]) -> Result<()> {
         self.settle_terms()?;
@@ -388,8 +395,10 @@ impl<R: SpatialRank> BatchNorm<R> {
     /// Makes `saved` the record of the last successful forward; the
     /// previous forward's terms become the workspace's spare.
     fn commit_saved(&mut self, saved: Saved) {
-        if let Some(SavedData { terms, .. }) = self.saved.replace(saved).and_then(|old| old.data) {
-            self.ws.give_back_terms(terms);
+        if let Some(data) = self.saved.replace(saved).and_then(|old| old.data) {
+            if !data.encoded {
+                self.ws.give_back_terms(data.terms);
+            }
         }
     }
 }

@@ -30,7 +30,8 @@
 //! [`Error::InvalidShard`] that changes nothing.
 
 use super::backward::{BackwardMode, Gradients};
-use super::forward::{Commit, Output};
+use super::forward::Commit;
+use super::forward_pass::Output;
 use super::shard_stats::invalid;
 pub use super::shard_stats::{ShardGradSums, ShardMoments};
 use super::workspace::Target;
@@ -162,7 +163,7 @@ impl<R: SpatialRank> BatchNorm<R> {
             ));
         }
         let y = Tensor::zeros_like(x)?;
-        let nbt = self.num_batches_tracked + u64::from(plan.track_step);
+        let nbt = semantics::next_batch_count(self.num_batches_tracked, plan.track_step)?;
         let factor = semantics::momentum_factor(&self.cfg, nbt) as f32;
         let run = !plan.empty || (plan.track_step && global.count > 0);
         let ctx = self.ctx.clone();
@@ -171,6 +172,9 @@ impl<R: SpatialRank> BatchNorm<R> {
         } else {
             None
         };
+        // What backward reads: the padded copy where the kernels need one,
+        // or the module's own copy with `keep_input_copy`, as `forward`.
+        let mut input = x.clone();
         if let Some(terms) = &terms {
             let n = global.count as f64;
             // [mean high part | low part | invstd | unbiased var], from f64.
@@ -186,8 +190,8 @@ impl<R: SpatialRank> BatchNorm<R> {
                 *v = (m2 / (n - 1.0)) as f32;
             }
             let buffer = self.upload_merged("batchnorm/merged-moments", &merged)?;
-            ctx.submit("batchnorm/forward-with-moments", |encoder| {
-                let x = x.padded(encoder)?;
+            input = ctx.submit("batchnorm/forward-with-moments", |encoder| {
+                let x = self.saved_input(encoder, x)?;
                 let output = if plan.empty {
                     Output::RunningUpdate {
                         merged: &buffer,
@@ -201,7 +205,8 @@ impl<R: SpatialRank> BatchNorm<R> {
                         epilogue: (None, 0),
                     }
                 };
-                self.record_passes(encoder, &x, output, &plan, factor, Target::Submit)
+                self.record_passes(encoder, &x, output, &plan, factor, Target::Submit)?;
+                Ok(x)
             })?;
         } else {
             self.ctx.check_alive()?;
@@ -209,12 +214,13 @@ impl<R: SpatialRank> BatchNorm<R> {
         let data = terms.filter(|_| !plan.empty).map(|terms| SavedData {
             terms,
             pending: false,
+            encoded: false,
         });
         self.commit(Commit {
             num_batches_tracked: nbt,
             saved: Saved {
-                input_version: x.version(),
-                input: x.clone(),
+                input_version: input.version(),
+                input,
                 layout: plan.layout,
                 batch_stats: true,
                 sharded: true,
@@ -226,7 +232,10 @@ impl<R: SpatialRank> BatchNorm<R> {
         });
         Ok(y)
     }
+}
 
+// The backward side.
+impl<R: SpatialRank> BatchNorm<R> {
     /// This replica's gradient sums for `grad_output` after a
     /// [`BatchNorm::forward_with_moments`] (so `x_hat` uses the merged
     /// statistics), reduced on the GPU and read back. The module keeps them

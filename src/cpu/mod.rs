@@ -218,7 +218,10 @@ impl<R: SpatialRank> BatchNorm<R> {
         self.weight = vec![1.0; nf];
         self.bias = vec![0.0; nf];
     }
+}
 
+// Forward and backward.
+impl<R: SpatialRank> BatchNorm<R> {
     /// Forward pass on channels-first `x` of logical `shape`.
     pub fn forward(&mut self, x: &[f32], shape: &[usize]) -> Result<Vec<f32>> {
         self.forward_with_format(x, shape, MemoryFormat::ChannelsFirst)
@@ -256,7 +259,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                 actual: x.len(),
             });
         }
-        let nbt = self.num_batches_tracked + u64::from(plan.track_step);
+        let nbt = semantics::next_batch_count(self.num_batches_tracked, plan.track_step)?;
         let c = lay.c;
         let (mut mean, mut var) = (vec![0.0; c], vec![0.0; c]);
         if !plan.empty && plan.batch_stats {

@@ -88,6 +88,10 @@ impl GpuContext {
 
     /// Async constructor with explicit [`ContextOptions`].
     pub async fn with_options_async(options: ContextOptions) -> Result<Self> {
+        crate::trace::instrument!("GpuContext::new", Self::create(options)).await
+    }
+
+    async fn create(options: ContextOptions) -> Result<Self> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
         desc.backends = options.backends;
         let instance = wgpu::Instance::new(desc);
@@ -193,7 +197,10 @@ impl GpuContext {
             }),
         }
     }
+}
 
+// Accessors, and what the library's calls share.
+impl GpuContext {
     /// The wgpu device.
     pub fn device(&self) -> &wgpu::Device {
         &self.inner.device

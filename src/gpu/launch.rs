@@ -192,7 +192,10 @@ impl<'a, 'p> Recorder<'a, 'p> {
         };
         self.dispatch(kernel, 0, bound, channel_groups(channels))
     }
+}
 
+// Column and elementwise launches.
+impl<'a, 'p> Recorder<'a, 'p> {
     /// A column kernel in `groups` workgroups (one thread per lane; the
     /// tensor is one chunk, in slot 1).
     pub fn columns(&mut self, step: ColumnStep, groups: u32) -> Result<()> {

@@ -205,8 +205,6 @@ impl Pipelines {
     }
 
     fn compile(&self, key: PipelineKey) -> Result<wgpu::ComputePipeline> {
-        let family = key.kernel.family(self.subgroups.is_some());
-        let module = self.module(family, key.dtype)?;
         let entry = key.kernel.entry_point();
         let constants = key.kernel.constants(key.thread_partials);
         let label = format!(
@@ -219,7 +217,9 @@ impl Pipelines {
             key.dtype.name(),
             if key.thread_partials { "-threads" } else { "" }
         );
-        crate::trace::event!("compile pipeline", label = label.as_str());
+        let _span = crate::trace::span!("compile pipeline", label = label.as_str());
+        let family = key.kernel.family(self.subgroups.is_some());
+        let module = self.module(family, key.dtype)?;
         checked(&self.device, || {
             self.device
                 .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {

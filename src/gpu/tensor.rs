@@ -182,7 +182,10 @@ impl Tensor {
             MemoryFormat::ChannelsFirst,
         ))
     }
+}
 
+// Accessors and views.
+impl Tensor {
     /// The tensor's logical shape (channels second).
     pub fn shape(&self) -> &[usize] {
         &self.shape
@@ -248,7 +251,10 @@ impl Tensor {
             ..self.clone()
         }
     }
+}
 
+// What the library's calls check and bind.
+impl Tensor {
     /// Writes the library made to this tensor's buffer so far.
     pub(crate) fn version(&self) -> u64 {
         self.storage.version.load(Ordering::SeqCst)
@@ -274,6 +280,11 @@ impl Tensor {
             && other.offset < end(self)
             && self.numel() > 0
             && other.numel() > 0
+    }
+
+    /// Whether the buffer is an application's ([`Tensor::from_buffer`]).
+    pub(crate) fn is_foreign(&self) -> bool {
+        self.storage.buffer.is_foreign()
     }
 
     /// `Err(BufferUsage)` unless the buffer has `usage`.

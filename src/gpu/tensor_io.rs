@@ -57,6 +57,11 @@ impl Tensor {
     /// Overwrites the tensor's f32 values with `data` (in storage order)
     /// without allocating: a training loop uploads each batch into the same
     /// tensor. Needs `COPY_DST` (tensors the library allocates have it).
+    ///
+    /// The write is queued (`Queue::write_buffer`) and lands before the next
+    /// submission: work recorded with `encode_forward` / `encode_backward`
+    /// but not yet submitted sees the new values, so refill only after
+    /// submitting the encoder that reads the old ones.
     pub fn write_from_slice(&self, data: &[f32]) -> Result<()> {
         self.check_host_write("Tensor::write_from_slice data", DType::F32, data.len())?;
         self.write_bytes(bytemuck::cast_slice(data))
@@ -72,7 +77,18 @@ impl Tensor {
         }
         check_data_len(name, self.shape(), len)?;
         self.require_usage(name, wgpu::BufferUsages::COPY_DST)?;
-        self.copy_bytes().map(|_| ())
+        let bytes = self.copy_bytes()?;
+        if bytes != (len * dtype.size()) as u64 && self.is_foreign() {
+            // Queue writes are whole 4-byte words: the last word of an odd
+            // number of f16 values would overwrite the 2 bytes after the
+            // tensor, which in an application's buffer are its data.
+            return Err(Error::Misaligned {
+                what: "f16 host write into an application's buffer: the byte count of an odd number of values",
+                offset: (len * dtype.size()) as u64,
+                alignment: 4,
+            });
+        }
+        Ok(())
     }
 
     /// Queues `bytes` into the buffer at the tensor's offset; the write is
@@ -109,6 +125,7 @@ impl Tensor {
 
     /// The tensor's bytes in storage order, blocking (none when empty).
     fn read_raw(&self, what: &'static str) -> Result<Vec<u8>> {
+        let _span = crate::trace::span!("Tensor::to_vec", numel = self.numel());
         if self.numel() == 0 {
             self.context().check_alive()?;
             return Ok(Vec::new());
@@ -130,7 +147,8 @@ impl Tensor {
         }
         self.require_usage(what, wgpu::BufferUsages::COPY_SRC)?;
         let (ctx, bytes) = (self.context(), self.copy_bytes()?);
-        read_bytes_async(ctx, self.buffer(), self.offset(), bytes).await
+        let read = read_bytes_async(ctx, self.buffer(), self.offset(), bytes);
+        crate::trace::instrument!("Tensor::to_vec_async", read).await
     }
 
     /// Copies the tensor to the host as f32 in storage order (f16 values
@@ -169,7 +187,11 @@ impl Tensor {
         Ok(t)
     }
 
-    /// Overwrites an f16 tensor's values with `data` without allocating.
+    /// Overwrites an f16 tensor's values with `data` without allocating;
+    /// queued like [`Tensor::write_from_slice`]. An odd number of values in
+    /// an application's buffer ([`Tensor::from_buffer_of`]) is
+    /// `Err(Misaligned)`: queue writes are whole 4-byte words, and the last
+    /// one would overwrite the 2 bytes after the tensor.
     pub fn write_from_f16(&self, data: &[half::f16]) -> Result<()> {
         self.check_host_write("Tensor::write_from_f16 data", DType::F16, data.len())?;
         self.write_bytes(bytemuck::cast_slice(data))

@@ -34,7 +34,7 @@ struct Shared {
 #[derive(Debug, Default)]
 struct Round {
     generation: u64,
-    contributions: Vec<Option<Vec<f64>>>,
+    contributions: Vec<Option<(Op, Vec<f64>)>>,
     result: Arc<Vec<f64>>,
     broken: bool,
 }
@@ -60,6 +60,14 @@ impl LocalGroup {
     }
 }
 
+/// Which collective a contribution is for: replicas calling different ones
+/// at the same point is an error for all of them, not a mixed result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Gather,
+    ReduceSum,
+}
+
 fn left() -> Error {
     Error::Collective("a replica left the in-process group".into())
 }
@@ -69,6 +77,7 @@ impl LocalCollective {
     /// replica's contribution, in rank order.
     fn exchange(
         &self,
+        op: Op,
         send: &[f64],
         combine: impl FnOnce(&[Vec<f64>]) -> Result<Vec<f64>>,
     ) -> Result<Arc<Vec<f64>>> {
@@ -82,15 +91,22 @@ impl LocalCollective {
             .contributions
             .get_mut(self.rank)
             .ok_or_else(|| Error::Collective(format!("rank {} out of range", self.rank)))?;
-        *slot = Some(send.to_vec());
+        *slot = Some((op, send.to_vec()));
         if round.contributions.iter().all(Option::is_some) {
             // The last to arrive combines and opens the next exchange.
-            let all: Vec<Vec<f64>> = round
+            let (ops, all): (Vec<Op>, Vec<Vec<f64>>) = round
                 .contributions
                 .iter_mut()
                 .filter_map(Option::take)
-                .collect();
-            match combine(&all) {
+                .unzip();
+            let combined = if ops.iter().all(|&o| o == op) {
+                combine(&all)
+            } else {
+                Err(Error::Collective(format!(
+                    "replicas called different collectives at the same step: {ops:?}"
+                )))
+            };
+            match combined {
                 Ok(result) => round.result = Arc::new(result),
                 Err(e) => {
                     // The others must not wait for a result that never comes.
@@ -133,7 +149,7 @@ impl Collective for LocalCollective {
 
     fn all_gather(&self, send: &[f64]) -> Result<Vec<f64>> {
         let len = send.len();
-        let result = self.exchange(send, |all| {
+        let result = self.exchange(Op::Gather, send, |all| {
             if all.iter().any(|v| v.len() != len) {
                 return Err(Error::Collective(
                     "replicas gathered slices of different lengths".into(),
@@ -146,7 +162,7 @@ impl Collective for LocalCollective {
 
     fn all_reduce_sum(&self, values: &mut [f64]) -> Result<()> {
         let len = values.len();
-        let result = self.exchange(values, |all| {
+        let result = self.exchange(Op::ReduceSum, values, |all| {
             if all.iter().any(|v| v.len() != len) {
                 return Err(Error::Collective(
                     "replicas reduced slices of different lengths".into(),

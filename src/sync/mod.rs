@@ -13,7 +13,15 @@
 //! Every replica validates its own input before the collective and takes
 //! part anyway, with a failure flag: if any replica's input is bad, every
 //! replica returns an error and none changes its state, so no replica is
-//! left blocked by another's bad input. What happens when a collective
+//! left blocked by another's bad input. A replica whose training forward
+//! failed after the all-gather (a lost device, out of memory: errors only
+//! it sees) keeps its old state while the others update theirs; its next
+//! `backward` still takes part in the all-reduce with a failure flag, so
+//! every replica's backward returns an error instead of waiting for it.
+//! Such an error leaves that replica's running statistics behind its
+//! peers': reload them from a peer (`state_dict`) or restart the group.
+//! Replicas must also agree on the mode: one in eval while the others
+//! train would leave the others waiting. What happens when a collective
 //! itself fails is the transport's business: [`LocalGroup`] returns
 //! [`Error::Collective`](crate::Error::Collective) when a replica left the
 //! group; MPI's default error handler (`MPI_ERRORS_ARE_FATAL`) aborts every
@@ -72,9 +80,22 @@ pub trait Collective {
 pub struct SyncBatchNorm<R: SpatialRank, C: Collective> {
     bn: BatchNorm<R>,
     comm: C,
-    /// The global count of the last synchronized forward (its backward
-    /// all-reduces with it); `None` after a local forward.
-    global_count: Option<u64>,
+    /// What the last forward was, which decides what backward does.
+    last: Last,
+}
+
+/// The last forward of a [`SyncBatchNorm`].
+#[derive(Debug, Clone, Copy)]
+enum Last {
+    /// None yet, or a local (eval) forward: backward is the module's own.
+    Local,
+    /// A synchronized forward over `count` values in all: backward
+    /// all-reduces.
+    Synced(u64),
+    /// A training forward that failed: backward still takes part in the
+    /// all-reduce (with a failure flag), so replicas whose forward
+    /// succeeded get an error instead of waiting for this one.
+    Failed,
 }
 
 impl<R: SpatialRank, C: Collective> std::fmt::Debug for SyncBatchNorm<R, C> {
@@ -97,7 +118,7 @@ impl<R: SpatialRank, C: Collective> SyncBatchNorm<R, C> {
         Self {
             bn: module,
             comm,
-            global_count: None,
+            last: Last::Local,
         }
     }
 
@@ -137,8 +158,9 @@ impl<R: SpatialRank, C: Collective> SyncBatchNorm<R, C> {
     /// statistics with the global ones; otherwise the module's plain,
     /// local forward.
     pub fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
+        let _span = crate::trace::span!("SyncBatchNorm::forward", rank = self.comm.rank());
         if !self.bn.is_training() {
-            self.global_count = None;
+            self.last = Last::Local;
             return self.bn.forward(x);
         }
         let nf = self.bn.config().num_features;
@@ -164,12 +186,28 @@ impl<R: SpatialRank, C: Collective> SyncBatchNorm<R, C> {
                 .chain(std::iter::repeat_n(0.0, 1 + 2 * nf))
                 .collect(),
         };
+        // Until the forward succeeds, a backward must not pair with the
+        // peers' as if this replica had run it.
+        let prev = std::mem::replace(&mut self.last, Last::Failed);
         let gathered = self.comm.all_gather(&payload)?;
-        local?;
-        let shards = read_moments(&gathered, self.comm.size(), nf)?;
+        let shards = match (local, read_moments(&gathered, self.comm.size(), nf)?) {
+            (Ok(_), Ok(shards)) => shards,
+            // Rejected inputs are seen by every replica alike: none ran
+            // the forward, and each keeps its previous one.
+            (Err(e), _) => {
+                self.last = prev;
+                return Err(e);
+            }
+            (Ok(_), Err(failed)) => {
+                self.last = prev;
+                return Err(Error::Collective(format!(
+                    "replica(s) {failed:?} rejected their input; no replica ran the forward"
+                )));
+            }
+        };
         let global = ShardMoments::merge(&shards)?;
         let y = self.bn.forward_with_moments(x, &global)?;
-        self.global_count = Some(global.count);
+        self.last = Last::Synced(global.count);
         Ok(y)
     }
 
@@ -179,11 +217,18 @@ impl<R: SpatialRank, C: Collective> SyncBatchNorm<R, C> {
     /// sums (add them over replicas, or average them as DDP does). After a
     /// local forward, the module's plain backward.
     pub fn backward(&mut self, grad_output: &Tensor) -> Result<Gradients> {
-        let Some(count) = self.global_count else {
-            return self.bn.backward(grad_output);
+        let _span = crate::trace::span!("SyncBatchNorm::backward", rank = self.comm.rank());
+        let count = match self.last {
+            Last::Local => return self.bn.backward(grad_output),
+            Last::Synced(count) => Some(count),
+            Last::Failed => None,
         };
         let nf = self.bn.config().num_features;
-        let local = self.bn.shard_grad_sums(grad_output).and_then(|s| {
+        let local = match count {
+            Some(_) => self.bn.shard_grad_sums(grad_output),
+            None => Err(Error::NoForward),
+        }
+        .and_then(|s| {
             if s.sum_dy.len() == nf {
                 Ok(s)
             } else {
@@ -209,12 +254,12 @@ impl<R: SpatialRank, C: Collective> SyncBatchNorm<R, C> {
         let (failed, sums) = payload.split_first().unwrap_or((&0.0, &[]));
         if *failed != 0.0 {
             return Err(Error::Collective(format!(
-                "{failed} replica(s) rejected their grad_output; no replica ran backward"
+                "{failed} replica(s) rejected their grad_output or had no successful forward; no replica ran backward"
             )));
         }
         let (dy, dyx) = sums.split_at_checked(nf).unwrap_or((&[], &[]));
         let global = ShardGradSums {
-            count,
+            count: count.unwrap_or(0),
             sum_dy: dy.to_vec(),
             sum_dy_xhat: dyx.to_vec(),
         };
@@ -222,9 +267,14 @@ impl<R: SpatialRank, C: Collective> SyncBatchNorm<R, C> {
     }
 }
 
-/// Every replica's shard moments from the gathered payloads, or an error
-/// naming the replicas that failed.
-fn read_moments(gathered: &[f64], size: usize, nf: usize) -> Result<Vec<ShardMoments>> {
+/// Every replica's shard moments from the gathered payloads, or the ranks
+/// of the replicas that rejected their input; `Err` for a malformed
+/// gather.
+fn read_moments(
+    gathered: &[f64],
+    size: usize,
+    nf: usize,
+) -> Result<std::result::Result<Vec<ShardMoments>, Vec<usize>>> {
     let width = 2 + 2 * nf;
     if gathered.len() != width * size {
         return Err(Error::Collective(format!(
@@ -240,11 +290,9 @@ fn read_moments(gathered: &[f64], size: usize, nf: usize) -> Result<Vec<ShardMom
         .map(|(r, _)| r)
         .collect();
     if !failed.is_empty() {
-        return Err(Error::Collective(format!(
-            "replica(s) {failed:?} rejected their input; no replica ran the forward"
-        )));
+        return Ok(Err(failed));
     }
-    Ok(gathered
+    Ok(Ok(gathered
         .chunks_exact(width)
         .map(|p| {
             let (head, rest) = p.split_at_checked(2).unwrap_or((&[], &[]));
@@ -255,5 +303,5 @@ fn read_moments(gathered: &[f64], size: usize, nf: usize) -> Result<Vec<ShardMom
                 m2: m2.to_vec(),
             }
         })
-        .collect())
+        .collect()))
 }

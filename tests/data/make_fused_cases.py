@@ -6,7 +6,7 @@ residual) through several train/eval steps, and records per step the
 output and the autograd gradients of x, r, weight and bias for a given
 grad_output, plus the running statistics. Like pytorch_cases.json, values
 are computed in float64 on float32-rounded inputs (the exact answer an f32
-implementation approximates). tests/fused.rs replays every case on the GPU
+implementation approximates). tests/conformance.rs replays every case on the GPU
 (both memory formats) and the CPU reference.
 
 Needs torch and numpy:
