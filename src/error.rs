@@ -42,6 +42,10 @@ pub enum Error {
     /// wgpu reported a validation error for work this crate recorded.
     #[error("wgpu validation error: {0}")]
     Validation(String),
+    /// A broken invariant of the library itself (a lock poisoned by a
+    /// thread that panicked inside it): a bug to report, not a user error.
+    #[error("internal error in wgpu-batchnorm: {0} (please report it)")]
+    Internal(&'static str),
     /// wgpu reported an error for work outside this crate's calls (for
     /// example the application's own commands on a device made by
     /// [`GpuContext::new`](crate::GpuContext::new)); the next call of the

@@ -331,6 +331,11 @@ fn serde_round_trips_config_state_and_shards() {
     };
     let json = serde_json::to_string(&sd).expect("ser");
     assert_eq!(serde_json::from_str::<StateDict>(&json).expect("de"), sd);
+    // A state dict written without the dtype (older files) reads as F32.
+    let old = r#"{"weight":[1.0],"bias":null,"running_mean":null,"running_var":null,"num_batches_tracked":3}"#;
+    let read = serde_json::from_str::<StateDict>(old).expect("no dtype");
+    assert_eq!(read.dtype, wgpu_batchnorm::FloatDtype::F32);
+    assert_eq!(read.num_batches_tracked, Some(3));
     let m = ShardMoments {
         count: 4,
         mean: vec![1.0],

@@ -7,15 +7,20 @@
 //! must be an `Err` that changes nothing, and no call may panic.
 //! `BN_STATE_MACHINE_CASES` sets the number of sequences (default 500).
 
+#[path = "state_machine/commands.rs"]
+mod commands;
 mod common;
+#[path = "state_machine/state_cmds.rs"]
+mod state_cmds;
 
 use std::sync::OnceLock;
 
+use commands::{case, Bad, Case, Cmd};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use wgpu_batchnorm::{
-    cpu, wgpu, BatchNorm, BatchNormConfig, Error, GpuContext, MemoryFormat, Rank1d, Rank2d, Rank3d,
-    ShardGradSums, ShardMoments, SpatialRank, StateDict, Tensor,
+    cpu, wgpu, BatchNorm, Error, GpuContext, MemoryFormat, Rank1d, Rank2d, Rank3d, SpatialRank,
+    Tensor,
 };
 
 fn contexts() -> Option<&'static (GpuContext, GpuContext)> {
@@ -26,157 +31,6 @@ fn contexts() -> Option<&'static (GpuContext, GpuContext)> {
         Some((a, b))
     })
     .as_ref()
-}
-
-/// How a tensor argument is broken, if at all.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Bad {
-    None,
-    /// Made on another context.
-    Foreign,
-    /// An application buffer with only STORAGE usage and no padding.
-    StorageOnly,
-    /// An f16 tensor where the call needs f32.
-    WrongDtype,
-}
-
-#[derive(Debug, Clone)]
-enum Cmd {
-    Train,
-    Eval,
-    /// Forward of an input of `shape` (possibly of a wrong rank or channel
-    /// count, or empty).
-    Forward {
-        shape: Vec<usize>,
-        cl: bool,
-        seed: u64,
-        bad: Bad,
-    },
-    /// `forward_into` with an output of the right or a wrong shape, or the
-    /// input itself.
-    ForwardInto {
-        shape: Vec<usize>,
-        seed: u64,
-        out: u8,
-    },
-    /// `encode_forward` into an app encoder, then submit.
-    EncodeForward {
-        shape: Vec<usize>,
-        seed: u64,
-    },
-    /// Backward with a right or wrong grad_output.
-    Backward {
-        seed: u64,
-        wrong_shape: bool,
-        bad: Bad,
-    },
-    /// One-shard SyncBatchNorm: shard_moments, forward_with_moments, and
-    /// (if `backward`) shard_grad_sums + backward_with_sums.
-    Shard {
-        shape: Vec<usize>,
-        seed: u64,
-        malformed: bool,
-        backward: bool,
-    },
-    SetParam {
-        which: u8,
-        extra: bool,
-        seed: u64,
-    },
-    LoadStateDict {
-        wrong: u8,
-        seed: u64,
-    },
-    SetNbt(u64),
-    ResetRunningStats,
-    ResetParameters,
-}
-
-fn shape_for(rank: usize, c: usize) -> BoxedStrategy<Vec<usize>> {
-    let n = prop_oneof![4 => 2usize..9, 1 => Just(1usize), 1 => Just(0usize)];
-    let ch = prop_oneof![6 => Just(c), 1 => Just(c + 1)];
-    let spatial = 1usize..4;
-    match rank {
-        1 => prop_oneof![
-            (n.clone(), ch.clone()).prop_map(|(n, c)| vec![n, c]),
-            (n.clone(), ch.clone(), 1usize..6).prop_map(|(n, c, l)| vec![n, c, l]),
-            Just(vec![4]),
-        ]
-        .boxed(),
-        2 => prop_oneof![
-            5 => (n.clone(), ch.clone(), spatial.clone(), spatial.clone())
-                .prop_map(|(n, c, h, w)| vec![n, c, h, w]),
-            1 => (n.clone(), ch.clone()).prop_map(|(n, c)| vec![n, c, 2]),
-        ]
-        .boxed(),
-        _ => prop_oneof![
-            5 => (n, ch.clone(), spatial.clone(), spatial.clone(), spatial)
-                .prop_map(|(n, c, d, h, w)| vec![n, c, d, h, w]),
-            1 => ch.prop_map(|c| vec![2, c, 2, 2]),
-        ]
-        .boxed(),
-    }
-}
-
-fn bad() -> impl Strategy<Value = Bad> {
-    prop_oneof![
-        12 => Just(Bad::None),
-        1 => Just(Bad::Foreign),
-        1 => Just(Bad::StorageOnly),
-        1 => Just(Bad::WrongDtype),
-    ]
-}
-
-fn cmd(rank: usize, c: usize) -> BoxedStrategy<Cmd> {
-    let shape = shape_for(rank, c);
-    prop_oneof![
-        2 => Just(Cmd::Train),
-        1 => Just(Cmd::Eval),
-        6 => (shape.clone(), any::<bool>(), any::<u64>(), bad())
-            .prop_map(|(shape, cl, seed, bad)| Cmd::Forward { shape, cl, seed, bad }),
-        2 => (shape.clone(), any::<u64>(), 0u8..4)
-            .prop_map(|(shape, seed, out)| Cmd::ForwardInto { shape, seed, out }),
-        1 => (shape.clone(), any::<u64>()).prop_map(|(shape, seed)| Cmd::EncodeForward { shape, seed }),
-        4 => (any::<u64>(), prop::bool::weighted(0.15), bad())
-            .prop_map(|(seed, wrong_shape, bad)| Cmd::Backward { seed, wrong_shape, bad }),
-        2 => (shape, any::<u64>(), prop::bool::weighted(0.2), any::<bool>())
-            .prop_map(|(shape, seed, malformed, backward)| Cmd::Shard { shape, seed, malformed, backward }),
-        2 => (0u8..4, prop::bool::weighted(0.2), any::<u64>())
-            .prop_map(|(which, extra, seed)| Cmd::SetParam { which, extra, seed }),
-        1 => (0u8..4, any::<u64>()).prop_map(|(wrong, seed)| Cmd::LoadStateDict { wrong, seed }),
-        1 => (0u64..5).prop_map(Cmd::SetNbt),
-        1 => Just(Cmd::ResetRunningStats),
-        1 => Just(Cmd::ResetParameters),
-    ]
-    .boxed()
-}
-
-#[derive(Debug, Clone)]
-struct Case {
-    rank: usize,
-    cfg: BatchNormConfig,
-    cmds: Vec<Cmd>,
-}
-
-fn case() -> impl Strategy<Value = Case> {
-    (
-        1usize..4,
-        1usize..5,
-        any::<bool>(),
-        any::<bool>(),
-        prop_oneof![Just(Some(0.1)), Just(None)],
-    )
-        .prop_flat_map(|(rank, c, affine, track, momentum)| {
-            let cfg = BatchNormConfig::new(c)
-                .affine(affine)
-                .track_running_stats(track)
-                .momentum(momentum);
-            proptest::collection::vec(cmd(rank, c), 1..12).prop_map(move |cmds| Case {
-                rank,
-                cfg: cfg.clone(),
-                cmds,
-            })
-        })
 }
 
 /// The GPU module and its model, with what the harness knows about the
@@ -394,152 +248,7 @@ impl<R: SpatialRank> Pair<'_, R> {
                     (r, f) => return Err(format!("backward ({bad:?}, wrong={wrong_shape}, sharded={sharded}): gpu {:?}, should fail {f}", r.err())),
                 }
             }
-            Cmd::Shard {
-                shape,
-                seed,
-                malformed,
-                backward,
-            } => {
-                let numel: usize = shape.iter().product();
-                let d = data(*seed, numel);
-                let x = self.tensor(&d, shape, MemoryFormat::ChannelsFirst, Bad::None)?;
-                // A rejected shape changes nothing (checked after the command).
-                let Ok(moments) = self.gpu.shard_moments(&x) else {
-                    return Ok(());
-                };
-                let global = if *malformed {
-                    ShardMoments {
-                        m2: vec![],
-                        ..moments.clone()
-                    }
-                } else {
-                    moments.clone()
-                };
-                let mut probe = self.model.clone();
-                let model_ok = probe.forward(&d, shape).is_ok()
-                    && (self.model.is_training() || !self.model.config().track_running_stats)
-                    && !*malformed;
-                match (self.gpu.forward_with_moments(&x, &global), model_ok) {
-                    (Ok(y), true) => {
-                        let want = self.model.forward(&d, shape).map_err(err)?;
-                        let y = y.to_vec().map_err(err)?;
-                        common::check_close("sharded output", &y, &common::f64s(&want), 2e-4)?;
-                        self.last = Some((shape.clone(), MemoryFormat::ChannelsFirst, true));
-                    }
-                    (Err(_), false) => return Ok(()),
-                    (r, ok) => {
-                        return Err(format!(
-                            "forward_with_moments {shape:?}: gpu {:?}, model ok {ok}",
-                            r.err()
-                        ))
-                    }
-                }
-                if *backward {
-                    let dyd = data(seed.wrapping_add(1), numel);
-                    let dy = self.tensor(&dyd, shape, MemoryFormat::ChannelsFirst, Bad::None)?;
-                    let sums = self.gpu.shard_grad_sums(&dy).map_err(err)?;
-                    let merged = ShardGradSums::merge(&[sums]).map_err(err)?;
-                    let g = self.gpu.backward_with_sums(&dy, &merged).map_err(err)?;
-                    let want = self.model.backward(&dyd).map_err(err)?;
-                    let gi = g.grad_input.to_vec().map_err(err)?;
-                    common::check_close(
-                        "sharded grad_input",
-                        &gi,
-                        &common::f64s(&want.grad_input),
-                        1e-3,
-                    )?;
-                }
-            }
-            Cmd::SetParam { which, extra, seed } => {
-                let nf = self.model.config().num_features;
-                let v = data(*seed, nf + usize::from(*extra));
-                let v: Vec<f32> = if *which == 3 {
-                    v.iter().map(|x| x.abs() + 0.1).collect()
-                } else {
-                    v
-                };
-                let (g, m) = match which {
-                    0 => (self.gpu.set_weight(&v), self.model.set_weight(&v)),
-                    1 => (self.gpu.set_bias(&v), self.model.set_bias(&v)),
-                    2 => (
-                        self.gpu.set_running_mean(&v),
-                        self.model.set_running_mean(&v),
-                    ),
-                    _ => (self.gpu.set_running_var(&v), self.model.set_running_var(&v)),
-                };
-                if g.is_ok() != m.is_ok() {
-                    return Err(format!(
-                        "set param {which}: gpu {:?} model {:?}",
-                        g.err(),
-                        m.err()
-                    ));
-                }
-            }
-            Cmd::LoadStateDict { wrong, seed } => {
-                let nf = self.model.config().num_features;
-                let mut sd: StateDict = self.gpu.state_dict().map_err(err)?;
-                for v in [&mut sd.weight, &mut sd.bias, &mut sd.running_mean]
-                    .into_iter()
-                    .flatten()
-                {
-                    *v = data(*seed, nf);
-                }
-                if let Some(v) = &mut sd.running_var {
-                    *v = data(*seed, nf).iter().map(|x| x.abs() + 0.1).collect();
-                }
-                match wrong {
-                    1 => sd.weight = Some(vec![1.0; nf + 1]),
-                    2 => sd.num_batches_tracked = sd.num_batches_tracked.xor(Some(3)),
-                    3 => sd.running_var = None,
-                    _ => {}
-                }
-                let valid = self.gpu.config().affine == sd.weight.is_some()
-                    && sd.weight.as_ref().is_none_or(|w| w.len() == nf)
-                    && self.gpu.config().track_running_stats == sd.running_var.is_some()
-                    && self.gpu.config().track_running_stats == sd.num_batches_tracked.is_some()
-                    && self.gpu.config().track_running_stats == sd.running_mean.is_some();
-                match (self.gpu.load_state_dict(&sd), valid) {
-                    (Ok(()), true) => {
-                        for (set, v) in [
-                            (0, &sd.weight),
-                            (1, &sd.bias),
-                            (2, &sd.running_mean),
-                            (3, &sd.running_var),
-                        ] {
-                            if let Some(v) = v {
-                                match set {
-                                    0 => self.model.set_weight(v),
-                                    1 => self.model.set_bias(v),
-                                    2 => self.model.set_running_mean(v),
-                                    _ => self.model.set_running_var(v),
-                                }
-                                .map_err(err)?;
-                            }
-                        }
-                        if let Some(n) = sd.num_batches_tracked {
-                            self.model.set_num_batches_tracked(n);
-                        }
-                    }
-                    (Err(_), false) => {}
-                    (r, v) => {
-                        return Err(format!(
-                            "load_state_dict wrong={wrong}: gpu {r:?}, valid {v}"
-                        ))
-                    }
-                }
-            }
-            Cmd::SetNbt(n) => {
-                self.gpu.set_num_batches_tracked(*n);
-                self.model.set_num_batches_tracked(*n);
-            }
-            Cmd::ResetRunningStats => {
-                self.gpu.reset_running_stats().map_err(err)?;
-                self.model.reset_running_stats();
-            }
-            Cmd::ResetParameters => {
-                self.gpu.reset_parameters().map_err(err)?;
-                self.model.reset_parameters();
-            }
+            other => self.apply_state(other)?,
         }
         Ok(())
     }

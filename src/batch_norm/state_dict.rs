@@ -37,7 +37,8 @@ pub struct StateDict {
     /// `num_batches_tracked`, a scalar.
     pub num_batches_tracked: Option<u64>,
     /// The float type the entries were read as (from a file), or are to be
-    /// written as.
+    /// written as (F32 when a serialized state dict leaves it out).
+    #[cfg_attr(feature = "serde", serde(default))]
     pub dtype: FloatDtype,
 }
 

@@ -1,5 +1,6 @@
-//! Typed kernel launches: one `record_*` method per kernel, taking exactly
-//! the buffers that kernel binds, each under its role ([`Binding`], the
+//! Typed kernel launches: one [`Recorder`] method per kernel family
+//! (`partial`, `channels`, `columns`, `elementwise`), each taking a typed
+//! step (`gpu/steps.rs`) with exactly the buffers that kernel binds, each under its role ([`Binding`], the
 //! only place binding indices are named in Rust). Bind groups are cached
 //! per module, so a training loop that passes the same tensors back
 //! (`forward_into` / `backward_into`) creates none in steady state.

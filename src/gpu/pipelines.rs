@@ -195,7 +195,7 @@ impl Pipelines {
         let mut pipelines = self
             .pipelines
             .lock()
-            .map_err(|_| Error::Validation("pipeline cache poisoned".into()))?;
+            .map_err(|_| Error::Internal("pipeline cache poisoned"))?;
         if let Some(p) = pipelines.get(&key) {
             return Ok(p.clone());
         }
@@ -240,7 +240,7 @@ impl Pipelines {
         let mut modules = self
             .modules
             .lock()
-            .map_err(|_| Error::Validation("shader module cache poisoned".into()))?;
+            .map_err(|_| Error::Internal("shader module cache poisoned"))?;
         if let Some(m) = modules.get(&(family, dtype)) {
             return Ok(m.clone());
         }

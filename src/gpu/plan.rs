@@ -16,8 +16,9 @@ const GPU_TARGET_GROUPS: usize = 512;
 const MIN_VALUES_PER_THREAD: usize = 8;
 /// Upper bound on reduction segments per channel (finalize merges them serially).
 const MAX_SEGMENTS: usize = 1024;
-/// How the kernels walk a layout; one entry point of each kernel family
-/// per variant.
+/// How the kernels walk a layout: an entry point per variant for the
+/// elementwise kernels, pipeline constants (`WIDTH`, `MASKED`) or entry
+/// points for the reductions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Variant {
     /// `L % 4 == 0`: each vec4 lies within one channel.
@@ -383,7 +384,7 @@ pub(crate) fn vec4_groups(count: usize) -> u32 {
 }
 
 mod slab;
-mod strategy;
+pub(crate) mod strategy;
 #[cfg(test)]
 mod tests;
 

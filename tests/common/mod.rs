@@ -50,6 +50,7 @@ pub fn skip(what: &str, reason: &str) {
 /// adapter exists, unless under CI, where a missing adapter fails the
 /// test. `BN_THREAD_PARTIALS=0` or `=1` forces how reductions combine
 /// threads, so one suite can run each way.
+#[track_caller]
 pub fn context() -> Option<GpuContext> {
     match GpuContext::with_options(options()) {
         Ok(ctx) => Some(ctx),
@@ -69,6 +70,7 @@ pub fn context() -> Option<GpuContext> {
 
 /// Whether the context runs f16 kernels; records a skip when not (the
 /// adapter lacks SHADER_F16, e.g. wgpu's GL backend).
+#[track_caller]
 pub fn f16_or_skip(ctx: &GpuContext) -> bool {
     let ok = ctx
         .device()

@@ -16,7 +16,7 @@ const COLUMN_GPU_ROWS: usize = 16;
 /// kernels do them in one dispatch.
 const COLUMN_SMALL: usize = 1 << 16;
 /// Storage buffers the column kernels bind at most (`backward_columns4`).
-const COLUMN_STORAGE_BUFFERS: u32 = 6;
+pub(crate) const COLUMN_STORAGE_BUFFERS: u32 = 6;
 
 /// How an op gathers its per-channel statistics (or gradient sums).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -119,8 +119,9 @@ fn every_shader_translates_to_every_backend() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-    // Per dtype: reduce 4 (tree) + 4 (subgroups), finalize 6,
-    // elementwise 7; then the three baseline kernels.
+    // Per dtype: every entry point of the six families (reduce tree and
+    // subgroups, finalize, elementwise, columns, columns4); then the five
+    // baseline kernels.
     assert_eq!(entries, dtypes().len() * 31 + 5);
 }
 
@@ -183,8 +184,42 @@ fn shared_constants_agree_with_the_rust_side() {
         wgsl_u32(&module, "FLAG_FROM_STATE"),
         params::FLAG_FROM_STATE
     );
+    assert_eq!(
+        wgsl_u32(&module, "EPILOGUE_RESIDUAL"),
+        params::EPILOGUE_RESIDUAL
+    );
+    assert_eq!(wgsl_u32(&module, "EPILOGUE_RELU"), params::EPILOGUE_RELU);
+    // The packed terms follow the TERMS sections: one vec4 per channel of
+    // each kind, PACKED_GRAD the last.
+    let kinds = wgsl_u32(&module, "PACKED_GRAD") as usize + 1;
+    assert_eq!(params::TERM_FLOATS, params::TERMS + 4 * kinds);
     let (copy, _) = parse("baselines", BASELINES, Capabilities::default()).expect("parse");
     assert_eq!(wgsl_u32(&copy, "WG"), plan::WG);
+}
+
+/// The column strategy is chosen only where the device has as many
+/// storage buffers per stage as the column kernel that binds the most.
+#[test]
+fn column_kernels_bind_at_most_the_storage_buffers_the_planner_assumes() {
+    for family in [Family::Columns, Family::Columns4] {
+        let source = module_source(family, DType::F32);
+        let (module, info) = parse("columns", &source, Capabilities::default()).expect("parse");
+        for (i, ep) in module.entry_points.iter().enumerate() {
+            let uses = info.get_entry_point(i);
+            let storage = module
+                .global_variables
+                .iter()
+                .filter(|(h, g)| {
+                    matches!(g.space, naga::AddressSpace::Storage { .. }) && !uses[*h].is_empty()
+                })
+                .count() as u32;
+            assert!(
+                storage <= plan::strategy::COLUMN_STORAGE_BUFFERS,
+                "{} binds {storage} storage buffers",
+                ep.name
+            );
+        }
+    }
 }
 
 #[test]
