@@ -63,6 +63,10 @@ pub enum Cmd {
         seed: u64,
     },
     SetNbt(u64),
+    /// `encode_backward` into an app encoder, then submit.
+    EncodeBackward {
+        seed: u64,
+    },
     ResetRunningStats,
     ResetParameters,
 }
@@ -119,7 +123,8 @@ fn cmd(rank: usize, c: usize) -> BoxedStrategy<Cmd> {
         2 => (0u8..4, prop::bool::weighted(0.2), any::<u64>())
             .prop_map(|(which, extra, seed)| Cmd::SetParam { which, extra, seed }),
         1 => (0u8..4, any::<u64>()).prop_map(|(wrong, seed)| Cmd::LoadStateDict { wrong, seed }),
-        1 => (0u64..5).prop_map(Cmd::SetNbt),
+        1 => prop_oneof![0u64..5, Just(u64::MAX - 1), Just(u64::MAX)].prop_map(Cmd::SetNbt),
+        1 => any::<u64>().prop_map(|seed| Cmd::EncodeBackward { seed }),
         1 => Just(Cmd::ResetRunningStats),
         1 => Just(Cmd::ResetParameters),
     ]
@@ -131,6 +136,8 @@ pub struct Case {
     pub rank: usize,
     pub cfg: BatchNormConfig,
     pub cmds: Vec<Cmd>,
+    /// Run on the context without the column kernels.
+    pub split: bool,
 }
 
 pub fn case() -> impl Strategy<Value = Case> {
@@ -140,8 +147,9 @@ pub fn case() -> impl Strategy<Value = Case> {
         any::<bool>(),
         any::<bool>(),
         prop_oneof![Just(Some(0.1)), Just(None)],
+        any::<bool>(),
     )
-        .prop_flat_map(|(rank, c, affine, track, momentum)| {
+        .prop_flat_map(|(rank, c, affine, track, momentum, split)| {
             let cfg = BatchNormConfig::new(c)
                 .affine(affine)
                 .track_running_stats(track)
@@ -150,6 +158,7 @@ pub fn case() -> impl Strategy<Value = Case> {
                 rank,
                 cfg: cfg.clone(),
                 cmds,
+                split,
             })
         })
 }

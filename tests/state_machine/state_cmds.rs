@@ -2,7 +2,42 @@
 
 use super::commands::{Bad, Cmd};
 use super::{common, data, err, Pair, Res};
-use wgpu_batchnorm::{MemoryFormat, ShardGradSums, ShardMoments, SpatialRank, StateDict};
+use wgpu_batchnorm::cpu::CpuGradients;
+use wgpu_batchnorm::{
+    Error, Gradients, MemoryFormat, ShardGradSums, ShardMoments, SpatialRank, StateDict, Tensor,
+};
+
+/// A backward's gradients equal the model's (grad_input, and grad_weight
+/// and grad_bias where the module is affine).
+pub(super) fn compare_grads(what: &str, g: &Gradients, want: &CpuGradients) -> Res<()> {
+    let gi = g.grad_input.to_vec().map_err(err)?;
+    common::check_close(
+        &format!("{what} grad_input"),
+        &gi,
+        &common::f64s(&want.grad_input),
+        1e-3,
+    )?;
+    for (name, got, w) in [
+        ("grad_weight", &g.grad_weight, &want.grad_weight),
+        ("grad_bias", &g.grad_bias, &want.grad_bias),
+    ] {
+        match (got, w) {
+            (Some(got), Some(w)) => {
+                let got = got.to_vec().map_err(err)?;
+                common::check_close(&format!("{what} {name}"), &got, &common::f64s(w), 1e-3)?;
+            }
+            (None, None) => {}
+            (got, w) => {
+                return Err(format!(
+                    "{what} {name} presence: gpu {:?} model {:?}",
+                    got.is_some(),
+                    w.is_some()
+                ))
+            }
+        }
+    }
+    Ok(())
+}
 
 impl<R: SpatialRank> Pair<'_, R> {
     /// Applies a command of the second half of [`Cmd`].
@@ -39,6 +74,7 @@ impl<R: SpatialRank> Pair<'_, R> {
                         let y = y.to_vec().map_err(err)?;
                         common::check_close("sharded output", &y, &common::f64s(&want), 2e-4)?;
                         self.last = Some((shape.clone(), MemoryFormat::ChannelsFirst, true));
+                        self.f16_last = false;
                     }
                     (Err(_), false) => return Ok(()),
                     (r, ok) => {
@@ -153,6 +189,40 @@ impl<R: SpatialRank> Pair<'_, R> {
             Cmd::ResetParameters => {
                 self.gpu.reset_parameters().map_err(err)?;
                 self.model.reset_parameters();
+            }
+            Cmd::EncodeBackward { seed } => {
+                let mut enc = self
+                    .ctx
+                    .device()
+                    .create_command_encoder(&Default::default());
+                let Some((shape, format, sharded)) = self.last.clone() else {
+                    let dy = Tensor::zeros(self.ctx, &[2, 2]).map_err(err)?;
+                    return match self.gpu.encode_backward(&mut enc, &dy) {
+                        Err(Error::NoForward) => Ok(()),
+                        r => Err(format!("encode_backward before forward: {:?}", r.err())),
+                    };
+                };
+                let numel: usize = shape.iter().product();
+                let d = data(*seed, numel);
+                let dy =
+                    Tensor::from_slice_with_format(self.ctx, &d, &shape, format).map_err(err)?;
+                let r = self.gpu.encode_backward(&mut enc, &dy);
+                self.ctx.queue().submit([enc.finish()]);
+                match (r, sharded) {
+                    (Ok(g), false) => {
+                        let want = self.model.backward(&d).map_err(err)?;
+                        compare_grads("encode_backward", &g, &want)?;
+                    }
+                    // After a sharded or an f16 forward, an f32 grad_output
+                    // through the plain backward is an error.
+                    (Err(_), true) => {}
+                    (r, _) => {
+                        return Err(format!(
+                            "encode_backward (sharded or f16 forward: {sharded}): {:?}",
+                            r.err()
+                        ))
+                    }
+                }
             }
             _ => unreachable!("apply handles {cmd:?}"),
         }
