@@ -200,9 +200,17 @@ pub enum Error {
     /// A collective operation (all-gather, all-reduce) between replicas failed.
     #[error("collective operation failed: {0}")]
     Collective(String),
-    /// A checkpoint (state dict or `.safetensors` file) does not fit the module.
-    #[error("checkpoint: {0}")]
-    Checkpoint(String),
+    /// A checkpoint (state dict or `.safetensors` file) does not fit the
+    /// module, or cannot be read or written.
+    #[error("checkpoint: {detail}")]
+    Checkpoint {
+        /// What kind of problem, for callers that branch on it.
+        problem: CheckpointProblem,
+        /// The entry concerned (with its prefix), where there is one.
+        key: Option<String>,
+        /// What happened, in words.
+        detail: String,
+    },
     /// The device lacks a feature the call needs.
     #[error("unsupported: {0}")]
     Unsupported(&'static str),
@@ -220,6 +228,41 @@ const NO_ADAPTER_HINT: &str = "Install a GPU driver, or Mesa's CPU Vulkan driver
 fn torch_size(shape: &[usize]) -> String {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     format!("[{}]", dims.join(", "))
+}
+
+/// What is wrong with a checkpoint ([`Error::Checkpoint`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CheckpointProblem {
+    /// Reading or writing the file failed.
+    Io,
+    /// The bytes are not a valid `.safetensors` file.
+    Format,
+    /// An entry the module needs is not there.
+    MissingKey,
+    /// An entry the module does not have (strict loading).
+    UnexpectedKey,
+    /// An entry's shape or length does not fit the module.
+    Shape,
+    /// An entry's element type cannot be read.
+    DType,
+    /// A value cannot be stored (a negative count, or one beyond int64).
+    Value,
+}
+
+impl Error {
+    /// An [`Error::Checkpoint`].
+    pub(crate) fn checkpoint(
+        problem: CheckpointProblem,
+        key: Option<&str>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Error::Checkpoint {
+            problem,
+            key: key.map(str::to_owned),
+            detail: detail.into(),
+        }
+    }
 }
 
 /// `Result` with the crate's [`Error`].

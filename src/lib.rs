@@ -133,7 +133,7 @@ pub use batch_norm::{
     FoldedLinear, Gradients, ShardGradSums, ShardMoments, StateDict,
 };
 pub use config::{BatchNorm1dConfig, BatchNormConfig};
-pub use error::{Error, Result};
+pub use error::{CheckpointProblem, Error, Result};
 pub use gpu::context::{GpuContext, ReductionMerge};
 pub use gpu::options::{ContextOptions, Tuning};
 pub use gpu::tensor::Tensor;

@@ -183,7 +183,18 @@ mod checkpoints {
         let got = load_batch_norms(&ctx, &path, |_| Some((Rank::D1, BatchNormConfig::new(0))));
         std::fs::remove_file(&path).ok();
         match got {
-            Err(Error::Checkpoint(msg)) => assert!(msg.contains("bn.bias"), "{msg}"),
+            Err(Error::Checkpoint {
+                problem,
+                key,
+                detail,
+            }) => {
+                assert_eq!(
+                    problem,
+                    wgpu_batchnorm::CheckpointProblem::MissingKey,
+                    "{detail}"
+                );
+                assert_eq!(key.as_deref(), Some("bn.bias"), "{detail}");
+            }
             other => panic!(
                 "expected a missing-bias error, got {:?}",
                 other.map(|m| m.len())
@@ -195,7 +206,10 @@ mod checkpoints {
         let sd = bn.state_dict().expect("state");
         assert!(matches!(
             sd.to_safetensors("bn."),
-            Err(Error::Checkpoint(_))
+            Err(Error::Checkpoint {
+                problem: wgpu_batchnorm::CheckpointProblem::Value,
+                ..
+            })
         ));
         bn.set_num_batches_tracked(7);
         let sd = bn.state_dict().expect("state");
@@ -311,6 +325,19 @@ fn no_adapter_error_says_what_to_do() {
         "{text}"
     );
     assert!(text.contains("WGPU_BACKEND=gl"), "{text}");
+    // Only backends this build has are named as tried (no Metal or DX12
+    // on Linux).
+    #[cfg(target_os = "linux")]
+    {
+        let opts = ContextOptions {
+            backends: wgpu_batchnorm::wgpu::Backends::METAL | wgpu_batchnorm::wgpu::Backends::DX12,
+            ..ContextOptions::default()
+        };
+        let text = GpuContext::with_options(opts)
+            .expect_err("none built")
+            .to_string();
+        assert!(text.contains("backends tried: none"), "{text}");
+    }
 }
 
 #[cfg(feature = "serde")]

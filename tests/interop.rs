@@ -131,12 +131,19 @@ fn safetensors_round_trip_and_prefixes() {
     let before = fresh.state_dict().expect("sd");
     let err = fresh.load_safetensors(&path, "bn1.").expect_err("missing");
     assert!(err.to_string().contains("missing key"), "{err}");
+    assert!(
+        matches!(&err, Error::Checkpoint { problem: wgpu_batchnorm::CheckpointProblem::MissingKey, key: Some(k), .. } if k.starts_with("bn1.")),
+        "{err:?}"
+    );
     assert_eq!(fresh.state_dict().expect("sd"), before);
     // Wrong channel count.
     let mut wide = BatchNorm1d::new(&ctx, BatchNorm1dConfig::new(4)).expect("bn");
     assert!(matches!(
         wide.load_safetensors(&path, "layer.3."),
-        Err(Error::Checkpoint(_))
+        Err(Error::Checkpoint {
+            problem: wgpu_batchnorm::CheckpointProblem::Shape,
+            ..
+        })
     ));
     std::fs::remove_file(&path).ok();
 }

@@ -15,16 +15,30 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use super::state_dict::{FloatDtype, StateDict};
 use super::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, SpatialRank};
 use crate::config::BatchNormConfig;
-use crate::error::{Error, Result};
+use crate::error::{CheckpointProblem, Error, Result};
 use crate::gpu::context::GpuContext;
 use crate::types::Rank;
 
 fn err(e: safetensors::SafeTensorError) -> Error {
-    Error::Checkpoint(e.to_string())
+    Error::checkpoint(CheckpointProblem::Format, None, e.to_string())
+}
+
+fn missing(key: &str) -> Error {
+    Error::checkpoint(
+        CheckpointProblem::MissingKey,
+        Some(key),
+        format!("missing key {key:?}"),
+    )
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))
+    std::fs::read(path).map_err(|e| {
+        Error::checkpoint(
+            CheckpointProblem::Io,
+            None,
+            format!("{}: {e}", path.display()),
+        )
+    })
 }
 
 fn float_dtype(d: Dtype) -> Option<FloatDtype> {
@@ -93,9 +107,11 @@ impl StateDict {
             Some(n) => Some(
                 i64::try_from(n)
                     .map_err(|_| {
-                        Error::Checkpoint(format!(
-                            "num_batches_tracked {n} does not fit the file's int64"
-                        ))
+                        Error::checkpoint(
+                            CheckpointProblem::Value,
+                            Some("num_batches_tracked"),
+                            format!("num_batches_tracked {n} does not fit the file's int64"),
+                        )
                     })?
                     .to_le_bytes(),
             ),
@@ -135,20 +151,23 @@ impl StateDict {
         let mut dtype = None;
         let mut floats = |name: &str| -> Result<Vec<f32>> {
             let key = format!("{prefix}{name}");
-            let t = st
-                .tensor(&key)
-                .map_err(|_| Error::Checkpoint(format!("missing key {key:?}")))?;
+            let t = st.tensor(&key).map_err(|_| missing(&key))?;
             let d = float_dtype(t.dtype()).ok_or_else(|| {
-                Error::Checkpoint(format!(
-                    "{key:?} has dtype {:?}; expected F32, F16, BF16 or F64",
-                    t.dtype()
-                ))
+                Error::checkpoint(
+                    CheckpointProblem::DType,
+                    Some(&key),
+                    format!(
+                        "{key:?} has dtype {:?}; expected F32, F16, BF16 or F64",
+                        t.dtype()
+                    ),
+                )
             })?;
             if t.shape().len() != 1 {
-                return Err(Error::Checkpoint(format!(
-                    "{key:?} has shape {:?}, expected [C]",
-                    t.shape()
-                )));
+                return Err(Error::checkpoint(
+                    CheckpointProblem::Shape,
+                    Some(&key),
+                    format!("{key:?} has shape {:?}, expected [C]", t.shape()),
+                ));
             }
             dtype.get_or_insert(d);
             Ok(decode(t.data(), d))
@@ -170,9 +189,7 @@ impl StateDict {
 /// `{prefix}num_batches_tracked`: an I64 (or I32) scalar, not negative.
 fn read_count(st: &SafeTensors<'_>, prefix: &str) -> Result<u64> {
     let key = format!("{prefix}num_batches_tracked");
-    let t = st
-        .tensor(&key)
-        .map_err(|_| Error::Checkpoint(format!("missing key {key:?}")))?;
+    let t = st.tensor(&key).map_err(|_| missing(&key))?;
     let scalar = matches!(t.shape(), [] | [1]);
     let n = match (t.dtype(), scalar) {
         (Dtype::I64, true) => t.data().try_into().ok().map(i64::from_le_bytes),
@@ -184,13 +201,23 @@ fn read_count(st: &SafeTensors<'_>, prefix: &str) -> Result<u64> {
         _ => None,
     }
     .ok_or_else(|| {
-        Error::Checkpoint(format!(
-            "{key:?} has dtype {:?} and shape {:?}, expected an I64 scalar",
-            t.dtype(),
-            t.shape()
-        ))
+        Error::checkpoint(
+            CheckpointProblem::DType,
+            Some(&key),
+            format!(
+                "{key:?} has dtype {:?} and shape {:?}, expected an I64 scalar",
+                t.dtype(),
+                t.shape()
+            ),
+        )
     })?;
-    u64::try_from(n).map_err(|_| Error::Checkpoint(format!("{key:?} is negative ({n})")))
+    u64::try_from(n).map_err(|_| {
+        Error::checkpoint(
+            CheckpointProblem::Value,
+            Some(&key),
+            format!("{key:?} is negative ({n})"),
+        )
+    })
 }
 
 impl<R: SpatialRank> BatchNorm<R> {
@@ -212,8 +239,10 @@ impl<R: SpatialRank> BatchNorm<R> {
         let mut sd = self.state_dict()?;
         sd.dtype = dtype;
         let bytes = sd.to_safetensors(prefix)?;
-        std::fs::write(path.as_ref(), bytes)
-            .map_err(|e| Error::Checkpoint(format!("{}: {e}", path.as_ref().display())))
+        std::fs::write(path.as_ref(), bytes).map_err(|e| {
+            let detail = format!("{}: {e}", path.as_ref().display());
+            Error::checkpoint(CheckpointProblem::Io, None, detail)
+        })
     }
 
     /// Loads the entries under `prefix` from a `.safetensors` file (other

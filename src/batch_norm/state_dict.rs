@@ -2,7 +2,7 @@
 //! `running_mean`, `running_var`, `num_batches_tracked`), and strict loading.
 
 use super::{BatchNorm, SpatialRank};
-use crate::error::{Error, Result};
+use crate::error::{CheckpointProblem, Error, Result};
 
 /// Floating-point type of a checkpoint's tensors. The module's state is
 /// f32 whatever the checkpoint holds; this says what a file had, or what to
@@ -97,27 +97,45 @@ impl<R: SpatialRank> BatchNorm<R> {
             };
             match (v, wanted) {
                 (Some(v), true) if v.len() != nf => {
-                    return Err(Error::Checkpoint(format!(
-                        "size mismatch for {name}: got {} values, the module has {nf}",
-                        v.len()
-                    )))
+                    return Err(Error::checkpoint(
+                        CheckpointProblem::Shape,
+                        Some(name),
+                        format!(
+                            "size mismatch for {name}: got {} values, the module has {nf}",
+                            v.len()
+                        ),
+                    ))
                 }
-                (None, true) => return Err(Error::Checkpoint(format!("missing key {name:?}"))),
+                (None, true) => {
+                    return Err(Error::checkpoint(
+                        CheckpointProblem::MissingKey,
+                        Some(name),
+                        format!("missing key {name:?}"),
+                    ))
+                }
                 (Some(_), false) => {
-                    return Err(Error::Checkpoint(format!("unexpected key {name:?}")))
+                    return Err(Error::checkpoint(
+                        CheckpointProblem::UnexpectedKey,
+                        Some(name),
+                        format!("unexpected key {name:?}"),
+                    ))
                 }
                 _ => {}
             }
         }
         match (sd.num_batches_tracked, track) {
             (None, true) => {
-                return Err(Error::Checkpoint(
-                    "missing key \"num_batches_tracked\"".into(),
+                return Err(Error::checkpoint(
+                    CheckpointProblem::MissingKey,
+                    Some("num_batches_tracked"),
+                    "missing key \"num_batches_tracked\"",
                 ))
             }
             (Some(_), false) => {
-                return Err(Error::Checkpoint(
-                    "unexpected key \"num_batches_tracked\"".into(),
+                return Err(Error::checkpoint(
+                    CheckpointProblem::UnexpectedKey,
+                    Some("num_batches_tracked"),
+                    "unexpected key \"num_batches_tracked\"",
                 ))
             }
             _ => {}

@@ -161,8 +161,10 @@ pub(crate) async fn pick_adapter(
     instance: &wgpu::Instance,
     o: &ContextOptions,
 ) -> Result<wgpu::Adapter> {
+    // Only the backends this build of wgpu has can have been tried.
+    let tried = o.backends & wgpu::Instance::enabled_backend_features();
     let no_adapter = |detail: String| Error::NoAdapter {
-        backends: backend_list(o.backends),
+        backends: backend_list(tried),
         detail,
     };
     if let Some(want) = &o.adapter_name {
