@@ -31,21 +31,17 @@ fn column_moments(ch: u32, shift: f32) -> vec4<f32> {
 }
 
 fn column_fold(ch: u32, shift: f32, careful: bool) -> vec4<f32> {
-    var acc = empty_state(exponent_of(shift));
-    var u = state_unit(acc);
-    var shu = shift * u;
+    var f = fold_start(shift);
     for (var r = 0u; r < P.n; r += 1u) {
         let x = x_at(r * P.c + ch);
-        var v = x * u - shu;
+        var v = x * f.u - f.shu;
         if (careful && !in_range(vec4<f32>(v))) {
-            acc = absorb_outliers(acc, vec4<f32>(v, 0.0, 0.0, 0.0));
-            u = state_unit(acc);
-            shu = shift * u;
-            v = x * u - shu;
+            f = fold_absorb(f, vec4<f32>(v, 0.0, 0.0, 0.0), shift);
+            v = x * f.u - f.shu;
         }
-        acc = welford(acc, v);
+        f.acc = welford(f.acc, v);
     }
-    return acc;
+    return f.acc;
 }
 
 @compute @workgroup_size(WG)

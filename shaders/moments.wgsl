@@ -303,6 +303,29 @@ fn state_unit(acc: vec4<f32>) -> f32 {
     return select(1.0, unit_of(acc.w), is_finite(acc.w));
 }
 
+// A fold's moment state with its unit and the shift in that unit: each
+// value x enters as x * u - shu.
+struct Fold {
+    acc: vec4<f32>,
+    u: f32,
+    shu: f32,
+}
+
+// A fold with no values yet, relative to `shift`.
+fn fold_start(shift: f32) -> Fold {
+    let acc = empty_state(exponent_of(shift));
+    let u = state_unit(acc);
+    return Fold(acc, u, shift * u);
+}
+
+// The fold after values `v` (in its current unit) not all within range:
+// absorb_outliers, then the new unit; the caller recomputes its values.
+fn fold_absorb(f: Fold, v: vec4<f32>, shift: f32) -> Fold {
+    let acc = absorb_outliers(f.acc, v);
+    let u = state_unit(acc);
+    return Fold(acc, u, shift * u);
+}
+
 // The units of four channels' tags (1 where poisoned).
 fn units4(tag: vec4<f32>) -> vec4<f32> {
     return select(vec4<f32>(1.0), ldexp(vec4<f32>(1.0), -vec4<i32>(tag)), finite4(tag));

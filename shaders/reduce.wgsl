@@ -215,24 +215,20 @@ fn moments_acc(s: Share, width: u32) -> vec4<f32> {
 
 fn moments_pass(s: Share, width: u32, careful: bool) -> vec4<f32> {
     let shift = shift_of(s.ch);
-    var acc = empty_state(exponent_of(shift));
+    var f = fold_start(shift);
     if (s.valid) {
-        var u = state_unit(acc);
-        var shu = shift * u;
         var c = walk(s, width);
         for (var j = s.start; j < s.end; j += s.step) {
             if (MASKED) {
                 let mu = masked_unit(c.n, c.u, s.ch);
                 if (mu.valid) {
                     let raw = vec4<f32>(x4[mu.v]);
-                    var v = select(vec4<f32>(0.0), raw * u - vec4<f32>(shu), mu.mask);
+                    var v = select(vec4<f32>(0.0), raw * f.u - vec4<f32>(f.shu), mu.mask);
                     if (careful && !in_range(v)) {
-                        acc = absorb_outliers(acc, v);
-                        u = state_unit(acc);
-                        shu = shift * u;
-                        v = select(vec4<f32>(0.0), raw * u - vec4<f32>(shu), mu.mask);
+                        f = fold_absorb(f, v, shift);
+                        v = select(vec4<f32>(0.0), raw * f.u - vec4<f32>(f.shu), mu.mask);
                     }
-                    acc = welford_masked(acc, v, mu.mask);
+                    f.acc = welford_masked(f.acc, v, mu.mask);
                 }
                 advance(&c);
                 continue;
@@ -241,30 +237,26 @@ fn moments_pass(s: Share, width: u32, careful: bool) -> vec4<f32> {
             if (o < P.numel) {
                 let raw = vec4<f32>(x4[o / 4u]);
                 if (width == 4u) {
-                    var v = raw * u - vec4<f32>(shu);
+                    var v = raw * f.u - vec4<f32>(f.shu);
                     if (careful && !in_range(v)) {
-                        acc = absorb_outliers(acc, v);
-                        u = state_unit(acc);
-                        shu = shift * u;
-                        v = raw * u - vec4<f32>(shu);
+                        f = fold_absorb(f, v, shift);
+                        v = raw * f.u - vec4<f32>(f.shu);
                     }
-                    acc = welford4(acc, v);
+                    f.acc = welford4(f.acc, v);
                 } else {
                     let x = pick(raw, o % 4u);
-                    var v = x * u - shu;
+                    var v = x * f.u - f.shu;
                     if (careful && !in_range(vec4<f32>(v))) {
-                        acc = absorb_outliers(acc, vec4<f32>(v, 0.0, 0.0, 0.0));
-                        u = state_unit(acc);
-                        shu = shift * u;
-                        v = x * u - shu;
+                        f = fold_absorb(f, vec4<f32>(v, 0.0, 0.0, 0.0), shift);
+                        v = x * f.u - f.shu;
                     }
-                    acc = welford(acc, v);
+                    f.acc = welford(f.acc, v);
                 }
             }
             advance(&c);
         }
     }
-    return acc;
+    return f.acc;
 }
 
 // This thread's (sum dy, sum dy * x_hat) over its values of slot s.
