@@ -5,10 +5,13 @@
 use std::sync::mpsc;
 use std::sync::Mutex;
 
-/// The context's poll thread, started on first use; it ends when the
-/// context is dropped (the channel closes).
+/// The context's poll thread; it ends when the context is dropped (the
+/// channel closes), and the drop waits for it: a thread still holding the
+/// device when the process exits would tear the device down while the
+/// driver's exit handlers do (on GL through EGL, heap corruption).
 pub(crate) struct Poller {
     requests: Mutex<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Poller {
@@ -26,15 +29,16 @@ impl Poller {
                     let _ = device.poll(wgpu::PollType::wait_indefinitely());
                 }
             });
-        if spawned.is_err() {
+        match spawned {
+            Ok(handle) => Self {
+                requests: Mutex::new(tx),
+                thread: Some(handle),
+            },
             // No thread: requests are served by the caller's fallback poll.
-            let (dead, _) = mpsc::channel();
-            return Self {
-                requests: Mutex::new(dead),
-            };
-        }
-        Self {
-            requests: Mutex::new(tx),
+            Err(_) => Self {
+                requests: Mutex::new(mpsc::channel().0),
+                thread: None,
+            },
         }
     }
 
@@ -45,5 +49,20 @@ impl Poller {
             .lock()
             .map(|tx| tx.send(()).is_ok())
             .unwrap_or(false)
+    }
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        // Close the channel, then wait for the thread to drop its device
+        // (unless this runs on the poll thread itself, from a callback).
+        if let Ok(tx) = self.requests.get_mut() {
+            *tx = mpsc::channel().0;
+        }
+        if let Some(handle) = self.thread.take() {
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
+        }
     }
 }
