@@ -206,7 +206,8 @@ pub enum Error {
     Checkpoint {
         /// What kind of problem, for callers that branch on it.
         problem: CheckpointProblem,
-        /// The entry concerned (with its prefix), where there is one.
+        /// The entry concerned, where there is one: with its prefix for a
+        /// `.safetensors` file, PyTorch's bare name for a [`StateDict`](crate::StateDict).
         key: Option<String>,
         /// What happened, in words.
         detail: String,

@@ -89,6 +89,27 @@ fn a_replica_leaving_is_an_error_not_a_hang() {
             .collect()
     });
     assert_eq!(results, vec![true, true]);
+    // Different collectives at the same step, even of one length: an
+    // error for both, never one's data in the other's result.
+    let results: Vec<bool> = std::thread::scope(|s| {
+        let handles: Vec<_> = LocalGroup::new(2)
+            .into_iter()
+            .map(|comm| {
+                s.spawn(move || {
+                    if comm.rank() == 0 {
+                        comm.all_gather(&[1.0, 2.0]).is_err()
+                    } else {
+                        comm.all_reduce_sum(&mut [1.0, 2.0]).is_err()
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    assert_eq!(results, vec![true, true]);
 }
 
 /// In eval with running statistics nothing is exchanged: a single replica

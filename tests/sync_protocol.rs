@@ -159,6 +159,54 @@ fn a_failed_forward_fails_every_replica_and_its_backward_never_hangs() {
     }
 }
 
+/// A forward that fails on one replica only, after the all-gather (here:
+/// `keep_input_copy` on an input buffer without `COPY_SRC`, which only the
+/// copy needs): that replica changes nothing, the other commits; the next
+/// backward fails on both instead of leaving one waiting.
+#[test]
+fn a_forward_failing_after_the_gather_fails_both_backwards() {
+    let Some(out) = pair(|ctx, comm, _| {
+        let rank = comm.rank();
+        let bn = BatchNorm1d::new(ctx, BatchNormConfig::new(3)).expect("bn");
+        let mut sync = SyncBatchNorm::new(bn, comm);
+        let data = values(rank as u64, 12);
+        let x = if rank == 1 {
+            sync.module_mut().keep_input_copy(true);
+            let buffer = ctx
+                .device()
+                .create_buffer(&wgpu_batchnorm::wgpu::BufferDescriptor {
+                    label: Some("test/no-copy-src"),
+                    size: 48,
+                    usage: wgpu_batchnorm::wgpu::BufferUsages::STORAGE
+                        | wgpu_batchnorm::wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+            ctx.queue()
+                .write_buffer(&buffer, 0, bytemuck::cast_slice(&data));
+            Tensor::from_buffer(ctx, buffer, 0, &[4, 3]).expect("wrap")
+        } else {
+            Tensor::from_slice(ctx, &data, &[4, 3]).expect("x")
+        };
+        let forward = sync.forward(&x).map(|_| ());
+        let nbt = sync.module().num_batches_tracked();
+        let dy = Tensor::from_slice(ctx, &values(7, 12), &[4, 3]).expect("dy");
+        let backward = sync.backward(&dy).map(|_| ());
+        // Both took part in the same collectives: the group still works.
+        let good = Tensor::from_slice(ctx, &data, &[4, 3]).expect("x");
+        sync.forward(&good).expect("next forward");
+        sync.backward(&dy).expect("next backward");
+        (forward, nbt, backward)
+    }) else {
+        return;
+    };
+    let (f0, n0, b0) = &out[0];
+    let (f1, n1, b1) = &out[1];
+    assert!(f0.is_ok(), "rank 0's forward: {f0:?}");
+    assert!(f1.is_err(), "rank 1's forward must fail");
+    assert_eq!((*n0, *n1), (1, 0), "rank 1 changed nothing");
+    assert!(b0.is_err() && b1.is_err(), "backward: {b0:?} / {b1:?}");
+}
+
 /// Cumulative averaging, no running statistics and no affine parameters
 /// through SyncBatchNorm: each replica matches one module on the whole
 /// batch (outputs, grad_input, summed parameter gradients, state).

@@ -35,6 +35,12 @@ fn dropping_a_context_ends_its_poll_thread() {
         assert!(with >= 1, "no poll thread");
         drop(t);
         drop(ctx);
+        // The join has returned; the kernel may list the finished thread a
+        // moment longer.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        while poll_threads() >= with && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         assert_eq!(
             poll_threads(),
             with - 1,

@@ -107,10 +107,11 @@ impl StateDict {
             Some(n) => Some(
                 i64::try_from(n)
                     .map_err(|_| {
+                        let key = format!("{prefix}num_batches_tracked");
                         Error::checkpoint(
                             CheckpointProblem::Value,
-                            Some("num_batches_tracked"),
-                            format!("num_batches_tracked {n} does not fit the file's int64"),
+                            Some(&key),
+                            format!("{key} {n} does not fit the file's int64"),
                         )
                     })?
                     .to_le_bytes(),

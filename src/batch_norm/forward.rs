@@ -196,9 +196,10 @@ impl<R: SpatialRank> BatchNorm<R> {
             }
         }
         self.ctx.pipelines().supports(x.dtype())?;
+        // Every check before the first copy is recorded into `encoder`.
+        let nbt = semantics::next_batch_count(self.num_batches_tracked, plan.track_step)?;
         let input = self.saved_input(encoder, x)?;
         let residual = epilogue.residual.map(|r| r.padded(encoder)).transpose()?;
-        let nbt = semantics::next_batch_count(self.num_batches_tracked, plan.track_step)?;
         let data = if plan.empty {
             None
         } else {

@@ -6,7 +6,8 @@ use std::sync::mpsc;
 use std::sync::Mutex;
 
 /// The context's poll thread; it ends when the context is dropped (the
-/// channel closes), and the drop waits for it: a thread still holding the
+/// channel closes), and the drop waits for it (so dropping the last handle
+/// of a context waits for GPU work an async read-back is waiting on): a thread still holding the
 /// device when the process exits would tear the device down while the
 /// driver's exit handlers do (on GL through EGL, heap corruption).
 pub(crate) struct Poller {
@@ -56,9 +57,11 @@ impl Drop for Poller {
     fn drop(&mut self) {
         // Close the channel, then wait for the thread to drop its device
         // (unless this runs on the poll thread itself, from a callback).
-        if let Ok(tx) = self.requests.get_mut() {
-            *tx = mpsc::channel().0;
-        }
+        let tx = self
+            .requests
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *tx = mpsc::channel().0;
         if let Some(handle) = self.thread.take() {
             if handle.thread().id() != std::thread::current().id() {
                 let _ = handle.join();

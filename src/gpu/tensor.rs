@@ -138,6 +138,11 @@ impl Tensor {
     /// hold `offset + numel * dtype.size()` bytes. Writes the application
     /// makes to the buffer itself are invisible to the library (see
     /// [`BatchNorm::backward`](crate::BatchNorm::backward)).
+    ///
+    /// As an **output** (`forward_into`, `backward_into`), the kernels write
+    /// whole vec4s: the buffer must hold the data rounded up to 16 bytes
+    /// (else `LengthMismatch`), and those up to 12 bytes after the tensor
+    /// are overwritten, so keep nothing of yours there.
     pub fn from_buffer_of(
         ctx: &GpuContext,
         buffer: wgpu::Buffer,

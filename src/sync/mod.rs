@@ -157,6 +157,12 @@ impl<R: SpatialRank, C: Collective> SyncBatchNorm<R, C> {
     /// replica's statistics and every replica updates its running
     /// statistics with the global ones; otherwise the module's plain,
     /// local forward.
+    ///
+    /// If a training forward returns an error on this replica only (one
+    /// its peers did not see: a lost device, out of memory), still call
+    /// [`SyncBatchNorm::backward`] for that step (with any tensor: it is
+    /// not read): it joins the all-reduce with a failure flag, so every
+    /// replica's backward returns an error instead of waiting for this one.
     pub fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
         let _span = crate::trace::span!("SyncBatchNorm::forward", rank = self.comm.rank());
         if !self.bn.is_training() {

@@ -91,13 +91,7 @@ impl<R: SpatialRank> Pair<'_, R> {
                     let merged = ShardGradSums::merge(&[sums]).map_err(err)?;
                     let g = self.gpu.backward_with_sums(&dy, &merged).map_err(err)?;
                     let want = self.model.backward(&dyd).map_err(err)?;
-                    let gi = g.grad_input.to_vec().map_err(err)?;
-                    common::check_close(
-                        "sharded grad_input",
-                        &gi,
-                        &common::f64s(&want.grad_input),
-                        1e-3,
-                    )?;
+                    compare_grads("sharded", &g, &want)?;
                 }
             }
             Cmd::SetParam { which, extra, seed } => {
