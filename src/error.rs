@@ -264,6 +264,24 @@ impl Error {
             detail: detail.into(),
         }
     }
+
+    /// A checkpoint lacks the entry `key`.
+    pub(crate) fn missing_key(key: &str) -> Self {
+        Self::checkpoint(
+            CheckpointProblem::MissingKey,
+            Some(key),
+            format!("missing key {key:?}"),
+        )
+    }
+
+    /// A checkpoint has the entry `key`, which the module does not.
+    pub(crate) fn unexpected_key(key: &str) -> Self {
+        Self::checkpoint(
+            CheckpointProblem::UnexpectedKey,
+            Some(key),
+            format!("unexpected key {key:?}"),
+        )
+    }
 }
 
 /// `Result` with the crate's [`Error`].

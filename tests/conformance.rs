@@ -8,6 +8,7 @@ mod common;
 #[path = "conformance/data.rs"]
 mod data;
 
+use common::{from_channels_last, to_channels_last};
 use data::*;
 use serde_json::Value;
 use wgpu_batchnorm::{

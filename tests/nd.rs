@@ -5,24 +5,12 @@
 
 mod common;
 
-use wgpu_batchnorm::{
-    cpu, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormConfig, Epilogue, Error, GpuContext,
-    MemoryFormat, ShardGradSums, ShardMoments, Tensor,
-};
+use common::to_channels_last;
 
-/// `(N, C, *spatial)` channels-first data in channels-last order.
-fn to_channels_last(data: &[f32], shape: &[usize]) -> Vec<f32> {
-    let (n, c, s) = (shape[0], shape[1], shape[2..].iter().product::<usize>());
-    let mut out = vec![0.0; data.len()];
-    for i in 0..n {
-        for ch in 0..c {
-            for p in 0..s {
-                out[(i * s + p) * c + ch] = data[(i * c + ch) * s + p];
-            }
-        }
-    }
-    out
-}
+use wgpu_batchnorm::{
+    cpu, BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormConfig, Epilogue, Error,
+    GpuContext, MemoryFormat, Rank2d, Rank3d, ShardGradSums, ShardMoments, SpatialRank, Tensor,
+};
 
 fn read(t: &Tensor) -> Vec<f32> {
     t.to_vec().expect("read")
@@ -207,32 +195,46 @@ fn fused_epilogue_errors_change_nothing() {
     assert_eq!(bn.num_batches_tracked(), 1);
 }
 
-/// Folding into a convolution: `W'[o, ...] = W[o, ...] * gamma[o] * invstd[o]`.
-#[test]
-fn fold_into_conv_matches_conv_then_batch_norm() {
+/// Folding into a convolution, `W'[o, ...] = W[o, ...] * gamma[o] *
+/// invstd[o]`: after `steps` training steps on `(2, C, *spatial)` inputs,
+/// one output position of the folded conv (weight `[C, cin, *kernel]`)
+/// equals conv + eval batch norm; a weight of the wrong shape or length is
+/// an error.
+fn fold_matches<R: SpatialRank>(
+    c: usize,
+    cin: usize,
+    kernel: &[usize],
+    spatial: &[usize],
+    steps: usize,
+    seed: u64,
+) {
     let Some(ctx) = common::context() else { return };
-    let (c, cin, k) = (4, 2, 3);
-    let mut rng = common::Rng(5);
-    let mut bn = BatchNorm2d::new(&ctx, BatchNormConfig::new(c)).expect("bn");
+    let per = cin * kernel.iter().product::<usize>();
+    let mut rng = common::Rng(seed);
+    let mut bn = BatchNorm::<R>::new(&ctx, BatchNormConfig::new(c)).expect("bn");
     bn.set_weight(&rng.normals(c, 1.0, 0.3)).expect("w");
     bn.set_bias(&rng.normals(c, 0.0, 0.3)).expect("b");
-    for _ in 0..3 {
-        let x = Tensor::from_slice(&ctx, &rng.normals(2 * c * 9, 1.0, 2.0), &[2, c, 3, 3]);
+    let x_shape: Vec<usize> = [2, c].iter().chain(spatial).copied().collect();
+    for _ in 0..steps {
+        let x = Tensor::from_slice(
+            &ctx,
+            &rng.normals(x_shape.iter().product(), 1.0, 2.0),
+            &x_shape,
+        );
         bn.forward(&x.expect("x")).expect("train");
     }
-    let w = rng.normals(c * cin * k * k, 0.0, 0.5);
+    let w = rng.normals(c * per, 0.0, 0.5);
     let b = rng.normals(c, 0.0, 0.1);
-    let folded = bn
-        .fold_into_conv(&w, &[c, cin, k, k], Some(&b))
-        .expect("fold");
-    assert_eq!(folded.shape, vec![c, cin, k, k]);
+    let shape: Vec<usize> = [c, cin].iter().chain(kernel).copied().collect();
+    let folded = bn.fold_into_conv(&w, &shape, Some(&b)).expect("fold");
+    assert_eq!(folded.shape, shape);
     // One output position of a conv equals a dot product with the kernel:
     // check it for a patch, folded against conv + eval batch norm.
-    let patch = rng.normals(cin * k * k, 0.0, 1.0);
+    let patch = rng.normals(per, 0.0, 1.0);
     let conv = |w: &[f32], b: &[f32]| -> Vec<f32> {
         (0..c)
             .map(|o| {
-                b[o] + w[o * cin * k * k..(o + 1) * cin * k * k]
+                b[o] + w[o * per..(o + 1) * per]
                     .iter()
                     .zip(&patch)
                     .map(|(a, p)| a * p)
@@ -242,14 +244,35 @@ fn fold_into_conv_matches_conv_then_batch_norm() {
     };
     bn.eval();
     let h = conv(&w, &b);
+    let h_shape: Vec<usize> = [1, c]
+        .iter()
+        .chain(spatial.iter().map(|_| &1))
+        .copied()
+        .collect();
     let want = read(
-        &bn.forward(&Tensor::from_slice(&ctx, &h, &[1, c, 1, 1]).expect("h"))
+        &bn.forward(&Tensor::from_slice(&ctx, &h, &h_shape).expect("h"))
             .expect("eval"),
     );
     let got = conv(&folded.weight, &folded.bias);
     common::check_close("folded conv", &got, &common::f64s(&want), 1e-5).expect("fold");
-    assert!(bn.fold_into_conv(&w, &[c + 1, cin, k, k], None).is_err());
-    assert!(bn.fold_into_conv(&w[1..], &[c, cin, k, k], None).is_err());
+    let mut wide = shape.clone();
+    wide[0] = c + 1;
+    assert!(bn.fold_into_conv(&w, &wide, None).is_err());
+    assert!(bn.fold_into_conv(&w[1..], &shape, None).is_err());
+    assert!(bn
+        .fold_into_conv(&w, &shape[..shape.len() - 1], None)
+        .is_err());
+}
+
+#[test]
+fn fold_into_conv_matches_conv_then_batch_norm() {
+    fold_matches::<Rank2d>(4, 2, &[3, 3], &[3, 3], 3, 5);
+}
+
+/// A Conv3d: a 5-D weight `[C, in, kd, kh, kw]`.
+#[test]
+fn fold_into_conv3d_matches_conv_then_batch_norm() {
+    fold_matches::<Rank3d>(3, 2, &[2, 3, 2], &[2, 2, 2], 2, 21);
 }
 
 /// Shards of a 2-D batch (channels-last) match one device on the whole.

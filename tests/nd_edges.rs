@@ -1,10 +1,10 @@
 //! BatchNorm2d and BatchNorm3d at the edges, in both memory formats: empty
-//! batches, NaN in one channel, folding into a Conv3d, and f16 backward.
+//! batches, NaN in one channel, and f16 backward.
 
 mod common;
 
 use wgpu_batchnorm::{
-    cpu, BatchNorm, BatchNorm3d, BatchNormConfig, MemoryFormat, Rank2d, Rank3d, SpatialRank, Tensor,
+    cpu, BatchNorm, BatchNormConfig, MemoryFormat, Rank2d, Rank3d, SpatialRank, Tensor,
 };
 
 const FORMATS: [MemoryFormat; 2] = [MemoryFormat::ChannelsFirst, MemoryFormat::ChannelsLast];
@@ -114,49 +114,6 @@ fn nan_poisons_only_its_channel_in_2d_and_3d() {
     nan_channel::<Rank3d>(&[3, 4, 2, 3, 3]);
 }
 
-/// Folding into a Conv3d (a 5-D weight `[C, in, kd, kh, kw]`): one output
-/// position of the folded conv equals conv + eval batch norm.
-#[test]
-fn fold_into_conv3d_matches_conv_then_batch_norm() {
-    let Some(ctx) = common::context() else { return };
-    let (c, cin, k) = (3, 2, [2usize, 3, 2]);
-    let per = cin * k.iter().product::<usize>();
-    let mut rng = common::Rng(21);
-    let mut bn = BatchNorm3d::new(&ctx, BatchNormConfig::new(c)).expect("bn");
-    bn.set_weight(&rng.normals(c, 1.0, 0.3)).expect("w");
-    bn.set_bias(&rng.normals(c, 0.0, 0.3)).expect("b");
-    for _ in 0..2 {
-        let x = Tensor::from_slice(&ctx, &rng.normals(2 * c * 8, 1.0, 2.0), &[2, c, 2, 2, 2]);
-        bn.forward(&x.expect("x")).expect("train");
-    }
-    let w = rng.normals(c * per, 0.0, 0.5);
-    let b = rng.normals(c, 0.0, 0.1);
-    let shape = [c, cin, k[0], k[1], k[2]];
-    let folded = bn.fold_into_conv(&w, &shape, Some(&b)).expect("fold");
-    assert_eq!(folded.shape, shape.to_vec());
-    let patch = rng.normals(per, 0.0, 1.0);
-    let conv = |w: &[f32], b: &[f32]| -> Vec<f32> {
-        (0..c)
-            .map(|o| {
-                b[o] + w[o * per..(o + 1) * per]
-                    .iter()
-                    .zip(&patch)
-                    .map(|(a, p)| a * p)
-                    .sum::<f32>()
-            })
-            .collect()
-    };
-    bn.eval();
-    let h = conv(&w, &b);
-    let want = read(
-        &bn.forward(&Tensor::from_slice(&ctx, &h, &[1, c, 1, 1, 1]).expect("h"))
-            .expect("eval"),
-    );
-    let got = conv(&folded.weight, &folded.bias);
-    common::check_close("folded conv3d", &got, &common::f64s(&want), 1e-5).expect("fold");
-    assert!(bn.fold_into_conv(&w, &[c, cin, k[0], k[1]], None).is_err());
-}
-
 /// f16 storage, f32 accumulation, through backward: a BatchNorm3d on f16
 /// tensors matches one on the same (f16-representable) values in f32, in
 /// both formats.
@@ -179,8 +136,8 @@ fn f16_batchnorm3d_forward_and_backward_match_f32() {
     let wide = |h: &[half::f16]| -> Vec<f32> { h.iter().map(|v| v.to_f32()).collect() };
     for format in FORMATS {
         let at = |w: &str| format!("{format:?} {w}");
-        let mut a = BatchNorm3d::new(&ctx, BatchNormConfig::new(4)).expect("bn");
-        let mut b = BatchNorm3d::new(&ctx, BatchNormConfig::new(4)).expect("bn");
+        let mut a = BatchNorm::<Rank3d>::new(&ctx, BatchNormConfig::new(4)).expect("bn");
+        let mut b = BatchNorm::<Rank3d>::new(&ctx, BatchNormConfig::new(4)).expect("bn");
         for _ in 0..2 {
             let f16 = |h: &[half::f16]| {
                 Tensor::from_f16_with_format(&ctx, h, &shape, format).expect("f16")

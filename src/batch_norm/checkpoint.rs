@@ -23,14 +23,6 @@ fn err(e: safetensors::SafeTensorError) -> Error {
     Error::checkpoint(CheckpointProblem::Format, None, e.to_string())
 }
 
-fn missing(key: &str) -> Error {
-    Error::checkpoint(
-        CheckpointProblem::MissingKey,
-        Some(key),
-        format!("missing key {key:?}"),
-    )
-}
-
 fn read_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| {
         Error::checkpoint(
@@ -152,7 +144,7 @@ impl StateDict {
         let mut dtype = None;
         let mut floats = |name: &str| -> Result<Vec<f32>> {
             let key = format!("{prefix}{name}");
-            let t = st.tensor(&key).map_err(|_| missing(&key))?;
+            let t = st.tensor(&key).map_err(|_| Error::missing_key(&key))?;
             let d = float_dtype(t.dtype()).ok_or_else(|| {
                 Error::checkpoint(
                     CheckpointProblem::DType,
@@ -190,7 +182,7 @@ impl StateDict {
 /// `{prefix}num_batches_tracked`: an I64 (or I32) scalar, not negative.
 fn read_count(st: &SafeTensors<'_>, prefix: &str) -> Result<u64> {
     let key = format!("{prefix}num_batches_tracked");
-    let t = st.tensor(&key).map_err(|_| missing(&key))?;
+    let t = st.tensor(&key).map_err(|_| Error::missing_key(&key))?;
     let scalar = matches!(t.shape(), [] | [1]);
     let n = match (t.dtype(), scalar) {
         (Dtype::I64, true) => t.data().try_into().ok().map(i64::from_le_bytes),

@@ -106,38 +106,14 @@ impl<R: SpatialRank> BatchNorm<R> {
                         ),
                     ))
                 }
-                (None, true) => {
-                    return Err(Error::checkpoint(
-                        CheckpointProblem::MissingKey,
-                        Some(name),
-                        format!("missing key {name:?}"),
-                    ))
-                }
-                (Some(_), false) => {
-                    return Err(Error::checkpoint(
-                        CheckpointProblem::UnexpectedKey,
-                        Some(name),
-                        format!("unexpected key {name:?}"),
-                    ))
-                }
+                (None, true) => return Err(Error::missing_key(name)),
+                (Some(_), false) => return Err(Error::unexpected_key(name)),
                 _ => {}
             }
         }
         match (sd.num_batches_tracked, track) {
-            (None, true) => {
-                return Err(Error::checkpoint(
-                    CheckpointProblem::MissingKey,
-                    Some("num_batches_tracked"),
-                    "missing key \"num_batches_tracked\"",
-                ))
-            }
-            (Some(_), false) => {
-                return Err(Error::checkpoint(
-                    CheckpointProblem::UnexpectedKey,
-                    Some("num_batches_tracked"),
-                    "unexpected key \"num_batches_tracked\"",
-                ))
-            }
+            (None, true) => return Err(Error::missing_key("num_batches_tracked")),
+            (Some(_), false) => return Err(Error::unexpected_key("num_batches_tracked")),
             _ => {}
         }
         let mut writes = Vec::new();

@@ -227,3 +227,30 @@ pub fn assert_matches_reference(
         sd,
     );
 }
+
+/// Channels-first `(N, C, *spatial)` data in channels-last order, and back.
+pub fn to_channels_last(data: &[f32], shape: &[usize]) -> Vec<f32> {
+    let (n, c, s) = (shape[0], shape[1], shape[2..].iter().product::<usize>());
+    let mut out = vec![0.0; data.len()];
+    for i in 0..n {
+        for ch in 0..c {
+            for p in 0..s {
+                out[(i * s + p) * c + ch] = data[(i * c + ch) * s + p];
+            }
+        }
+    }
+    out
+}
+
+pub fn from_channels_last(data: &[f32], shape: &[usize]) -> Vec<f32> {
+    let (n, c, s) = (shape[0], shape[1], shape[2..].iter().product::<usize>());
+    let mut out = vec![0.0; data.len()];
+    for i in 0..n {
+        for ch in 0..c {
+            for p in 0..s {
+                out[(i * c + ch) * s + p] = data[(i * s + p) * c + ch];
+            }
+        }
+    }
+    out
+}
