@@ -24,7 +24,7 @@ struct Params {
     momentum: f32,         // running-statistics factor for this step
     lead: u32,             // elements between the start of this chunk's first row and the chunk
     subgroups: u32,        // subgroups per workgroup for reduce_subgroup.wgsl, 0: tree only
-    stride: u32,           // vec4s between the vec4s of one elementwise invocation (whole rows)
+    stride: u32,           // vec4s between the vec4s of one elementwise invocation (whole rows, or runs)
     units: u32,            // reduction units (values, vec4s along L, or rows) per lane in this chunk
     partial_rows: u32,     // rows of partial states the finalize steps merge
     column_lanes: u32,    // lanes per workgroup of the column kernels
@@ -34,6 +34,7 @@ const FLAG_UPDATE_RUNNING: u32 = 1u;
 const FLAG_AFFINE: u32 = 2u;
 const FLAG_BATCH_STATS: u32 = 4u;
 const FLAG_FROM_STATE: u32 = 8u;
+const FLAG_SLAB_RUNS: u32 = 16u;
 
 // Per-channel terms (the `terms` buffer), written by finalize.wgsl and read
 // by the other kernels,

@@ -25,8 +25,13 @@
 // than the arithmetic on CPU adapters): `*_planes` when L % 4 == 0 (a vec4
 // lies within one channel), `*_rows` for (N, C) inputs with C % 4 == 0 (a
 // vec4 is four consecutive channels), and the general kernels, which look up
-// each value's channel. Values past numel in the last vec4 land in the
-// output's padding.
+// each value's channel. With FLAG_SLAB_RUNS (long runs of odd L in rows too
+// long for whole-row strides) the general kernels' slab is a block of
+// consecutive vec4s instead: one that lies within one run of L values takes
+// that channel's terms once, like `*_planes`; the few that straddle two runs
+// look up each vec4's channels. The planes kernels take run slabs too where
+// a run's vec4s are not a multiple of SLAB. Values past numel in the last vec4 land in
+// the output's padding.
 
 // x4 and dy4 are declared in common.wgsl; out, residual4, the EPILOGUE
 // constant and store_normalized in epilogue.wgsl.
@@ -89,6 +94,18 @@ fn in_tensor(i: u32) -> bool {
     return i < (P.numel + 3u) / 4u;
 }
 
+// The run of L values (row * C + channel) element e of the chunk lies in.
+fn run_of(e: u32) -> u32 {
+    return (e + P.lead) / P.l;
+}
+
+// Whether the slab from vec4 i (FLAG_SLAB_RUNS) lies within one run: its
+// first value's and its last value's (in the tensor) are the same run.
+fn slab_in_one_run(i: u32) -> bool {
+    let last = min(i + (SLAB - 1u) * P.stride, (P.numel + 3u) / 4u - 1u);
+    return run_of(i * 4u) == run_of(min(last * 4u + 3u, P.numel - 1u));
+}
+
 fn plane_channel(i: u32) -> u32 {
     return ((i * 4u + P.lead) / P.l) % P.c;
 }
@@ -147,17 +164,39 @@ fn from_state1(ch: u32) -> NormTerms {
     );
 }
 
+// One channel's normalize terms: packed, or from the state in eval.
+fn plane_terms(ch: u32) -> NormTerms {
+    if ((P.flags & FLAG_FROM_STATE) != 0u) {
+        return from_state1(ch);
+    }
+    let t = packed(PACKED_NORMALIZE, ch);
+    return NormTerms(vec4<f32>(t.x), vec4<f32>(t.y), vec4<f32>(t.z));
+}
+
+// One vec4 of a plane with its channel's terms (a run slab across two runs).
+fn normalize_plane_one(i: u32) {
+    if (in_tensor(i)) {
+        normalize_one(i, plane_terms(plane_channel(i)));
+    }
+}
+
 @compute @workgroup_size(WG)
 fn normalize_planes(ids: Ids) {
     let i = slab_first(global_index(ids));
-    if (in_tensor(i)) {
-        let ch = plane_channel(i);
-        if ((P.flags & FLAG_FROM_STATE) != 0u) {
-            normalize_slab(i, from_state1(ch));
-        } else {
-            let t = packed(PACKED_NORMALIZE, ch);
-            normalize_slab(i, NormTerms(vec4<f32>(t.x), vec4<f32>(t.y), vec4<f32>(t.z)));
-        }
+    if (!in_tensor(i)) {
+        return;
+    }
+    if ((P.flags & FLAG_SLAB_RUNS) == 0u || slab_in_one_run(i)) {
+        normalize_slab(i, plane_terms(plane_channel(i)));
+    } else {
+        normalize_plane_one(i);
+        normalize_plane_one(i + P.stride);
+        normalize_plane_one(i + 2u * P.stride);
+        normalize_plane_one(i + 3u * P.stride);
+        normalize_plane_one(i + 4u * P.stride);
+        normalize_plane_one(i + 5u * P.stride);
+        normalize_plane_one(i + 6u * P.stride);
+        normalize_plane_one(i + 7u * P.stride);
     }
 }
 
@@ -176,12 +215,35 @@ fn normalize_rows(ids: Ids) {
     }
 }
 
+// One vec4 with its own channels' terms (a run slab across two runs).
+fn normalize_looked_up(i: u32) {
+    if (in_tensor(i)) {
+        let t = packed_general(PACKED_NORMALIZE, i * 4u);
+        normalize_one(i, NormTerms(column(t, 0u), column(t, 1u), column(t, 2u)));
+    }
+}
+
 @compute @workgroup_size(WG)
 fn normalize(ids: Ids) {
     let i = slab_first(global_index(ids));
-    if (in_tensor(i)) {
+    if (!in_tensor(i)) {
+        return;
+    }
+    if ((P.flags & FLAG_SLAB_RUNS) == 0u) {
+        // Whole-row strides: the slab's vec4s share one channel pattern.
         let t = packed_general(PACKED_NORMALIZE, i * 4u);
         normalize_slab(i, NormTerms(column(t, 0u), column(t, 1u), column(t, 2u)));
+    } else if (slab_in_one_run(i)) {
+        normalize_slab(i, plane_terms(run_of(i * 4u) % P.c));
+    } else {
+        normalize_looked_up(i);
+        normalize_looked_up(i + P.stride);
+        normalize_looked_up(i + 2u * P.stride);
+        normalize_looked_up(i + 3u * P.stride);
+        normalize_looked_up(i + 4u * P.stride);
+        normalize_looked_up(i + 5u * P.stride);
+        normalize_looked_up(i + 6u * P.stride);
+        normalize_looked_up(i + 7u * P.stride);
     }
 }
 
@@ -209,12 +271,36 @@ fn grad_slab(i: u32, t: GradTerms) {
     grad_one(i + 7u * P.stride, t);
 }
 
+// One channel's gradient terms.
+fn plane_grad_terms(ch: u32) -> GradTerms {
+    let t = packed(PACKED_GRAD, ch);
+    return GradTerms(vec4<f32>(t.x), vec4<f32>(t.y), vec4<f32>(t.z), vec4<f32>(t.w));
+}
+
+// One vec4 of a plane with its channel's terms (a run slab across two runs).
+fn grad_plane_one(i: u32) {
+    if (in_tensor(i)) {
+        grad_one(i, plane_grad_terms(plane_channel(i)));
+    }
+}
+
 @compute @workgroup_size(WG)
 fn grad_input_planes(ids: Ids) {
     let i = slab_first(global_index(ids));
-    if (in_tensor(i)) {
-        let t = packed(PACKED_GRAD, plane_channel(i));
-        grad_slab(i, GradTerms(vec4<f32>(t.x), vec4<f32>(t.y), vec4<f32>(t.z), vec4<f32>(t.w)));
+    if (!in_tensor(i)) {
+        return;
+    }
+    if ((P.flags & FLAG_SLAB_RUNS) == 0u || slab_in_one_run(i)) {
+        grad_slab(i, plane_grad_terms(plane_channel(i)));
+    } else {
+        grad_plane_one(i);
+        grad_plane_one(i + P.stride);
+        grad_plane_one(i + 2u * P.stride);
+        grad_plane_one(i + 3u * P.stride);
+        grad_plane_one(i + 4u * P.stride);
+        grad_plane_one(i + 5u * P.stride);
+        grad_plane_one(i + 6u * P.stride);
+        grad_plane_one(i + 7u * P.stride);
     }
 }
 
@@ -232,12 +318,34 @@ fn grad_input_rows(ids: Ids) {
     }
 }
 
+// One vec4 with its own channels' terms (a run slab across two runs).
+fn grad_looked_up(i: u32) {
+    if (in_tensor(i)) {
+        let t = packed_general(PACKED_GRAD, i * 4u);
+        grad_one(i, GradTerms(column(t, 0u), column(t, 1u), column(t, 2u), column(t, 3u)));
+    }
+}
+
 @compute @workgroup_size(WG)
 fn grad_input(ids: Ids) {
     let i = slab_first(global_index(ids));
-    if (in_tensor(i)) {
+    if (!in_tensor(i)) {
+        return;
+    }
+    if ((P.flags & FLAG_SLAB_RUNS) == 0u) {
         let t = packed_general(PACKED_GRAD, i * 4u);
         grad_slab(i, GradTerms(column(t, 0u), column(t, 1u), column(t, 2u), column(t, 3u)));
+    } else if (slab_in_one_run(i)) {
+        grad_slab(i, plane_grad_terms(run_of(i * 4u) % P.c));
+    } else {
+        grad_looked_up(i);
+        grad_looked_up(i + P.stride);
+        grad_looked_up(i + 2u * P.stride);
+        grad_looked_up(i + 3u * P.stride);
+        grad_looked_up(i + 4u * P.stride);
+        grad_looked_up(i + 5u * P.stride);
+        grad_looked_up(i + 6u * P.stride);
+        grad_looked_up(i + 7u * P.stride);
     }
 }
 

@@ -199,17 +199,27 @@ fn one_channel_layouts_match_the_reference() {
 }
 
 /// Long rows of few channels: each elementwise invocation takes a block
-/// within one channel's run of L values.
+/// within one channel's run of L values; for odd L, or runs not a whole
+/// number of slabs (run slabs), a block of consecutive vec4s that mostly
+/// lies within one run.
 #[test]
 fn long_rows_match_the_reference() {
     let Some(ctx) = common::context() else {
         return;
     };
     let modes = [true, false, true];
-    for (i, shape) in [vec![1usize, 3, 4096], vec![2, 5, 256], vec![1, 2, 96]]
-        .iter()
-        .enumerate()
-    {
+    let shapes = [
+        vec![1usize, 3, 4096],
+        vec![2, 5, 256],
+        vec![1, 2, 96],
+        vec![1, 3, 1001],
+        vec![2, 5, 129],
+        vec![3, 2, 4097],
+        vec![5, 7, 9999],
+        vec![2, 5, 132],
+        vec![1, 3, 1028],
+    ];
+    for (i, shape) in shapes.iter().enumerate() {
         assert_matches_reference(&ctx, shape, &modes, 60 + i as u64, 0.0, 1.0);
     }
     assert_matches_reference_in::<Rank2d>(

@@ -19,7 +19,9 @@
 //! `BN_PEAK_GBPS` (the card's peak memory bandwidth) adds each op's share
 //! of it to the floors section. `BN_COLUMNS=0` or `=1` forces the column kernels off or on (see
 //! `Tuning::columns`) to compare strategies. `BN_BENCH_RUNS` sets the runs per median (default 7); `BN_BENCH_SHAPES`
-//! (comma-separated, e.g. `2x2097152,16x262144`) limits the shapes section. The host's CPU
+//! (comma-separated, e.g. `2x2097152,16x262144`; a shape not in the list
+//! is measured too, channels-first, or channels-last with a `:cl` suffix)
+//! limits the shapes section. The host's CPU
 //! model and the adapter head the output: compare ratios within one run.
 
 mod baseline;
@@ -53,6 +55,7 @@ const SHAPES: &[&[usize]] = &[
     &[4, 16, 16, 64, 64],
     &[1, 64, 65536],
     &[8, 3, 174_763],
+    &[2, 3, 699_051],
     &[1_398_101, 3],
     &[279_620, 15],
 ];
@@ -108,25 +111,40 @@ fn criterion_section(ctx: &GpuContext) {
     criterion.final_summary();
 }
 
+/// The shapes section's shapes: `SHAPES` (more than three dims:
+/// channels-last), or those `BN_BENCH_SHAPES` names, listed or not.
+fn bench_shapes() -> Vec<(Vec<usize>, MemoryFormat)> {
+    let listed = |shape: &[usize]| (shape.to_vec(), if shape.len() > 3 { CL } else { CF });
+    let Ok(only) = std::env::var("BN_BENCH_SHAPES") else {
+        return SHAPES.iter().map(|s| listed(s)).collect();
+    };
+    only.split(',')
+        .filter_map(|entry| {
+            let (dims, format) = match entry.trim().strip_suffix(":cl") {
+                Some(dims) => (dims, Some(CL)),
+                None => (entry.trim(), None),
+            };
+            let shape: Vec<usize> = dims
+                .split('x')
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .ok()?;
+            (shape.len() >= 2).then_some(())?;
+            match format {
+                Some(f) => Some((shape, f)),
+                None if SHAPES.contains(&shape.as_slice()) => Some(listed(&shape)),
+                None => Some((shape, CF)),
+            }
+        })
+        .collect()
+}
+
 /// The shape rule: each op's time per byte against the best shape's.
 fn shapes_section(ctx: &GpuContext) {
     let ops = [Op::Train, Op::Eval, Op::Backward];
     let mut rows: Vec<(String, usize, Duration, [Duration; 3])> = Vec::new();
-    let only = std::env::var("BN_BENCH_SHAPES").ok();
-    for shape in SHAPES {
-        let name = shape
-            .iter()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join("x");
-        if only
-            .as_ref()
-            .is_some_and(|o| !o.split(',').any(|s| s == name))
-        {
-            continue;
-        }
-        let format = if shape.len() > 3 { CL } else { CF };
-        let mut f = Fixture::new(ctx, shape, format);
+    for (shape, format) in bench_shapes() {
+        let mut f = Fixture::new(ctx, &shape, format);
         let copy = f.time(Op::Copy, runs());
         let t = ops.map(|op| f.time(op, runs()));
         rows.push((f.name(), f.bytes(), copy, t));

@@ -14,6 +14,9 @@ pub(crate) const FLAG_BATCH_STATS: u32 = 4;
 /// Eval normalize reading the module's state (bound as `terms`) instead of
 /// terms: no eval_prepare dispatch, no terms written.
 pub(crate) const FLAG_FROM_STATE: u32 = 8;
+/// Elementwise chunk dispatch over run slabs (`Slab::runs`): the general
+/// kernels check whether a slab lies within one run of L values.
+pub(crate) const FLAG_SLAB_RUNS: u32 = 16;
 
 /// `EPILOGUE` bit of the normalize kernels: add the residual.
 pub(crate) const EPILOGUE_RESIDUAL: u32 = 1;
@@ -64,7 +67,8 @@ pub(crate) struct Params {
     pub lead: u32,
     /// Subgroups per workgroup for `reduce_subgroup.wgsl`, 0: tree only.
     pub subgroups: u32,
-    /// vec4s between the vec4s of one elementwise invocation (whole rows).
+    /// vec4s between the vec4s of one elementwise invocation (whole rows,
+    /// or a run slab's block over `SLAB`).
     pub stride: u32,
     /// Reduction units (values, vec4s along L, or rows) per lane in this chunk.
     pub units: u32,
@@ -145,6 +149,11 @@ impl ExecPlan {
             partial_rows: self.partial_rows,
             subgroups,
             column_lanes: self.column_lanes,
+            flags: if ch.slab.runs {
+                s.flags | FLAG_SLAB_RUNS
+            } else {
+                s.flags
+            },
             ..base
         })
     }

@@ -302,6 +302,7 @@ pub(crate) fn plan_exec(
         let lead = start - row0 * row;
         let plane =
             (variant == Variant::Planes && lead.is_multiple_of(layout.l)).then_some(layout.l / 4);
+        let run = (variant.general_elementwise() || variant == Variant::Planes).then_some(layout.l);
         chunks.push(Chunk {
             start,
             count,
@@ -309,7 +310,7 @@ pub(crate) fn plan_exec(
             layout: sub,
             reduce,
             partial_base,
-            slab: Slab::of(count, row, plane),
+            slab: Slab::of(count, row, plane, run),
         });
         partial_base = partial_base
             .checked_add(reduce.segments)

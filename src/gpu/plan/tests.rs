@@ -179,7 +179,8 @@ fn slabs_cover_each_vec4_once_within_its_channels() {
         (2 * 3 * 12, 3 * 12, Some(3)),
     ];
     for &(count, row, plane) in cases {
-        let slab = Slab::of(count, row, plane);
+        let slab = Slab::of(count, row, plane, None);
+        assert!(!slab.runs);
         let vec4s = count.div_ceil(4);
         let mut seen = vec![0u8; vec4s];
         for g in 0..slab.invocations {
@@ -205,6 +206,57 @@ fn slabs_cover_each_vec4_once_within_its_channels() {
             assert_eq!(slab.stride, p / SLAB, "long rows take runs");
         }
     }
+}
+
+/// Run slabs (long odd L in long rows): every vec4 once, blocks of
+/// consecutive vec4s much shorter than a run, so that most slabs lie
+/// within one run; rows that whole-row strides serve, and short runs, keep
+/// whole-row slabs.
+#[test]
+fn run_slabs_cover_each_vec4_once_and_mostly_within_one_run() {
+    let shapes: [(usize, usize, usize); 5] = [
+        (8, 3, 174_763),
+        (2, 1, 1001),
+        (1, 5, 129),
+        (3, 2, 4097),
+        (4, 1001, 1048),
+    ];
+    for &(n, c, l) in &shapes {
+        let (count, row) = (n * c * l, c * l);
+        let plane = l.is_multiple_of(4).then_some(l / 4);
+        let slab = Slab::of(count, row, plane, Some(l));
+        assert!(slab.runs, "({n}, {c}, {l}) {slab:?}");
+        let vec4s = count.div_ceil(4);
+        let mut seen = vec![0u8; vec4s];
+        let (mut within, mut slabs) = (0, 0);
+        for g in 0..slab.invocations {
+            let first = (g / slab.stride) * slab.stride * SLAB + g % slab.stride;
+            if first >= vec4s {
+                continue;
+            }
+            let mut last = first;
+            for k in 0..SLAB {
+                let v = first + k * slab.stride;
+                if v < vec4s {
+                    seen[v] += 1;
+                    last = v;
+                }
+            }
+            slabs += 1;
+            // The kernel's test (slab_in_one_run).
+            within += usize::from(first * 4 / l == (last * 4 + 3).min(count - 1) / l);
+        }
+        assert!(seen.iter().all(|&s| s == 1), "({n}, {c}, {l}) {slab:?}");
+        assert!(
+            within * 10 >= slabs * 7,
+            "({n}, {c}, {l}): {within} of {slabs}"
+        );
+    }
+    // Short runs, or rows short enough for whole-row strides: no run slabs.
+    assert!(!Slab::of(8 * 3 * 127, 3 * 127, None, Some(127)).runs);
+    assert!(!Slab::of(4096 * 3 * 1001, 3 * 1001, None, Some(1001)).runs);
+    // Runs of a whole number of slabs keep exact plane blocks.
+    assert!(!Slab::of(2 * 3 * 256, 3 * 256, Some(64), Some(256)).runs);
 }
 
 fn layout(n: usize, c: usize, l: usize) -> Layout {

@@ -184,6 +184,7 @@ fn shared_constants_agree_with_the_rust_side() {
         wgsl_u32(&module, "FLAG_FROM_STATE"),
         params::FLAG_FROM_STATE
     );
+    assert_eq!(wgsl_u32(&module, "FLAG_SLAB_RUNS"), params::FLAG_SLAB_RUNS);
     assert_eq!(
         wgsl_u32(&module, "EPILOGUE_RESIDUAL"),
         params::EPILOGUE_RESIDUAL
