@@ -112,9 +112,9 @@ fn fused_equals_parts(ctx: &GpuContext, shape: [usize; 4], seed: u64) {
         rng.normals(numel, 0.0, 1.0),
         rng.normals(numel, 0.0, 1.0),
     );
-    let t = |v: &[f32]| Tensor::from_slice(&ctx, v, &shape).expect("t");
+    let t = |v: &[f32]| Tensor::from_slice(ctx, v, &shape).expect("t");
     let (tx, tr) = (t(&x), t(&r));
-    let mut fused = BatchNorm2d::new(&ctx, BatchNormConfig::new(4)).expect("bn");
+    let mut fused = BatchNorm2d::new(ctx, BatchNormConfig::new(4)).expect("bn");
     let y = read(
         &fused
             .forward_fused(&tx, Epilogue::relu().with_residual(&tr))
@@ -122,7 +122,7 @@ fn fused_equals_parts(ctx: &GpuContext, shape: [usize; 4], seed: u64) {
     );
     let g = fused.backward(&t(&dy)).expect("backward");
     // The parts: plain batch norm, then add and ReLU on the host.
-    let mut plain = BatchNorm2d::new(&ctx, BatchNormConfig::new(4)).expect("bn");
+    let mut plain = BatchNorm2d::new(ctx, BatchNormConfig::new(4)).expect("bn");
     let bn = read(&plain.forward(&tx).expect("fwd"));
     let pre: Vec<f32> = bn.iter().zip(&r).map(|(a, b)| a + b).collect();
     let want: Vec<f64> = pre.iter().map(|&v| f64::from(v.max(0.0))).collect();
