@@ -77,10 +77,19 @@ fn set_normalize_terms(ch: u32, shift: f32, mean: f32, invstd: f32) {
 // The channel's moment state merged over all partial rows, in order.
 fn channel_moments(ch: u32) -> vec4<f32> {
     var st = vec4<f32>(0.0);
+    let width = partial_width();
     for (var s = 0u; s < P.partial_rows; s += 1u) {
-        st = merge_moments(st, partials[s * P.c + ch]);
+        for (var v = ch; v < width; v += P.c) {
+            st = merge_moments(st, partials[s * width + v]);
+        }
     }
     return st;
+}
+
+// Partial states per row: the channels, or (P.folds > 1) the virtual
+// channels v of the rows reductions of odd C, where v % C is the channel.
+fn partial_width() -> u32 {
+    return P.c * max(P.folds, 1u);
 }
 
 // running = (1 - m) * running + m * batch, evaluated as
@@ -166,8 +175,11 @@ fn grads_finalize(ids: Ids) {
     let ch = global_index(ids);
     if (ch >= P.c) { return; }
     var st = vec2<f32>(0.0);
+    let width = partial_width();
     for (var s = 0u; s < P.partial_rows; s += 1u) {
-        st += partials[s * P.c + ch].xy;
+        for (var v = ch; v < width; v += P.c) {
+            st += partials[s * width + v].xy;
+        }
     }
     finish_grads(ch, st);
 }

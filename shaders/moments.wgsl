@@ -354,6 +354,29 @@ fn rows_moments(first: u32, stride: u32, count: u32, shift: vec4<f32>) -> RowsSt
     return rows_fold(first, stride, count, shift, true);
 }
 
+// The state of the one vec4 at element e, its components outside `keep`
+// taken as the shift (0 in the state; the caller drops them).
+fn vec4_moments(e: u32, shift: vec4<f32>, keep: vec4<bool>) -> RowsState {
+    let raw = select(shift, load4(e), keep);
+    let fast = fold_one4(raw, shift, false);
+    if (fast_state_ok(fast.mean, fast.m2)) {
+        return fast;
+    }
+    return fold_one4(raw, shift, true);
+}
+
+// rows_fold's first step: one vec4 into empty states.
+fn fold_one4(raw: vec4<f32>, shift: vec4<f32>, careful: bool) -> RowsState {
+    var tag = vec4<f32>(exponent_of(shift.x), exponent_of(shift.y), exponent_of(shift.z), exponent_of(shift.w));
+    var v = raw * units4(tag) - shift * units4(tag);
+    if (careful && !in_range(v)) {
+        tag = absorb_outliers4(Moments4(vec4<f32>(0.0), vec4<f32>(0.0), tag), v).tag;
+        v = raw * units4(tag) - shift * units4(tag);
+    }
+    // The Welford step from (0, 0): mean = v, M2 = v * (v - v).
+    return RowsState(1.0, v, v * (v - v), tag);
+}
+
 fn rows_fold(first: u32, stride: u32, count: u32, shift: vec4<f32>, careful: bool) -> RowsState {
     var mean = vec4<f32>(0.0);
     var m2 = vec4<f32>(0.0);

@@ -1,37 +1,87 @@
 // The reductions' rows entry points (after reduce.wgsl, whose Share,
 // partial rows and THREAD_PARTIALS they use).
 //
-// (N, C) inputs: each thread takes four consecutive channels (one vec4 of a
-// row where C % 4 == 0, else the two aligned vec4s those four values span:
-// load4; `lanes_per_group` such lanes per workgroup) over a contiguous run
-// of rows, so the four channels share the Welford count and its division.
-// Lanes past the last channel (C % 4 != 0) are computed and not written.
-// The four channels' states then go through the workgroup tree one after
-// another. With C % 4 != 0 the tensor is one chunk (lead = 0).
+// (N, C) inputs: each thread takes four consecutive channels (one aligned
+// vec4 of a row; `lanes_per_group` such lanes per workgroup) over a
+// contiguous run of rows, so the four channels share the Welford count and
+// its division. The four channels' states then go through the workgroup
+// tree one after another.
+// C % 4 != 0 (P.folds > 1; one chunk, lead = 0): the same over the tensor
+// as rows of VC = lcm(C, 4) = C * folds virtual channels (virtual channel v
+// is channel v % C, so every vec4 read is aligned and whole), partial
+// states per virtual channel (finalize.wgsl merges the folds of each
+// channel). Where the tensor ends inside the last virtual row, its cut vec4
+// goes into the tail row (the last partial row) with one count per value.
+
+// Virtual channels per row: C, or C * folds.
+fn virtual_c() -> u32 {
+    return P.c * max(P.folds, 1u);
+}
+
+// Rows over the chunk: P.n, or the virtual rows.
+fn rows_n() -> u32 {
+    if (P.folds > 1u) {
+        return (P.numel + virtual_c() - 1u) / virtual_c();
+    }
+    return P.n;
+}
+
 fn shift4(q: u32) -> vec4<f32> {
-    return vec4<f32>(shift_of(4u * q), shift_of(4u * q + 1u), shift_of(4u * q + 2u), shift_of(4u * q + 3u));
+    let c = 4u * q;
+    return vec4<f32>(shift_of(c % P.c), shift_of((c + 1u) % P.c), shift_of((c + 2u) % P.c), shift_of((c + 3u) % P.c));
 }
 
 // Element offset of lane q of row r relative to the chunk (wrapping below
 // it, see chunk_offset).
 fn rows_offset(r: u32, q: u32) -> u32 {
-    return r * P.c + 4u * q - P.lead;
+    return r * virtual_c() + 4u * q - P.lead;
 }
 
-// The thread's rows [x, y) whose lane lies inside the chunk: lanes are
-// whole vec4s and chunks start on vec4 boundaries, so only the first row
-// (lanes before the chunk start) and the last row (lanes past its end) can
-// be cut.
+// Whether lane q of row r lies wholly inside the chunk.
+fn lane_inside(r: u32, q: u32) -> bool {
+    let o = rows_offset(r, q);
+    return o < P.numel && P.numel - o >= 4u;
+}
+
+// The thread's rows [x, y) whose lane lies wholly inside the chunk: lanes
+// are whole vec4s and chunks start on vec4 boundaries, so only the first
+// row (lanes before the chunk start) and the last row (lanes past its end,
+// or cut by it: the tail) can be cut.
 fn row_range(s: Share) -> vec2<u32> {
     var lo = s.start;
     if (lo == 0u && 4u * s.ch < P.lead) {
         lo = s.step;
     }
     var hi = s.end;
-    if (hi == P.n && hi > 0u && rows_offset(hi - 1u, s.ch) >= P.numel) {
+    if (hi == rows_n() && hi > 0u && !lane_inside(hi - 1u, s.ch)) {
         hi -= 1u;
     }
     return vec2<u32>(lo, max(lo, hi));
+}
+
+// The tail of lane q: the components of its vec4 in the last row that lie
+// inside the tensor where the tensor's end cuts that vec4 (else none).
+fn tail_keep(q: u32) -> vec4<bool> {
+    let n = rows_n();
+    if (P.folds <= 1u || n == 0u) {
+        return vec4<bool>(false);
+    }
+    let o = rows_offset(n - 1u, q);
+    let inside = o < P.numel && P.numel - o < 4u;
+    return vec4<bool>(inside) & (vec4<u32>(o) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(P.numel));
+}
+
+// Writes lane q's tail entries (one per virtual channel, empty outside the
+// tail) into the last partial row: thread 0 of segment 0 of each lane.
+fn write_tail4(q: u32, entries: array<vec4<f32>, 4>) {
+    let row = P.partial_rows - 1u;
+    for (var k = 0u; k < 4u; k += 1u) {
+        partials[row * virtual_c() + 4u * q + k] = entries[k];
+    }
+}
+
+fn owns_tail(s: Share) -> bool {
+    return P.folds > 1u && s.seg == 0u && s.ti == 0u && live4(s);
 }
 
 // Four-channel states of the workgroup's threads: one count (shared by the
@@ -46,8 +96,8 @@ var<workgroup> rows_c: array<vec4<f32>, WG>;
 fn write_partial4(s: Share, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>) {
     for (var k = 0u; k < 4u; k += 1u) {
         let ch = s.ch * 4u + k;
-        if (ch < P.c) {
-            partials[partial_row(s) * P.c + ch] = vec4<f32>(a[k], b[k], c[k], d[k]);
+        if (ch < virtual_c()) {
+            partials[partial_row(s) * virtual_c() + ch] = vec4<f32>(a[k], b[k], c[k], d[k]);
         }
     }
 }
@@ -100,7 +150,7 @@ fn fold_lanes4(li: u32, s: Share, moments: bool) {
 }
 
 fn live4(s: Share) -> bool {
-    return s.ch * 4u < P.c && s.seg < P.segments;
+    return s.ch * 4u < virtual_c() && s.seg < P.segments;
 }
 
 fn reduce_moments4(li: u32, s: Share, cnt: f32, mean: vec4<f32>, m2: vec4<f32>, tag: vec4<f32>) {
@@ -144,7 +194,7 @@ fn rows_state(s: Share) -> RowsState {
         count = (rows.y - rows.x + s.step - 1u) / s.step;
     }
     let first = select(0u, rows_offset(rows.x, s.ch), count > 0u);
-    return rows_moments(first, s.step * P.c, count, shift);
+    return rows_moments(first, s.step * virtual_c(), count, shift);
 }
 
 @compute @workgroup_size(WG)
@@ -153,6 +203,26 @@ fn moments_partial_rows(ids: Ids) {
     let s = share_of(ids.li, group_index(ids));
     let st = rows_state(s);
     reduce_moments4(ids.li, s, st.cnt, st.mean, st.m2, st.tag);
+    if (owns_tail(s)) {
+        let keep = tail_keep(s.ch);
+        var e: array<vec4<f32>, 4>;
+        if (any(keep)) {
+            let t = vec4_moments(rows_offset(rows_n() - 1u, s.ch), shift4(s.ch), keep);
+            for (var k = 0u; k < 4u; k += 1u) {
+                e[k] = select(vec4<f32>(0.0), vec4<f32>(1.0, t.mean[k], t.m2[k], t.tag[k]), keep[k]);
+            }
+        }
+        write_tail4(s.ch, e);
+    }
+}
+
+// Term t of the four channels of lane q (virtual channels with folds).
+fn lane_term4(t: u32, q: u32) -> vec4<f32> {
+    if (P.folds > 1u) {
+        let c = 4u * q;
+        return vec4<f32>(term(t, c % P.c), term(t, (c + 1u) % P.c), term(t, (c + 2u) % P.c), term(t, (c + 3u) % P.c));
+    }
+    return terms[t * padded_channels() / 4u + q];
 }
 
 @compute @workgroup_size(WG)
@@ -160,11 +230,13 @@ fn grads_partial_rows(ids: Ids) {
     let s = share_of(ids.li, group_index(ids));
     var sdy = vec4<f32>(0.0);
     var sdyx = vec4<f32>(0.0);
+    var shift = vec4<f32>(0.0);
+    var mean = vec4<f32>(0.0);
+    var invstd = vec4<f32>(0.0);
     if (live4(s)) {
-        let pc4 = padded_channels() / 4u;
-        let shift = terms[TERM_SHIFT * pc4 + s.ch];
-        let mean = terms[TERM_MEAN * pc4 + s.ch];
-        let invstd = terms[TERM_INVSTD * pc4 + s.ch];
+        shift = lane_term4(TERM_SHIFT, s.ch);
+        mean = lane_term4(TERM_MEAN, s.ch);
+        invstd = lane_term4(TERM_INVSTD, s.ch);
         let rows = row_range(s);
         for (var r = rows.x; r < rows.y; r += s.step) {
             let o = rows_offset(r, s.ch);
@@ -174,4 +246,17 @@ fn grads_partial_rows(ids: Ids) {
         }
     }
     reduce_sums4(ids.li, s, sdy, sdyx);
+    if (owns_tail(s)) {
+        let keep = tail_keep(s.ch);
+        var e: array<vec4<f32>, 4>;
+        if (any(keep)) {
+            let o = rows_offset(rows_n() - 1u, s.ch);
+            let g = select(vec4<f32>(0.0), load4_dy(o), keep);
+            let gx = select(vec4<f32>(0.0), g * x_hat4(load4(o), shift, mean, invstd), keep);
+            for (var k = 0u; k < 4u; k += 1u) {
+                e[k] = vec4<f32>(g[k], gx[k], 0.0, 0.0);
+            }
+        }
+        write_tail4(s.ch, e);
+    }
 }

@@ -77,6 +77,9 @@ pub(crate) struct Params {
     /// Lanes per workgroup of the column kernels (a power of two, at most
     /// `WG`; the other invocations idle).
     pub column_lanes: u32,
+    /// Virtual channels per channel in the partial states (`C * folds`
+    /// per partial row; more than 1 for `Variant::OddRows`).
+    pub folds: u32,
 }
 
 /// Size of one [`Params`] block.
@@ -125,6 +128,7 @@ impl ExecPlan {
         });
         Params {
             partial_rows: self.partial_rows,
+            folds: self.folds() as u32,
             ..Params::base(&self.layout, &first, s)
         }
     }
@@ -149,6 +153,7 @@ impl ExecPlan {
             partial_rows: self.partial_rows,
             subgroups,
             column_lanes: self.column_lanes,
+            folds: self.folds() as u32,
             flags: if ch.slab.runs {
                 s.flags | FLAG_SLAB_RUNS
             } else {

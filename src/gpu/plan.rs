@@ -26,9 +26,11 @@ pub(crate) enum Variant {
     /// `(N, C)` with `C % 4 == 0`: each vec4 is four consecutive channels
     /// of one row; a reduction thread takes those four channels.
     Rows,
-    /// `(N, C)` with other C, in one chunk: the reductions take four
-    /// consecutive channels per thread as `Rows` (the two aligned vec4s
-    /// their values span); the elementwise kernels are the general ones.
+    /// `(N, C)` with other C, in one chunk: the reductions walk the tensor
+    /// as rows of `lcm(C, 4)` virtual channels (`reduce_layout`), so every
+    /// vec4 they read is aligned and whole, and the finalize steps merge
+    /// the `folds` virtual channels of each channel; the elementwise
+    /// kernels are the general ones.
     OddRows,
     /// `L > 4` otherwise: the reductions read the aligned vec4s each run
     /// of L values touches, masking the components outside it; the
@@ -64,13 +66,44 @@ impl Variant {
     }
 
     /// Reduction units per lane over `layout`: values, vec4s along L,
-    /// rows, or the vec4s each run of L touches (`run_vec4s` in
-    /// `reduce.wgsl`).
+    /// rows (of virtual channels for `OddRows`), or the vec4s each run of
+    /// L touches (`run_vec4s` in `reduce.wgsl`).
     pub fn units(self, layout: &Layout) -> usize {
         match self {
             Variant::Masked => layout.n * ((layout.l + 6) / 4),
+            Variant::OddRows => self.reduce_layout(layout).n,
             _ => layout.per_channel() / self.width(),
         }
+    }
+
+    /// The layout the reductions walk: for `OddRows`, the same values as
+    /// rows of `lcm(C, 4)` virtual channels (the last row may be cut short;
+    /// virtual channel `v` is channel `v % C`); else `layout`.
+    pub fn reduce_layout(self, layout: &Layout) -> Layout {
+        match self {
+            Variant::OddRows => {
+                let c = layout.c.max(1);
+                let virtual_c = c * 4 / gcd(c, 4);
+                Layout {
+                    n: layout.numel().div_ceil(virtual_c),
+                    c: virtual_c,
+                    l: 1,
+                }
+            }
+            _ => *layout,
+        }
+    }
+
+    /// Virtual channels per channel in the reductions' partial states (1
+    /// but for `OddRows`).
+    pub fn folds(self, layout: &Layout) -> usize {
+        self.reduce_layout(layout).c / layout.c.max(1)
+    }
+
+    /// Extra partial rows after the segments' (`OddRows`: the tail row, the
+    /// values of the last virtual row's vec4 that the tensor's end cuts).
+    pub fn tail_rows(self) -> u32 {
+        u32::from(self == Variant::OddRows)
     }
 
     /// Whether the elementwise kernels look up each value's channel.
@@ -81,6 +114,14 @@ impl Variant {
     /// Whether a reduction thread takes four consecutive channels.
     pub fn four_channel_lanes(self) -> bool {
         matches!(self, Variant::Rows | Variant::OddRows)
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 
@@ -149,6 +190,7 @@ pub(crate) fn plan_reduce(
     target: usize,
 ) -> ReducePlan {
     let wg = WG as usize;
+    let layout = &variant.reduce_layout(layout);
     let lanes = match variant {
         Variant::Rows | Variant::OddRows => layout.c.div_ceil(4),
         Variant::Planes | Variant::Masked | Variant::General => layout.c,
@@ -324,7 +366,8 @@ pub(crate) fn plan_exec(
         .iter()
         .map(|c| u64::from(c.reduce.segments) * u64::from(c.reduce.threads_per_lane))
         .sum();
-    let thread_bytes = thread_rows * layout.c as u64 * 16;
+    let partial_width = (layout.c * variant.folds(layout)) as u64;
+    let thread_bytes = thread_rows * partial_width * 16;
     let thread_partials = merge.thread_partials
         && thread_rows <= u64::from(u32::MAX)
         && thread_bytes <= limits.max_binding
@@ -337,11 +380,14 @@ pub(crate) fn plan_exec(
         }
     }
     let strategy = Strategy::of(layout, merge, chunks.len() == 1, limits.storage_buffers);
+    let partial_rows = partial_base
+        .checked_add(variant.tail_rows())
+        .ok_or_else(|| "too many reduction segments".to_string())?;
     Ok(ExecPlan {
         layout: *layout,
         variant,
         chunks,
-        partial_rows: partial_base,
+        partial_rows,
         head: row.min(max_elems),
         thread_partials,
         strategy,
@@ -356,9 +402,15 @@ impl ExecPlan {
             .column_groups(self.layout.c, self.column_lanes)
     }
 
-    /// Partial states written by all chunks (16 bytes each).
+    /// Partial states written by all chunks (16 bytes each): rows of
+    /// `C * folds` (virtual) channels.
     pub fn partial_count(&self) -> usize {
-        self.partial_rows as usize * self.layout.c
+        self.partial_rows as usize * self.layout.c * self.folds()
+    }
+
+    /// Virtual channels per channel in the partial states.
+    pub fn folds(&self) -> usize {
+        self.variant.folds(&self.layout)
     }
 }
 

@@ -247,6 +247,7 @@ fn params_block_agrees_with_the_rust_struct() {
         ("units", offset_of!(Params, units)),
         ("partial_rows", offset_of!(Params, partial_rows)),
         ("column_lanes", offset_of!(Params, column_lanes)),
+        ("folds", offset_of!(Params, folds)),
     ];
     let source = module_source(Family::Finalize, DType::F32);
     let (module, _) = parse("finalize", &source, Capabilities::default()).expect("parse");
