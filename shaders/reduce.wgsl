@@ -20,9 +20,9 @@
 //                     of the values relative to the channel's shift, in
 //                     units of 2^e (Welford per thread, Chan merge).
 // grads_partial[4]:   (sum dy, sum dy * x_hat) with the forward's statistics.
-// *_rows:             the same for (N, C) inputs with C % 4 == 0, four
-//                     channels per thread (vec4 loads, one shared count;
-//                     reduce_rows.wgsl).
+// *_rows:             the same for (N, C) inputs, four channels per thread
+//                     (vec4 loads, one shared count; for C % 4 != 0 over
+//                     rows of lcm(C, 4) virtual channels; reduce_rows.wgsl).
 // With MASKED (L > 4, L % 4 != 0) the units are the aligned vec4s each run
 // of L values touches, the components outside the run masked off.
 

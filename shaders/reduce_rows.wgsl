@@ -21,7 +21,8 @@ fn virtual_c() -> u32 {
 // Rows over the chunk: P.n, or the virtual rows.
 fn rows_n() -> u32 {
     if (P.folds > 1u) {
-        return (P.numel + virtual_c() - 1u) / virtual_c();
+        let vc = virtual_c();
+        return P.numel / vc + select(0u, 1u, P.numel % vc != 0u);
     }
     return P.n;
 }

@@ -115,6 +115,8 @@ fn f16_rows_layout_matches_f32() {
 fn f16_general_layout_matches_f32() {
     f16_matches_f32(&[9, 5, 7], 2.0, 3);
     f16_matches_f32(&[33, 3], 0.0, 4);
+    // Split reductions over virtual channels, with a cut tail.
+    f16_matches_f32(&[30_001, 3], 1.0, 5);
 }
 
 #[test]

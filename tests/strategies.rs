@@ -275,8 +275,9 @@ fn cumulative_average_takes_the_first_batch_exactly() {
     }
 }
 
-/// `(N, C)` with `C % 4 != 0`: four consecutive channels per reduction
-/// thread, read from the two aligned vec4s their values span.
+/// `(N, C)` with `C % 4 != 0`: four virtual channels per reduction thread
+/// over rows of `lcm(C, 4)` values (aligned, whole vec4s); long enough
+/// inputs take several segments, the last with the cut tail.
 #[test]
 fn odd_channel_rows_match_the_reference() {
     let Some(ctx) = context_with(Some(false)) else {
@@ -290,6 +291,8 @@ fn odd_channel_rows_match_the_reference() {
         [70, 5],
         [65, 1],
         [100, 6],
+        [100_003, 3],
+        [20_001, 10],
     ]
     .iter()
     .enumerate()

@@ -322,6 +322,20 @@ pub(crate) fn plan_exec(
     } else {
         variant
     };
+    // Virtual channels multiply the partial states by `folds`: where they
+    // would not fit one binding, the general reductions (C wide) instead.
+    let variant = if variant == Variant::OddRows {
+        let p = plan_reduce(layout, variant, max_groups, target);
+        let width = (layout.c * variant.folds(layout)) as u64;
+        let rows = u64::from(p.segments) + u64::from(variant.tail_rows());
+        if rows * width * 16 > limits.max_binding {
+            Variant::General
+        } else {
+            variant
+        }
+    } else {
+        variant
+    };
     let tiles = plan_reduce(layout, variant, max_groups, target).tiles as usize;
     if tiles > max_groups {
         return Err(format!(
@@ -365,7 +379,8 @@ pub(crate) fn plan_exec(
     let thread_rows: u64 = chunks
         .iter()
         .map(|c| u64::from(c.reduce.segments) * u64::from(c.reduce.threads_per_lane))
-        .sum();
+        .sum::<u64>()
+        + u64::from(variant.tail_rows());
     let partial_width = (layout.c * variant.folds(layout)) as u64;
     let thread_bytes = thread_rows * partial_width * 16;
     let thread_partials = merge.thread_partials

@@ -50,6 +50,8 @@ fn reductions_cover_every_value_once() {
         (2, 2048, 1),
         (3, 1, 4096),
         (1000, 5, 8),
+        (1001, 3, 1),
+        (77, 6, 1),
     ] {
         let layout = Layout { n, c, l };
         for target in [1, 16, 512] {
@@ -59,14 +61,71 @@ fn reductions_cover_every_value_once() {
             assert!(p.segments * p.seg_len >= units, "{layout:?}");
             assert!((p.segments - 1) * p.seg_len < units, "{layout:?}");
             assert_eq!(p.lanes_per_group * p.threads_per_lane, WG);
+            // Four-channel lanes over the (virtual) channels of a row.
             let lanes = if variant.four_channel_lanes() {
-                c.div_ceil(4)
+                variant.reduce_layout(&layout).c.div_ceil(4)
             } else {
                 c
             } as u32;
             assert!(p.tiles * p.lanes_per_group >= lanes);
         }
     }
+}
+
+/// Odd `C` rows: rows of `lcm(C, 4)` virtual channels covering every value
+/// (the last row cut short), `folds` of them per channel, partial rows
+/// of `C * folds` states plus the tail row; where those would not fit one
+/// binding, the general reductions (`C` wide) instead.
+#[test]
+fn odd_rows_reduce_over_virtual_channels() {
+    let cases = [
+        ((7, 3), (2, 12)),
+        ((5, 6), (3, 12)),
+        ((9, 1), (3, 4)),
+        ((12, 5), (3, 20)),
+    ];
+    for ((n, c), (rows, vc)) in cases {
+        let layout = Layout { n, c, l: 1 };
+        assert_eq!(Variant::of(&layout), Variant::OddRows);
+        let v = Variant::OddRows.reduce_layout(&layout);
+        assert_eq!((v.n, v.c, v.l), (rows, vc, 1), "({n}, {c})");
+        assert!(v.numel() >= layout.numel() && v.numel() - layout.numel() < vc);
+        assert_eq!(Variant::OddRows.folds(&layout), vc / c);
+        assert_eq!(Variant::OddRows.units(&layout), rows);
+    }
+    let rows = Layout { n: 7, c: 8, l: 1 };
+    assert_eq!(Variant::Rows.reduce_layout(&rows), rows);
+    assert_eq!(
+        (Variant::Rows.folds(&rows), Variant::Rows.tail_rows()),
+        (1, 0)
+    );
+    for model in [CPU, GPU] {
+        let plan =
+            plan_exec(&layout(1001, 3, 1), 4, limits(1 << 30, 256, 65535), model).expect("plan");
+        assert_eq!(plan.variant, Variant::OddRows);
+        assert_eq!(plan.folds(), 4);
+        let rows: u32 = plan
+            .chunks
+            .iter()
+            .map(|c| {
+                let per = if plan.thread_partials {
+                    c.reduce.threads_per_lane
+                } else {
+                    1
+                };
+                c.reduce.segments * per
+            })
+            .sum();
+        assert_eq!(plan.partial_rows, rows + 1, "the tail row");
+        assert_eq!(plan.partial_count(), plan.partial_rows as usize * 12);
+    }
+    // (2, 2^20 + 1): 4 * C virtual states per row need 2 * 64 MiB.
+    let wide = layout(2, 1_048_577, 1);
+    let tight = plan_exec(&wide, 4, limits(128 << 20, 256, 65535), GPU).expect("plan");
+    assert_eq!(tight.variant, Variant::General);
+    assert!(tight.partial_count() as u64 * 16 <= 128 << 20);
+    let roomy = plan_exec(&wide, 4, limits(1 << 30, 256, 65535), GPU).expect("plan");
+    assert_eq!(roomy.variant, Variant::OddRows);
 }
 
 #[test]
