@@ -14,6 +14,8 @@
 //   (as grads_finalize), then dx = scale * dy + slope * (x - shift) +
 //   intercept.
 // Lane q's rows are C / 4 vec4s apart; there is one chunk (lead = 0).
+// Up to REG_ROWS rows, both kernels read x (and dy) once and keep the
+// lane's values in registers.
 
 @group(0) @binding(3) var<storage, read_write> terms4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> state4: array<vec4<f32>>;
@@ -96,20 +98,72 @@ fn set_terms4(q: u32, shift: vec4<f32>, mean: vec4<f32>, invstd: vec4<f32>) -> N
     return NormTerms4(shift, scale, offset);
 }
 
+// Rows up to which forward_columns4 keeps a lane's values in registers
+// and reads x once (on CPU adapters every storage access costs far more
+// than the arithmetic).
+const REG_ROWS: u32 = 8u;
+
+// A lane's rows held in registers (the first P.n of them).
+struct Regs {
+    v: array<vec4<f32>, REG_ROWS>,
+}
+
 // Lane q's normalize terms: batch statistics (with the running update) or
-// the running statistics.
-fn lane_terms4(q: u32) -> NormTerms4 {
-    let lanes = P.c / 4u;
+// the running statistics; with `regs`, the lane's values are `xs`.
+fn lane_terms4(q: u32, regs: bool, xs: ptr<function, Regs>) -> NormTerms4 {
     if ((P.flags & FLAG_BATCH_STATS) != 0u) {
         // The shift: the lane's first row where finite (as shift_of).
-        let first = vec4<f32>(x4[q]);
+        var first = (*xs).v[0];
+        if (!regs) {
+            first = vec4<f32>(x4[q]);
+        }
         let shift = select(vec4<f32>(0.0), first, finite4(first));
-        let s = channel_stats4(rows_moments(4u * q, P.c, P.n, shift), shift, f32(P.count), P.eps);
+        var st: RowsState;
+        if (regs) {
+            st = regs_moments(xs, shift);
+        } else {
+            st = rows_moments(4u * q, P.c, P.n, shift);
+        }
+        let s = channel_stats4(st, shift, f32(P.count), P.eps);
         update_running4(q, s.shift, s.mean, s.unbiased);
         return set_terms4(q, s.shift, s.mean, s.invstd);
     }
     let invstd = 1.0 / sqrt(state4[section(3u, q)] + vec4<f32>(P.eps));
     return set_terms4(q, state4[section(2u, q)], vec4<f32>(0.0), invstd);
+}
+
+// rows_moments (moments.wgsl) over the P.n values in registers.
+fn regs_moments(xs: ptr<function, Regs>, shift: vec4<f32>) -> RowsState {
+    let fast = regs_fold(xs, shift, false);
+    if (fast_state_ok(fast.mean, fast.m2)) {
+        return fast;
+    }
+    return regs_fold(xs, shift, true);
+}
+
+fn regs_fold(xs: ptr<function, Regs>, shift: vec4<f32>, careful: bool) -> RowsState {
+    var mean = vec4<f32>(0.0);
+    var m2 = vec4<f32>(0.0);
+    var tag = vec4<f32>(exponent_of(shift.x), exponent_of(shift.y), exponent_of(shift.z), exponent_of(shift.w));
+    var u = units4(tag);
+    var shu = shift * u;
+    for (var k = 0u; k < P.n; k += 1u) {
+        let raw = (*xs).v[k];
+        var v = raw * u - shu;
+        if (careful && !in_range(v)) {
+            let st = absorb_outliers4(Moments4(mean, m2, tag), v);
+            mean = st.mean;
+            m2 = st.m2;
+            tag = st.tag;
+            u = units4(tag);
+            shu = shift * u;
+            v = raw * u - shu;
+        }
+        let d = v - mean;
+        mean += d / f32(k + 1u);
+        m2 += d * (v - mean);
+    }
+    return RowsState(f32(P.n), mean, m2, tag);
 }
 
 @compute @workgroup_size(WG)
@@ -119,10 +173,23 @@ fn forward_columns4(ids: Ids) {
     if (q >= lanes) {
         return;
     }
-    let t = lane_terms4(q);
+    var xs: Regs;
+    let regs = P.n <= REG_ROWS;
+    if (regs) {
+        for (var r = 0u; r < P.n; r += 1u) {
+            xs.v[r] = vec4<f32>(x4[q + r * lanes]);
+        }
+    }
+    let t = lane_terms4(q, regs, &xs);
     for (var r = 0u; r < P.n; r += 1u) {
         let i = q + r * lanes;
-        store_normalized(i, shifted_affine4(vec4<f32>(x4[i]), t.shift, t.scale, t.offset));
+        var x = vec4<f32>(0.0);
+        if (regs) {
+            x = xs.v[r];
+        } else {
+            x = vec4<f32>(x4[i]);
+        }
+        store_normalized(i, shifted_affine4(x, t.shift, t.scale, t.offset));
     }
 }
 
@@ -139,11 +206,20 @@ fn backward_columns4(ids: Ids) {
     let scale = terms4[section(TERM_SCALE, q)];
     var sdy = vec4<f32>(0.0);
     var sdyx = vec4<f32>(0.0);
+    // Up to REG_ROWS rows: x and dy read once, kept in registers.
+    var xs: Regs;
+    var gs: Regs;
+    let regs = P.n <= REG_ROWS;
     for (var r = 0u; r < P.n; r += 1u) {
         let i = q + r * lanes;
         let g = vec4<f32>(dy4[i]);
+        let x = vec4<f32>(x4[i]);
+        if (regs) {
+            xs.v[r] = x;
+            gs.v[r] = g;
+        }
         sdy += g;
-        sdyx += g * x_hat4(vec4<f32>(x4[i]), shift, mean, invstd);
+        sdyx += g * x_hat4(x, shift, mean, invstd);
     }
     grad_bias4[q] = sdy;
     grad_weight4[q] = sdyx;
@@ -157,6 +233,15 @@ fn backward_columns4(ids: Ids) {
     }
     for (var r = 0u; r < P.n; r += 1u) {
         let i = q + r * lanes;
-        store(i, shifted_affine4(vec4<f32>(x4[i]), shift, slope, scale * vec4<f32>(dy4[i]) + intercept));
+        var x = vec4<f32>(0.0);
+        var g = vec4<f32>(0.0);
+        if (regs) {
+            x = xs.v[r];
+            g = gs.v[r];
+        } else {
+            x = vec4<f32>(x4[i]);
+            g = vec4<f32>(dy4[i]);
+        }
+        store(i, shifted_affine4(x, shift, slope, scale * g + intercept));
     }
 }
