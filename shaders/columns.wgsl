@@ -1,23 +1,28 @@
-// Column statistics for (N, C) inputs with C % 4 != 0 and few rows next to
+// Column kernels for (N, C) inputs with C % 4 != 0 and few rows next to
 // their channels (wide layers, small batches): one thread owns one channel
 // over all N rows, so no partial states, no merge and no finalize dispatch
-// are needed; the general elementwise pass follows (threads storing single
-// values would share the vec4s of the output). C % 4 == 0 takes the fused
-// kernels of columns4.wgsl instead.
+// are needed, and the whole op is one dispatch. Each thread reads and
+// writes single values (one component of a vec4; its neighbours, the next
+// channels, take the others), so the per-channel terms stay in registers.
+// C % 4 == 0 takes the four-channel kernels of columns4.wgsl instead.
 //
-// moments_columns: batch statistics, the terms and the running update
-//   exactly as moments_finalize (finalize.wgsl).
-// grads_columns:   (sum dy, sum dy * x_hat) -> grad_weight, grad_bias and
-//   the grad_input terms, as grads_finalize.
+// forward_columns:  batch statistics (or, in eval, the running
+//   statistics), the saved terms and the running update exactly as
+//   moments_finalize / eval_prepare (finalize.wgsl), then
+//   y = act((x - shift) * scale + offset + residual) (epilogue.wgsl).
+// backward_columns: (sum dy, sum dy * x_hat) -> grad_weight, grad_bias and
+//   the grad_input terms as grads_finalize, then dx = scale * dy + slope *
+//   (x - shift) + intercept.
+// grads_columns:    the same without dx.
 // Channel ch's rows are C values apart; there is one chunk (lead = 0).
 
-// Value e of x, and of dy.
+// Value e of x, and of dy (one component read, not its vec4).
 fn x_at(e: u32) -> f32 {
-    return pick(vec4<f32>(x4[e / 4u]), e % 4u);
+    return f32(x4[e / 4u][e % 4u]);
 }
 
 fn dy_at(e: u32) -> f32 {
-    return pick(vec4<f32>(dy4[e / 4u]), e % 4u);
+    return f32(dy4[e / 4u][e % 4u]);
 }
 
 // Channel ch's moment state over its N values (see rows_moments for the
@@ -44,20 +49,71 @@ fn column_fold(ch: u32, shift: f32, careful: bool) -> vec4<f32> {
     return f.acc;
 }
 
+// Channel ch's normalize terms (shift, scale, offset), saving the terms a
+// backward reads: batch statistics with the running update, or the
+// running statistics.
+fn column_terms(ch: u32) -> vec3<f32> {
+    if ((P.flags & FLAG_BATCH_STATS) != 0u) {
+        // The shift: the channel's first value where finite (as shift_of).
+        let first = x_at(ch);
+        let shift = select(0.0, first, is_finite(first));
+        let st = column_moments(ch, shift);
+        let r = channel_stats(st, f32(P.count), P.eps);
+        let base = stats_base(shift, st, r);
+        update_running(ch, base.x, base.y, r.unbiased);
+        return set_terms(ch, base.x, base.y, r.invstd);
+    }
+    let invstd = 1.0 / sqrt(state[3u * P.c + ch] + P.eps);
+    return set_terms(ch, state[2u * P.c + ch], 0.0, invstd);
+}
+
 @compute @workgroup_size(WG)
-fn moments_columns(ids: Ids) {
+fn forward_columns(ids: Ids) {
     let ch = column_lane(ids);
     if (ch >= P.c) {
         return;
     }
-    // The shift: the channel's first value where finite (as shift_of).
-    let first = x_at(ch);
-    let shift = select(0.0, first, is_finite(first));
-    let st = column_moments(ch, shift);
-    let r = channel_stats(st, f32(P.count), P.eps);
-    let base = stats_base(shift, st, r);
-    update_running(ch, base.x, base.y, r.unbiased);
-    set_normalize_terms(ch, base.x, base.y, r.invstd);
+    let t = column_terms(ch);
+    for (var r = 0u; r < P.n; r += 1u) {
+        let e = r * P.c + ch;
+        store_normalized1(e, shifted_affine4(vec4<f32>(x_at(e)), vec4<f32>(t.x), vec4<f32>(t.y), vec4<f32>(t.z)).x);
+    }
+}
+
+// Channel ch's (sum dy, sum dy * x_hat) with its saved terms a = (shift,
+// mean - shift, invstd).
+fn column_grad_sums(ch: u32, a: vec3<f32>) -> vec2<f32> {
+    var st = vec2<f32>(0.0);
+    for (var r = 0u; r < P.n; r += 1u) {
+        let e = r * P.c + ch;
+        let g = dy_at(e);
+        st += vec2<f32>(g, g * x_hat4(vec4<f32>(x_at(e)), vec4<f32>(a.x), vec4<f32>(a.y), vec4<f32>(a.z)).x);
+    }
+    return st;
+}
+
+fn saved_terms(ch: u32) -> vec3<f32> {
+    return vec3<f32>(get_term(TERM_SHIFT, ch), get_term(TERM_MEAN, ch), get_term(TERM_INVSTD, ch));
+}
+
+@compute @workgroup_size(WG)
+fn backward_columns(ids: Ids) {
+    let ch = column_lane(ids);
+    if (ch >= P.c) {
+        return;
+    }
+    let a = saved_terms(ch);
+    let st = column_grad_sums(ch, a);
+    grad_weight[ch] = st.y;
+    grad_bias[ch] = st.x;
+    let n = f32(P.count);
+    let line = grad_input_line(ch, st.x / n, st.y / n);
+    let scale = get_term(TERM_SCALE, ch);
+    for (var r = 0u; r < P.n; r += 1u) {
+        let e = r * P.c + ch;
+        let x = vec4<f32>(x_at(e));
+        store1(e, shifted_affine4(x, vec4<f32>(a.x), vec4<f32>(line.x), vec4<f32>(scale * dy_at(e) + line.y)).x);
+    }
 }
 
 @compute @workgroup_size(WG)
@@ -66,12 +122,5 @@ fn grads_columns(ids: Ids) {
     if (ch >= P.c) {
         return;
     }
-    let a = vec3<f32>(get_term(TERM_SHIFT, ch), get_term(TERM_MEAN, ch), get_term(TERM_INVSTD, ch));
-    var st = vec2<f32>(0.0);
-    for (var r = 0u; r < P.n; r += 1u) {
-        let e = r * P.c + ch;
-        let g = dy_at(e);
-        st += vec2<f32>(g, g * x_hat4(vec4<f32>(x_at(e)), vec4<f32>(a.x), vec4<f32>(a.y), vec4<f32>(a.z)).x);
-    }
-    finish_grads(ch, st);
+    finish_grads(ch, column_grad_sums(ch, saved_terms(ch)));
 }

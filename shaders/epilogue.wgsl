@@ -35,3 +35,22 @@ fn store_normalized(i: u32, v: vec4<f32>) {
     }
     store(i, r);
 }
+
+// Value e of the output through the epilogue: one component of its vec4
+// (the one-channel-per-thread column kernels, columns.wgsl, store single
+// values; neighbouring threads store the other components).
+fn store_normalized1(e: u32, v: f32) {
+    var r = v;
+    if ((EPILOGUE & EPILOGUE_RESIDUAL) != 0u) {
+        r += f32(residual4[e / 4u][e % 4u]);
+    }
+    if ((EPILOGUE & EPILOGUE_RELU) != 0u) {
+        r = select(r, 0.0, r < 0.0);
+    }
+    store1(e, r);
+}
+
+// Value e of the output (one component of its vec4).
+fn store1(e: u32, v: f32) {
+    out[e / 4u][e % 4u] = elem(v);
+}

@@ -96,12 +96,15 @@ fn channels_last_equals_channels_first() {
 
 /// The fused `relu(bn(x) + r)` equals batch norm, then the add, then the
 /// ReLU, and its gradients equal the chain rule through the three; also
-/// over long runs of odd L in few rows (run slabs, `H * W = 143`).
+/// over long runs of odd L in few rows (run slabs, `H * W = 143`) and
+/// over few rows of odd C (one channel per thread).
 #[test]
 fn fused_epilogue_equals_its_parts() {
     let Some(ctx) = common::context() else { return };
     fused_equals_parts(&ctx, [6, 4, 3, 5], 81);
     fused_equals_parts(&ctx, [2, 4, 13, 11], 82);
+    // (N, C) of odd C in few rows: one channel per thread, single values.
+    fused_equals_parts(&ctx, [6, 5, 1, 1], 83);
 }
 
 fn fused_equals_parts(ctx: &GpuContext, shape: [usize; 4], seed: u64) {
@@ -114,7 +117,7 @@ fn fused_equals_parts(ctx: &GpuContext, shape: [usize; 4], seed: u64) {
     );
     let t = |v: &[f32]| Tensor::from_slice(ctx, v, &shape).expect("t");
     let (tx, tr) = (t(&x), t(&r));
-    let mut fused = BatchNorm2d::new(ctx, BatchNormConfig::new(4)).expect("bn");
+    let mut fused = BatchNorm2d::new(ctx, BatchNormConfig::new(shape[1])).expect("bn");
     let y = read(
         &fused
             .forward_fused(&tx, Epilogue::relu().with_residual(&tr))
@@ -122,7 +125,7 @@ fn fused_equals_parts(ctx: &GpuContext, shape: [usize; 4], seed: u64) {
     );
     let g = fused.backward(&t(&dy)).expect("backward");
     // The parts: plain batch norm, then add and ReLU on the host.
-    let mut plain = BatchNorm2d::new(ctx, BatchNormConfig::new(4)).expect("bn");
+    let mut plain = BatchNorm2d::new(ctx, BatchNormConfig::new(shape[1])).expect("bn");
     let bn = read(&plain.forward(&tx).expect("fwd"));
     let pre: Vec<f32> = bn.iter().zip(&r).map(|(a, b)| a + b).collect();
     let want: Vec<f64> = pre.iter().map(|&v| f64::from(v.max(0.0))).collect();

@@ -67,7 +67,8 @@ impl<R: SpatialRank> BatchNorm<R> {
         let (grad_weight, grad_bias) = (gw.binding(), gb.binding());
         let numel = layout.numel();
         let own_sums = !matches!(mode, BackwardMode::Merged { .. });
-        if let (Strategy::Columns, true, Some(dx)) = (exec.strategy, own_sums, mode.dx()) {
+        let columns = matches!(exec.strategy, Strategy::Columns | Strategy::ColumnStats);
+        if let (true, true, Some(dx)) = (columns, own_sums, mode.dx()) {
             let step = ColumnStep::Backward {
                 x: x.window(0, numel),
                 dy: dy.window(0, numel),
@@ -75,6 +76,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                 grad_weight,
                 grad_bias,
                 out: dx.window(0, numel),
+                per_channel: exec.strategy == Strategy::ColumnStats,
             };
             return rec.columns(step, exec.column_groups());
         }

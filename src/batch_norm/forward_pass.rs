@@ -79,7 +79,8 @@ impl<R: SpatialRank> BatchNorm<R> {
             x.dtype(),
             exec.thread_partials,
         );
-        if own_stats && exec.strategy == Strategy::Columns && !from_state {
+        let columns = matches!(exec.strategy, Strategy::Columns | Strategy::ColumnStats);
+        if own_stats && columns && !from_state {
             if let Output::Normalized {
                 y, terms, epilogue, ..
             } = output
@@ -91,13 +92,12 @@ impl<R: SpatialRank> BatchNorm<R> {
                     out: y.window(0, layout.numel()),
                     residual: epilogue.0.map(|r| r.window(0, layout.numel())),
                     epilogue: epilogue.1,
+                    per_channel: exec.strategy == Strategy::ColumnStats,
                 };
                 return rec.columns(step, exec.column_groups());
             }
         }
-        let column_stats = own_stats && exec.strategy == Strategy::ColumnStats;
         let reduce = plan.batch_stats
-            && !column_stats
             && matches!(
                 output,
                 Output::Moments(_) | Output::Normalized { merged: None, .. }
@@ -152,15 +152,6 @@ impl<R: SpatialRank> BatchNorm<R> {
                         head,
                         merged: BufferSlice::whole(m),
                     },
-                    None if plan.batch_stats && column_stats => {
-                        let step = ColumnStep::Moments {
-                            x: x.window(0, layout.numel()),
-                            terms: t,
-                            state,
-                        };
-                        rec.columns(step, exec.column_groups())?;
-                        return Self::record_normalize(&mut rec, &exec, x, y, &terms, epilogue);
-                    }
                     None if plan.batch_stats => ChannelStep::MomentsFinalize {
                         terms: t,
                         partials,

@@ -209,11 +209,17 @@ impl<'a, 'p> Recorder<'a, 'p> {
                 out,
                 residual,
                 epilogue,
+                per_channel,
             } => {
                 // Without a residual the binding holds x (read, not used).
                 let residual = residual.unwrap_or_else(|| x.clone());
+                let kernel = if per_channel {
+                    Kernel::ForwardColumn(epilogue)
+                } else {
+                    Kernel::ForwardColumns(epilogue)
+                };
                 (
-                    Kernel::ForwardColumns(epilogue),
+                    kernel,
                     vec![
                         (X, x),
                         (Terms, terms),
@@ -223,10 +229,6 @@ impl<'a, 'p> Recorder<'a, 'p> {
                     ],
                 )
             }
-            ColumnStep::Moments { x, terms, state } => (
-                Kernel::MomentsColumns,
-                vec![(X, x), (Terms, terms), (State, state)],
-            ),
             ColumnStep::Backward {
                 x,
                 dy,
@@ -234,8 +236,13 @@ impl<'a, 'p> Recorder<'a, 'p> {
                 grad_weight,
                 grad_bias,
                 out,
+                per_channel,
             } => (
-                Kernel::BackwardColumns,
+                if per_channel {
+                    Kernel::BackwardColumn
+                } else {
+                    Kernel::BackwardColumns
+                },
                 vec![
                     (X, x),
                     (Dy, dy),

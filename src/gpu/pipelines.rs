@@ -43,9 +43,12 @@ pub(crate) enum Kernel {
     /// Statistics, terms, running update and normalize with the
     /// `EPILOGUE` bits, four channels per thread ([`Strategy::Columns`]).
     ForwardColumns(u32),
-    /// Statistics, terms and running update, one channel per thread
-    /// ([`Strategy::ColumnStats`]).
-    MomentsColumns,
+    /// Statistics, terms, running update and normalize with the
+    /// `EPILOGUE` bits, one channel per thread ([`Strategy::ColumnStats`]).
+    ForwardColumn(u32),
+    /// Gradient sums, grad_weight, grad_bias and grad_input, one channel
+    /// per thread.
+    BackwardColumn,
     /// Gradient sums, grad_weight, grad_bias and grad_input, four channels
     /// per thread.
     BackwardColumns,
@@ -68,7 +71,9 @@ impl Kernel {
             Kernel::Normalize(..) | Kernel::GradInput(_) | Kernel::EpilogueGrad(_) => {
                 Family::Elementwise
             }
-            Kernel::MomentsColumns | Kernel::GradsColumns => Family::Columns,
+            Kernel::ForwardColumn(_) | Kernel::BackwardColumn | Kernel::GradsColumns => {
+                Family::Columns
+            }
             Kernel::ForwardColumns(_) | Kernel::BackwardColumns => Family::Columns4,
             _ => Family::Finalize,
         }
@@ -95,7 +100,8 @@ impl Kernel {
             Kernel::GradInput(OddRows | Masked | General) => "grad_input",
             Kernel::EpilogueGrad(_) => "epilogue_grad",
             Kernel::ForwardColumns(_) => "forward_columns4",
-            Kernel::MomentsColumns => "moments_columns",
+            Kernel::ForwardColumn(_) => "forward_columns",
+            Kernel::BackwardColumn => "backward_columns",
             Kernel::BackwardColumns => "backward_columns4",
             Kernel::GradsColumns => "grads_columns",
         }
@@ -124,7 +130,8 @@ impl Kernel {
         }
         if let Kernel::Normalize(_, bits)
         | Kernel::EpilogueGrad(bits)
-        | Kernel::ForwardColumns(bits) = self
+        | Kernel::ForwardColumns(bits)
+        | Kernel::ForwardColumn(bits) = self
         {
             c.push(("EPILOGUE", f64::from(bits)));
         }

@@ -84,7 +84,7 @@ impl Family {
             Family::ReduceSubgroup => &[MOMENTS, REDUCE, REDUCE_ROWS, REDUCE_SUBGROUP],
             Family::Finalize => &[MOMENTS, FINALIZE],
             Family::Elementwise => &[EPILOGUE, ELEMENTWISE],
-            Family::Columns => &[MOMENTS, FINALIZE, COLUMNS],
+            Family::Columns => &[MOMENTS, FINALIZE, EPILOGUE, COLUMNS],
             Family::Columns4 => &[MOMENTS, EPILOGUE, COLUMNS4],
         }
     }

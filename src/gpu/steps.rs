@@ -67,7 +67,8 @@ pub(crate) enum ChannelStep {
 /// The column kernels (`columns.wgsl`), with the buffers each binds.
 pub(crate) enum ColumnStep {
     /// Statistics (or running statistics), terms, running update and
-    /// `out = act((x - shift) * scale + offset + residual)`.
+    /// `out = act((x - shift) * scale + offset + residual)`; one channel
+    /// per thread with `per_channel`, else four.
     Forward {
         x: BufferSlice,
         terms: BufferSlice,
@@ -75,14 +76,10 @@ pub(crate) enum ColumnStep {
         out: BufferSlice,
         residual: Option<BufferSlice>,
         epilogue: u32,
+        per_channel: bool,
     },
-    /// Batch statistics, terms and running update only.
-    Moments {
-        x: BufferSlice,
-        terms: BufferSlice,
-        state: BufferSlice,
-    },
-    /// Gradient sums, grad_weight, grad_bias and `out = dx`.
+    /// Gradient sums, grad_weight, grad_bias and `out = dx`; one channel
+    /// per thread with `per_channel`, else four.
     Backward {
         x: BufferSlice,
         dy: BufferSlice,
@@ -90,6 +87,7 @@ pub(crate) enum ColumnStep {
         grad_weight: BufferSlice,
         grad_bias: BufferSlice,
         out: BufferSlice,
+        per_channel: bool,
     },
     /// Gradient sums, grad_weight, grad_bias and grad_input terms only.
     Grads {
