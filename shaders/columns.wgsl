@@ -16,6 +16,25 @@
 // grads_columns:    the same without dx.
 // Channel ch's rows are C values apart; there is one chunk (lead = 0).
 
+// The output and the residual as single values: each thread writes its own
+// elements (separate memory locations; a write to one component of a vec4
+// may touch the whole vec4 in WGSL's memory model).
+@group(0) @binding(6) var<storage, read_write> out: array<elem>;
+@group(0) @binding(12) var<storage, read> residual1: array<elem>;
+
+// Value e of the output, through the epilogue.
+fn store_normalized1(e: u32, v: f32) {
+    var r = 0.0;
+    if ((EPILOGUE & EPILOGUE_RESIDUAL) != 0u) {
+        r = f32(residual1[e]);
+    }
+    store1(e, epilogue_of(vec4<f32>(v), vec4<f32>(r)).x);
+}
+
+fn store1(e: u32, v: f32) {
+    out[e] = elem(v);
+}
+
 // Value e of x, and of dy (one component read, not its vec4).
 fn x_at(e: u32) -> f32 {
     return f32(x4[e / 4u][e % 4u]);
@@ -111,8 +130,8 @@ fn backward_columns(ids: Ids) {
     let scale = get_term(TERM_SCALE, ch);
     for (var r = 0u; r < P.n; r += 1u) {
         let e = r * P.c + ch;
-        let x = vec4<f32>(x_at(e));
-        store1(e, shifted_affine4(x, vec4<f32>(a.x), vec4<f32>(line.x), vec4<f32>(scale * dy_at(e) + line.y)).x);
+        let dx = grad_input4(vec4<f32>(x_at(e)), vec4<f32>(dy_at(e)), vec4<f32>(a.x), vec4<f32>(scale), vec4<f32>(line.x), vec4<f32>(line.y));
+        store1(e, dx.x);
     }
 }
 

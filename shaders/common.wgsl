@@ -147,6 +147,17 @@ fn shifted_affine4(x: vec4<f32>, shift: vec4<f32>, a: vec4<f32>, b: vec4<f32>) -
     return select(d * a + b, x * a + (b - shift * a), !finite4(d) & finite4(x));
 }
 
+// dx = scale * dy + slope * (x - shift) + intercept (the grad_input terms;
+// shifted_affine4 where x - shift overflows). In eval (no batch
+// statistics) dx = scale * dy = dy * weight * invstd alone, x unused: a NaN
+// or infinite x leaves dx finite there, as in PyTorch's eval backward.
+fn grad_input4(x: vec4<f32>, dy: vec4<f32>, shift: vec4<f32>, scale: vec4<f32>, slope: vec4<f32>, intercept: vec4<f32>) -> vec4<f32> {
+    if ((P.flags & FLAG_BATCH_STATS) == 0u) {
+        return scale * dy;
+    }
+    return shifted_affine4(x, shift, slope, scale * dy + intercept);
+}
+
 // x_hat = ((x - shift) - mean) * invstd (mean relative to the shift), as
 // (x - (shift + mean)) * invstd where x - shift overflows.
 fn x_hat4(x: vec4<f32>, shift: vec4<f32>, mean: vec4<f32>, invstd: vec4<f32>) -> vec4<f32> {

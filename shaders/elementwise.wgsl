@@ -10,7 +10,7 @@
 //             the residual, and the output gradient the other passes take
 // grad_input: dx = scale * dy + slope * (x - shift) + intercept
 //             which is weight * invstd * (dy - mean(dy) - x_hat * mean(dy * x_hat))
-//             regrouped (slope = intercept = 0 in eval: dx = dy * weight * invstd)
+//             regrouped (in eval dx = dy * weight * invstd, x unread)
 //
 // Subtracting the shift first keeps data such as 1e4 + noise exact to f32
 // rounding (the shift is the channel's first value, near its mean;
@@ -33,8 +33,8 @@
 // a run's vec4s are not a multiple of SLAB. Values past numel in the last vec4 land in
 // the output's padding.
 
-// x4 and dy4 are declared in common.wgsl; out, residual4, the EPILOGUE
-// constant and store_normalized in epilogue.wgsl.
+// x4 and dy4 are declared in common.wgsl; out, residual4 and
+// store_normalized in store4.wgsl; the EPILOGUE constant in epilogue.wgsl.
 @group(0) @binding(3) var<storage, read> terms: array<vec4<f32>>;
 // The forward's output, for the ReLU mask in backward.
 @group(0) @binding(13) var<storage, read> y4: array<vec4<elem>>;
@@ -256,7 +256,13 @@ struct GradTerms {
 
 fn grad_one(i: u32, t: GradTerms) {
     if (in_tensor(i)) {
-        store(i, shifted_affine4(load_x(i), t.shift, t.slope, t.scale * vec4<f32>(dy4[i]) + t.intercept));
+        let g = vec4<f32>(dy4[i]);
+        if ((P.flags & FLAG_BATCH_STATS) == 0u) {
+            // Eval: x is not read (grad_input4 in common.wgsl).
+            store(i, t.scale * g);
+        } else {
+            store(i, grad_input4(load_x(i), g, t.shift, t.scale, t.slope, t.intercept));
+        }
     }
 }
 

@@ -358,3 +358,64 @@ fn odd_channel_tails_keep_their_values() {
         }
     }
 }
+
+/// PyTorch's eval backward is `dx = dy * weight * invstd(running)`: it
+/// never reads x, so a NaN or infinite input leaves dx finite (its
+/// channel's grad_weight, `sum dy * x_hat`, is NaN). In every layout and
+/// strategy, as in the reference.
+#[test]
+fn eval_backward_does_not_read_the_input() {
+    for columns in [Some(true), Some(false)] {
+        let Some(ctx) = context_with(columns) else {
+            return;
+        };
+        for shape in [
+            vec![6usize, 8],
+            vec![6, 7],
+            vec![300, 16],
+            vec![300, 5],
+            vec![40, 3, 8],
+            vec![40, 3, 7],
+            vec![2, 3, 301],
+        ] {
+            let c = shape[1];
+            let numel: usize = shape.iter().product();
+            let mut rng = Rng(7);
+            let mut gpu = BatchNorm1d::new(&ctx, BatchNormConfig::new(c)).expect("module");
+            let mut reference = cpu::BatchNorm1d::new(BatchNormConfig::new(c)).expect("module");
+            let w = rng.normals(c, 1.0, 0.3);
+            gpu.set_weight(&w).expect("w");
+            reference.set_weight(&w).expect("w");
+            // One training step for finite running statistics.
+            let x0 = rng.normals(numel, 2.0, 1.5);
+            gpu.forward(&Tensor::from_slice(&ctx, &x0, &shape).expect("x"))
+                .expect("train");
+            reference.forward(&x0, &shape).expect("cpu train");
+            gpu.eval();
+            reference.eval();
+            let mut x = rng.normals(numel, 2.0, 1.5);
+            x[0] = f32::NAN;
+            x[numel / 2] = f32::INFINITY;
+            x[numel - 1] = f32::NEG_INFINITY;
+            let dy = rng.normals(numel, 0.0, 1.0);
+            let at = |what: &str| format!("{columns:?} {shape:?} {what}");
+            let y = gpu
+                .forward(&Tensor::from_slice(&ctx, &x, &shape).expect("x"))
+                .expect("eval")
+                .to_vec()
+                .expect("read");
+            let want = reference.forward(&x, &shape).expect("cpu eval");
+            check_close(&at("y"), &y, &f64s(&want), 2e-4).expect("y");
+            let g = gpu
+                .backward(&Tensor::from_slice(&ctx, &dy, &shape).expect("dy"))
+                .expect("backward");
+            let cg = reference.backward(&dy).expect("cpu backward");
+            let gi = g.grad_input.to_vec().expect("read");
+            assert!(gi.iter().all(|v| v.is_finite()), "{}", at("dx finite"));
+            check_close(&at("dx"), &gi, &f64s(&cg.grad_input), 1e-5).expect("dx");
+            let gw = g.grad_weight.expect("affine").to_vec().expect("read");
+            let want_gw = f64s(&cg.grad_weight.expect("affine"));
+            check_close(&at("grad_weight"), &gw, &want_gw, 1e-4).expect("gw");
+        }
+    }
+}

@@ -19,8 +19,10 @@ const REDUCE_TREE: &str = include_str!("../../shaders/reduce_tree.wgsl");
 const REDUCE_SUBGROUP: &str = include_str!("../../shaders/reduce_subgroup.wgsl");
 /// `shaders/finalize.wgsl`: one thread per channel.
 const FINALIZE: &str = include_str!("../../shaders/finalize.wgsl");
-/// `shaders/epilogue.wgsl`: the normalize output and its fused epilogue.
+/// `shaders/epilogue.wgsl`: the fused epilogue of the normalize kernels.
 const EPILOGUE: &str = include_str!("../../shaders/epilogue.wgsl");
+/// `shaders/store4.wgsl`: the vec4 output (and residual) through it.
+const STORE4: &str = include_str!("../../shaders/store4.wgsl");
 /// `shaders/elementwise.wgsl`: normalize and grad_input.
 const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
 /// `shaders/columns.wgsl`: one thread per channel over all rows.
@@ -83,9 +85,9 @@ impl Family {
             Family::ReduceTree => &[MOMENTS, REDUCE, REDUCE_ROWS, REDUCE_TREE],
             Family::ReduceSubgroup => &[MOMENTS, REDUCE, REDUCE_ROWS, REDUCE_SUBGROUP],
             Family::Finalize => &[MOMENTS, FINALIZE],
-            Family::Elementwise => &[EPILOGUE, ELEMENTWISE],
+            Family::Elementwise => &[EPILOGUE, STORE4, ELEMENTWISE],
             Family::Columns => &[MOMENTS, FINALIZE, EPILOGUE, COLUMNS],
-            Family::Columns4 => &[MOMENTS, EPILOGUE, COLUMNS4],
+            Family::Columns4 => &[MOMENTS, EPILOGUE, STORE4, COLUMNS4],
         }
     }
 }

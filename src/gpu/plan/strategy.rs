@@ -29,8 +29,8 @@ pub(crate) enum Strategy {
     /// (`columns4.wgsl`).
     Columns,
     /// `(N, C)` with few rows, other `C`, one chunk: one thread per
-    /// channel gathers and finalizes (`columns.wgsl`), then the
-    /// elementwise pass.
+    /// channel over all rows, the whole op in one dispatch, single values
+    /// read and written (`columns.wgsl`).
     ColumnStats,
 }
 
