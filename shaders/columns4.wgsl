@@ -100,8 +100,8 @@ fn set_terms4(q: u32, shift: vec4<f32>, mean: vec4<f32>, invstd: vec4<f32>) -> N
 
 // Rows up to which the column kernels keep a lane's values in registers
 // and read x (and dy) once: on CPU adapters every storage access costs far
-// more than the arithmetic. The loops over them have this fixed bound (a
-// GPU compiler unrolls them and keeps the array in registers).
+// more than the arithmetic. (Loops of a fixed bound REG_ROWS, which a GPU
+// compiler would unroll, ran 30-70x slower on lavapipe.)
 const REG_ROWS: u32 = 8u;
 
 // A lane's rows held in registers (the first P.n of them).
@@ -109,23 +109,28 @@ struct Regs {
     v: array<vec4<f32>, REG_ROWS>,
 }
 
-// Lane q's normalize terms from its batch statistics `st`, with the
-// running update (set_terms4 saves the terms a backward reads).
-fn terms_from4(q: u32, shift: vec4<f32>, st: RowsState) -> NormTerms4 {
-    let s = channel_stats4(st, shift, f32(P.count), P.eps);
-    update_running4(q, s.shift, s.mean, s.unbiased);
-    return set_terms4(q, s.shift, s.mean, s.invstd);
-}
-
-// Lane q's normalize terms from the running statistics (eval).
-fn running_terms4(q: u32) -> NormTerms4 {
+// Lane q's normalize terms: batch statistics (with the running update) or
+// the running statistics; with `regs`, the lane's values are `xs`.
+fn lane_terms4(q: u32, regs: bool, xs: ptr<function, Regs>) -> NormTerms4 {
+    if ((P.flags & FLAG_BATCH_STATS) != 0u) {
+        // The shift: the lane's first row where finite (as shift_of).
+        var first = (*xs).v[0];
+        if (!regs) {
+            first = vec4<f32>(x4[q]);
+        }
+        let shift = select(vec4<f32>(0.0), first, finite4(first));
+        var st: RowsState;
+        if (regs) {
+            st = regs_moments(xs, shift);
+        } else {
+            st = rows_moments(4u * q, P.c, P.n, shift);
+        }
+        let s = channel_stats4(st, shift, f32(P.count), P.eps);
+        update_running4(q, s.shift, s.mean, s.unbiased);
+        return set_terms4(q, s.shift, s.mean, s.invstd);
+    }
     let invstd = 1.0 / sqrt(state4[section(3u, q)] + vec4<f32>(P.eps));
     return set_terms4(q, state4[section(2u, q)], vec4<f32>(0.0), invstd);
-}
-
-// The shift: the lane's first row where finite (as shift_of).
-fn lane_shift4(first: vec4<f32>) -> vec4<f32> {
-    return select(vec4<f32>(0.0), first, finite4(first));
 }
 
 // rows_moments (moments.wgsl) over the P.n values in registers.
@@ -143,47 +148,23 @@ fn regs_fold(xs: ptr<function, Regs>, shift: vec4<f32>, careful: bool) -> RowsSt
     var tag = vec4<f32>(exponent_of(shift.x), exponent_of(shift.y), exponent_of(shift.z), exponent_of(shift.w));
     var u = units4(tag);
     var shu = shift * u;
-    for (var k = 0u; k < REG_ROWS; k += 1u) {
-        if (k < P.n) {
-            let raw = (*xs).v[k];
-            var v = raw * u - shu;
-            if (careful && !in_range(v)) {
-                let st = absorb_outliers4(Moments4(mean, m2, tag), v);
-                mean = st.mean;
-                m2 = st.m2;
-                tag = st.tag;
-                u = units4(tag);
-                shu = shift * u;
-                v = raw * u - shu;
-            }
-            let d = v - mean;
-            mean += d / f32(k + 1u);
-            m2 += d * (v - mean);
+    for (var k = 0u; k < P.n; k += 1u) {
+        let raw = (*xs).v[k];
+        var v = raw * u - shu;
+        if (careful && !in_range(v)) {
+            let st = absorb_outliers4(Moments4(mean, m2, tag), v);
+            mean = st.mean;
+            m2 = st.m2;
+            tag = st.tag;
+            u = units4(tag);
+            shu = shift * u;
+            v = raw * u - shu;
         }
+        let d = v - mean;
+        mean += d / f32(k + 1u);
+        m2 += d * (v - mean);
     }
     return RowsState(f32(P.n), mean, m2, tag);
-}
-
-// forward_columns4 with the lane's rows in registers (P.n <= REG_ROWS).
-fn forward_regs4(q: u32, lanes: u32) {
-    var xs: Regs;
-    for (var r = 0u; r < REG_ROWS; r += 1u) {
-        if (r < P.n) {
-            xs.v[r] = vec4<f32>(x4[q + r * lanes]);
-        }
-    }
-    var t: NormTerms4;
-    if ((P.flags & FLAG_BATCH_STATS) != 0u) {
-        let shift = lane_shift4(xs.v[0]);
-        t = terms_from4(q, shift, regs_moments(&xs, shift));
-    } else {
-        t = running_terms4(q);
-    }
-    for (var r = 0u; r < REG_ROWS; r += 1u) {
-        if (r < P.n) {
-            store_normalized(q + r * lanes, shifted_affine4(xs.v[r], t.shift, t.scale, t.offset));
-        }
-    }
 }
 
 @compute @workgroup_size(WG)
@@ -193,44 +174,24 @@ fn forward_columns4(ids: Ids) {
     if (q >= lanes) {
         return;
     }
-    if (P.n <= REG_ROWS) {
-        forward_regs4(q, lanes);
-        return;
+    var xs: Regs;
+    let regs = P.n <= REG_ROWS;
+    if (regs) {
+        for (var r = 0u; r < P.n; r += 1u) {
+            xs.v[r] = vec4<f32>(x4[q + r * lanes]);
+        }
     }
-    var t: NormTerms4;
-    if ((P.flags & FLAG_BATCH_STATS) != 0u) {
-        let shift = lane_shift4(vec4<f32>(x4[q]));
-        t = terms_from4(q, shift, rows_moments(4u * q, P.c, P.n, shift));
-    } else {
-        t = running_terms4(q);
-    }
+    let t = lane_terms4(q, regs, &xs);
     for (var r = 0u; r < P.n; r += 1u) {
         let i = q + r * lanes;
-        store_normalized(i, shifted_affine4(vec4<f32>(x4[i]), t.shift, t.scale, t.offset));
+        var x = vec4<f32>(0.0);
+        if (regs) {
+            x = xs.v[r];
+        } else {
+            x = vec4<f32>(x4[i]);
+        }
+        store_normalized(i, shifted_affine4(x, t.shift, t.scale, t.offset));
     }
-}
-
-// A lane's saved terms and its (sum dy, sum dy * x_hat) -> the dx line.
-struct Line4 {
-    shift: vec4<f32>,
-    scale: vec4<f32>,
-    slope: vec4<f32>,
-    intercept: vec4<f32>,
-}
-
-// grad_weight, grad_bias of lane q and its dx line (grad_input_line in
-// finalize.wgsl: slope and intercept 0 in eval).
-fn finish_lane4(q: u32, sdy: vec4<f32>, sdyx: vec4<f32>) -> Line4 {
-    grad_bias4[q] = sdy;
-    grad_weight4[q] = sdyx;
-    let scale = terms4[section(TERM_SCALE, q)];
-    var l = Line4(terms4[section(TERM_SHIFT, q)], scale, vec4<f32>(0.0), vec4<f32>(0.0));
-    if ((P.flags & FLAG_BATCH_STATS) != 0u) {
-        let n = f32(P.count);
-        l.slope = -scale * terms4[section(TERM_INVSTD, q)] * (sdyx / n);
-        l.intercept = -scale * (sdy / n) - l.slope * terms4[section(TERM_MEAN, q)];
-    }
-    return l;
 }
 
 @compute @workgroup_size(WG)
@@ -243,38 +204,45 @@ fn backward_columns4(ids: Ids) {
     let shift = terms4[section(TERM_SHIFT, q)];
     let mean = terms4[section(TERM_MEAN, q)];
     let invstd = terms4[section(TERM_INVSTD, q)];
+    let scale = terms4[section(TERM_SCALE, q)];
     var sdy = vec4<f32>(0.0);
     var sdyx = vec4<f32>(0.0);
-    if (P.n <= REG_ROWS) {
-        // x and dy read once, kept in registers.
-        var xs: Regs;
-        var gs: Regs;
-        for (var r = 0u; r < REG_ROWS; r += 1u) {
-            if (r < P.n) {
-                let i = q + r * lanes;
-                xs.v[r] = vec4<f32>(x4[i]);
-                gs.v[r] = vec4<f32>(dy4[i]);
-                sdy += gs.v[r];
-                sdyx += gs.v[r] * x_hat4(xs.v[r], shift, mean, invstd);
-            }
-        }
-        let l = finish_lane4(q, sdy, sdyx);
-        for (var r = 0u; r < REG_ROWS; r += 1u) {
-            if (r < P.n) {
-                store(q + r * lanes, grad_input4(xs.v[r], gs.v[r], l.shift, l.scale, l.slope, l.intercept));
-            }
-        }
-        return;
-    }
+    // Up to REG_ROWS rows: x and dy read once, kept in registers.
+    var xs: Regs;
+    var gs: Regs;
+    let regs = P.n <= REG_ROWS;
     for (var r = 0u; r < P.n; r += 1u) {
         let i = q + r * lanes;
         let g = vec4<f32>(dy4[i]);
+        let x = vec4<f32>(x4[i]);
+        if (regs) {
+            xs.v[r] = x;
+            gs.v[r] = g;
+        }
         sdy += g;
-        sdyx += g * x_hat4(vec4<f32>(x4[i]), shift, mean, invstd);
+        sdyx += g * x_hat4(x, shift, mean, invstd);
     }
-    let l = finish_lane4(q, sdy, sdyx);
+    grad_bias4[q] = sdy;
+    grad_weight4[q] = sdyx;
+    // grad_input_line (finalize.wgsl): 0 in eval.
+    var slope = vec4<f32>(0.0);
+    var intercept = vec4<f32>(0.0);
+    if ((P.flags & FLAG_BATCH_STATS) != 0u) {
+        let n = f32(P.count);
+        slope = -scale * invstd * (sdyx / n);
+        intercept = -scale * (sdy / n) - slope * mean;
+    }
     for (var r = 0u; r < P.n; r += 1u) {
         let i = q + r * lanes;
-        store(i, grad_input4(vec4<f32>(x4[i]), vec4<f32>(dy4[i]), l.shift, l.scale, l.slope, l.intercept));
+        var x = vec4<f32>(0.0);
+        var g = vec4<f32>(0.0);
+        if (regs) {
+            x = xs.v[r];
+            g = gs.v[r];
+        } else {
+            x = vec4<f32>(x4[i]);
+            g = vec4<f32>(dy4[i]);
+        }
+        store(i, grad_input4(x, g, shift, scale, slope, intercept));
     }
 }
