@@ -143,28 +143,11 @@ fn regs_moments(xs: ptr<function, Regs>, shift: vec4<f32>) -> RowsState {
 }
 
 fn regs_fold(xs: ptr<function, Regs>, shift: vec4<f32>, careful: bool) -> RowsState {
-    var mean = vec4<f32>(0.0);
-    var m2 = vec4<f32>(0.0);
-    var tag = vec4<f32>(exponent_of(shift.x), exponent_of(shift.y), exponent_of(shift.z), exponent_of(shift.w));
-    var u = units4(tag);
-    var shu = shift * u;
+    var f = rows_fold_start(shift);
     for (var k = 0u; k < P.n; k += 1u) {
-        let raw = (*xs).v[k];
-        var v = raw * u - shu;
-        if (careful && !in_range(v)) {
-            let st = absorb_outliers4(Moments4(mean, m2, tag), v);
-            mean = st.mean;
-            m2 = st.m2;
-            tag = st.tag;
-            u = units4(tag);
-            shu = shift * u;
-            v = raw * u - shu;
-        }
-        let d = v - mean;
-        mean += d / f32(k + 1u);
-        m2 += d * (v - mean);
+        rows_fold_step(&f, (*xs).v[k], shift, k, careful);
     }
-    return RowsState(f32(P.n), mean, m2, tag);
+    return RowsState(f32(P.n), f.mean, f.m2, f.tag);
 }
 
 @compute @workgroup_size(WG)

@@ -354,52 +354,46 @@ fn rows_moments(first: u32, stride: u32, count: u32, shift: vec4<f32>) -> RowsSt
     return rows_fold(first, stride, count, shift, true);
 }
 
-// The state of the one vec4 at element e, its components outside `keep`
-// taken as the shift (0 in the state; the caller drops them).
-fn vec4_moments(e: u32, shift: vec4<f32>, keep: vec4<bool>) -> RowsState {
-    let raw = select(shift, load4(e), keep);
-    let fast = fold_one4(raw, shift, false);
-    if (fast_state_ok(fast.mean, fast.m2)) {
-        return fast;
-    }
-    return fold_one4(raw, shift, true);
-}
-
-// rows_fold's first step: one vec4 into empty states.
-fn fold_one4(raw: vec4<f32>, shift: vec4<f32>, careful: bool) -> RowsState {
-    var tag = vec4<f32>(exponent_of(shift.x), exponent_of(shift.y), exponent_of(shift.z), exponent_of(shift.w));
-    var v = raw * units4(tag) - shift * units4(tag);
-    if (careful && !in_range(v)) {
-        tag = absorb_outliers4(Moments4(vec4<f32>(0.0), vec4<f32>(0.0), tag), v).tag;
-        v = raw * units4(tag) - shift * units4(tag);
-    }
-    // The Welford step from (0, 0): mean = v, M2 = v * (v - v).
-    return RowsState(1.0, v, v * (v - v), tag);
-}
-
 fn rows_fold(first: u32, stride: u32, count: u32, shift: vec4<f32>, careful: bool) -> RowsState {
-    var mean = vec4<f32>(0.0);
-    var m2 = vec4<f32>(0.0);
-    var tag = vec4<f32>(exponent_of(shift.x), exponent_of(shift.y), exponent_of(shift.z), exponent_of(shift.w));
-    var u = units4(tag);
-    var shu = shift * u;
+    var f = rows_fold_start(shift);
     var o = first;
     for (var k = 0u; k < count; k += 1u) {
-        let raw = load4(o);
-        var v = raw * u - shu;
-        if (careful && !in_range(v)) {
-            let st = absorb_outliers4(Moments4(mean, m2, tag), v);
-            mean = st.mean;
-            m2 = st.m2;
-            tag = st.tag;
-            u = units4(tag);
-            shu = shift * u;
-            v = raw * u - shu;
-        }
-        let d = v - mean;
-        mean += d / f32(k + 1u);
-        m2 += d * (v - mean);
+        rows_fold_step(&f, load4(o), shift, k, careful);
         o += stride;
     }
-    return RowsState(f32(count), mean, m2, tag);
+    return RowsState(f32(count), f.mean, f.m2, f.tag);
+}
+
+// A fold of four channels' rows in progress: mean and M2 in units of
+// 2^tag (u = 2^-tag, shu = shift * u).
+struct RowsFold {
+    mean: vec4<f32>,
+    m2: vec4<f32>,
+    tag: vec4<f32>,
+    u: vec4<f32>,
+    shu: vec4<f32>,
+}
+
+fn rows_fold_start(shift: vec4<f32>) -> RowsFold {
+    let tag = vec4<f32>(exponent_of(shift.x), exponent_of(shift.y), exponent_of(shift.z), exponent_of(shift.w));
+    let u = units4(tag);
+    return RowsFold(vec4<f32>(0.0), vec4<f32>(0.0), tag, u, shift * u);
+}
+
+// Row k (from 0) of the fold: Welford's update, after the careful pass
+// raised the units for an outlier (or recorded a NaN / infinity).
+fn rows_fold_step(f: ptr<function, RowsFold>, raw: vec4<f32>, shift: vec4<f32>, k: u32, careful: bool) {
+    var v = raw * (*f).u - (*f).shu;
+    if (careful && !in_range(v)) {
+        let st = absorb_outliers4(Moments4((*f).mean, (*f).m2, (*f).tag), v);
+        (*f).mean = st.mean;
+        (*f).m2 = st.m2;
+        (*f).tag = st.tag;
+        (*f).u = units4(st.tag);
+        (*f).shu = shift * (*f).u;
+        v = raw * (*f).u - (*f).shu;
+    }
+    let d = v - (*f).mean;
+    (*f).mean += d / f32(k + 1u);
+    (*f).m2 += d * (v - (*f).mean);
 }

@@ -72,6 +72,29 @@ fn tail_keep(q: u32) -> vec4<bool> {
     return vec4<bool>(inside) & (vec4<u32>(o) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(P.numel));
 }
 
+// The state of the one vec4 at element e, its components outside `keep`
+// taken as the shift (0 in the state; the caller drops them).
+fn vec4_moments(e: u32, shift: vec4<f32>, keep: vec4<bool>) -> RowsState {
+    let raw = select(shift, load4(e), keep);
+    let fast = fold_one4(raw, shift, false);
+    if (fast_state_ok(fast.mean, fast.m2)) {
+        return fast;
+    }
+    return fold_one4(raw, shift, true);
+}
+
+// rows_fold's first step: one vec4 into empty states.
+fn fold_one4(raw: vec4<f32>, shift: vec4<f32>, careful: bool) -> RowsState {
+    var tag = vec4<f32>(exponent_of(shift.x), exponent_of(shift.y), exponent_of(shift.z), exponent_of(shift.w));
+    var v = raw * units4(tag) - shift * units4(tag);
+    if (careful && !in_range(v)) {
+        tag = absorb_outliers4(Moments4(vec4<f32>(0.0), vec4<f32>(0.0), tag), v).tag;
+        v = raw * units4(tag) - shift * units4(tag);
+    }
+    // The Welford step from (0, 0): mean = v, M2 = v * (v - v).
+    return RowsState(1.0, v, v * (v - v), tag);
+}
+
 // Writes lane q's tail entries (one per virtual channel, empty outside the
 // tail) into the last partial row: thread 0 of segment 0 of each lane.
 fn write_tail4(q: u32, entries: array<vec4<f32>, 4>) {

@@ -68,6 +68,16 @@ pub fn context() -> Option<GpuContext> {
     }
 }
 
+/// The test context with the column kernels forced on (`Some(true)`), off,
+/// or chosen per adapter (`None`); `None` where there is no adapter.
+#[track_caller]
+pub fn context_with(columns: Option<bool>) -> Option<GpuContext> {
+    context()?;
+    let mut options = options();
+    options.tuning.columns = columns;
+    Some(GpuContext::with_options(options).expect("context"))
+}
+
 /// Whether the context runs f16 kernels; records a skip when not (the
 /// adapter lacks SHADER_F16, e.g. wgpu's GL backend).
 #[track_caller]
