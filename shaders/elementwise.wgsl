@@ -173,11 +173,30 @@ fn plane_terms(ch: u32) -> NormTerms {
     return NormTerms(vec4<f32>(t.x), vec4<f32>(t.y), vec4<f32>(t.z));
 }
 
-// One vec4 of a plane with its channel's terms (a run slab across two runs).
-fn normalize_plane_one(i: u32) {
+// One vec4 with its own channels' terms (a run slab across two runs): its
+// channel's (`plane`: L % 4 == 0, the vec4 lies within one channel), or each
+// value's.
+fn normalize_looked_up(i: u32, plane: bool) {
     if (in_tensor(i)) {
-        normalize_one(i, plane_terms(plane_channel(i)));
+        if (plane) {
+            normalize_one(i, plane_terms(plane_channel(i)));
+        } else {
+            let t = packed_general(PACKED_NORMALIZE, i * 4u);
+            normalize_one(i, NormTerms(column(t, 0u), column(t, 1u), column(t, 2u)));
+        }
     }
+}
+
+// The slab from vec4 i, each vec4 with its own terms.
+fn normalize_each(i: u32, plane: bool) {
+    normalize_looked_up(i, plane);
+    normalize_looked_up(i + P.stride, plane);
+    normalize_looked_up(i + 2u * P.stride, plane);
+    normalize_looked_up(i + 3u * P.stride, plane);
+    normalize_looked_up(i + 4u * P.stride, plane);
+    normalize_looked_up(i + 5u * P.stride, plane);
+    normalize_looked_up(i + 6u * P.stride, plane);
+    normalize_looked_up(i + 7u * P.stride, plane);
 }
 
 @compute @workgroup_size(WG)
@@ -189,14 +208,7 @@ fn normalize_planes(ids: Ids) {
     if ((P.flags & FLAG_SLAB_RUNS) == 0u || slab_in_one_run(i)) {
         normalize_slab(i, plane_terms(plane_channel(i)));
     } else {
-        normalize_plane_one(i);
-        normalize_plane_one(i + P.stride);
-        normalize_plane_one(i + 2u * P.stride);
-        normalize_plane_one(i + 3u * P.stride);
-        normalize_plane_one(i + 4u * P.stride);
-        normalize_plane_one(i + 5u * P.stride);
-        normalize_plane_one(i + 6u * P.stride);
-        normalize_plane_one(i + 7u * P.stride);
+        normalize_each(i, true);
     }
 }
 
@@ -215,14 +227,6 @@ fn normalize_rows(ids: Ids) {
     }
 }
 
-// One vec4 with its own channels' terms (a run slab across two runs).
-fn normalize_looked_up(i: u32) {
-    if (in_tensor(i)) {
-        let t = packed_general(PACKED_NORMALIZE, i * 4u);
-        normalize_one(i, NormTerms(column(t, 0u), column(t, 1u), column(t, 2u)));
-    }
-}
-
 @compute @workgroup_size(WG)
 fn normalize(ids: Ids) {
     let i = slab_first(global_index(ids));
@@ -236,14 +240,7 @@ fn normalize(ids: Ids) {
     } else if (slab_in_one_run(i)) {
         normalize_slab(i, plane_terms(run_of(i * 4u) % P.c));
     } else {
-        normalize_looked_up(i);
-        normalize_looked_up(i + P.stride);
-        normalize_looked_up(i + 2u * P.stride);
-        normalize_looked_up(i + 3u * P.stride);
-        normalize_looked_up(i + 4u * P.stride);
-        normalize_looked_up(i + 5u * P.stride);
-        normalize_looked_up(i + 6u * P.stride);
-        normalize_looked_up(i + 7u * P.stride);
+        normalize_each(i, false);
     }
 }
 
@@ -283,11 +280,27 @@ fn plane_grad_terms(ch: u32) -> GradTerms {
     return GradTerms(vec4<f32>(t.x), vec4<f32>(t.y), vec4<f32>(t.z), vec4<f32>(t.w));
 }
 
-// One vec4 of a plane with its channel's terms (a run slab across two runs).
-fn grad_plane_one(i: u32) {
+// grad_one with the vec4's own channels' terms (normalize_looked_up).
+fn grad_looked_up(i: u32, plane: bool) {
     if (in_tensor(i)) {
-        grad_one(i, plane_grad_terms(plane_channel(i)));
+        if (plane) {
+            grad_one(i, plane_grad_terms(plane_channel(i)));
+        } else {
+            let t = packed_general(PACKED_GRAD, i * 4u);
+            grad_one(i, GradTerms(column(t, 0u), column(t, 1u), column(t, 2u), column(t, 3u)));
+        }
     }
+}
+
+fn grad_each(i: u32, plane: bool) {
+    grad_looked_up(i, plane);
+    grad_looked_up(i + P.stride, plane);
+    grad_looked_up(i + 2u * P.stride, plane);
+    grad_looked_up(i + 3u * P.stride, plane);
+    grad_looked_up(i + 4u * P.stride, plane);
+    grad_looked_up(i + 5u * P.stride, plane);
+    grad_looked_up(i + 6u * P.stride, plane);
+    grad_looked_up(i + 7u * P.stride, plane);
 }
 
 @compute @workgroup_size(WG)
@@ -299,14 +312,7 @@ fn grad_input_planes(ids: Ids) {
     if ((P.flags & FLAG_SLAB_RUNS) == 0u || slab_in_one_run(i)) {
         grad_slab(i, plane_grad_terms(plane_channel(i)));
     } else {
-        grad_plane_one(i);
-        grad_plane_one(i + P.stride);
-        grad_plane_one(i + 2u * P.stride);
-        grad_plane_one(i + 3u * P.stride);
-        grad_plane_one(i + 4u * P.stride);
-        grad_plane_one(i + 5u * P.stride);
-        grad_plane_one(i + 6u * P.stride);
-        grad_plane_one(i + 7u * P.stride);
+        grad_each(i, true);
     }
 }
 
@@ -324,14 +330,6 @@ fn grad_input_rows(ids: Ids) {
     }
 }
 
-// One vec4 with its own channels' terms (a run slab across two runs).
-fn grad_looked_up(i: u32) {
-    if (in_tensor(i)) {
-        let t = packed_general(PACKED_GRAD, i * 4u);
-        grad_one(i, GradTerms(column(t, 0u), column(t, 1u), column(t, 2u), column(t, 3u)));
-    }
-}
-
 @compute @workgroup_size(WG)
 fn grad_input(ids: Ids) {
     let i = slab_first(global_index(ids));
@@ -344,14 +342,7 @@ fn grad_input(ids: Ids) {
     } else if (slab_in_one_run(i)) {
         grad_slab(i, plane_grad_terms(run_of(i * 4u) % P.c));
     } else {
-        grad_looked_up(i);
-        grad_looked_up(i + P.stride);
-        grad_looked_up(i + 2u * P.stride);
-        grad_looked_up(i + 3u * P.stride);
-        grad_looked_up(i + 4u * P.stride);
-        grad_looked_up(i + 5u * P.stride);
-        grad_looked_up(i + 6u * P.stride);
-        grad_looked_up(i + 7u * P.stride);
+        grad_each(i, false);
     }
 }
 
