@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{check_close, context_with, f64s, Rng};
-use wgpu_batchnorm::{cpu, BatchNorm1d, BatchNormConfig, Tensor};
+use common::{check_step, context_with, Rng};
+use wgpu_batchnorm::{cpu, BatchNorm1d, BatchNormConfig, MemoryFormat, Tensor};
 
 /// Odd `C` over rows of virtual channels: where the tensor ends inside a
 /// vec4 of the last virtual row (N * C % 4 != 0), that vec4's values enter
@@ -38,28 +38,14 @@ fn odd_channel_tails_keep_their_values() {
             let mut gpu = BatchNorm1d::new(&ctx, BatchNormConfig::new(c)).expect("module");
             let mut reference = cpu::BatchNorm1d::new(BatchNormConfig::new(c)).expect("module");
             let at = |what: &str| format!("({n}, {c}) tail {tail} {what}");
-            let tx = Tensor::from_slice(&ctx, &x, &shape).expect("x");
-            let y = gpu.forward(&tx).expect("forward").to_vec().expect("read");
-            let want = reference.forward(&x, &shape).expect("cpu");
-            check_close(&at("y"), &y, &f64s(&want), 2e-4).expect("y");
-            let g = gpu
-                .backward(&Tensor::from_slice(&ctx, &dy, &shape).expect("dy"))
-                .expect("backward");
-            let cg = reference.backward(&dy).expect("cpu backward");
-            let gi = g.grad_input.to_vec().expect("read");
-            check_close(&at("dx"), &gi, &f64s(&cg.grad_input), 1e-3).expect("dx");
-            let gw = g.grad_weight.expect("affine").to_vec().expect("read");
-            let want_gw = f64s(&cg.grad_weight.expect("affine"));
-            check_close(&at("grad_weight"), &gw, &want_gw, 1e-3).expect("gw");
-            let gb = g.grad_bias.expect("affine").to_vec().expect("read");
-            let want_gb = f64s(&cg.grad_bias.expect("affine"));
-            check_close(&at("grad_bias"), &gb, &want_gb, 1e-3).expect("gb");
-            let rm = gpu.running_mean().expect("read").expect("tracked");
-            let want_rm = f64s(&reference.running_mean().expect("tracked"));
-            check_close(&at("running_mean"), &rm, &want_rm, 1e-5).expect("rm");
-            let rv = gpu.running_var().expect("read").expect("tracked");
-            let want_rv = f64s(&reference.running_var().expect("tracked"));
-            check_close(&at("running_var"), &rv, &want_rv, 1e-5).expect("rv");
+            check_step(
+                &ctx,
+                (&mut gpu, &mut reference),
+                (&x, &dy),
+                (&shape, MemoryFormat::ChannelsFirst),
+                &at,
+                (1e-3, 1e-3),
+            );
         }
     }
 }
@@ -104,23 +90,15 @@ fn eval_backward_does_not_read_the_input() {
             x[numel - 1] = f32::NEG_INFINITY;
             let dy = rng.normals(numel, 0.0, 1.0);
             let at = |what: &str| format!("{columns:?} {shape:?} {what}");
-            let y = gpu
-                .forward(&Tensor::from_slice(&ctx, &x, &shape).expect("x"))
-                .expect("eval")
-                .to_vec()
-                .expect("read");
-            let want = reference.forward(&x, &shape).expect("cpu eval");
-            check_close(&at("y"), &y, &f64s(&want), 2e-4).expect("y");
-            let g = gpu
-                .backward(&Tensor::from_slice(&ctx, &dy, &shape).expect("dy"))
-                .expect("backward");
-            let cg = reference.backward(&dy).expect("cpu backward");
-            let gi = g.grad_input.to_vec().expect("read");
+            let gi = check_step(
+                &ctx,
+                (&mut gpu, &mut reference),
+                (&x, &dy),
+                (&shape, MemoryFormat::ChannelsFirst),
+                &at,
+                (1e-5, 1e-4),
+            );
             assert!(gi.iter().all(|v| v.is_finite()), "{}", at("dx finite"));
-            check_close(&at("dx"), &gi, &f64s(&cg.grad_input), 1e-5).expect("dx");
-            let gw = g.grad_weight.expect("affine").to_vec().expect("read");
-            let want_gw = f64s(&cg.grad_weight.expect("affine"));
-            check_close(&at("grad_weight"), &gw, &want_gw, 1e-4).expect("gw");
         }
     }
 }

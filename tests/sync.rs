@@ -4,30 +4,34 @@
 mod common;
 
 use wgpu_batchnorm::{
-    BatchNorm1d, BatchNormConfig, Collective, Error, GpuContext, LocalGroup, SyncBatchNorm, Tensor,
+    BatchNorm1d, BatchNormConfig, Collective, Error, GpuContext, LocalCollective, LocalGroup,
+    SyncBatchNorm, Tensor,
 };
 
 #[path = "common/sync_scenario.rs"]
 mod scenario;
 
-#[test]
-fn sync_batch_norm_matches_one_module_across_three_threads() {
-    let Some(_) = common::context() else { return };
-    let results: Vec<Result<(), String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = LocalGroup::new(3)
+/// `body` on each of `n` in-process replicas (threads of one
+/// `LocalGroup`), the results in rank order.
+fn on_replicas<T: Send>(n: usize, body: impl Fn(LocalCollective) -> T + Sync) -> Vec<T> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = LocalGroup::new(n)
             .into_iter()
-            .map(|comm| {
-                s.spawn(move || {
-                    let ctx =
-                        GpuContext::with_options(common::options()).map_err(|e| e.to_string())?;
-                    scenario::run(&ctx, comm)
-                })
-            })
+            .map(|comm| s.spawn(|| body(comm)))
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("panicked".into())))
+            .map(|h| h.join().expect("replica thread"))
             .collect()
+    })
+}
+
+#[test]
+fn sync_batch_norm_matches_one_module_across_three_threads() {
+    let Some(_) = common::context() else { return };
+    let results: Vec<Result<(), String>> = on_replicas(3, |comm| {
+        let ctx = GpuContext::with_options(common::options()).map_err(|e| e.to_string())?;
+        scenario::run(&ctx, comm)
     });
     for r in results {
         r.expect("replica");
@@ -36,23 +40,12 @@ fn sync_batch_norm_matches_one_module_across_three_threads() {
 
 #[test]
 fn local_collectives_gather_and_reduce_in_rank_order() {
-    let results: Vec<(Vec<f64>, Vec<f64>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = LocalGroup::new(3)
-            .into_iter()
-            .map(|comm| {
-                s.spawn(move || {
-                    let r = comm.rank() as f64;
-                    let gathered = comm.all_gather(&[r, 10.0 * r]).expect("gather");
-                    let mut sum = [r, 1.0];
-                    comm.all_reduce_sum(&mut sum).expect("reduce");
-                    (gathered, sum.to_vec())
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("thread"))
-            .collect()
+    let results: Vec<(Vec<f64>, Vec<f64>)> = on_replicas(3, |comm| {
+        let r = comm.rank() as f64;
+        let gathered = comm.all_gather(&[r, 10.0 * r]).expect("gather");
+        let mut sum = [r, 1.0];
+        comm.all_reduce_sum(&mut sum).expect("reduce");
+        (gathered, sum.to_vec())
     });
     for (gathered, sum) in results {
         assert_eq!(gathered, vec![0.0, 0.0, 1.0, 10.0, 2.0, 20.0]);
@@ -73,41 +66,19 @@ fn a_replica_leaving_is_an_error_not_a_hang() {
         Err(Error::Collective(_))
     ));
     // Mismatched lengths are an error for every replica too.
-    let results: Vec<bool> = std::thread::scope(|s| {
-        let handles: Vec<_> = LocalGroup::new(2)
-            .into_iter()
-            .map(|comm| {
-                s.spawn(move || {
-                    let len = 1 + comm.rank();
-                    comm.all_gather(&vec![0.0; len]).is_err()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("thread"))
-            .collect()
+    let results: Vec<bool> = on_replicas(2, |comm| {
+        let len = 1 + comm.rank();
+        comm.all_gather(&vec![0.0; len]).is_err()
     });
     assert_eq!(results, vec![true, true]);
     // Different collectives at the same step, even of one length: an
     // error for both, never one's data in the other's result.
-    let results: Vec<bool> = std::thread::scope(|s| {
-        let handles: Vec<_> = LocalGroup::new(2)
-            .into_iter()
-            .map(|comm| {
-                s.spawn(move || {
-                    if comm.rank() == 0 {
-                        comm.all_gather(&[1.0, 2.0]).is_err()
-                    } else {
-                        comm.all_reduce_sum(&mut [1.0, 2.0]).is_err()
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("thread"))
-            .collect()
+    let results: Vec<bool> = on_replicas(2, |comm| {
+        if comm.rank() == 0 {
+            comm.all_gather(&[1.0, 2.0]).is_err()
+        } else {
+            comm.all_reduce_sum(&mut [1.0, 2.0]).is_err()
+        }
     });
     assert_eq!(results, vec![true, true]);
 }

@@ -194,28 +194,57 @@ pub fn assert_matches_reference_in<R: SpatialRank>(
         }
         let x = rng.normals(numel, offset, sd);
         let dy = rng.normals(numel, 0.0, 1.0);
-        let tx = Tensor::from_slice_with_format(ctx, &x, shape, format).expect("x");
-        let y = gpu.forward(&tx).expect("forward").to_vec().expect("read");
-        let want = reference
-            .forward_with_format(&x, shape, format)
-            .expect("cpu forward");
-        check_close(&at("output"), &y, &f64s(&want), 2e-4).expect("output");
-        let tdy = Tensor::from_slice_with_format(ctx, &dy, shape, format).expect("dy");
-        let g = gpu.backward(&tdy).expect("backward");
-        let cg = reference.backward(&dy).expect("cpu backward");
-        let gi = g.grad_input.to_vec().expect("read");
-        check_close(&at("grad_input"), &gi, &f64s(&cg.grad_input), 1e-3).expect("grad_input");
-        let gw = g.grad_weight.expect("affine").to_vec().expect("read");
-        let want_gw = f64s(&cg.grad_weight.expect("affine"));
-        check_close(&at("grad_weight"), &gw, &want_gw, 1e-3).expect("grad_weight");
-        for (name, got, want) in [
-            ("running_mean", gpu.running_mean(), reference.running_mean()),
-            ("running_var", gpu.running_var(), reference.running_var()),
-        ] {
-            let got = got.expect("read").expect("tracked");
-            check_close(&at(name), &got, &f64s(&want.expect("tracked")), 1e-5).expect(name);
-        }
+        check_step(
+            ctx,
+            (&mut gpu, &mut reference),
+            (&x, &dy),
+            (shape, format),
+            &at,
+            (1e-3, 1e-3),
+        );
     }
+}
+
+/// One forward and one backward of `gpu` and its `reference` on the same
+/// `x` and `dy` (in `format`): the output within 2e-4, grad_input within
+/// `tol.0`, grad_weight and grad_bias within `tol.1`, and the running
+/// statistics within 1e-5 of the reference's (relative to the largest
+/// finite value; NaN only where the reference has NaN). Returns the GPU's
+/// grad_input.
+pub fn check_step<R: SpatialRank>(
+    ctx: &GpuContext,
+    (gpu, reference): (&mut BatchNorm<R>, &mut cpu::BatchNorm<R>),
+    (x, dy): (&[f32], &[f32]),
+    (shape, format): (&[usize], MemoryFormat),
+    at: &dyn Fn(&str) -> String,
+    (dx_tol, param_tol): (f64, f64),
+) -> Vec<f32> {
+    let tx = Tensor::from_slice_with_format(ctx, x, shape, format).expect("x");
+    let y = gpu.forward(&tx).expect("forward").to_vec().expect("read");
+    let want = reference
+        .forward_with_format(x, shape, format)
+        .expect("cpu forward");
+    check_close(&at("output"), &y, &f64s(&want), 2e-4).expect("output");
+    let tdy = Tensor::from_slice_with_format(ctx, dy, shape, format).expect("dy");
+    let g = gpu.backward(&tdy).expect("backward");
+    let cg = reference.backward(dy).expect("cpu backward");
+    let gi = g.grad_input.to_vec().expect("read");
+    check_close(&at("grad_input"), &gi, &f64s(&cg.grad_input), dx_tol).expect("grad_input");
+    for (name, got, want) in [
+        ("grad_weight", g.grad_weight, cg.grad_weight),
+        ("grad_bias", g.grad_bias, cg.grad_bias),
+    ] {
+        let got = got.expect("affine").to_vec().expect("read");
+        check_close(&at(name), &got, &f64s(&want.expect("affine")), param_tol).expect(name);
+    }
+    for (name, got, want) in [
+        ("running_mean", gpu.running_mean(), reference.running_mean()),
+        ("running_var", gpu.running_var(), reference.running_var()),
+    ] {
+        let got = got.expect("read").expect("tracked");
+        check_close(&at(name), &got, &f64s(&want.expect("tracked")), 1e-5).expect(name);
+    }
+    gi
 }
 
 /// [`assert_matches_reference_in`] for a channels-first `BatchNorm1d` input.
@@ -240,25 +269,26 @@ pub fn assert_matches_reference(
 
 /// Channels-first `(N, C, *spatial)` data in channels-last order, and back.
 pub fn to_channels_last(data: &[f32], shape: &[usize]) -> Vec<f32> {
-    let (n, c, s) = (shape[0], shape[1], shape[2..].iter().product::<usize>());
-    let mut out = vec![0.0; data.len()];
-    for i in 0..n {
-        for ch in 0..c {
-            for p in 0..s {
-                out[(i * s + p) * c + ch] = data[(i * c + ch) * s + p];
-            }
-        }
-    }
-    out
+    reorder(data, shape, true)
 }
 
 pub fn from_channels_last(data: &[f32], shape: &[usize]) -> Vec<f32> {
+    reorder(data, shape, false)
+}
+
+/// Moves each value between its channels-first and channels-last index.
+fn reorder(data: &[f32], shape: &[usize], to_last: bool) -> Vec<f32> {
     let (n, c, s) = (shape[0], shape[1], shape[2..].iter().product::<usize>());
     let mut out = vec![0.0; data.len()];
     for i in 0..n {
         for ch in 0..c {
             for p in 0..s {
-                out[(i * c + ch) * s + p] = data[(i * s + p) * c + ch];
+                let (first, last) = ((i * c + ch) * s + p, (i * s + p) * c + ch);
+                if to_last {
+                    out[last] = data[first];
+                } else {
+                    out[first] = data[last];
+                }
             }
         }
     }
