@@ -112,14 +112,16 @@ fn criterion_section(ctx: &GpuContext) {
 }
 
 /// The shapes section's shapes: `SHAPES` (more than three dims:
-/// channels-last), or those `BN_BENCH_SHAPES` names, listed or not.
+/// channels-last), or those `BN_BENCH_SHAPES` names, listed or not (a
+/// malformed entry stops the bench with its name).
 fn bench_shapes() -> Vec<(Vec<usize>, MemoryFormat)> {
     let listed = |shape: &[usize]| (shape.to_vec(), if shape.len() > 3 { CL } else { CF });
     let Ok(only) = std::env::var("BN_BENCH_SHAPES") else {
         return SHAPES.iter().map(|s| listed(s)).collect();
     };
     only.split(',')
-        .filter_map(|entry| {
+        .filter(|entry| !entry.trim().is_empty())
+        .map(|entry| {
             let (dims, format) = match entry.trim().strip_suffix(":cl") {
                 Some(dims) => (dims, Some(CL)),
                 None => (entry.trim(), None),
@@ -128,12 +130,15 @@ fn bench_shapes() -> Vec<(Vec<usize>, MemoryFormat)> {
                 .split('x')
                 .map(str::parse)
                 .collect::<Result<_, _>>()
-                .ok()?;
-            (shape.len() >= 2).then_some(())?;
+                .unwrap_or_else(|e| panic!("BN_BENCH_SHAPES: `{entry}` is not NxC[xL...]: {e}"));
+            assert!(
+                (2..=5).contains(&shape.len()) && !shape.contains(&0),
+                "BN_BENCH_SHAPES: `{entry}` needs 2 to 5 dims, none of them 0"
+            );
             match format {
-                Some(f) => Some((shape, f)),
-                None if SHAPES.contains(&shape.as_slice()) => Some(listed(&shape)),
-                None => Some((shape, CF)),
+                Some(f) => (shape, f),
+                None if SHAPES.contains(&shape.as_slice()) => listed(&shape),
+                None => (shape, CF),
             }
         })
         .collect()
