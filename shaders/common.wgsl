@@ -28,7 +28,7 @@ struct Params {
     units: u32,            // reduction units (values, vec4s along L, or rows) per lane in this chunk
     partial_rows: u32,     // rows of partial states the finalize steps merge
     column_lanes: u32,    // lanes per workgroup of the column kernels
-    folds: u32,           // virtual channels per channel in the partial states (rows reductions of odd C)
+    folds: u32,           // virtual channels per channel in the partial states (rows reductions of odd C or short odd L)
 }
 
 const FLAG_UPDATE_RUNNING: u32 = 1u;

@@ -78,18 +78,27 @@ fn set_normalize_terms(ch: u32, shift: f32, mean: f32, invstd: f32) {
 fn channel_moments(ch: u32) -> vec4<f32> {
     var st = vec4<f32>(0.0);
     let width = partial_width();
+    let run = virtual_run();
     for (var s = 0u; s < P.partial_rows; s += 1u) {
-        for (var v = ch; v < width; v += P.c) {
-            st = merge_moments(st, partials[s * width + v]);
+        for (var b = ch * run; b < width; b += P.c * run) {
+            for (var v = b; v < b + run; v += 1u) {
+                st = merge_moments(st, partials[s * width + v]);
+            }
         }
     }
     return st;
 }
 
 // Partial states per row: the channels, or (P.folds > 1) the virtual
-// channels v of the rows reductions of odd C, where v % C is the channel.
+// channels v of the rows reductions of odd C (or C * L), where v / L % C
+// is the channel: channel ch's are the runs of L from ch * L, C * L apart.
 fn partial_width() -> u32 {
     return P.c * max(P.folds, 1u);
+}
+
+// Consecutive virtual channels of one channel: L, or 1 without folds.
+fn virtual_run() -> u32 {
+    return select(1u, P.l, P.folds > 1u);
 }
 
 // running = (1 - m) * running + m * batch, evaluated as
@@ -176,9 +185,12 @@ fn grads_finalize(ids: Ids) {
     if (ch >= P.c) { return; }
     var st = vec2<f32>(0.0);
     let width = partial_width();
+    let run = virtual_run();
     for (var s = 0u; s < P.partial_rows; s += 1u) {
-        for (var v = ch; v < width; v += P.c) {
-            st += partials[s * width + v].xy;
+        for (var b = ch * run; b < width; b += P.c * run) {
+            for (var v = b; v < b + run; v += 1u) {
+                st += partials[s * width + v].xy;
+            }
         }
     }
     finish_grads(ch, st);

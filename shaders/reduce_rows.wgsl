@@ -6,9 +6,10 @@
 // contiguous run of rows, so the four channels share the Welford count and
 // its division. The four channels' states then go through the workgroup
 // tree one after another.
-// C % 4 != 0 (P.folds > 1; one chunk, lead = 0): the same over the tensor
-// as rows of VC = lcm(C, 4) = C * folds virtual channels (virtual channel v
-// is channel v % C, so every vec4 read is aligned and whole), partial
+// C % 4 != 0, or (N, C, L) with short rows of L % 4 != 0 (P.folds > 1; one
+// chunk, lead = 0): the same over the tensor as rows of VC = lcm(C * L, 4)
+// = C * folds virtual channels (virtual channel v is channel v / L % C, so
+// every vec4 read is aligned and whole), partial
 // states per virtual channel (finalize.wgsl merges the folds of each
 // channel). Where the tensor ends inside the last virtual row, its cut vec4
 // goes into the tail row (the last partial row) with one count per value.
@@ -27,9 +28,19 @@ fn rows_n() -> u32 {
     return P.n;
 }
 
+// The channel of virtual channel v.
+fn channel_of_virtual(v: u32) -> u32 {
+    return (v / P.l) % P.c;
+}
+
 fn shift4(q: u32) -> vec4<f32> {
     let c = 4u * q;
-    return vec4<f32>(shift_of(c % P.c), shift_of((c + 1u) % P.c), shift_of((c + 2u) % P.c), shift_of((c + 3u) % P.c));
+    return vec4<f32>(
+        shift_of(channel_of_virtual(c)),
+        shift_of(channel_of_virtual(c + 1u)),
+        shift_of(channel_of_virtual(c + 2u)),
+        shift_of(channel_of_virtual(c + 3u)),
+    );
 }
 
 // Element offset of lane q of row r relative to the chunk (wrapping below
@@ -244,7 +255,12 @@ fn moments_partial_rows(ids: Ids) {
 fn lane_term4(t: u32, q: u32) -> vec4<f32> {
     if (P.folds > 1u) {
         let c = 4u * q;
-        return vec4<f32>(term(t, c % P.c), term(t, (c + 1u) % P.c), term(t, (c + 2u) % P.c), term(t, (c + 3u) % P.c));
+        return vec4<f32>(
+            term(t, channel_of_virtual(c)),
+            term(t, channel_of_virtual(c + 1u)),
+            term(t, channel_of_virtual(c + 2u)),
+            term(t, channel_of_virtual(c + 3u)),
+        );
     }
     return terms[t * padded_channels() / 4u + q];
 }

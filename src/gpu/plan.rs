@@ -81,19 +81,21 @@ pub(crate) fn plan_reduce(
     target: usize,
 ) -> ReducePlan {
     let wg = WG as usize;
+    // Units per lane over the layout itself (`units` takes the reduce
+    // layout's rows for `OddRows`).
+    let units = variant.units(layout).max(1);
     let layout = &variant.reduce_layout(layout);
     let lanes = match variant {
         Variant::Rows | Variant::OddRows => layout.c.div_ceil(4),
         Variant::Planes | Variant::Masked | Variant::General => layout.c,
     };
     let lanes_per_group = if layout.l == 1 {
-        lanes.next_power_of_two().min(64)
+        lanes.next_power_of_two().min(MAX_LANES_PER_GROUP)
     } else {
         1
     };
     let threads_per_lane = wg / lanes_per_group;
     let tiles = lanes.div_ceil(lanes_per_group);
-    let units = variant.units(layout).max(1);
     let max_segments = units
         .div_ceil(threads_per_lane * MIN_VALUES_PER_THREAD)
         .clamp(1, MAX_SEGMENTS);
@@ -207,20 +209,21 @@ pub(crate) fn plan_exec(
             limits.max_binding
         ));
     }
-    // Four-channel lanes of odd C would be cut mid-lane by a chunk start.
+    // Virtual rows of odd C (or C * L) would be cut mid-lane by a chunk start.
     let variant = if variant == Variant::OddRows && numel > max_elems {
-        Variant::General
+        Variant::run_fallback(layout)
     } else {
         variant
     };
     // Virtual channels multiply the partial states by `folds`: where they
-    // would not fit one binding, the general reductions (C wide) instead.
+    // would not fit one binding, the masked or general reductions (C wide)
+    // instead.
     let variant = if variant == Variant::OddRows {
         let p = plan_reduce(layout, variant, max_groups, target);
         let width = (layout.c * variant.folds(layout)) as u64;
         let rows = u64::from(p.segments) + u64::from(variant.tail_rows());
         if rows * width * 16 > limits.max_binding {
-            Variant::General
+            Variant::run_fallback(layout)
         } else {
             variant
         }
@@ -351,3 +354,4 @@ mod variant;
 pub(crate) use slab::Slab;
 pub(crate) use strategy::{canonical, Strategy};
 pub(crate) use variant::Variant;
+use variant::MAX_LANES_PER_GROUP;

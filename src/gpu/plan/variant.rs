@@ -13,11 +13,13 @@ pub(crate) enum Variant {
     /// `(N, C)` with `C % 4 == 0`: each vec4 is four consecutive channels
     /// of one row; a reduction thread takes those four channels.
     Rows,
-    /// `(N, C)` with other C, in one chunk: the reductions walk the tensor
-    /// as rows of `lcm(C, 4)` virtual channels (`reduce_layout`), so every
-    /// vec4 they read is aligned and whole, and the finalize steps merge
-    /// the `folds` virtual channels of each channel; the elementwise
-    /// kernels are the general ones.
+    /// `(N, C)` with other C, or `(N, C, L)` with `L % 4 != 0` and short
+    /// rows (`C * L` small, see `VIRTUAL_ROW_MAX`), in one chunk: the
+    /// reductions walk the tensor as rows of `lcm(C * L, 4)` virtual
+    /// channels (`reduce_layout`; virtual channel `v` is channel
+    /// `v / L % C`), so every vec4 they read is aligned and whole, and the
+    /// finalize steps merge the `folds` virtual channels of each channel;
+    /// the elementwise kernels are the general ones.
     OddRows,
     /// `L > 4` otherwise: the reductions read the aligned vec4s each run
     /// of L values touches, masking the components outside it; the
@@ -27,6 +29,15 @@ pub(crate) enum Variant {
     General,
 }
 
+/// Values in a virtual row (`lcm(C * L, 4)`) up to which `(N, C, L)`
+/// layouts with `L > 1` take the virtual-channel reductions (`OddRows`):
+/// their partial states hold one entry per virtual channel, and each
+/// channel's finalize merges `folds` of them per partial row.
+const VIRTUAL_ROW_MAX: usize = 4096;
+/// Virtual channels per channel up to which they do (the finalize merges
+/// them one after another).
+const VIRTUAL_FOLDS_MAX: usize = 128;
+
 impl Variant {
     /// The variant for `layout`.
     pub fn of(layout: &Layout) -> Variant {
@@ -34,13 +45,50 @@ impl Variant {
             Variant::Planes
         } else if layout.l == 1 && layout.c.is_multiple_of(4) {
             Variant::Rows
-        } else if layout.l == 1 {
+        } else if layout.l == 1
+            || (lcm4(layout) <= VIRTUAL_ROW_MAX
+                && lcm4(layout) / layout.c.max(1) <= VIRTUAL_FOLDS_MAX)
+        {
+            // Odd C (any width: the plan falls back where the partial
+            // states would not fit), or short rows of odd L.
             Variant::OddRows
-        } else if layout.l > 4 {
+        } else {
+            Self::run_fallback(layout)
+        }
+    }
+
+    /// The variant for `layout` where `OddRows` does not fit (a chunked
+    /// tensor, partial states over a binding): the masked reductions for
+    /// runs longer than a vec4, else the general ones.
+    pub fn run_fallback(layout: &Layout) -> Variant {
+        if layout.l > 4 {
             Variant::Masked
         } else {
             Variant::General
         }
+    }
+
+    /// Values in a row of the virtual channels: `k * lcm(C * L, 4)` with
+    /// the smallest `k` whose vec4 lanes leave at most a sixteenth of the
+    /// reductions' lane slots idle (a workgroup takes a power of two of
+    /// lanes up to `MAX_LANES_PER_GROUP`, so 3 lanes would idle a quarter),
+    /// within `VIRTUAL_ROW_MAX` and `VIRTUAL_FOLDS_MAX`; else the `k`
+    /// that idles the fewest.
+    fn virtual_row(layout: &Layout) -> usize {
+        let base = lcm4(layout);
+        let c = layout.c.max(1);
+        let mut best = (idle_sixteenths(base / 4), base);
+        for k in 2..=16 {
+            let row = base * k;
+            if row > VIRTUAL_ROW_MAX || row / c > VIRTUAL_FOLDS_MAX || best.0 == 0 {
+                break;
+            }
+            let idle = idle_sixteenths(row / 4);
+            if idle < best.0 {
+                best = (idle, row);
+            }
+        }
+        best.1
     }
 
     /// Consecutive values along L a reduction reads at once (the
@@ -64,13 +112,12 @@ impl Variant {
     }
 
     /// The layout the reductions walk: for `OddRows`, the same values as
-    /// rows of `lcm(C, 4)` virtual channels (the last row may be cut short;
-    /// virtual channel `v` is channel `v % C`); else `layout`.
+    /// rows of `lcm(C * L, 4)` virtual channels (the last row may be cut
+    /// short; virtual channel `v` is channel `v / L % C`); else `layout`.
     pub fn reduce_layout(self, layout: &Layout) -> Layout {
         match self {
             Variant::OddRows => {
-                let c = layout.c.max(1);
-                let virtual_c = c * 4 / gcd(c, 4);
+                let virtual_c = Self::virtual_row(layout);
                 Layout {
                     n: layout.numel().div_ceil(virtual_c),
                     c: virtual_c,
@@ -102,6 +149,27 @@ impl Variant {
     pub fn four_channel_lanes(self) -> bool {
         matches!(self, Variant::Rows | Variant::OddRows)
     }
+}
+
+/// Lanes per workgroup of the rows reductions at most (`plan_reduce`).
+pub(crate) const MAX_LANES_PER_GROUP: usize = 64;
+
+/// `lcm(C * L, 4)`.
+fn lcm4(layout: &Layout) -> usize {
+    let w = (layout.c * layout.l).max(1);
+    w * 4 / gcd(w, 4)
+}
+
+/// The idle share of the lane slots that `lanes` vec4 lanes take (the next
+/// power of two of lanes, or tiles of `MAX_LANES_PER_GROUP`), in sixteenths
+/// rounded up, less one: 0 where at most a sixteenth idles.
+fn idle_sixteenths(lanes: usize) -> usize {
+    let slots = if lanes <= MAX_LANES_PER_GROUP {
+        lanes.next_power_of_two()
+    } else {
+        lanes.div_ceil(MAX_LANES_PER_GROUP) * MAX_LANES_PER_GROUP
+    };
+    ((slots - lanes) * 16).div_ceil(slots).saturating_sub(1)
 }
 
 fn gcd(a: usize, b: usize) -> usize {
