@@ -22,8 +22,8 @@
 // grads_partial[4]:   (sum dy, sum dy * x_hat) with the forward's statistics.
 // *_rows:             the same for (N, C) inputs, four channels per thread
 //                     (vec4 loads, one shared count; for C % 4 != 0, or
-//                     short rows of odd L, over rows of a multiple of
-//                     lcm(C * L, 4) virtual channels; reduce_rows.wgsl).
+//                     short rows of odd L, over rows of lcm(C * L, 4)
+//                     virtual channels; reduce_rows.wgsl).
 // With MASKED (L > 4, L % 4 != 0) the units are the aligned vec4s each run
 // of L values touches, the components outside the run masked off.
 

@@ -19,7 +19,7 @@ fn odd_channel_tails_keep_their_values() {
     let Some(ctx) = context_with(Some(false)) else {
         return;
     };
-    let shapes: [&[usize]; 10] = [
+    let shapes: [&[usize]; 11] = [
         &[131, 3],
         &[130, 7],
         &[129, 6],
@@ -30,6 +30,7 @@ fn odd_channel_tails_keep_their_values() {
         &[9, 2, 3],
         &[17, 1, 3],
         &[31, 3, 5],
+        &[41, 3, 21],
     ];
     for (i, &shape) in shapes.iter().enumerate() {
         if shape != [33usize, 5, 21] {

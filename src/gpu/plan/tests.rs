@@ -33,7 +33,6 @@ fn variant_choice() {
     // Short rows of L % 4 != 0: virtual channels too (rows of lcm(C * L, 4)).
     assert_eq!(v(8, 8, 3), Variant::OddRows);
     assert_eq!(v(8, 3, 5), Variant::OddRows);
-    assert_eq!(v(8, 3, 21), Variant::OddRows);
     assert_eq!(v(8, 341, 3), Variant::OddRows);
     // Long rows, or many virtual channels per channel: masked or general.
     assert_eq!(v(8, 3, 174763), Variant::Masked);
@@ -41,6 +40,10 @@ fn variant_choice() {
     assert_eq!(v(8, 1025, 3), Variant::General);
     assert_eq!(v(8, 1, 3), Variant::OddRows);
     assert_eq!(v(8, 1, 255), Variant::Masked);
+    // Runs of 12 or more: masked.
+    assert_eq!(v(8, 16, 13), Variant::Masked);
+    assert_eq!(v(8, 3, 21), Variant::Masked);
+    assert_eq!(v(8, 3, 11), Variant::OddRows);
     // Masked units: the aligned vec4s a run of L values touches at most.
     assert_eq!(Variant::Masked.units(&Layout { n: 2, c: 3, l: 21 }), 2 * 6);
     assert_eq!(Variant::Masked.units(&Layout { n: 1, c: 3, l: 5 }), 2);
@@ -86,14 +89,12 @@ fn reductions_cover_every_value_once() {
 /// binding, the general reductions (`C` wide) instead.
 #[test]
 fn odd_rows_reduce_over_virtual_channels() {
-    // Rows of k * lcm(C, 4): 3 lanes (C = 3) would idle a quarter of their
-    // workgroup's lane slots, 15 a sixteenth.
     let cases = [
-        ((7, 3), (1, 60)),
-        ((5, 6), (1, 60)),
+        ((7, 3), (2, 12)),
+        ((5, 6), (3, 12)),
         ((9, 1), (3, 4)),
-        ((12, 5), (1, 60)),
-        ((1001, 13), (18, 728)),
+        ((12, 5), (3, 20)),
+        ((1001, 13), (251, 52)),
         ((3, 1_048_577), (1, 4_194_308)),
     ];
     for ((n, c), (rows, vc)) in cases {
@@ -118,7 +119,7 @@ fn odd_rows_reduce_over_virtual_channels() {
         let plan =
             plan_exec(&layout(1001, 3, 1), 4, limits(1 << 30, 256, 65535), model).expect("plan");
         assert_eq!(plan.variant, Variant::OddRows);
-        assert_eq!(plan.folds(), 20);
+        assert_eq!(plan.folds(), 4);
         let rows: u32 = plan
             .chunks
             .iter()
@@ -132,7 +133,7 @@ fn odd_rows_reduce_over_virtual_channels() {
             })
             .sum();
         assert_eq!(plan.partial_rows, rows + 1, "the tail row");
-        assert_eq!(plan.partial_count(), plan.partial_rows as usize * 60);
+        assert_eq!(plan.partial_count(), plan.partial_rows as usize * 12);
     }
     // (2, 2^20 + 1): 4 * C virtual states per row need 2 * 64 MiB.
     let wide = layout(2, 1_048_577, 1);
@@ -149,12 +150,9 @@ fn odd_rows_reduce_over_virtual_channels() {
 #[test]
 fn short_runs_reduce_over_virtual_channels() {
     for ((n, c, l), (rows, vc)) in [
-        ((65536, 3, 21), (16384, 252)),
-        ((5, 2, 3), (1, 60)),
-        ((7, 16, 5), (3, 240)),
-        ((20165, 16, 13), (3361, 1248)),
-        // 105 lanes: rows of 1260 would idle fewer slots, but take 252 folds.
-        ((33, 5, 21), (9, 420)),
+        ((65536, 3, 7), (16384, 84)),
+        ((5, 2, 3), (3, 12)),
+        ((7, 16, 5), (7, 80)),
     ] {
         let layout = Layout { n, c, l };
         assert_eq!(Variant::of(&layout), Variant::OddRows);
@@ -164,7 +162,7 @@ fn short_runs_reduce_over_virtual_channels() {
         let p = plan_reduce(&layout, Variant::OddRows, 65535, 16);
         assert!((p.segments * p.seg_len) as usize >= rows, "({n}, {c}, {l})");
     }
-    let big = layout(65536, 3, 21);
+    let big = layout(65536, 3, 7);
     let chunked = plan_exec(&big, 4, limits(1 << 20, 256, 65535), CPU).expect("plan");
     assert_eq!(chunked.variant, Variant::Masked);
     let short = layout(65536, 3, 3);
