@@ -56,8 +56,8 @@ fn column_moments(ch: u32, shift: f32) -> vec4<f32> {
 
 fn column_fold(ch: u32, shift: f32, careful: bool) -> vec4<f32> {
     var f = fold_start(shift);
-    for (var r = 0u; r < P.n; r += 1u) {
-        let x = x_at(r * P.c + ch);
+    for (var r = 0u; r < P().n; r += 1u) {
+        let x = x_at(r * P().c + ch);
         var v = x * f.u - f.shu;
         if (careful && !in_range(vec4<f32>(v))) {
             f = fold_absorb(f, vec4<f32>(v, 0.0, 0.0, 0.0), shift);
@@ -72,29 +72,29 @@ fn column_fold(ch: u32, shift: f32, careful: bool) -> vec4<f32> {
 // backward reads: batch statistics with the running update, or the
 // running statistics.
 fn column_terms(ch: u32) -> vec3<f32> {
-    if ((P.flags & FLAG_BATCH_STATS) != 0u) {
+    if ((P().flags & FLAG_BATCH_STATS) != 0u) {
         // The shift: the channel's first value where finite (as shift_of).
         let first = x_at(ch);
         let shift = select(0.0, first, is_finite(first));
         let st = column_moments(ch, shift);
-        let r = channel_stats(st, f32(P.count), P.eps);
+        let r = channel_stats(st, f32(P().count), P().eps);
         let base = stats_base(shift, st, r);
         update_running(ch, base.x, base.y, r.unbiased);
         return set_terms(ch, base.x, base.y, r.invstd);
     }
-    let invstd = 1.0 / sqrt(state[3u * P.c + ch] + P.eps);
-    return set_terms(ch, state[2u * P.c + ch], 0.0, invstd);
+    let invstd = 1.0 / sqrt(state[3u * P().c + ch] + P().eps);
+    return set_terms(ch, state[2u * P().c + ch], 0.0, invstd);
 }
 
 @compute @workgroup_size(WG)
 fn forward_columns(ids: Ids) {
     let ch = column_lane(ids);
-    if (ch >= P.c) {
+    if (ch >= P().c) {
         return;
     }
     let t = column_terms(ch);
-    for (var r = 0u; r < P.n; r += 1u) {
-        let e = r * P.c + ch;
+    for (var r = 0u; r < P().n; r += 1u) {
+        let e = r * P().c + ch;
         store_normalized1(e, shifted_affine4(vec4<f32>(x_at(e)), vec4<f32>(t.x), vec4<f32>(t.y), vec4<f32>(t.z)).x);
     }
 }
@@ -103,8 +103,8 @@ fn forward_columns(ids: Ids) {
 // mean - shift, invstd).
 fn column_grad_sums(ch: u32, a: vec3<f32>) -> vec2<f32> {
     var st = vec2<f32>(0.0);
-    for (var r = 0u; r < P.n; r += 1u) {
-        let e = r * P.c + ch;
+    for (var r = 0u; r < P().n; r += 1u) {
+        let e = r * P().c + ch;
         let g = dy_at(e);
         st += vec2<f32>(g, g * x_hat4(vec4<f32>(x_at(e)), vec4<f32>(a.x), vec4<f32>(a.y), vec4<f32>(a.z)).x);
     }
@@ -118,18 +118,18 @@ fn saved_terms(ch: u32) -> vec3<f32> {
 @compute @workgroup_size(WG)
 fn backward_columns(ids: Ids) {
     let ch = column_lane(ids);
-    if (ch >= P.c) {
+    if (ch >= P().c) {
         return;
     }
     let a = saved_terms(ch);
     let st = column_grad_sums(ch, a);
     grad_weight[ch] = st.y;
     grad_bias[ch] = st.x;
-    let n = f32(P.count);
+    let n = f32(P().count);
     let line = grad_input_line(ch, st.x / n, st.y / n);
     let scale = get_term(TERM_SCALE, ch);
-    for (var r = 0u; r < P.n; r += 1u) {
-        let e = r * P.c + ch;
+    for (var r = 0u; r < P().n; r += 1u) {
+        let e = r * P().c + ch;
         let dx = grad_input4(vec4<f32>(x_at(e)), vec4<f32>(dy_at(e)), vec4<f32>(a.x), vec4<f32>(scale), vec4<f32>(line.x), vec4<f32>(line.y));
         store1(e, dx.x);
     }
@@ -138,7 +138,7 @@ fn backward_columns(ids: Ids) {
 @compute @workgroup_size(WG)
 fn grads_columns(ids: Ids) {
     let ch = column_lane(ids);
-    if (ch >= P.c) {
+    if (ch >= P().c) {
         return;
     }
     finish_grads(ch, column_grad_sums(ch, saved_terms(ch)));

@@ -25,7 +25,7 @@
 // Section k (C values: weight, bias, running_mean, running_var; or a
 // TERM_*) of lane q, as a vec4 index.
 fn section(k: u32, q: u32) -> u32 {
-    return k * (P.c / 4u) + q;
+    return k * (P().c / 4u) + q;
 }
 
 // channel_stats and stats_base (moments.wgsl) for four channels sharing a
@@ -56,8 +56,8 @@ fn channel_stats4(st: RowsState, shift: vec4<f32>, n: f32, eps: f32) -> Stats4 {
 
 // update_running (finalize.wgsl) for lane q.
 fn update_running4(q: u32, base: vec4<f32>, rel: vec4<f32>, unbiased: vec4<f32>) {
-    if ((P.flags & FLAG_UPDATE_RUNNING) != 0u) {
-        let m = P.momentum;
+    if ((P().flags & FLAG_UPDATE_RUNNING) != 0u) {
+        let m = P().momentum;
         let old_mean = state4[section(2u, q)];
         let old_var = state4[section(3u, q)];
         let exact = vec4<bool>(m == 1.0);
@@ -84,7 +84,7 @@ struct NormTerms4 {
 fn set_terms4(q: u32, shift: vec4<f32>, mean: vec4<f32>, invstd: vec4<f32>) -> NormTerms4 {
     var w = vec4<f32>(1.0);
     var b = vec4<f32>(0.0);
-    if ((P.flags & FLAG_AFFINE) != 0u) {
+    if ((P().flags & FLAG_AFFINE) != 0u) {
         w = state4[section(0u, q)];
         b = state4[section(1u, q)];
     }
@@ -112,7 +112,7 @@ struct Regs {
 // Lane q's normalize terms: batch statistics (with the running update) or
 // the running statistics; with `regs`, the lane's values are `xs`.
 fn lane_terms4(q: u32, regs: bool, xs: ptr<function, Regs>) -> NormTerms4 {
-    if ((P.flags & FLAG_BATCH_STATS) != 0u) {
+    if ((P().flags & FLAG_BATCH_STATS) != 0u) {
         // The shift: the lane's first row where finite (as shift_of).
         var first = (*xs).v[0];
         if (!regs) {
@@ -123,13 +123,13 @@ fn lane_terms4(q: u32, regs: bool, xs: ptr<function, Regs>) -> NormTerms4 {
         if (regs) {
             st = regs_moments(xs, shift);
         } else {
-            st = rows_moments(4u * q, P.c, P.n, shift);
+            st = rows_moments(4u * q, P().c, P().n, shift);
         }
-        let s = channel_stats4(st, shift, f32(P.count), P.eps);
+        let s = channel_stats4(st, shift, f32(P().count), P().eps);
         update_running4(q, s.shift, s.mean, s.unbiased);
         return set_terms4(q, s.shift, s.mean, s.invstd);
     }
-    let invstd = 1.0 / sqrt(state4[section(3u, q)] + vec4<f32>(P.eps));
+    let invstd = 1.0 / sqrt(state4[section(3u, q)] + vec4<f32>(P().eps));
     return set_terms4(q, state4[section(2u, q)], vec4<f32>(0.0), invstd);
 }
 
@@ -144,28 +144,28 @@ fn regs_moments(xs: ptr<function, Regs>, shift: vec4<f32>) -> RowsState {
 
 fn regs_fold(xs: ptr<function, Regs>, shift: vec4<f32>, careful: bool) -> RowsState {
     var f = rows_fold_start(shift);
-    for (var k = 0u; k < P.n; k += 1u) {
+    for (var k = 0u; k < P().n; k += 1u) {
         rows_fold_step(&f, (*xs).v[k], shift, k, careful);
     }
-    return RowsState(f32(P.n), f.mean, f.m2, f.tag);
+    return RowsState(f32(P().n), f.mean, f.m2, f.tag);
 }
 
 @compute @workgroup_size(WG)
 fn forward_columns4(ids: Ids) {
     let q = column_lane(ids);
-    let lanes = P.c / 4u;
+    let lanes = P().c / 4u;
     if (q >= lanes) {
         return;
     }
     var xs: Regs;
-    let regs = P.n <= REG_ROWS;
+    let regs = P().n <= REG_ROWS;
     if (regs) {
-        for (var r = 0u; r < P.n; r += 1u) {
+        for (var r = 0u; r < P().n; r += 1u) {
             xs.v[r] = vec4<f32>(x4[q + r * lanes]);
         }
     }
     let t = lane_terms4(q, regs, &xs);
-    for (var r = 0u; r < P.n; r += 1u) {
+    for (var r = 0u; r < P().n; r += 1u) {
         let i = q + r * lanes;
         var x = vec4<f32>(0.0);
         if (regs) {
@@ -180,7 +180,7 @@ fn forward_columns4(ids: Ids) {
 @compute @workgroup_size(WG)
 fn backward_columns4(ids: Ids) {
     let q = column_lane(ids);
-    let lanes = P.c / 4u;
+    let lanes = P().c / 4u;
     if (q >= lanes) {
         return;
     }
@@ -193,8 +193,8 @@ fn backward_columns4(ids: Ids) {
     // Up to REG_ROWS rows: x and dy read once, kept in registers.
     var xs: Regs;
     var gs: Regs;
-    let regs = P.n <= REG_ROWS;
-    for (var r = 0u; r < P.n; r += 1u) {
+    let regs = P().n <= REG_ROWS;
+    for (var r = 0u; r < P().n; r += 1u) {
         let i = q + r * lanes;
         let g = vec4<f32>(dy4[i]);
         let x = vec4<f32>(x4[i]);
@@ -210,12 +210,12 @@ fn backward_columns4(ids: Ids) {
     // grad_input_line (finalize.wgsl): 0 in eval.
     var slope = vec4<f32>(0.0);
     var intercept = vec4<f32>(0.0);
-    if ((P.flags & FLAG_BATCH_STATS) != 0u) {
-        let n = f32(P.count);
+    if ((P().flags & FLAG_BATCH_STATS) != 0u) {
+        let n = f32(P().count);
         slope = -scale * invstd * (sdyx / n);
         intercept = -scale * (sdy / n) - slope * mean;
     }
-    for (var r = 0u; r < P.n; r += 1u) {
+    for (var r = 0u; r < P().n; r += 1u) {
         let i = q + r * lanes;
         var x = vec4<f32>(0.0);
         var g = vec4<f32>(0.0);

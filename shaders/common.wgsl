@@ -63,7 +63,7 @@ fn packed_index(kind: u32, ch: u32) -> u32 {
 }
 
 fn padded_channels() -> u32 {
-    return (P.c + 3u) / 4u * 4u;
+    return (P().c + 3u) / 4u * 4u;
 }
 
 // Component k of v without dynamic vector indexing (which some compilers
@@ -75,7 +75,20 @@ fn pick(v: vec4<f32>, k: u32) -> f32 {
 // Workgroup size of every kernel: within WebGPU's and GL's minimum limits.
 const WG: u32 = 256u;
 
-@group(0) @binding(0) var<uniform> P: Params;
+// Two slots, of which the kernels read the first through an index the
+// driver cannot fold (P): lavapipe of Mesa 22 inlines uniform values that
+// loop and branch conditions read at constant offsets and then compiles the
+// shader again at every dispatch (15-30 ms each) for as long as that
+// shrinks it by half, which small shapes do.
+struct ParamsSlot {
+    @size(96) p: Params,
+}
+@group(0) @binding(0) var<uniform> params: array<ParamsSlot, 2>;
+
+// This dispatch's parameters (slot 0: N < 2^31, so the index is 0).
+fn P() -> Params {
+    return params[params[0].p.n >> 31u].p;
+}
 
 // The input and the output gradient, bound as vec4 arrays (tensor buffers
 // are padded to 16 bytes); unused by the finalize steps.
@@ -113,10 +126,10 @@ fn group_index(ids: Ids) -> u32 {
 // workgroup (fewer than WG where a small input should still spread over
 // several workgroups); the other invocations get an index past every lane.
 fn column_lane(ids: Ids) -> u32 {
-    if (ids.li >= P.column_lanes) {
+    if (ids.li >= P().column_lanes) {
         return 0xffffffffu;
     }
-    return group_index(ids) * P.column_lanes + ids.li;
+    return group_index(ids) * P().column_lanes + ids.li;
 }
 
 // The invocation's index over the whole grid: one per channel in the
@@ -152,7 +165,7 @@ fn shifted_affine4(x: vec4<f32>, shift: vec4<f32>, a: vec4<f32>, b: vec4<f32>) -
 // statistics) dx = scale * dy = dy * weight * invstd alone, x unused: a NaN
 // or infinite x leaves dx finite there, as in PyTorch's eval backward.
 fn grad_input4(x: vec4<f32>, dy: vec4<f32>, shift: vec4<f32>, scale: vec4<f32>, slope: vec4<f32>, intercept: vec4<f32>) -> vec4<f32> {
-    if ((P.flags & FLAG_BATCH_STATS) == 0u) {
+    if ((P().flags & FLAG_BATCH_STATS) == 0u) {
         return scale * dy;
     }
     return shifted_affine4(x, shift, slope, scale * dy + intercept);
@@ -177,7 +190,7 @@ struct Cursor {
 }
 
 fn cursor(j: u32, stride: u32, width: u32) -> Cursor {
-    return cursor_of(j, stride, P.l / width);
+    return cursor_of(j, stride, P().l / width);
 }
 
 // The same with `units` units per row.
@@ -204,5 +217,5 @@ fn advance(c: ptr<function, Cursor>) {
 // binding; values before the chunk wrap around to huge offsets, so one
 // `< P.numel` test rejects both ends.
 fn chunk_offset(c: Cursor, ch: u32, width: u32) -> u32 {
-    return (c.n * P.c + ch) * P.l + c.u * width - P.lead;
+    return (c.n * P().c + ch) * P().l + c.u * width - P().lead;
 }

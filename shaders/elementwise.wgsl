@@ -60,16 +60,16 @@ fn term4(t: u32, q: u32) -> vec4<f32> {
 // component k of the result holds value k's terms.
 fn packed_general(kind: u32, e0: u32) -> array<vec4<f32>, 4> {
     var r: array<vec4<f32>, 4>;
-    let q = (e0 + P.lead) / P.l;
-    var l = (e0 + P.lead) - q * P.l;
-    var ch = q % P.c;
+    let q = (e0 + P().lead) / P().l;
+    var l = (e0 + P().lead) - q * P().l;
+    var ch = q % P().c;
     for (var k = 0u; k < 4u; k += 1u) {
         r[k] = packed(kind, ch);
         l += 1u;
-        if (l == P.l) {
+        if (l == P().l) {
             l = 0u;
             ch += 1u;
-            if (ch == P.c) {
+            if (ch == P().c) {
                 ch = 0u;
             }
         }
@@ -86,32 +86,32 @@ fn column(p: array<vec4<f32>, 4>, j: u32) -> vec4<f32> {
 // of P.stride * SLAB vec4s, each invocation of a block taking every
 // P.stride-th vec4 from its own.
 fn slab_first(g: u32) -> u32 {
-    let block = g / P.stride;
-    return block * P.stride * SLAB + (g - block * P.stride);
+    let block = g / P().stride;
+    return block * P().stride * SLAB + (g - block * P().stride);
 }
 
 fn in_tensor(i: u32) -> bool {
-    return i < (P.numel + 3u) / 4u;
+    return i < (P().numel + 3u) / 4u;
 }
 
 // The run of L values (row * C + channel) element e of the chunk lies in.
 fn run_of(e: u32) -> u32 {
-    return (e + P.lead) / P.l;
+    return (e + P().lead) / P().l;
 }
 
 // Whether the slab from vec4 i (FLAG_SLAB_RUNS) lies within one run: its
 // first value's and its last value's (in the tensor) are the same run.
 fn slab_in_one_run(i: u32) -> bool {
-    let last = min(i + (SLAB - 1u) * P.stride, (P.numel + 3u) / 4u - 1u);
-    return run_of(i * 4u) == run_of(min(last * 4u + 3u, P.numel - 1u));
+    let last = min(i + (SLAB - 1u) * P().stride, (P().numel + 3u) / 4u - 1u);
+    return run_of(i * 4u) == run_of(min(last * 4u + 3u, P().numel - 1u));
 }
 
 fn plane_channel(i: u32) -> u32 {
-    return ((i * 4u + P.lead) / P.l) % P.c;
+    return ((i * 4u + P().lead) / P().l) % P().c;
 }
 
 fn rows_lane(i: u32) -> u32 {
-    return ((i * 4u + P.lead) % P.c) / 4u;
+    return ((i * 4u + P().lead) % P().c) / 4u;
 }
 
 struct NormTerms {
@@ -128,13 +128,13 @@ fn normalize_one(i: u32, t: NormTerms) {
 
 fn normalize_slab(i: u32, t: NormTerms) {
     normalize_one(i, t);
-    normalize_one(i + P.stride, t);
-    normalize_one(i + 2u * P.stride, t);
-    normalize_one(i + 3u * P.stride, t);
-    normalize_one(i + 4u * P.stride, t);
-    normalize_one(i + 5u * P.stride, t);
-    normalize_one(i + 6u * P.stride, t);
-    normalize_one(i + 7u * P.stride, t);
+    normalize_one(i + P().stride, t);
+    normalize_one(i + 2u * P().stride, t);
+    normalize_one(i + 3u * P().stride, t);
+    normalize_one(i + 4u * P().stride, t);
+    normalize_one(i + 5u * P().stride, t);
+    normalize_one(i + 6u * P().stride, t);
+    normalize_one(i + 7u * P().stride, t);
 }
 
 // Eval with FLAG_FROM_STATE: the `terms` binding holds the module's state
@@ -142,8 +142,8 @@ fn normalize_slab(i: u32, t: NormTerms) {
 // terms are eval_prepare's, computed here: shift = running_mean,
 // scale = weight / sqrt(running_var + eps), offset = bias.
 fn from_state(w: vec4<f32>, b: vec4<f32>, rm: vec4<f32>, rv: vec4<f32>) -> NormTerms {
-    let invstd = 1.0 / sqrt(rv + vec4<f32>(P.eps));
-    if ((P.flags & FLAG_AFFINE) != 0u) {
+    let invstd = 1.0 / sqrt(rv + vec4<f32>(P().eps));
+    if ((P().flags & FLAG_AFFINE) != 0u) {
         return NormTerms(rm, w * invstd, b);
     }
     return NormTerms(rm, invstd, vec4<f32>(0.0));
@@ -151,7 +151,7 @@ fn from_state(w: vec4<f32>, b: vec4<f32>, rm: vec4<f32>, rv: vec4<f32>) -> NormT
 
 // State value k (a section) of channel ch, any C.
 fn state_of(k: u32, ch: u32) -> f32 {
-    let i = k * P.c + ch;
+    let i = k * P().c + ch;
     return pick(terms[i / 4u], i % 4u);
 }
 
@@ -166,7 +166,7 @@ fn from_state1(ch: u32) -> NormTerms {
 
 // One channel's normalize terms: packed, or from the state in eval.
 fn plane_terms(ch: u32) -> NormTerms {
-    if ((P.flags & FLAG_FROM_STATE) != 0u) {
+    if ((P().flags & FLAG_FROM_STATE) != 0u) {
         return from_state1(ch);
     }
     let t = packed(PACKED_NORMALIZE, ch);
@@ -190,13 +190,13 @@ fn normalize_looked_up(i: u32, plane: bool) {
 // The slab from vec4 i, each vec4 with its own terms.
 fn normalize_each(i: u32, plane: bool) {
     normalize_looked_up(i, plane);
-    normalize_looked_up(i + P.stride, plane);
-    normalize_looked_up(i + 2u * P.stride, plane);
-    normalize_looked_up(i + 3u * P.stride, plane);
-    normalize_looked_up(i + 4u * P.stride, plane);
-    normalize_looked_up(i + 5u * P.stride, plane);
-    normalize_looked_up(i + 6u * P.stride, plane);
-    normalize_looked_up(i + 7u * P.stride, plane);
+    normalize_looked_up(i + P().stride, plane);
+    normalize_looked_up(i + 2u * P().stride, plane);
+    normalize_looked_up(i + 3u * P().stride, plane);
+    normalize_looked_up(i + 4u * P().stride, plane);
+    normalize_looked_up(i + 5u * P().stride, plane);
+    normalize_looked_up(i + 6u * P().stride, plane);
+    normalize_looked_up(i + 7u * P().stride, plane);
 }
 
 @compute @workgroup_size(WG)
@@ -205,7 +205,7 @@ fn normalize_planes(ids: Ids) {
     if (!in_tensor(i)) {
         return;
     }
-    if ((P.flags & FLAG_SLAB_RUNS) == 0u || slab_in_one_run(i)) {
+    if ((P().flags & FLAG_SLAB_RUNS) == 0u || slab_in_one_run(i)) {
         normalize_slab(i, plane_terms(plane_channel(i)));
     } else {
         normalize_each(i, true);
@@ -217,9 +217,9 @@ fn normalize_rows(ids: Ids) {
     let i = slab_first(global_index(ids));
     if (in_tensor(i)) {
         let q = rows_lane(i);
-        if ((P.flags & FLAG_FROM_STATE) != 0u) {
+        if ((P().flags & FLAG_FROM_STATE) != 0u) {
             // C % 4 == 0: four channels' state values are one vec4.
-            let c4 = P.c / 4u;
+            let c4 = P().c / 4u;
             normalize_slab(i, from_state(terms[q], terms[c4 + q], terms[2u * c4 + q], terms[3u * c4 + q]));
         } else {
             normalize_slab(i, NormTerms(term4(TERM_SHIFT, q), term4(TERM_SCALE, q), term4(TERM_OFFSET, q)));
@@ -233,12 +233,12 @@ fn normalize(ids: Ids) {
     if (!in_tensor(i)) {
         return;
     }
-    if ((P.flags & FLAG_SLAB_RUNS) == 0u) {
+    if ((P().flags & FLAG_SLAB_RUNS) == 0u) {
         // Whole-row strides: the slab's vec4s share one channel pattern.
         let t = packed_general(PACKED_NORMALIZE, i * 4u);
         normalize_slab(i, NormTerms(column(t, 0u), column(t, 1u), column(t, 2u)));
     } else if (slab_in_one_run(i)) {
-        normalize_slab(i, plane_terms(run_of(i * 4u) % P.c));
+        normalize_slab(i, plane_terms(run_of(i * 4u) % P().c));
     } else {
         normalize_each(i, false);
     }
@@ -254,7 +254,7 @@ struct GradTerms {
 fn grad_one(i: u32, t: GradTerms) {
     if (in_tensor(i)) {
         let g = vec4<f32>(dy4[i]);
-        if ((P.flags & FLAG_BATCH_STATS) == 0u) {
+        if ((P().flags & FLAG_BATCH_STATS) == 0u) {
             // Eval: x is not read (grad_input4 in common.wgsl).
             store(i, t.scale * g);
         } else {
@@ -265,13 +265,13 @@ fn grad_one(i: u32, t: GradTerms) {
 
 fn grad_slab(i: u32, t: GradTerms) {
     grad_one(i, t);
-    grad_one(i + P.stride, t);
-    grad_one(i + 2u * P.stride, t);
-    grad_one(i + 3u * P.stride, t);
-    grad_one(i + 4u * P.stride, t);
-    grad_one(i + 5u * P.stride, t);
-    grad_one(i + 6u * P.stride, t);
-    grad_one(i + 7u * P.stride, t);
+    grad_one(i + P().stride, t);
+    grad_one(i + 2u * P().stride, t);
+    grad_one(i + 3u * P().stride, t);
+    grad_one(i + 4u * P().stride, t);
+    grad_one(i + 5u * P().stride, t);
+    grad_one(i + 6u * P().stride, t);
+    grad_one(i + 7u * P().stride, t);
 }
 
 // One channel's gradient terms.
@@ -294,13 +294,13 @@ fn grad_looked_up(i: u32, plane: bool) {
 
 fn grad_each(i: u32, plane: bool) {
     grad_looked_up(i, plane);
-    grad_looked_up(i + P.stride, plane);
-    grad_looked_up(i + 2u * P.stride, plane);
-    grad_looked_up(i + 3u * P.stride, plane);
-    grad_looked_up(i + 4u * P.stride, plane);
-    grad_looked_up(i + 5u * P.stride, plane);
-    grad_looked_up(i + 6u * P.stride, plane);
-    grad_looked_up(i + 7u * P.stride, plane);
+    grad_looked_up(i + P().stride, plane);
+    grad_looked_up(i + 2u * P().stride, plane);
+    grad_looked_up(i + 3u * P().stride, plane);
+    grad_looked_up(i + 4u * P().stride, plane);
+    grad_looked_up(i + 5u * P().stride, plane);
+    grad_looked_up(i + 6u * P().stride, plane);
+    grad_looked_up(i + 7u * P().stride, plane);
 }
 
 @compute @workgroup_size(WG)
@@ -309,7 +309,7 @@ fn grad_input_planes(ids: Ids) {
     if (!in_tensor(i)) {
         return;
     }
-    if ((P.flags & FLAG_SLAB_RUNS) == 0u || slab_in_one_run(i)) {
+    if ((P().flags & FLAG_SLAB_RUNS) == 0u || slab_in_one_run(i)) {
         grad_slab(i, plane_grad_terms(plane_channel(i)));
     } else {
         grad_each(i, true);
@@ -336,11 +336,11 @@ fn grad_input(ids: Ids) {
     if (!in_tensor(i)) {
         return;
     }
-    if ((P.flags & FLAG_SLAB_RUNS) == 0u) {
+    if ((P().flags & FLAG_SLAB_RUNS) == 0u) {
         let t = packed_general(PACKED_GRAD, i * 4u);
         grad_slab(i, GradTerms(column(t, 0u), column(t, 1u), column(t, 2u), column(t, 3u)));
     } else if (slab_in_one_run(i)) {
-        grad_slab(i, plane_grad_terms(run_of(i * 4u) % P.c));
+        grad_slab(i, plane_grad_terms(run_of(i * 4u) % P().c));
     } else {
         grad_each(i, false);
     }

@@ -47,8 +47,8 @@ fn set_packed(kind: u32, ch: u32, v: vec4<f32>) {
 }
 
 fn affine_of(ch: u32) -> vec2<f32> {
-    if ((P.flags & FLAG_AFFINE) != 0u) {
-        return vec2<f32>(state[ch], state[P.c + ch]);
+    if ((P().flags & FLAG_AFFINE) != 0u) {
+        return vec2<f32>(state[ch], state[P().c + ch]);
     }
     return vec2<f32>(1.0, 0.0);
 }
@@ -79,8 +79,8 @@ fn channel_moments(ch: u32) -> vec4<f32> {
     var st = vec4<f32>(0.0);
     let width = partial_width();
     let run = virtual_run();
-    for (var s = 0u; s < P.partial_rows; s += 1u) {
-        for (var b = ch * run; b < width; b += P.c * run) {
+    for (var s = 0u; s < P().partial_rows; s += 1u) {
+        for (var b = ch * run; b < width; b += P().c * run) {
             for (var v = b; v < b + run; v += 1u) {
                 st = merge_moments(st, partials[s * width + v]);
             }
@@ -93,12 +93,12 @@ fn channel_moments(ch: u32) -> vec4<f32> {
 // channels v of the rows reductions of odd C (or C * L), where v / L % C
 // is the channel: channel ch's are the runs of L from ch * L, C * L apart.
 fn partial_width() -> u32 {
-    return P.c * max(P.folds, 1u);
+    return P().c * max(P().folds, 1u);
 }
 
 // Consecutive virtual channels of one channel: L, or 1 without folds.
 fn virtual_run() -> u32 {
-    return select(1u, P.l, P.folds > 1u);
+    return select(1u, P().l, P().folds > 1u);
 }
 
 // running = (1 - m) * running + m * batch, evaluated as
@@ -106,10 +106,10 @@ fn virtual_run() -> u32 {
 // base + rel: (base - running) is exact when they are close, so the new
 // running mean carries about one f32 rounding, like PyTorch's f32 buffers.
 fn update_running(ch: u32, base: f32, rel: f32, unbiased_var: f32) {
-    if ((P.flags & FLAG_UPDATE_RUNNING) != 0u) {
-        let m = P.momentum;
-        let rm = 2u * P.c + ch;
-        let rv = 3u * P.c + ch;
+    if ((P().flags & FLAG_UPDATE_RUNNING) != 0u) {
+        let m = P().momentum;
+        let rm = 2u * P().c + ch;
+        let rv = 3u * P().c + ch;
         let old_mean = state[rm];
         let old_var = state[rv];
         // Infinite buffers keep PyTorch's form, where inf stays inf; m = 1
@@ -131,9 +131,9 @@ fn update_running(ch: u32, base: f32, rel: f32, unbiased_var: f32) {
 @compute @workgroup_size(WG)
 fn moments_finalize(ids: Ids) {
     let ch = global_index(ids);
-    if (ch >= P.c) { return; }
+    if (ch >= P().c) { return; }
     let st = channel_moments(ch);
-    let r = channel_stats(st, f32(P.count), P.eps);
+    let r = channel_stats(st, f32(P().count), P().eps);
     let base = stats_base(shift_of(ch), st, r);
     update_running(ch, base.x, base.y, r.unbiased);
     set_normalize_terms(ch, base.x, base.y, r.invstd);
@@ -145,9 +145,9 @@ fn moments_finalize(ids: Ids) {
 @compute @workgroup_size(WG)
 fn moments_export(ids: Ids) {
     let ch = global_index(ids);
-    if (ch >= P.c) { return; }
+    if (ch >= P().c) { return; }
     let st = channel_moments(ch);
-    let r = channel_stats(st, f32(P.count), P.eps);
+    let r = channel_stats(st, f32(P().count), P().eps);
     let nan = bitcast<f32>(0x7fc00000u);
     moments_out[4u * ch] = shift_of(ch);
     moments_out[4u * ch + 1u] = select(st.y, r.mean, r.poisoned);
@@ -158,7 +158,7 @@ fn moments_export(ids: Ids) {
 @compute @workgroup_size(WG)
 fn moments_apply(ids: Ids) {
     let ch = global_index(ids);
-    if (ch >= P.c) { return; }
+    if (ch >= P().c) { return; }
     var shift = shift_of(ch);
     // (high - shift) is exact when the shift is near the mean; the low part
     // restores what f32 rounding took from the merged mean. Where it
@@ -166,28 +166,28 @@ fn moments_apply(ids: Ids) {
     if (!is_finite(merged[ch] - shift)) {
         shift = 0.0;
     }
-    let mean = (merged[ch] - shift) + merged[P.c + ch];
-    update_running(ch, merged[ch], merged[P.c + ch], merged[3u * P.c + ch]);
-    set_normalize_terms(ch, shift, mean, merged[2u * P.c + ch]);
+    let mean = (merged[ch] - shift) + merged[P().c + ch];
+    update_running(ch, merged[ch], merged[P().c + ch], merged[3u * P().c + ch]);
+    set_normalize_terms(ch, shift, mean, merged[2u * P().c + ch]);
 }
 
 @compute @workgroup_size(WG)
 fn eval_prepare(ids: Ids) {
     let ch = global_index(ids);
-    if (ch >= P.c) { return; }
-    let invstd = 1.0 / sqrt(state[3u * P.c + ch] + P.eps);
-    set_normalize_terms(ch, state[2u * P.c + ch], 0.0, invstd);
+    if (ch >= P().c) { return; }
+    let invstd = 1.0 / sqrt(state[3u * P().c + ch] + P().eps);
+    set_normalize_terms(ch, state[2u * P().c + ch], 0.0, invstd);
 }
 
 @compute @workgroup_size(WG)
 fn grads_finalize(ids: Ids) {
     let ch = global_index(ids);
-    if (ch >= P.c) { return; }
+    if (ch >= P().c) { return; }
     var st = vec2<f32>(0.0);
     let width = partial_width();
     let run = virtual_run();
-    for (var s = 0u; s < P.partial_rows; s += 1u) {
-        for (var b = ch * run; b < width; b += P.c * run) {
+    for (var s = 0u; s < P().partial_rows; s += 1u) {
+        for (var b = ch * run; b < width; b += P().c * run) {
             for (var v = b; v < b + run; v += 1u) {
                 st += partials[s * width + v].xy;
             }
@@ -201,7 +201,7 @@ fn grads_finalize(ids: Ids) {
 fn finish_grads(ch: u32, st: vec2<f32>) {
     grad_weight[ch] = st.y;
     grad_bias[ch] = st.x;
-    let n = f32(P.count);
+    let n = f32(P().count);
     set_grad_input_terms(ch, st.x / n, st.y / n);
 }
 
@@ -209,7 +209,7 @@ fn finish_grads(ch: u32, st: vec2<f32>) {
 // x_hat = ((x - shift) - mean) * invstd, as scale * dy + slope * (x - shift)
 // + intercept: returns (slope, intercept), both 0 in eval (no batch terms).
 fn grad_input_line(ch: u32, mean_dy: f32, mean_dyx: f32) -> vec2<f32> {
-    if ((P.flags & FLAG_BATCH_STATS) == 0u) {
+    if ((P().flags & FLAG_BATCH_STATS) == 0u) {
         return vec2<f32>(0.0);
     }
     let scale = get_term(TERM_SCALE, ch);
@@ -231,8 +231,8 @@ fn set_grad_input_terms(ch: u32, mean_dy: f32, mean_dyx: f32) {
 @compute @workgroup_size(WG)
 fn grads_apply(ids: Ids) {
     let ch = global_index(ids);
-    if (ch >= P.c) { return; }
-    grad_bias[ch] = merged[2u * P.c + ch];
-    grad_weight[ch] = merged[3u * P.c + ch];
-    set_grad_input_terms(ch, merged[ch], merged[P.c + ch]);
+    if (ch >= P().c) { return; }
+    grad_bias[ch] = merged[2u * P().c + ch];
+    grad_weight[ch] = merged[3u * P().c + ch];
+    set_grad_input_terms(ch, merged[ch], merged[P().c + ch]);
 }

@@ -38,7 +38,7 @@ const MAX_EXPONENT: f32 = 126.0;
 // Statistics are accumulated relative to it, which keeps data such as
 // 1e4 + noise exact to f32 rounding.
 fn shift_of(ch: u32) -> f32 {
-    let i = ch * P.l;
+    let i = ch * P().l;
     if (i >= arrayLength(&head)) {
         return 0.0;
     }

@@ -52,7 +52,7 @@ override MASKED: bool = false;
 // Aligned vec4s one run of L values touches at most: the units per run
 // with MASKED.
 fn run_vec4s() -> u32 {
-    return (P.l + 6u) / 4u;
+    return (P().l + 6u) / 4u;
 }
 
 struct MaskedUnit {
@@ -66,11 +66,11 @@ struct MaskedUnit {
 // Unit (n, k) of channel ch: the k-th aligned vec4 touching the run of
 // row n (in chunk coordinates, where the run may start before the chunk).
 fn masked_unit(n: u32, k: u32, ch: u32) -> MaskedUnit {
-    let p0 = i32((n * P.c + ch) * P.l) - i32(P.lead);
+    let p0 = i32((n * P().c + ch) * P().l) - i32(P().lead);
     let vi = (p0 >> 2u) + i32(k);
     let e = vec4<i32>(4 * vi) + vec4<i32>(0, 1, 2, 3);
     let lo = max(p0, 0);
-    let hi = min(p0 + i32(P.l), i32(P.numel));
+    let hi = min(p0 + i32(P().l), i32(P().numel));
     var m: MaskedUnit;
     m.mask = (e >= vec4<i32>(lo)) & (e < vec4<i32>(hi));
     m.valid = any(m.mask);
@@ -90,9 +90,9 @@ fn walk(s: Share, width: u32) -> Cursor {
 // Row of the partials array that slot s writes.
 fn partial_row(s: Share) -> u32 {
     if (THREAD_PARTIALS) {
-        return P.partial_base + s.seg * P.threads_per_lane + s.ti;
+        return P().partial_base + s.seg * P().threads_per_lane + s.ti;
     }
-    return P.partial_base + s.seg;
+    return P().partial_base + s.seg;
 }
 
 // Term t of one channel (sections of padded_channels() values, see common.wgsl).
@@ -112,26 +112,26 @@ struct Share {
 
 fn share_of(li: u32, group: u32) -> Share {
     var s: Share;
-    let tile = group % P.tiles;
-    s.seg = group / P.tiles;
-    s.ch = tile * P.lanes_per_group + li % P.lanes_per_group;
-    s.ti = li / P.lanes_per_group;
-    let seg_end = min(P.units, (s.seg + 1u) * P.seg_len);
+    let tile = group % P().tiles;
+    s.seg = group / P().tiles;
+    s.ch = tile * P().lanes_per_group + li % P().lanes_per_group;
+    s.ti = li / P().lanes_per_group;
+    let seg_end = min(P().units, (s.seg + 1u) * P().seg_len);
     if (THREAD_PARTIALS) {
         // CPU adapters run a workgroup's invocations a SIMD group at a time:
         // each thread folds one contiguous run of the segment, which streams
         // (interleaved threads would stride through memory).
-        let per = (P.seg_len + P.threads_per_lane - 1u) / P.threads_per_lane;
-        s.start = min(seg_end, s.seg * P.seg_len + s.ti * per);
+        let per = (P().seg_len + P().threads_per_lane - 1u) / P().threads_per_lane;
+        s.start = min(seg_end, s.seg * P().seg_len + s.ti * per);
         s.end = min(seg_end, s.start + per);
         s.step = 1u;
     } else {
         // GPUs: consecutive threads take consecutive units (coalesced).
-        s.start = s.seg * P.seg_len + s.ti;
+        s.start = s.seg * P().seg_len + s.ti;
         s.end = seg_end;
-        s.step = P.threads_per_lane;
+        s.step = P().threads_per_lane;
     }
-    s.valid = s.ch < P.c && s.seg < P.segments;
+    s.valid = s.ch < P().c && s.seg < P().segments;
     return s;
 }
 
@@ -153,13 +153,13 @@ fn tree_reduce(li: u32, s: Share, v: vec4<f32>, moments: bool) {
     }
     scratch[li] = v;
     workgroupBarrier();
-    var stride = P.threads_per_lane / 2u;
+    var stride = P().threads_per_lane / 2u;
     loop {
         if (stride == 0u) {
             break;
         }
         if (s.ti < stride) {
-            scratch[li] = merge(scratch[li], scratch[li + stride * P.lanes_per_group], moments);
+            scratch[li] = merge(scratch[li], scratch[li + stride * P().lanes_per_group], moments);
         }
         workgroupBarrier();
         stride = stride / 2u;
@@ -170,7 +170,7 @@ fn tree_reduce(li: u32, s: Share, v: vec4<f32>, moments: bool) {
 }
 
 fn write_partial(s: Share, v: vec4<f32>) {
-    partials[partial_row(s) * P.c + s.ch] = v;
+    partials[partial_row(s) * P().c + s.ch] = v;
 }
 
 // Chan update with four values (in the state's units): their two-pass
@@ -235,7 +235,7 @@ fn moments_pass(s: Share, width: u32, careful: bool) -> vec4<f32> {
                 continue;
             }
             let o = chunk_offset(c, s.ch, width);
-            if (o < P.numel) {
+            if (o < P().numel) {
                 let raw = vec4<f32>(x4[o / 4u]);
                 if (width == 4u) {
                     var v = raw * f.u - vec4<f32>(f.shu);
@@ -278,7 +278,7 @@ fn grads_acc(s: Share, width: u32) -> vec4<f32> {
                 continue;
             }
             let o = chunk_offset(c, s.ch, width);
-            if (o < P.numel) {
+            if (o < P().numel) {
                 if (width == 4u) {
                     let g4 = vec4<f32>(dy4[o / 4u]);
                     let xhat = x_hat4(vec4<f32>(x4[o / 4u]), vec4<f32>(a.x), vec4<f32>(a.y), vec4<f32>(a.z));

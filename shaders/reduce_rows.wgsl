@@ -16,21 +16,21 @@
 
 // Virtual channels per row: C, or C * folds.
 fn virtual_c() -> u32 {
-    return P.c * max(P.folds, 1u);
+    return P().c * max(P().folds, 1u);
 }
 
 // Rows over the chunk: P.n, or the virtual rows.
 fn rows_n() -> u32 {
-    if (P.folds > 1u) {
+    if (P().folds > 1u) {
         let vc = virtual_c();
-        return P.numel / vc + select(0u, 1u, P.numel % vc != 0u);
+        return P().numel / vc + select(0u, 1u, P().numel % vc != 0u);
     }
-    return P.n;
+    return P().n;
 }
 
 // The channel of virtual channel v.
 fn channel_of_virtual(v: u32) -> u32 {
-    return (v / P.l) % P.c;
+    return (v / P().l) % P().c;
 }
 
 fn shift4(q: u32) -> vec4<f32> {
@@ -46,13 +46,13 @@ fn shift4(q: u32) -> vec4<f32> {
 // Element offset of lane q of row r relative to the chunk (wrapping below
 // it, see chunk_offset).
 fn rows_offset(r: u32, q: u32) -> u32 {
-    return r * virtual_c() + 4u * q - P.lead;
+    return r * virtual_c() + 4u * q - P().lead;
 }
 
 // Whether lane q of row r lies wholly inside the chunk.
 fn lane_inside(r: u32, q: u32) -> bool {
     let o = rows_offset(r, q);
-    return o < P.numel && P.numel - o >= 4u;
+    return o < P().numel && P().numel - o >= 4u;
 }
 
 // The thread's rows [x, y) whose lane lies wholly inside the chunk: lanes
@@ -61,7 +61,7 @@ fn lane_inside(r: u32, q: u32) -> bool {
 // or cut by it: the tail) can be cut.
 fn row_range(s: Share) -> vec2<u32> {
     var lo = s.start;
-    if (lo == 0u && 4u * s.ch < P.lead) {
+    if (lo == 0u && 4u * s.ch < P().lead) {
         lo = s.step;
     }
     var hi = s.end;
@@ -75,12 +75,12 @@ fn row_range(s: Share) -> vec2<u32> {
 // inside the tensor where the tensor's end cuts that vec4 (else none).
 fn tail_keep(q: u32) -> vec4<bool> {
     let n = rows_n();
-    if (P.folds <= 1u || n == 0u) {
+    if (P().folds <= 1u || n == 0u) {
         return vec4<bool>(false);
     }
     let o = rows_offset(n - 1u, q);
-    let inside = o < P.numel && P.numel - o < 4u;
-    return vec4<bool>(inside) & (vec4<u32>(o) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(P.numel));
+    let inside = o < P().numel && P().numel - o < 4u;
+    return vec4<bool>(inside) & (vec4<u32>(o) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(P().numel));
 }
 
 // The state of the one vec4 at element e, its components outside `keep`
@@ -109,14 +109,14 @@ fn fold_one4(raw: vec4<f32>, shift: vec4<f32>, careful: bool) -> RowsState {
 // Writes lane q's tail entries (one per virtual channel, empty outside the
 // tail) into the last partial row: thread 0 of segment 0 of each lane.
 fn write_tail4(q: u32, entries: array<vec4<f32>, 4>) {
-    let row = P.partial_rows - 1u;
+    let row = P().partial_rows - 1u;
     for (var k = 0u; k < 4u; k += 1u) {
         partials[row * virtual_c() + 4u * q + k] = entries[k];
     }
 }
 
 fn owns_tail(s: Share) -> bool {
-    return P.folds > 1u && s.seg == 0u && s.ti == 0u && live4(s);
+    return P().folds > 1u && s.seg == 0u && s.ti == 0u && live4(s);
 }
 
 // Four-channel states of the workgroup's threads: one count (shared by the
@@ -170,22 +170,22 @@ fn fold4(dst: u32, src: u32, moments: bool) {
 // ...; then thread 0 folds threads 1 .. 15.
 fn fold_lanes4(li: u32, s: Share, moments: bool) {
     workgroupBarrier();
-    let g = min(P.threads_per_lane, 16u);
+    let g = min(P().threads_per_lane, 16u);
     if (s.ti < g) {
-        for (var t = s.ti + g; t < P.threads_per_lane; t += g) {
-            fold4(li, li + (t - s.ti) * P.lanes_per_group, moments);
+        for (var t = s.ti + g; t < P().threads_per_lane; t += g) {
+            fold4(li, li + (t - s.ti) * P().lanes_per_group, moments);
         }
     }
     workgroupBarrier();
     if (s.ti == 0u) {
         for (var t = 1u; t < g; t += 1u) {
-            fold4(li, li + t * P.lanes_per_group, moments);
+            fold4(li, li + t * P().lanes_per_group, moments);
         }
     }
 }
 
 fn live4(s: Share) -> bool {
-    return s.ch * 4u < virtual_c() && s.seg < P.segments;
+    return s.ch * 4u < virtual_c() && s.seg < P().segments;
 }
 
 fn reduce_moments4(li: u32, s: Share, cnt: f32, mean: vec4<f32>, m2: vec4<f32>, tag: vec4<f32>) {
@@ -253,7 +253,7 @@ fn moments_partial_rows(ids: Ids) {
 
 // Term t of the four channels of lane q (virtual channels with folds).
 fn lane_term4(t: u32, q: u32) -> vec4<f32> {
-    if (P.folds > 1u) {
+    if (P().folds > 1u) {
         let c = 4u * q;
         return vec4<f32>(
             term(t, channel_of_virtual(c)),

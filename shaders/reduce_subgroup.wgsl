@@ -39,7 +39,7 @@ fn subgroup_combine(v: vec4<f32>, moments: bool) -> vec4<f32> {
 // when one channel owns the workgroup and the adapter's subgroup size is
 // fixed (0 otherwise), so every barrier stays in uniform control flow.
 fn subgroup_reduce(li: u32, s: Share, v: vec4<f32>, moments: bool, sgi: SubgroupIds) {
-    if (THREAD_PARTIALS || P.subgroups == 0u) {
+    if (THREAD_PARTIALS || P().subgroups == 0u) {
         tree_reduce(li, s, v, moments);
         return;
     }
@@ -48,7 +48,7 @@ fn subgroup_reduce(li: u32, s: Share, v: vec4<f32>, moments: bool, sgi: Subgroup
         scratch[sgi.sg] = r;
     }
     workgroupBarrier();
-    var stride = P.subgroups / 2u;
+    var stride = P().subgroups / 2u;
     loop {
         if (stride == 0u) {
             break;

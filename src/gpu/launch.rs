@@ -9,7 +9,7 @@ use super::bind_cache::{BindGroupCache, BindKey};
 use super::binding::Binding;
 use super::buffer::BufferSlice;
 use super::context::GpuContext;
-use super::params::PARAMS_SIZE;
+use super::params::PARAMS_BINDING;
 use super::pipelines::Kernel;
 use super::plan::{channel_groups, grid, vec4_groups, Slab, Variant};
 pub(crate) use super::steps::{ChannelStep, ColumnStep, Elementwise, Partial};
@@ -66,7 +66,7 @@ impl<'a, 'p> Recorder<'a, 'p> {
             BufferSlice {
                 buffer: self.uniforms.clone(),
                 offset: slot as u64 * self.uniform_stride,
-                size: PARAMS_SIZE,
+                size: PARAMS_BINDING,
                 owner: None,
             },
         ));
@@ -326,5 +326,5 @@ impl<'a, 'p> Recorder<'a, 'p> {
 /// Bytes between uniform slots: one `Params` per aligned slot.
 pub(crate) fn uniform_stride(device: &wgpu::Device) -> u64 {
     let align = u64::from(device.limits().min_uniform_buffer_offset_alignment).max(1);
-    PARAMS_SIZE.next_multiple_of(align)
+    PARAMS_BINDING.next_multiple_of(align)
 }

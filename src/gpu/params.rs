@@ -85,6 +85,16 @@ pub(crate) struct Params {
 /// Size of one [`Params`] block.
 pub(crate) const PARAMS_SIZE: u64 = std::mem::size_of::<Params>() as u64;
 
+/// Bytes of one `ParamsSlot` (`Params` padded to 16 bytes, `@size(96)` in
+/// `shaders/common.wgsl`).
+pub(crate) const PARAMS_SLOT: u64 = PARAMS_SIZE.next_multiple_of(16);
+
+/// Bytes of the params binding: two slots, of which the kernels read the
+/// first through an index the driver cannot fold (`P()` in
+/// `shaders/common.wgsl`: lavapipe would otherwise recompile small shapes'
+/// shaders at every dispatch).
+pub(crate) const PARAMS_BINDING: u64 = 2 * PARAMS_SLOT;
+
 /// The scalars of one op.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct OpScalars {

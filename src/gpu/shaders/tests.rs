@@ -272,6 +272,17 @@ fn params_block_agrees_with_the_rust_struct() {
         std::mem::size_of::<Params>()
     );
     assert_eq!(*span as u64, params::PARAMS_SIZE);
+    // The binding's slots (P() in common.wgsl).
+    let (_, slot) = module
+        .types
+        .iter()
+        .find(|(_, t)| t.name.as_deref() == Some("ParamsSlot"))
+        .expect("ParamsSlot in WGSL");
+    let naga::TypeInner::Struct { span, .. } = &slot.inner else {
+        panic!("ParamsSlot is not a struct");
+    };
+    assert_eq!(*span as u64, params::PARAMS_SLOT);
+    assert_eq!(params::PARAMS_BINDING, 2 * params::PARAMS_SLOT);
 }
 
 /// Writes one entry point of a module (overrides already applied) with
