@@ -128,15 +128,21 @@ fn staggered<const K: usize>(
 /// untimed warm-up call.
 pub fn median(runs: usize, mut run: impl FnMut()) -> Duration {
     run();
-    let mut times: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            run();
-            t.elapsed()
-        })
-        .collect();
+    median_of(
+        (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                run();
+                t.elapsed()
+            })
+            .collect(),
+    )
+}
+
+/// The median of `times` (not empty).
+pub fn median_of(mut times: Vec<Duration>) -> Duration {
     times.sort();
-    times[runs / 2]
+    times[times.len() / 2]
 }
 
 pub struct Fixture {

@@ -29,10 +29,10 @@ mod chart;
 mod curves;
 mod fixture;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use fixture::{Fixture, Op};
+use fixture::{median_of, Fixture, Op};
 use wgpu_batchnorm::{ContextOptions, GpuContext, MemoryFormat};
 
 const CF: MemoryFormat = MemoryFormat::ChannelsFirst;
@@ -146,16 +146,41 @@ fn bench_shapes() -> Vec<(Vec<usize>, MemoryFormat)> {
 
 /// The shape rule: each op's time per byte against the best shape's.
 fn shapes_section(ctx: &GpuContext) {
-    let ops = [Op::Train, Op::Eval, Op::Backward];
-    let mut rows: Vec<(String, usize, Duration, [Duration; 3])> = Vec::new();
-    for (shape, format) in bench_shapes() {
-        let mut f = Fixture::new(ctx, &shape, format);
-        let copy = f.time(Op::Copy, runs());
-        let t = ops.map(|op| f.time(op, runs()));
-        rows.push((f.name(), f.bytes(), copy, t));
+    // Rounds interleave the shapes: each round runs every shape's copy and
+    // ops once, so a drift of the host's speed over the minutes this takes
+    // moves every shape alike. A first round warms up and is not counted.
+    let ops = [Op::Copy, Op::Train, Op::Eval, Op::Backward];
+    let mut fixtures: Vec<Fixture> = bench_shapes()
+        .into_iter()
+        .map(|(shape, format)| Fixture::new(ctx, &shape, format))
+        .collect();
+    let mut samples: Vec<[Vec<Duration>; 4]> =
+        fixtures.iter().map(|_| Default::default()).collect();
+    for round in 0..=runs() {
+        for (f, s) in fixtures.iter_mut().zip(&mut samples) {
+            for (k, &op) in ops.iter().enumerate() {
+                let t = Instant::now();
+                f.run(op);
+                if round > 0 {
+                    s[k].push(t.elapsed());
+                }
+            }
+        }
     }
+    let rows: Vec<(String, usize, Duration, [Duration; 3])> = fixtures
+        .iter()
+        .zip(samples)
+        .map(|(f, [copy, train, eval, backward])| {
+            (
+                f.name(),
+                f.bytes(),
+                median_of(copy),
+                [median_of(train), median_of(eval), median_of(backward)],
+            )
+        })
+        .collect();
     println!("\n### The same bytes in every shape\n");
-    println!("Each cell: time, x copy of the same bytes, and per-byte time against the best shape for that op (the rule: <= 1.3).\n");
+    println!("Each cell: time, x copy of the same bytes, and per-byte time against the best shape for that op (the rule: <= 1.3). Medians over {} rounds, each running every shape once.\n", runs());
     println!("| shape | MiB | copy | train forward | eval forward | backward |");
     println!("| --- | --- | --- | --- | --- | --- |");
     let best: Vec<f64> = (0..3)
