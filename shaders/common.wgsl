@@ -85,9 +85,10 @@ struct ParamsSlot {
 }
 @group(0) @binding(0) var<uniform> params: array<ParamsSlot, 2>;
 
-// This dispatch's parameters (slot 0: N < 2^31, so the index is 0).
+// This dispatch's parameters: slot 0 (FLAG_* bits stay below 2^31, so
+// the index is 0).
 fn P() -> Params {
-    return params[params[0].p.n >> 31u].p;
+    return params[params[0].p.flags >> 31u].p;
 }
 
 // The input and the output gradient, bound as vec4 arrays (tensor buffers

@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::context;
+use common::context_with;
 use wgpu_batchnorm::{BatchNorm1d, BatchNormConfig, Tensor};
 
 /// Median time of `op` over `runs` runs, each waited for.
@@ -29,18 +29,27 @@ fn median(runs: usize, mut op: impl FnMut()) -> Duration {
 
 #[test]
 fn small_shapes_cost_a_dispatch_not_a_compilation() {
-    let Some(ctx) = context() else {
-        return;
-    };
+    // The column kernels (the default for these shapes), then the split
+    // reductions, finalize and elementwise kernels.
+    for columns in [None, Some(false)] {
+        let Some(ctx) = context_with(columns) else {
+            return;
+        };
+        check_small_shapes(&ctx, columns);
+    }
+}
+
+fn check_small_shapes(ctx: &wgpu_batchnorm::GpuContext, columns: Option<bool>) {
     // The first shapes each pipeline sees: the driver decides whether to
     // keep inlining on them.
-    for shape in [[9usize, 4], [10, 5], [2, 4], [3, 7]] {
+    for shape in [&[9usize, 4][..], &[10, 5], &[2, 4], &[3, 7], &[6, 3, 5]] {
         let c = shape[1];
-        let x: Vec<f32> = (0..shape[0] * c).map(|i| (i % 7) as f32 - 3.0).collect();
-        let x = Tensor::from_slice(&ctx, &x, &shape).expect("x");
-        let y = Tensor::from_slice(&ctx, &vec![0.0; shape[0] * c], &shape).expect("y");
+        let numel: usize = shape.iter().product();
+        let x: Vec<f32> = (0..numel).map(|i| (i % 7) as f32 - 3.0).collect();
+        let x = Tensor::from_slice(ctx, &x, shape).expect("x");
+        let y = Tensor::from_slice(ctx, &vec![0.0; numel], shape).expect("y");
         for training in [true, false] {
-            let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(c)).expect("module");
+            let mut bn = BatchNorm1d::new(ctx, BatchNormConfig::new(c)).expect("module");
             if !training {
                 bn.eval();
             }
@@ -55,7 +64,7 @@ fn small_shapes_cost_a_dispatch_not_a_compilation() {
             });
             assert!(
                 t < Duration::from_millis(5),
-                "{shape:?} training={training}: {t:?} per forward (a shader compilation per dispatch?)"
+                "{shape:?} training={training} columns={columns:?}: {t:?} per forward (a shader compilation per dispatch?)"
             );
             let t = median(15, || {
                 bn.backward(&y).expect("backward");
@@ -63,7 +72,7 @@ fn small_shapes_cost_a_dispatch_not_a_compilation() {
             });
             assert!(
                 t < Duration::from_millis(5),
-                "{shape:?} training={training}: {t:?} per backward (a shader compilation per dispatch?)"
+                "{shape:?} training={training} columns={columns:?}: {t:?} per backward (a shader compilation per dispatch?)"
             );
         }
     }

@@ -33,9 +33,6 @@ fn odd_channel_tails_keep_their_values() {
         &[41, 3, 21],
     ];
     for (i, &shape) in shapes.iter().enumerate() {
-        if shape != [33usize, 5, 21] {
-            continue;
-        }
         let (n, c) = (shape[0], shape[1]);
         let numel: usize = shape.iter().product();
         for tail in 0..4 {

@@ -18,6 +18,14 @@ pub(crate) const FLAG_FROM_STATE: u32 = 8;
 /// kernels check whether a slab lies within one run of L values.
 pub(crate) const FLAG_SLAB_RUNS: u32 = 16;
 
+// `P()` in shaders/common.wgsl indexes the params slots with
+// `flags >> 31`, which must stay 0.
+const _: () = assert!(
+    (FLAG_UPDATE_RUNNING | FLAG_AFFINE | FLAG_BATCH_STATS | FLAG_FROM_STATE | FLAG_SLAB_RUNS)
+        .leading_zeros()
+        > 0
+);
+
 /// `EPILOGUE` bit of the normalize kernels: add the residual.
 pub(crate) const EPILOGUE_RESIDUAL: u32 = 1;
 /// `EPILOGUE` bit of the normalize kernels: ReLU.
