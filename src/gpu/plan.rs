@@ -350,6 +350,8 @@ pub(crate) mod strategy;
 #[cfg(test)]
 mod tests;
 mod variant;
+#[cfg(test)]
+mod variant_tests;
 
 pub(crate) use slab::Slab;
 pub(crate) use strategy::{canonical, Strategy};

@@ -2,7 +2,7 @@
 
 use super::*;
 
-fn limits(max_binding: u64, align: u64, max_dim: u32) -> DeviceLimits {
+pub(super) fn limits(max_binding: u64, align: u64, max_dim: u32) -> DeviceLimits {
     DeviceLimits {
         max_binding,
         align,
@@ -11,45 +11,16 @@ fn limits(max_binding: u64, align: u64, max_dim: u32) -> DeviceLimits {
     }
 }
 
-const GPU: MergeModel = MergeModel {
+pub(super) const GPU: MergeModel = MergeModel {
     target_groups: 512,
     thread_partials: false,
     columns: None,
 };
-const CPU: MergeModel = MergeModel {
+pub(super) const CPU: MergeModel = MergeModel {
     target_groups: 16,
     thread_partials: true,
     columns: None,
 };
-
-#[test]
-fn variant_choice() {
-    let v = |n, c, l| Variant::of(&Layout { n, c, l });
-    assert_eq!(v(8, 3, 4), Variant::Planes);
-    assert_eq!(v(8, 3, 64), Variant::Planes);
-    assert_eq!(v(8, 8, 1), Variant::Rows);
-    assert_eq!(v(8, 6, 1), Variant::OddRows);
-    assert_eq!(v(8, 1, 1), Variant::OddRows);
-    // Short rows of L % 4 != 0: virtual channels too (rows of lcm(C * L, 4)).
-    assert_eq!(v(8, 8, 3), Variant::OddRows);
-    assert_eq!(v(8, 3, 5), Variant::OddRows);
-    assert_eq!(v(8, 341, 3), Variant::OddRows);
-    // Long rows, or many virtual channels per channel: masked or general.
-    assert_eq!(v(8, 3, 174763), Variant::Masked);
-    assert_eq!(v(8, 1, 1001), Variant::Masked);
-    assert_eq!(v(8, 1025, 3), Variant::General);
-    assert_eq!(v(8, 1, 3), Variant::OddRows);
-    assert_eq!(v(8, 1, 255), Variant::Masked);
-    // Runs of 12 or more: masked.
-    assert_eq!(v(8, 16, 13), Variant::Masked);
-    assert_eq!(v(8, 3, 21), Variant::Masked);
-    assert_eq!(v(8, 3, 11), Variant::OddRows);
-    // Masked units: the aligned vec4s a run of L values touches at most.
-    assert_eq!(Variant::Masked.units(&Layout { n: 2, c: 3, l: 21 }), 2 * 6);
-    assert_eq!(Variant::Masked.units(&Layout { n: 1, c: 3, l: 5 }), 2);
-    assert_eq!(Variant::Planes.width(), 4);
-    assert_eq!(Variant::Rows.width(), 1);
-}
 
 /// Every unit of every lane belongs to exactly one segment.
 #[test]
@@ -81,93 +52,6 @@ fn reductions_cover_every_value_once() {
             assert!(p.tiles * p.lanes_per_group >= lanes);
         }
     }
-}
-
-/// Odd `C` rows: rows of `lcm(C, 4)` virtual channels covering every value
-/// (the last row cut short), `folds` of them per channel, partial rows
-/// of `C * folds` states plus the tail row; where those would not fit one
-/// binding, the general reductions (`C` wide) instead.
-#[test]
-fn odd_rows_reduce_over_virtual_channels() {
-    let cases = [
-        ((7, 3), (2, 12)),
-        ((5, 6), (3, 12)),
-        ((9, 1), (3, 4)),
-        ((12, 5), (3, 20)),
-        ((1001, 13), (251, 52)),
-        ((3, 1_048_577), (1, 4_194_308)),
-    ];
-    for ((n, c), (rows, vc)) in cases {
-        let layout = Layout { n, c, l: 1 };
-        assert_eq!(Variant::of(&layout), Variant::OddRows);
-        let v = Variant::OddRows.reduce_layout(&layout);
-        assert_eq!((v.n, v.c, v.l), (rows, vc, 1), "({n}, {c})");
-        assert!(v.numel() >= layout.numel() && v.numel() - layout.numel() < vc);
-        assert_eq!(Variant::OddRows.folds(&layout), vc / c);
-        assert_eq!(Variant::OddRows.units(&layout), rows);
-        // The split covers every virtual row.
-        let p = plan_reduce(&layout, Variant::OddRows, 65535, 16);
-        assert!((p.segments * p.seg_len) as usize >= rows, "({n}, {c})");
-    }
-    let rows = Layout { n: 7, c: 8, l: 1 };
-    assert_eq!(Variant::Rows.reduce_layout(&rows), rows);
-    assert_eq!(
-        (Variant::Rows.folds(&rows), Variant::Rows.tail_rows()),
-        (1, 0)
-    );
-    for model in [CPU, GPU] {
-        let plan =
-            plan_exec(&layout(1001, 3, 1), 4, limits(1 << 30, 256, 65535), model).expect("plan");
-        assert_eq!(plan.variant, Variant::OddRows);
-        assert_eq!(plan.folds(), 4);
-        let rows: u32 = plan
-            .chunks
-            .iter()
-            .map(|c| {
-                let per = if plan.thread_partials {
-                    c.reduce.threads_per_lane
-                } else {
-                    1
-                };
-                c.reduce.segments * per
-            })
-            .sum();
-        assert_eq!(plan.partial_rows, rows + 1, "the tail row");
-        assert_eq!(plan.partial_count(), plan.partial_rows as usize * 12);
-    }
-    // (2, 2^20 + 1): 4 * C virtual states per row need 2 * 64 MiB.
-    let wide = layout(2, 1_048_577, 1);
-    let tight = plan_exec(&wide, 4, limits(128 << 20, 256, 65535), GPU).expect("plan");
-    assert_eq!(tight.variant, Variant::General);
-    assert!(tight.partial_count() as u64 * 16 <= 128 << 20);
-    let roomy = plan_exec(&wide, 4, limits(1 << 30, 256, 65535), GPU).expect("plan");
-    assert_eq!(roomy.variant, Variant::OddRows);
-}
-
-/// `(N, C, L)` with short rows of `L % 4 != 0`: rows of `lcm(C * L, 4)`
-/// virtual channels, `folds = lcm(C * L, 4) / C` per channel; chunked, the
-/// masked (L > 4) or general reductions.
-#[test]
-fn short_runs_reduce_over_virtual_channels() {
-    for ((n, c, l), (rows, vc)) in [
-        ((65536, 3, 7), (16384, 84)),
-        ((5, 2, 3), (3, 12)),
-        ((7, 16, 5), (7, 80)),
-    ] {
-        let layout = Layout { n, c, l };
-        assert_eq!(Variant::of(&layout), Variant::OddRows);
-        let v = Variant::OddRows.reduce_layout(&layout);
-        assert_eq!((v.n, v.c, v.l), (rows, vc, 1), "({n}, {c}, {l})");
-        assert_eq!(Variant::OddRows.folds(&layout), vc / c);
-        let p = plan_reduce(&layout, Variant::OddRows, 65535, 16);
-        assert!((p.segments * p.seg_len) as usize >= rows, "({n}, {c}, {l})");
-    }
-    let big = layout(65536, 3, 7);
-    let chunked = plan_exec(&big, 4, limits(1 << 20, 256, 65535), CPU).expect("plan");
-    assert_eq!(chunked.variant, Variant::Masked);
-    let short = layout(65536, 3, 3);
-    let chunked = plan_exec(&short, 4, limits(1 << 20, 256, 65535), CPU).expect("plan");
-    assert_eq!(chunked.variant, Variant::General);
 }
 
 #[test]
@@ -360,7 +244,7 @@ fn run_slabs_cover_each_vec4_once_and_mostly_within_one_run() {
     assert!(!Slab::of(2 * 3 * 256, 3 * 256, Some(64), Some(256)).runs);
 }
 
-fn layout(n: usize, c: usize, l: usize) -> Layout {
+pub(super) fn layout(n: usize, c: usize, l: usize) -> Layout {
     Layout { n, c, l }
 }
 
