@@ -9,7 +9,8 @@
 //!   (the same passes with no arithmetic: a read-only reduction pass, then a
 //!   copy or an add);
 //! - `shapes`: the same bytes (16 MiB) in shapes users meet, with each op's
-//!   time per byte against the best shape's (the shape rule: at most 1.3x);
+//!   time per byte against the best shape's (the shape rule: at most 1.3x),
+//!   the fused epilogues included;
 //! - `formats`: channels-first against channels-last, and the fused
 //!   epilogues against batch norm alone or followed by separate passes;
 //! - `small`: small batches against one copy dispatch of the same tensor;
@@ -149,16 +150,25 @@ fn shapes_section(ctx: &GpuContext) {
     // Rounds interleave the shapes: each round runs every shape's copy and
     // ops once, so a drift of the host's speed over the minutes this takes
     // moves every shape alike. A first round warms up and is not counted.
-    let ops = [Op::Copy, Op::Train, Op::Eval, Op::Backward];
+    let ops = [
+        Op::Train,
+        Op::Eval,
+        Op::Backward,
+        Op::EvalRelu,
+        Op::TrainAddRelu,
+    ];
     let mut fixtures: Vec<Fixture> = bench_shapes()
         .into_iter()
         .map(|(shape, format)| Fixture::new(ctx, &shape, format))
         .collect();
-    let mut samples: Vec<[Vec<Duration>; 4]> =
-        fixtures.iter().map(|_| Default::default()).collect();
+    // Per fixture: the copy's samples, then each op's.
+    let mut samples: Vec<Vec<Vec<Duration>>> = fixtures
+        .iter()
+        .map(|_| vec![Vec::new(); ops.len() + 1])
+        .collect();
     for round in 0..=runs() {
         for (f, s) in fixtures.iter_mut().zip(&mut samples) {
-            for (k, &op) in ops.iter().enumerate() {
+            for (k, &op) in std::iter::once(&Op::Copy).chain(&ops).enumerate() {
                 let t = Instant::now();
                 f.run(op);
                 if round > 0 {
@@ -167,45 +177,39 @@ fn shapes_section(ctx: &GpuContext) {
             }
         }
     }
-    let rows: Vec<(String, usize, Duration, [Duration; 3])> = fixtures
+    let rows: Vec<(String, usize, Vec<Duration>)> = fixtures
         .iter()
         .zip(samples)
-        .map(|(f, [copy, train, eval, backward])| {
-            (
-                f.name(),
-                f.bytes(),
-                median_of(copy),
-                [median_of(train), median_of(eval), median_of(backward)],
-            )
-        })
+        .map(|(f, s)| (f.name(), f.bytes(), s.into_iter().map(median_of).collect()))
         .collect();
     println!("\n### The same bytes in every shape\n");
-    println!("Each cell: time, x copy of the same bytes, and per-byte time against the best shape for that op (the rule: <= 1.3). Medians over {} rounds, each running every shape once.\n", runs());
-    println!("| shape | MiB | copy | train forward | eval forward | backward |");
-    println!("| --- | --- | --- | --- | --- | --- |");
-    let best: Vec<f64> = (0..3)
+    println!("Each cell: time, x copy of the same bytes, and per-byte time against the best shape for that op (the rule: <= 1.3). Medians over {} rounds, each running every shape once. The fused ops: eval + ReLU, and training + residual add + ReLU (4 passes at least).\n", runs());
+    println!("| shape | MiB | copy | train forward | eval forward | backward | eval + relu (fused) | train + add + relu (fused) |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let best: Vec<f64> = (1..=ops.len())
         .map(|k| {
             rows.iter()
-                .map(|r| r.3[k].as_secs_f64() / r.1 as f64)
+                .map(|r| r.2[k].as_secs_f64() / r.1 as f64)
                 .fold(f64::MAX, f64::min)
         })
         .collect();
-    for (name, bytes, copy, t) in &rows {
-        let cells: Vec<String> = (0..3)
+    for (name, bytes, t) in &rows {
+        let copy = t[0].as_secs_f64();
+        let cells: Vec<String> = (1..=ops.len())
             .map(|k| {
                 let per_byte = t[k].as_secs_f64() / *bytes as f64;
                 format!(
                     "{:.1} ms, {:.2}x, {:.2}",
                     ms(t[k]),
-                    t[k].as_secs_f64() / copy.as_secs_f64(),
-                    per_byte / best[k]
+                    t[k].as_secs_f64() / copy,
+                    per_byte / best[k - 1]
                 )
             })
             .collect();
         println!(
             "| {name} | {:.2} | {:.1} ms | {} |",
             *bytes as f64 / (1 << 20) as f64,
-            ms(*copy),
+            copy * 1e3,
             cells.join(" | ")
         );
     }
