@@ -78,7 +78,7 @@ const WG: u32 = 256u;
 // Two slots, of which the kernels read the first through an index the
 // driver cannot fold (P): lavapipe of Mesa 22 inlines uniform values that
 // loop and branch conditions read at constant offsets and then compiles the
-// shader again at every dispatch (15-30 ms each) for as long as that
+// shader again at every dispatch (15-40 ms each) for as long as that
 // shrinks it by half, which small shapes do.
 struct ParamsSlot {
     @size(96) p: Params,

@@ -323,7 +323,8 @@ impl<'a, 'p> Recorder<'a, 'p> {
     }
 }
 
-/// Bytes between uniform slots: one `Params` per aligned slot.
+/// Bytes between uniform slots: one params binding (`PARAMS_BINDING`, two
+/// `ParamsSlot`s) per aligned slot.
 pub(crate) fn uniform_stride(device: &wgpu::Device) -> u64 {
     let align = u64::from(device.limits().min_uniform_buffer_offset_alignment).max(1);
     PARAMS_BINDING.next_multiple_of(align)

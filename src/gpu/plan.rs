@@ -16,6 +16,8 @@ const GPU_TARGET_GROUPS: usize = 512;
 const MIN_VALUES_PER_THREAD: usize = 8;
 /// Upper bound on reduction segments per channel (finalize merges them serially).
 const MAX_SEGMENTS: usize = 1024;
+/// Lanes per workgroup of the rows reductions at most.
+const MAX_LANES_PER_GROUP: usize = 64;
 /// How a per-channel reduction is split over workgroups: each workgroup
 /// covers `lanes_per_group` lanes (channels, or four-channel vec4s in
 /// [`Variant::Rows`]) with `threads_per_lane` threads each, over one of
@@ -356,4 +358,3 @@ mod variant_tests;
 pub(crate) use slab::Slab;
 pub(crate) use strategy::{canonical, Strategy};
 pub(crate) use variant::Variant;
-use variant::MAX_LANES_PER_GROUP;

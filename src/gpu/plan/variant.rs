@@ -140,9 +140,6 @@ impl Variant {
     }
 }
 
-/// Lanes per workgroup of the rows reductions at most (`plan_reduce`).
-pub(crate) const MAX_LANES_PER_GROUP: usize = 64;
-
 /// `lcm(C * L, 4)`.
 fn lcm4(layout: &Layout) -> usize {
     let w = (layout.c * layout.l).max(1);
