@@ -236,6 +236,10 @@ fn rows_state(s: Share) -> RowsState {
 fn moments_partial_rows(ids: Ids) {
     // Share.ch is the vec4 lane here; valid while its first channel exists.
     let s = share_of(ids.li, group_index(ids));
+    if (paired()) {
+        moments_paired(s);
+        return;
+    }
     let st = rows_state(s);
     reduce_moments4(ids.li, s, st.cnt, st.mean, st.m2, st.tag);
     if (owns_tail(s)) {
@@ -265,34 +269,62 @@ fn lane_term4(t: u32, q: u32) -> vec4<f32> {
     return terms[t * padded_channels() / 4u + q];
 }
 
+// The terms x_hat takes of lane q.
+struct XhatTerms {
+    shift: vec4<f32>,
+    mean: vec4<f32>,
+    invstd: vec4<f32>,
+}
+
+fn xhat_terms(q: u32) -> XhatTerms {
+    return XhatTerms(lane_term4(TERM_SHIFT, q), lane_term4(TERM_MEAN, q), lane_term4(TERM_INVSTD, q));
+}
+
+// Gradient sums of four channels: sum dy, sum dy * x_hat.
+struct GradSums {
+    dy: vec4<f32>,
+    dyx: vec4<f32>,
+}
+
+fn grads_step(acc: GradSums, o: u32, t: XhatTerms) -> GradSums {
+    let g = load4_dy(o);
+    return GradSums(acc.dy + g, acc.dyx + g * x_hat4(load4(o), t.shift, t.mean, t.invstd));
+}
+
+// Lane q's sums over rows [rows.x, rows.y), every step-th.
+fn lane_grads(q: u32, rows: vec2<u32>, step: u32, t: XhatTerms) -> GradSums {
+    var acc = GradSums(vec4<f32>(0.0), vec4<f32>(0.0));
+    for (var r = rows.x; r < rows.y; r += step) {
+        acc = grads_step(acc, rows_offset(r, q), t);
+    }
+    return acc;
+}
+
+fn write_grad_sums(s: Share, g: GradSums) {
+    write_partial4(s, g.dy, g.dyx, vec4<f32>(0.0), vec4<f32>(0.0));
+}
+
 @compute @workgroup_size(WG)
 fn grads_partial_rows(ids: Ids) {
     let s = share_of(ids.li, group_index(ids));
-    var sdy = vec4<f32>(0.0);
-    var sdyx = vec4<f32>(0.0);
-    var shift = vec4<f32>(0.0);
-    var mean = vec4<f32>(0.0);
-    var invstd = vec4<f32>(0.0);
-    if (live4(s)) {
-        shift = lane_term4(TERM_SHIFT, s.ch);
-        mean = lane_term4(TERM_MEAN, s.ch);
-        invstd = lane_term4(TERM_INVSTD, s.ch);
-        let rows = row_range(s);
-        for (var r = rows.x; r < rows.y; r += s.step) {
-            let o = rows_offset(r, s.ch);
-            let g = load4_dy(o);
-            sdy += g;
-            sdyx += g * x_hat4(load4(o), shift, mean, invstd);
-        }
+    if (paired()) {
+        grads_paired(s);
+        return;
     }
-    reduce_sums4(ids.li, s, sdy, sdyx);
+    var t = XhatTerms(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    var sums = GradSums(vec4<f32>(0.0), vec4<f32>(0.0));
+    if (live4(s)) {
+        t = xhat_terms(s.ch);
+        sums = lane_grads(s.ch, row_range(s), s.step, t);
+    }
+    reduce_sums4(ids.li, s, sums.dy, sums.dyx);
     if (owns_tail(s)) {
         let keep = tail_keep(s.ch);
         var e: array<vec4<f32>, 4>;
         if (any(keep)) {
             let o = rows_offset(rows_n() - 1u, s.ch);
             let g = select(vec4<f32>(0.0), load4_dy(o), keep);
-            let gx = select(vec4<f32>(0.0), g * x_hat4(load4(o), shift, mean, invstd), keep);
+            let gx = select(vec4<f32>(0.0), g * x_hat4(load4(o), t.shift, t.mean, t.invstd), keep);
             for (var k = 0u; k < 4u; k += 1u) {
                 e[k] = vec4<f32>(g[k], gx[k], 0.0, 0.0);
             }

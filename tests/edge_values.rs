@@ -1,6 +1,7 @@
 //! Edge values through every strategy: the vec4 the tensor's end cuts in
 //! the rows reductions of odd C or short runs of odd L (virtual channels),
-//! and eval backwards, which never read the input.
+//! the rows reductions of wide rows with two lanes per thread (paired
+//! lanes, CPU adapters), and eval backwards, which never read the input.
 
 mod common;
 
@@ -60,6 +61,60 @@ fn odd_channel_tails_keep_their_values() {
                 (&mut gpu, &mut reference),
                 (&x, &dy),
                 (shape, MemoryFormat::ChannelsFirst),
+                &at,
+                (1e-3, 1e-3),
+            );
+        }
+    }
+}
+
+/// Wide rows (`C % 4 == 0`, `C >= 64`, many rows) take paired lanes on
+/// CPU adapters: each reduction thread walks lanes `q` and `q + 8` (four
+/// channels each) over the same rows. Each lane keeps its own values: NaN
+/// in the second lane, values near f32's limit there (its careful fold runs
+/// alone), a lane without a partner (`C = 68`, `100`, `132`: the last lane
+/// of a tile walks alone), data far from 0; as in the reference.
+#[test]
+fn paired_lanes_keep_their_values() {
+    let Some(ctx) = context_with(Some(false)) else {
+        return;
+    };
+    let shapes: [[usize; 2]; 6] = [
+        [300, 64],
+        [100, 68],
+        [70, 100],
+        [130, 132],
+        [257, 1024],
+        [90, 260],
+    ];
+    for (i, &[n, c]) in shapes.iter().enumerate() {
+        let numel = n * c;
+        for case in 0..4 {
+            let mut rng = Rng(400 + i as u64);
+            let mut x = rng.normals(numel, 5.0, 2.0);
+            // Channel 33 lies in lane 8, the second lane of the pair (0, 8).
+            match case {
+                0 => {
+                    x[(n - 1) * c + 33] = f32::NAN;
+                    x[c - 1] = f32::NAN;
+                }
+                1 => {
+                    x[(n - 1) * c + 33] = 3e38;
+                    x[(n - 2) * c + 34] = -3e38;
+                    x[c + c - 1] = 3e38;
+                }
+                2 => x[(n - 1) * c + c - 1] = 1e4,
+                _ => x = rng.normals(numel, 1e4, 0.1),
+            }
+            let dy = rng.normals(numel, 0.0, 1.0);
+            let mut gpu = BatchNorm1d::new(&ctx, BatchNormConfig::new(c)).expect("module");
+            let mut reference = cpu::BatchNorm1d::new(BatchNormConfig::new(c)).expect("module");
+            let at = |what: &str| format!("[{n}, {c}] case {case} {what}");
+            check_step(
+                &ctx,
+                (&mut gpu, &mut reference),
+                (&x, &dy),
+                (&[n, c], MemoryFormat::ChannelsFirst),
                 &at,
                 (1e-3, 1e-3),
             );

@@ -91,7 +91,7 @@ fn new_module(ctx: &GpuContext, shape: &[usize], train: bool) -> Module {
     }
 }
 
-/// Tensors of `shape`, each in its own buffer at offset `1 KiB * k` (the
+/// Tensors of `shape`, each in its own buffer at offset `512 B * k` (the
 /// buffers start on page boundaries), with the given contents. On CPU
 /// adapters the relative alignment of tensors modulo 4 KiB moves timings by
 /// up to ~1.8x from run to run (loads and stores whose addresses agree
@@ -105,7 +105,7 @@ fn staggered<const K: usize>(
 ) -> [Tensor; K] {
     let numel: usize = shape.iter().product();
     std::array::from_fn(|k| {
-        let offset = 1024 * k as u64;
+        let offset = 512 * k as u64;
         let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("bench/tensor"),
             size: offset + (numel as u64 * 4).div_ceil(16) * 16,
@@ -179,15 +179,18 @@ impl Fixture {
                 (s >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 1.0
             })
             .collect();
-        let [x, y, dy, r, z] = staggered(
+        let [x, y, dy, r, z, dx] = staggered(
             ctx,
             shape,
             format,
-            [Some(&host), None, Some(&host), Some(&host), None],
+            [Some(&host), None, Some(&host), Some(&host), None, None],
         );
         let mut train = new_module(ctx, shape, true);
         each!(&mut train, bn => bn.forward_into(&x, &y).expect("warm-up"));
-        let grads = each!(&mut train, bn => bn.backward(&dy).expect("warm-up"));
+        let mut grads = each!(&mut train, bn => bn.backward(&dy).expect("warm-up"));
+        // The input gradient staggered like the other tensors.
+        grads.grad_input = dx;
+        each!(&mut train, bn => bn.backward_into(&dy, &mut grads).expect("warm-up"));
         let eval = new_module(ctx, shape, false);
         let fused = new_module(ctx, shape, true);
         let copy = fastest_copy(ctx, shape, &x, &y, &host);

@@ -17,11 +17,18 @@ pub(crate) const FLAG_FROM_STATE: u32 = 8;
 /// Elementwise chunk dispatch over run slabs (`Slab::runs`): the general
 /// kernels check whether a slab lies within one run of L values.
 pub(crate) const FLAG_SLAB_RUNS: u32 = 16;
+/// Rows reductions with two lanes per thread (`ReducePlan::paired`).
+pub(crate) const FLAG_PAIRED_LANES: u32 = 32;
 
 // `P()` in shaders/common.wgsl indexes the params slots with
 // `flags >> 31`, which must stay 0.
 const _: () = assert!(
-    (FLAG_UPDATE_RUNNING | FLAG_AFFINE | FLAG_BATCH_STATS | FLAG_FROM_STATE | FLAG_SLAB_RUNS)
+    (FLAG_UPDATE_RUNNING
+        | FLAG_AFFINE
+        | FLAG_BATCH_STATS
+        | FLAG_FROM_STATE
+        | FLAG_SLAB_RUNS
+        | FLAG_PAIRED_LANES)
         .leading_zeros()
         > 0
 );
@@ -143,6 +150,7 @@ impl ExecPlan {
             tiles: 0,
             segments: 0,
             seg_len: 0,
+            paired: false,
         });
         Params {
             partial_rows: self.partial_rows,
@@ -172,11 +180,13 @@ impl ExecPlan {
             subgroups,
             column_lanes: self.column_lanes,
             folds: self.folds() as u32,
-            flags: if ch.slab.runs {
-                s.flags | FLAG_SLAB_RUNS
-            } else {
-                s.flags
-            },
+            flags: s.flags
+                | if ch.slab.runs { FLAG_SLAB_RUNS } else { 0 }
+                | if ch.reduce.paired {
+                    FLAG_PAIRED_LANES
+                } else {
+                    0
+                },
             ..base
         })
     }

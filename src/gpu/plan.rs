@@ -29,12 +29,46 @@ pub(crate) struct ReducePlan {
     pub tiles: u32,
     pub segments: u32,
     pub seg_len: u32,
+    /// Each thread takes two four-channel lanes, `q` and `q + 8`, so that a
+    /// SIMD group of eight invocations reads 256 contiguous bytes of every
+    /// row (see [`ReducePlan::paired`]); a workgroup then covers
+    /// `2 * lanes_per_group` lanes.
+    pub paired: bool,
 }
+
+/// Four-channel lanes from which the rows reductions on CPU adapters pair
+/// lanes (`C >= 64`; A/B on lavapipe: the gradient sums of `(4096, 1024)`
+/// 50 -> 38 ms, those of `(262144, 16)` unchanged).
+const PAIRED_MIN_LANES: usize = 16;
 
 impl ReducePlan {
     /// Workgroups of the partial pass.
     pub fn groups(&self) -> u32 {
         self.tiles * self.segments
+    }
+
+    /// Lanes one workgroup covers.
+    #[cfg(test)]
+    pub fn lanes_per_tile(&self) -> u32 {
+        self.lanes_per_group * if self.paired { 2 } else { 1 }
+    }
+
+    /// The same split with each thread taking two lanes eight apart: half
+    /// the lanes per workgroup's threads, twice the threads per lane, the
+    /// same tiles and segments. CPU adapters run a workgroup's invocations
+    /// a SIMD group (eight on AVX2) at a time, each through its whole share:
+    /// with one lane per thread a group reads 128 bytes of each row and
+    /// strides a whole row to the next, which is slow once rows are much
+    /// longer than that; two lanes make it 256 contiguous bytes per row.
+    /// Only for per-thread partials (`THREAD_PARTIALS`), where threads do
+    /// not merge through workgroup memory.
+    fn paired(self) -> Self {
+        Self {
+            lanes_per_group: self.lanes_per_group / 2,
+            threads_per_lane: self.threads_per_lane * 2,
+            paired: true,
+            ..self
+        }
     }
 }
 
@@ -114,6 +148,7 @@ pub(crate) fn plan_reduce(
         tiles: tiles as u32,
         segments: segments as u32,
         seg_len: seg_len as u32,
+        paired: false,
     }
 }
 
@@ -272,17 +307,38 @@ pub(crate) fn plan_exec(
     // Per-thread partials: threads_per_lane rows of partials per segment,
     // taken only where they stay small next to the tensor (they are
     // written and read once more).
-    let thread_rows: u64 = chunks
-        .iter()
-        .map(|c| u64::from(c.reduce.segments) * u64::from(c.reduce.threads_per_lane))
-        .sum::<u64>()
-        + u64::from(variant.tail_rows());
     let partial_width = (layout.c * variant.folds(layout)) as u64;
-    let thread_bytes = thread_rows * partial_width * 16;
-    let thread_partials = merge.thread_partials
-        && thread_rows <= u64::from(u32::MAX)
-        && thread_bytes <= limits.max_binding
-        && thread_bytes <= ((numel * elem_size) as u64 / 4).max(1 << 20);
+    let thread_partials_fit = |chunks: &[Chunk]| {
+        let thread_rows: u64 = chunks
+            .iter()
+            .map(|c| u64::from(c.reduce.segments) * u64::from(c.reduce.threads_per_lane))
+            .sum::<u64>()
+            + u64::from(variant.tail_rows());
+        let thread_bytes = thread_rows * partial_width * 16;
+        thread_rows <= u64::from(u32::MAX)
+            && thread_bytes <= limits.max_binding
+            && thread_bytes <= ((numel * elem_size) as u64 / 4).max(1 << 20)
+    };
+    let thread_partials = merge.thread_partials && thread_partials_fit(&chunks);
+    // Paired lanes: (N, C) of C % 4 == 0 and C >= 64, in one chunk (no
+    // lead: a thread's two lanes share their rows).
+    if thread_partials
+        && variant == Variant::Rows
+        && layout.l == 1
+        && chunks.len() == 1
+        && layout.c.div_ceil(4) >= PAIRED_MIN_LANES
+    {
+        let paired: Vec<Chunk> = chunks
+            .iter()
+            .map(|c| Chunk {
+                reduce: c.reduce.paired(),
+                ..*c
+            })
+            .collect();
+        if paired.iter().all(|c| c.reduce.lanes_per_group >= 8) && thread_partials_fit(&paired) {
+            chunks = paired;
+        }
+    }
     if thread_partials {
         partial_base = 0;
         for c in &mut chunks {

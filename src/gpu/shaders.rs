@@ -13,6 +13,9 @@ const MOMENTS: &str = include_str!("../../shaders/moments.wgsl");
 const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
 /// `shaders/reduce_rows.wgsl`: the four-channel rows reductions.
 const REDUCE_ROWS: &str = include_str!("../../shaders/reduce_rows.wgsl");
+/// `shaders/reduce_paired.wgsl`: the rows reductions with two lanes per
+/// thread.
+const REDUCE_PAIRED: &str = include_str!("../../shaders/reduce_paired.wgsl");
 /// `shaders/reduce_tree.wgsl`: reduction entry points, shared-memory tree.
 const REDUCE_TREE: &str = include_str!("../../shaders/reduce_tree.wgsl");
 /// `shaders/reduce_subgroup.wgsl`: reduction entry points, subgroups first.
@@ -82,8 +85,10 @@ impl Family {
     /// The files after the prelude, in order.
     fn body(self) -> &'static [&'static str] {
         match self {
-            Family::ReduceTree => &[MOMENTS, REDUCE, REDUCE_ROWS, REDUCE_TREE],
-            Family::ReduceSubgroup => &[MOMENTS, REDUCE, REDUCE_ROWS, REDUCE_SUBGROUP],
+            Family::ReduceTree => &[MOMENTS, REDUCE, REDUCE_ROWS, REDUCE_PAIRED, REDUCE_TREE],
+            Family::ReduceSubgroup => {
+                &[MOMENTS, REDUCE, REDUCE_ROWS, REDUCE_PAIRED, REDUCE_SUBGROUP]
+            }
             Family::Finalize => &[MOMENTS, FINALIZE],
             Family::Elementwise => &[EPILOGUE, STORE4, ELEMENTWISE],
             Family::Columns => &[MOMENTS, FINALIZE, EPILOGUE, COLUMNS],

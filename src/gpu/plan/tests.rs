@@ -49,7 +49,7 @@ fn reductions_cover_every_value_once() {
             } else {
                 c
             } as u32;
-            assert!(p.tiles * p.lanes_per_group >= lanes);
+            assert!(p.tiles * p.lanes_per_tile() >= lanes);
         }
     }
 }
@@ -308,4 +308,31 @@ fn column_kernels_take_few_rows_of_many_or_few_values() {
     assert_eq!(strategy(layout(64, 16384, 1), GPU, big), Strategy::Split);
     assert_eq!(strategy(layout(16, 65536, 1), GPU, big), Strategy::Columns);
     assert_eq!(strategy(layout(32, 65536, 1), GPU, big), Strategy::Split);
+}
+
+/// Wide rows of C % 4 == 0 take paired lanes where threads write their own
+/// partials (CPU adapters), never on GPUs, never for short rows or odd C;
+/// a paired plan still covers every lane once.
+#[test]
+fn paired_lanes_only_for_wide_rows_on_cpu_adapters() {
+    let lim = limits(1 << 30, 256, 65535);
+    let paired = |n: usize, c: usize, merge: MergeModel| {
+        let layout = Layout { n, c, l: 1 };
+        let plan = plan_exec(&layout, 4, lim, merge.with_columns(Some(false))).expect("plan");
+        let r = plan.chunks[0].reduce;
+        if r.paired {
+            assert!(r.lanes_per_group >= 8 && r.lanes_per_group.is_power_of_two());
+            assert_eq!(r.lanes_per_group * r.threads_per_lane, WG);
+            assert!(r.tiles * r.lanes_per_tile() >= c.div_ceil(4) as u32);
+            assert!(plan.thread_partials);
+        }
+        r.paired
+    };
+    for (n, c) in [(4096, 1024), (300, 64), (100, 68), (1000, 4096)] {
+        assert!(paired(n, c, CPU), "{n}x{c}");
+        assert!(!paired(n, c, GPU), "{n}x{c}");
+    }
+    for (n, c) in [(262_144, 16), (1000, 60), (1000, 65), (1000, 3)] {
+        assert!(!paired(n, c, CPU), "{n}x{c}");
+    }
 }

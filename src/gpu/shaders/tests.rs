@@ -186,6 +186,10 @@ fn shared_constants_agree_with_the_rust_side() {
     );
     assert_eq!(wgsl_u32(&module, "FLAG_SLAB_RUNS"), params::FLAG_SLAB_RUNS);
     assert_eq!(
+        wgsl_u32(&module, "FLAG_PAIRED_LANES"),
+        params::FLAG_PAIRED_LANES
+    );
+    assert_eq!(
         wgsl_u32(&module, "EPILOGUE_RESIDUAL"),
         params::EPILOGUE_RESIDUAL
     );
