@@ -15,6 +15,9 @@
 //   (x - shift) + intercept.
 // grads_columns:    the same without dx.
 // Channel ch's rows are C values apart; there is one chunk (lead = 0).
+// forward_columns_regs / backward_columns_regs: the same with the channel's
+// values kept in registers, x (and dy) read once, up to REG_ROWS_LARGE
+// rows (columns4.wgsl; CPU adapters).
 
 // The output and the residual as single values: each thread writes its own
 // elements (separate memory locations; a write to one component of a vec4
@@ -142,4 +145,73 @@ fn grads_columns(ids: Ids) {
         return;
     }
     finish_grads(ch, column_grad_sums(ch, saved_terms(ch)));
+}
+
+
+struct Regs1 {
+    v: array<f32, REG_ROWS_LARGE>,
+}
+
+// forward_columns with the channel's values in registers (read once).
+@compute @workgroup_size(WG)
+fn forward_columns_regs(ids: Ids) {
+    let ch = column_lane(ids);
+    if (ch >= P().c || P().n > REG_ROWS_LARGE) {
+        return;
+    }
+    var xs: Regs1;
+    for (var r = 0u; r < P().n; r += 1u) {
+        xs.v[r] = x_at(r * P().c + ch);
+    }
+    var t: vec3<f32>;
+    if ((P().flags & FLAG_BATCH_STATS) != 0u) {
+        // The shift: the channel's first value where finite (as shift_of).
+        let shift = select(0.0, xs.v[0], is_finite(xs.v[0]));
+        var f = fold_start(shift);
+        for (var r = 0u; r < P().n; r += 1u) {
+            f.acc = welford(f.acc, xs.v[r] * f.u - f.shu);
+        }
+        var st = f.acc;
+        if (!(is_finite(st.y) && is_finite(st.z))) {
+            st = column_fold(ch, shift, true);
+        }
+        let r = channel_stats(st, f32(P().count), P().eps);
+        let base = stats_base(shift, st, r);
+        update_running(ch, base.x, base.y, r.unbiased);
+        t = set_terms(ch, base.x, base.y, r.invstd);
+    } else {
+        let invstd = 1.0 / sqrt(state[3u * P().c + ch] + P().eps);
+        t = set_terms(ch, state[2u * P().c + ch], 0.0, invstd);
+    }
+    for (var r = 0u; r < P().n; r += 1u) {
+        store_normalized1(r * P().c + ch, shifted_affine4(vec4<f32>(xs.v[r]), vec4<f32>(t.x), vec4<f32>(t.y), vec4<f32>(t.z)).x);
+    }
+}
+
+// backward_columns with x and dy in registers (read once).
+@compute @workgroup_size(WG)
+fn backward_columns_regs(ids: Ids) {
+    let ch = column_lane(ids);
+    if (ch >= P().c || P().n > REG_ROWS_LARGE) {
+        return;
+    }
+    let a = saved_terms(ch);
+    var xs: Regs1;
+    var gs: Regs1;
+    var st = vec2<f32>(0.0);
+    for (var r = 0u; r < P().n; r += 1u) {
+        let e = r * P().c + ch;
+        xs.v[r] = x_at(e);
+        gs.v[r] = dy_at(e);
+        st += vec2<f32>(gs.v[r], gs.v[r] * x_hat4(vec4<f32>(xs.v[r]), vec4<f32>(a.x), vec4<f32>(a.y), vec4<f32>(a.z)).x);
+    }
+    grad_weight[ch] = st.y;
+    grad_bias[ch] = st.x;
+    let n = f32(P().count);
+    let line = grad_input_line(ch, st.x / n, st.y / n);
+    let scale = get_term(TERM_SCALE, ch);
+    for (var r = 0u; r < P().n; r += 1u) {
+        let dx = grad_input4(vec4<f32>(xs.v[r]), vec4<f32>(gs.v[r]), vec4<f32>(a.x), vec4<f32>(scale), vec4<f32>(line.x), vec4<f32>(line.y));
+        store1(r * P().c + ch, dx.x);
+    }
 }

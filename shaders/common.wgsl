@@ -92,6 +92,11 @@ fn P() -> Params {
     return params[params[0].p.flags >> 31u].p;
 }
 
+// Rows the column kernels' *_regs entry points (columns.wgsl,
+// columns4.wgsl) keep in registers at most: `COLUMN_MAX_ROWS` on the host,
+// which picks them.
+const REG_ROWS_LARGE: u32 = 64u;
+
 // The input and the output gradient, bound as vec4 arrays (tensor buffers
 // are padded to 16 bytes); unused by the finalize steps.
 @group(0) @binding(1) var<storage, read> x4: array<vec4<elem>>;

@@ -93,6 +93,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                     residual: epilogue.0.map(|r| r.window(0, layout.numel())),
                     epilogue: epilogue.1,
                     per_channel: exec.strategy == Strategy::ColumnStats,
+                    regs: exec.column_regs(),
                 };
                 return rec.columns(step, exec.column_groups());
             }

@@ -210,13 +210,14 @@ impl<'a, 'p> Recorder<'a, 'p> {
                 residual,
                 epilogue,
                 per_channel,
+                regs,
             } => {
                 // Without a residual the binding holds x (read, not used).
                 let residual = residual.unwrap_or_else(|| x.clone());
                 let kernel = if per_channel {
-                    Kernel::ForwardColumn(epilogue)
+                    Kernel::ForwardColumn(epilogue, regs)
                 } else {
-                    Kernel::ForwardColumns(epilogue)
+                    Kernel::ForwardColumns(epilogue, regs)
                 };
                 (
                     kernel,
@@ -237,11 +238,12 @@ impl<'a, 'p> Recorder<'a, 'p> {
                 grad_bias,
                 out,
                 per_channel,
+                regs,
             } => (
                 if per_channel {
-                    Kernel::BackwardColumn
+                    Kernel::BackwardColumn(regs)
                 } else {
-                    Kernel::BackwardColumns
+                    Kernel::BackwardColumns(regs)
                 },
                 vec![
                     (X, x),

@@ -41,17 +41,19 @@ pub(crate) enum Kernel {
     /// The output gradient through the epilogue with the `EPILOGUE` bits.
     EpilogueGrad(u32),
     /// Statistics, terms, running update and normalize with the
-    /// `EPILOGUE` bits, four channels per thread ([`Strategy::Columns`]).
-    ForwardColumns(u32),
+    /// `EPILOGUE` bits, four channels per thread ([`Strategy::Columns`]);
+    /// the `*_regs` entry point with `true` (every column kernel: see
+    /// `ExecPlan::column_regs`).
+    ForwardColumns(u32, bool),
     /// Statistics, terms, running update and normalize with the
     /// `EPILOGUE` bits, one channel per thread ([`Strategy::ColumnStats`]).
-    ForwardColumn(u32),
+    ForwardColumn(u32, bool),
     /// Gradient sums, grad_weight, grad_bias and grad_input, one channel
     /// per thread.
-    BackwardColumn,
+    BackwardColumn(bool),
     /// Gradient sums, grad_weight, grad_bias and grad_input, four channels
     /// per thread.
-    BackwardColumns,
+    BackwardColumns(bool),
     /// Gradient sums, grad_weight, grad_bias and grad_input terms, one
     /// channel per thread.
     GradsColumns,
@@ -71,10 +73,10 @@ impl Kernel {
             Kernel::Normalize(..) | Kernel::GradInput(_) | Kernel::EpilogueGrad(_) => {
                 Family::Elementwise
             }
-            Kernel::ForwardColumn(_) | Kernel::BackwardColumn | Kernel::GradsColumns => {
+            Kernel::ForwardColumn(..) | Kernel::BackwardColumn(_) | Kernel::GradsColumns => {
                 Family::Columns
             }
-            Kernel::ForwardColumns(_) | Kernel::BackwardColumns => Family::Columns4,
+            Kernel::ForwardColumns(..) | Kernel::BackwardColumns(_) => Family::Columns4,
             _ => Family::Finalize,
         }
     }
@@ -99,10 +101,14 @@ impl Kernel {
             Kernel::GradInput(Rows) => "grad_input_rows",
             Kernel::GradInput(OddRows | Masked | General) => "grad_input",
             Kernel::EpilogueGrad(_) => "epilogue_grad",
-            Kernel::ForwardColumns(_) => "forward_columns4",
-            Kernel::ForwardColumn(_) => "forward_columns",
-            Kernel::BackwardColumn => "backward_columns",
-            Kernel::BackwardColumns => "backward_columns4",
+            Kernel::ForwardColumns(_, false) => "forward_columns4",
+            Kernel::ForwardColumns(_, true) => "forward_columns4_regs",
+            Kernel::ForwardColumn(_, false) => "forward_columns",
+            Kernel::ForwardColumn(_, true) => "forward_columns_regs",
+            Kernel::BackwardColumn(false) => "backward_columns",
+            Kernel::BackwardColumn(true) => "backward_columns_regs",
+            Kernel::BackwardColumns(false) => "backward_columns4",
+            Kernel::BackwardColumns(true) => "backward_columns4_regs",
             Kernel::GradsColumns => "grads_columns",
         }
     }
@@ -130,8 +136,8 @@ impl Kernel {
         }
         if let Kernel::Normalize(_, bits)
         | Kernel::EpilogueGrad(bits)
-        | Kernel::ForwardColumns(bits)
-        | Kernel::ForwardColumn(bits) = self
+        | Kernel::ForwardColumns(bits, _)
+        | Kernel::ForwardColumn(bits, _) = self
         {
             c.push(("EPILOGUE", f64::from(bits)));
         }

@@ -191,6 +191,9 @@ pub(crate) struct ExecPlan {
     pub strategy: Strategy,
     /// Lanes per workgroup of the column kernels.
     pub column_lanes: u32,
+    /// Rows up to which the column kernels may keep a lane's values in
+    /// registers (`Strategy::reg_rows`).
+    pub column_reg_rows: u32,
 }
 
 /// The device limits a plan respects.
@@ -359,10 +362,17 @@ pub(crate) fn plan_exec(
         thread_partials,
         strategy,
         column_lanes: strategy.column_lanes(layout.c, target),
+        column_reg_rows: Strategy::reg_rows(merge) as u32,
     })
 }
 
 impl ExecPlan {
+    /// Whether the column kernels take their `*_regs` entry points.
+    pub fn column_regs(&self) -> bool {
+        self.strategy
+            .column_regs(self.layout.n, self.column_reg_rows as usize)
+    }
+
     /// Workgroups of the column kernels' dispatch.
     pub fn column_groups(&self) -> u32 {
         self.strategy

@@ -77,6 +77,8 @@ pub(crate) enum ColumnStep {
         residual: Option<BufferSlice>,
         epilogue: u32,
         per_channel: bool,
+        /// The `*_regs` entry point (`ExecPlan::column_regs`).
+        regs: bool,
     },
     /// Gradient sums, grad_weight, grad_bias and `out = dx`; one channel
     /// per thread with `per_channel`, else four.
@@ -88,6 +90,8 @@ pub(crate) enum ColumnStep {
         grad_bias: BufferSlice,
         out: BufferSlice,
         per_channel: bool,
+        /// The `*_regs` entry point (`ExecPlan::column_regs`).
+        regs: bool,
     },
     /// Gradient sums, grad_weight, grad_bias and grad_input terms only.
     Grads {

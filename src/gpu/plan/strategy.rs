@@ -6,8 +6,12 @@ use super::{MergeModel, WG};
 use crate::semantics::Layout;
 
 /// The column kernels take `(N, C)` inputs with at most this many rows
-/// (`Tuning::columns` forced on: on any adapter).
-const COLUMN_MAX_ROWS: usize = 64;
+/// (`Tuning::columns` forced on: on any adapter); `REG_ROWS` in
+/// `shaders/columns4.wgsl`, the rows its register arrays hold.
+pub(crate) const COLUMN_MAX_ROWS: usize = 64;
+/// Rows up to which `columns4.wgsl`'s plain kernels keep a lane's values in
+/// registers (`REG_ROWS` there).
+const COLUMN_SMALL_REG_ROWS: usize = 8;
 /// Rows beyond which a GPU's column kernels would be latency-bound (each
 /// thread walks its rows one after another) where the split reductions
 /// run in parallel; CPU adapters take up to `COLUMN_MAX_ROWS`.
@@ -91,6 +95,29 @@ impl Strategy {
     /// Workgroups of a column kernel's dispatch.
     pub fn column_groups(self, c: usize, column_lanes: u32) -> u32 {
         (self.lanes(c) as u32).div_ceil(column_lanes.max(1))
+    }
+
+    /// Rows up to which the column kernels' `*_regs` entry points (arrays
+    /// of `COLUMN_MAX_ROWS` rows) keep a lane's values in registers and
+    /// read x (and dy) once: every row the column kernels take on CPU
+    /// adapters (per-thread partials stand for them: there the arrays are
+    /// the thread's stack, which its cache holds, while a second read of
+    /// rows a whole row apart costs far more: `64x65536` backward 76 -> 50
+    /// ms on lavapipe); none on GPUs, where such arrays would live in
+    /// local memory.
+    pub fn reg_rows(merge: MergeModel) -> usize {
+        if merge.thread_partials {
+            COLUMN_MAX_ROWS
+        } else {
+            0
+        }
+    }
+
+    /// Whether the column kernels of `n` rows take the `*_regs` entry
+    /// points: within `reg_rows`, and, four channels per thread, beyond
+    /// the rows the plain kernels keep in registers.
+    pub fn column_regs(self, n: usize, reg_rows: usize) -> bool {
+        n <= reg_rows && (self == Strategy::ColumnStats || n > COLUMN_SMALL_REG_ROWS)
     }
 
     /// Lanes of the column kernels (threads of their dispatch).

@@ -122,7 +122,7 @@ fn every_shader_translates_to_every_backend() {
     // Per dtype: every entry point of the six families (reduce tree and
     // subgroups, finalize, elementwise, columns, columns4); then the five
     // baseline kernels.
-    assert_eq!(entries, dtypes().len() * 32 + 5);
+    assert_eq!(entries, dtypes().len() * 36 + 5);
 }
 
 #[test]
@@ -170,6 +170,10 @@ fn shared_constants_agree_with_the_rust_side() {
     let (module, _) = parse("elementwise", &source, Capabilities::default()).expect("parse");
     assert_eq!(wgsl_u32(&module, "WG"), plan::WG);
     assert_eq!(wgsl_u32(&module, "SLAB") as usize, plan::SLAB);
+    assert_eq!(
+        wgsl_u32(&module, "REG_ROWS_LARGE") as usize,
+        plan::strategy::COLUMN_MAX_ROWS
+    );
     assert_eq!(wgsl_u32(&module, "TERMS") as usize, params::TERMS);
     assert_eq!(
         wgsl_u32(&module, "FLAG_UPDATE_RUNNING"),
