@@ -15,9 +15,9 @@
 //   (x - shift) + intercept.
 // grads_columns:    the same without dx.
 // Channel ch's rows are C values apart; there is one chunk (lead = 0).
-// forward_columns_regs / backward_columns_regs: the same with the channel's
-// values kept in registers, x (and dy) read once, up to REG_ROWS_LARGE
-// rows (columns4.wgsl; CPU adapters).
+// The *_regs64 and *_regs256 entry points: the training forward and the
+// backward with the channel's values kept in registers, x (and dy) read
+// once, up to 64 and 256 rows (CPU adapters; see columns4.wgsl).
 
 // The output and the residual as single values: each thread writes its own
 // elements (separate memory locations; a write to one component of a vec4
@@ -148,70 +148,149 @@ fn grads_columns(ids: Ids) {
 }
 
 
-struct Regs1 {
-    v: array<f32, REG_ROWS_LARGE>,
+struct Regs1x64 {
+    v: array<f32, REG_ROWS_64>,
 }
 
-// forward_columns with the channel's values in registers (read once).
-@compute @workgroup_size(WG)
-fn forward_columns_regs(ids: Ids) {
-    let ch = column_lane(ids);
-    if (ch >= P().c || P().n > REG_ROWS_LARGE) {
-        return;
-    }
-    var xs: Regs1;
-    for (var r = 0u; r < P().n; r += 1u) {
-        xs.v[r] = x_at(r * P().c + ch);
-    }
-    var t: vec3<f32>;
-    if ((P().flags & FLAG_BATCH_STATS) != 0u) {
-        // The shift: the channel's first value where finite (as shift_of).
-        let shift = select(0.0, xs.v[0], is_finite(xs.v[0]));
-        var f = fold_start(shift);
-        for (var r = 0u; r < P().n; r += 1u) {
-            f.acc = welford(f.acc, xs.v[r] * f.u - f.shu);
-        }
-        var st = f.acc;
-        if (!(is_finite(st.y) && is_finite(st.z))) {
-            st = column_fold(ch, shift, true);
-        }
-        let r = channel_stats(st, f32(P().count), P().eps);
-        let base = stats_base(shift, st, r);
-        update_running(ch, base.x, base.y, r.unbiased);
-        t = set_terms(ch, base.x, base.y, r.invstd);
-    } else {
-        let invstd = 1.0 / sqrt(state[3u * P().c + ch] + P().eps);
-        t = set_terms(ch, state[2u * P().c + ch], 0.0, invstd);
-    }
-    for (var r = 0u; r < P().n; r += 1u) {
-        store_normalized1(r * P().c + ch, shifted_affine4(vec4<f32>(xs.v[r]), vec4<f32>(t.x), vec4<f32>(t.y), vec4<f32>(t.z)).x);
-    }
+struct Regs1x256 {
+    v: array<f32, REG_ROWS_256>,
 }
 
-// backward_columns with x and dy in registers (read once).
-@compute @workgroup_size(WG)
-fn backward_columns_regs(ids: Ids) {
-    let ch = column_lane(ids);
-    if (ch >= P().c || P().n > REG_ROWS_LARGE) {
-        return;
+// The shift of channel ch: its first value where finite (as shift_of).
+fn column_shift(ch: u32) -> f32 {
+    let first = x_at(ch);
+    return select(0.0, first, is_finite(first));
+}
+
+// One value into the fast fold.
+fn column_step(f: Fold, x: f32) -> Fold {
+    var g = f;
+    g.acc = welford(f.acc, x * f.u - f.shu);
+    return g;
+}
+
+// Channel ch's terms (shift, scale, offset) from batch statistics, with
+// the running update: the fast fold `f`, or, where that is not usable, the
+// careful pass over x.
+fn column_batch_terms(ch: u32, shift: f32, f: Fold) -> vec3<f32> {
+    var st = f.acc;
+    if (!(is_finite(st.y) && is_finite(st.z))) {
+        st = column_fold(ch, shift, true);
     }
-    let a = saved_terms(ch);
-    var xs: Regs1;
-    var gs: Regs1;
-    var st = vec2<f32>(0.0);
-    for (var r = 0u; r < P().n; r += 1u) {
-        let e = r * P().c + ch;
-        xs.v[r] = x_at(e);
-        gs.v[r] = dy_at(e);
-        st += vec2<f32>(gs.v[r], gs.v[r] * x_hat4(vec4<f32>(xs.v[r]), vec4<f32>(a.x), vec4<f32>(a.y), vec4<f32>(a.z)).x);
-    }
+    let r = channel_stats(st, f32(P().count), P().eps);
+    let base = stats_base(shift, st, r);
+    update_running(ch, base.x, base.y, r.unbiased);
+    return set_terms(ch, base.x, base.y, r.invstd);
+}
+
+fn normalize_value(ch: u32, r: u32, x: f32, t: vec3<f32>) {
+    store_normalized1(r * P().c + ch, shifted_affine4(vec4<f32>(x), vec4<f32>(t.x), vec4<f32>(t.y), vec4<f32>(t.z)).x);
+}
+
+// A backward channel's saved terms a = (shift, mean - shift, invstd),
+// scale and grad_input line, once its sums are written.
+struct GradLine1 {
+    a: vec3<f32>,
+    scale: f32,
+    line: vec2<f32>,
+}
+
+fn grad_term1(x: f32, g: f32, a: vec3<f32>) -> vec2<f32> {
+    return vec2<f32>(g, g * x_hat4(vec4<f32>(x), vec4<f32>(a.x), vec4<f32>(a.y), vec4<f32>(a.z)).x);
+}
+
+fn grad_line1(ch: u32, a: vec3<f32>, st: vec2<f32>) -> GradLine1 {
     grad_weight[ch] = st.y;
     grad_bias[ch] = st.x;
     let n = f32(P().count);
-    let line = grad_input_line(ch, st.x / n, st.y / n);
-    let scale = get_term(TERM_SCALE, ch);
+    return GradLine1(a, get_term(TERM_SCALE, ch), grad_input_line(ch, st.x / n, st.y / n));
+}
+
+fn grad_value1(ch: u32, r: u32, x: f32, g: f32, l: GradLine1) {
+    let dx = grad_input4(vec4<f32>(x), vec4<f32>(g), vec4<f32>(l.a.x), vec4<f32>(l.scale), vec4<f32>(l.line.x), vec4<f32>(l.line.y));
+    store1(r * P().c + ch, dx.x);
+}
+
+// Training forward with up to REG_ROWS_64 (REG_ROWS_256) values in
+// registers: x read once.
+@compute @workgroup_size(WG)
+fn forward_columns_regs64(ids: Ids) {
+    let ch = column_lane(ids);
+    if (ch >= P().c || P().n > REG_ROWS_64) {
+        return;
+    }
+    let shift = column_shift(ch);
+    var xs: Regs1x64;
+    var f = fold_start(shift);
     for (var r = 0u; r < P().n; r += 1u) {
-        let dx = grad_input4(vec4<f32>(xs.v[r]), vec4<f32>(gs.v[r]), vec4<f32>(a.x), vec4<f32>(scale), vec4<f32>(line.x), vec4<f32>(line.y));
-        store1(r * P().c + ch, dx.x);
+        xs.v[r] = x_at(r * P().c + ch);
+        f = column_step(f, xs.v[r]);
+    }
+    let t = column_batch_terms(ch, shift, f);
+    for (var r = 0u; r < P().n; r += 1u) {
+        normalize_value(ch, r, xs.v[r], t);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn forward_columns_regs256(ids: Ids) {
+    let ch = column_lane(ids);
+    if (ch >= P().c || P().n > REG_ROWS_256) {
+        return;
+    }
+    let shift = column_shift(ch);
+    var xs: Regs1x256;
+    var f = fold_start(shift);
+    for (var r = 0u; r < P().n; r += 1u) {
+        xs.v[r] = x_at(r * P().c + ch);
+        f = column_step(f, xs.v[r]);
+    }
+    let t = column_batch_terms(ch, shift, f);
+    for (var r = 0u; r < P().n; r += 1u) {
+        normalize_value(ch, r, xs.v[r], t);
+    }
+}
+
+// Backward with up to REG_ROWS_64 (REG_ROWS_256) values of x and dy in
+// registers: each read once.
+@compute @workgroup_size(WG)
+fn backward_columns_regs64(ids: Ids) {
+    let ch = column_lane(ids);
+    if (ch >= P().c || P().n > REG_ROWS_64) {
+        return;
+    }
+    let a = saved_terms(ch);
+    var xs: Regs1x64;
+    var gs: Regs1x64;
+    var st = vec2<f32>(0.0);
+    for (var r = 0u; r < P().n; r += 1u) {
+        xs.v[r] = x_at(r * P().c + ch);
+        gs.v[r] = dy_at(r * P().c + ch);
+        st += grad_term1(xs.v[r], gs.v[r], a);
+    }
+    let l = grad_line1(ch, a, st);
+    for (var r = 0u; r < P().n; r += 1u) {
+        grad_value1(ch, r, xs.v[r], gs.v[r], l);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn backward_columns_regs256(ids: Ids) {
+    let ch = column_lane(ids);
+    if (ch >= P().c || P().n > REG_ROWS_256) {
+        return;
+    }
+    let a = saved_terms(ch);
+    var xs: Regs1x256;
+    var gs: Regs1x256;
+    var st = vec2<f32>(0.0);
+    for (var r = 0u; r < P().n; r += 1u) {
+        xs.v[r] = x_at(r * P().c + ch);
+        gs.v[r] = dy_at(r * P().c + ch);
+        st += grad_term1(xs.v[r], gs.v[r], a);
+    }
+    let l = grad_line1(ch, a, st);
+    for (var r = 0u; r < P().n; r += 1u) {
+        grad_value1(ch, r, xs.v[r], gs.v[r], l);
     }
 }

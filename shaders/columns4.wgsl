@@ -15,12 +15,13 @@
 //   intercept.
 // Lane q's rows are C / 4 vec4s apart; there is one chunk (lead = 0).
 // Up to REG_ROWS rows, both kernels read x (and dy) once and keep the
-// lane's values in registers; the *_regs entry points do so for up to
-// REG_ROWS_LARGE rows (CPU adapters, where a second read of rows a whole
-// row apart costs far more than the stack the arrays take). WGSL
-// zero-fills a function's arrays, so each size has its own entry points
-// (one kernel with both sizes made (2, 2097152) backward 2x slower on
-// lavapipe).
+// lane's values in registers; the *_regs64 and *_regs256 entry points do
+// so for up to 64 and 256 rows (training forward and backward on CPU
+// adapters, where a second read of rows a whole row apart costs far more
+// than the stack the arrays take). WGSL zero-fills a function's arrays, so
+// each size has its own entry points (one kernel with two sizes made
+// (2, 2097152) backward 2x slower on lavapipe, arrays of 256 rows made
+// (16, 262144) backward 16% slower than arrays of 64).
 
 @group(0) @binding(3) var<storage, read_write> terms4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> state4: array<vec4<f32>>;
@@ -232,92 +233,5 @@ fn backward_columns4(ids: Ids) {
             g = vec4<f32>(dy4[i]);
         }
         store(i, grad_input4(x, g, shift, scale, slope, intercept));
-    }
-}
-
-
-struct RegsLarge {
-    v: array<vec4<f32>, REG_ROWS_LARGE>,
-}
-
-// Lane q's normalize terms from batch statistics, with the running update:
-// the fast fold `f` of its rows, or, where that is not usable, the careful
-// pass over x (rows_fold, moments.wgsl).
-fn batch_terms4(q: u32, shift: vec4<f32>, f: RowsFold) -> NormTerms4 {
-    var st = RowsState(f32(P().n), f.mean, f.m2, f.tag);
-    if (!fast_state_ok(st.mean, st.m2)) {
-        st = rows_fold(4u * q, P().c, P().n, shift, true);
-    }
-    let s = channel_stats4(st, shift, f32(P().count), P().eps);
-    update_running4(q, s.shift, s.mean, s.unbiased);
-    return set_terms4(q, s.shift, s.mean, s.invstd);
-}
-
-// forward_columns4 with up to REG_ROWS_LARGE rows in registers.
-@compute @workgroup_size(WG)
-fn forward_columns4_regs(ids: Ids) {
-    let q = column_lane(ids);
-    let lanes = P().c / 4u;
-    if (q >= lanes || P().n > REG_ROWS_LARGE) {
-        return;
-    }
-    var xs: RegsLarge;
-    var t: NormTerms4;
-    if ((P().flags & FLAG_BATCH_STATS) != 0u) {
-        // The shift: the lane's first row where finite (as shift_of).
-        let first = vec4<f32>(x4[q]);
-        let shift = select(vec4<f32>(0.0), first, finite4(first));
-        var f = rows_fold_start(shift);
-        for (var r = 0u; r < P().n; r += 1u) {
-            xs.v[r] = vec4<f32>(x4[q + r * lanes]);
-            rows_fold_step(&f, xs.v[r], shift, r, false);
-        }
-        t = batch_terms4(q, shift, f);
-    } else {
-        for (var r = 0u; r < P().n; r += 1u) {
-            xs.v[r] = vec4<f32>(x4[q + r * lanes]);
-        }
-        let invstd = 1.0 / sqrt(state4[section(3u, q)] + vec4<f32>(P().eps));
-        t = set_terms4(q, state4[section(2u, q)], vec4<f32>(0.0), invstd);
-    }
-    for (var r = 0u; r < P().n; r += 1u) {
-        store_normalized(q + r * lanes, shifted_affine4(xs.v[r], t.shift, t.scale, t.offset));
-    }
-}
-
-// backward_columns4 with up to REG_ROWS_LARGE rows in registers.
-@compute @workgroup_size(WG)
-fn backward_columns4_regs(ids: Ids) {
-    let q = column_lane(ids);
-    let lanes = P().c / 4u;
-    if (q >= lanes || P().n > REG_ROWS_LARGE) {
-        return;
-    }
-    let shift = terms4[section(TERM_SHIFT, q)];
-    let mean = terms4[section(TERM_MEAN, q)];
-    let invstd = terms4[section(TERM_INVSTD, q)];
-    let scale = terms4[section(TERM_SCALE, q)];
-    var sdy = vec4<f32>(0.0);
-    var sdyx = vec4<f32>(0.0);
-    var xs: RegsLarge;
-    var gs: RegsLarge;
-    for (var r = 0u; r < P().n; r += 1u) {
-        let i = q + r * lanes;
-        xs.v[r] = vec4<f32>(x4[i]);
-        gs.v[r] = vec4<f32>(dy4[i]);
-        sdy += gs.v[r];
-        sdyx += gs.v[r] * x_hat4(xs.v[r], shift, mean, invstd);
-    }
-    grad_bias4[q] = sdy;
-    grad_weight4[q] = sdyx;
-    var slope = vec4<f32>(0.0);
-    var intercept = vec4<f32>(0.0);
-    if ((P().flags & FLAG_BATCH_STATS) != 0u) {
-        let n = f32(P().count);
-        slope = -scale * invstd * (sdyx / n);
-        intercept = -scale * (sdy / n) - slope * mean;
-    }
-    for (var r = 0u; r < P().n; r += 1u) {
-        store(q + r * lanes, grad_input4(xs.v[r], gs.v[r], shift, scale, slope, intercept));
     }
 }

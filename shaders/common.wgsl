@@ -92,10 +92,11 @@ fn P() -> Params {
     return params[params[0].p.flags >> 31u].p;
 }
 
-// Rows the column kernels' *_regs entry points (columns.wgsl,
-// columns4.wgsl) keep in registers at most: `COLUMN_MAX_ROWS` on the host,
-// which picks them.
-const REG_ROWS_LARGE: u32 = 64u;
+// Rows the column kernels' *_regs64 and *_regs256 entry points
+// (columns.wgsl, columns4.wgsl) keep in registers at most; the host
+// (`ColumnRegs`) picks them.
+const REG_ROWS_64: u32 = 64u;
+const REG_ROWS_256: u32 = 256u;
 
 // The input and the output gradient, bound as vec4 arrays (tensor buffers
 // are padded to 16 bytes); unused by the finalize steps.

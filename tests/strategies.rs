@@ -55,8 +55,8 @@ fn column_kernels_keep_edge_values_to_their_channels() {
         let Some(ctx) = context_with(columns) else {
             return;
         };
-        // Rows in the small register arrays (6), the large ones (9 to 64
-        // on CPU adapters), and read twice (GPUs beyond 8).
+        // Rows in the plain kernels' registers (6), in the arrays of 64
+        // and of 256 rows (CPU adapters), and read twice (GPUs beyond 8).
         let shapes = [
             vec![6usize, 8],
             vec![6, 7],
@@ -66,6 +66,9 @@ fn column_kernels_keep_edge_values_to_their_channels() {
             vec![40, 8],
             vec![40, 7],
             vec![64, 12],
+            vec![65, 8],
+            vec![200, 7],
+            vec![256, 12],
         ];
         for shape in shapes {
             let (n, c) = (shape[0], shape[1]);

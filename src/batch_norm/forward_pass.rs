@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::gpu::buffer::{BufferSlice, OwnedBuffer};
 use crate::gpu::launch::{ChannelStep, ColumnStep, Elementwise, Partial, Recorder};
 use crate::gpu::params::FLAG_FROM_STATE;
-use crate::gpu::plan::{canonical, ExecPlan, Strategy, Variant};
+use crate::gpu::plan::{canonical, ColumnRegs, ExecPlan, Strategy, Variant};
 use crate::gpu::tensor::Tensor;
 use crate::semantics::ForwardPlan;
 
@@ -93,7 +93,12 @@ impl<R: SpatialRank> BatchNorm<R> {
                     residual: epilogue.0.map(|r| r.window(0, layout.numel())),
                     epilogue: epilogue.1,
                     per_channel: exec.strategy == Strategy::ColumnStats,
-                    regs: exec.column_regs(),
+                    // Eval reads x once anyway.
+                    regs: if plan.batch_stats {
+                        exec.column_regs()
+                    } else {
+                        ColumnRegs::Plain
+                    },
                 };
                 return rec.columns(step, exec.column_groups());
             }

@@ -46,11 +46,13 @@ pub struct Tuning {
     /// the whole kernel, and only where the extra partials stay small next
     /// to the tensor.
     pub thread_partials: Option<bool>,
-    /// Whether `(N, C)` inputs with at most 64 rows take the column
+    /// Whether `(N, C)` inputs with at most 256 rows take the column
     /// kernels (one thread per channel, or per four channels, over all
-    /// rows: no partial states, one dispatch). `None` picks them where
-    /// there are also enough channels to fill the device; `Some(true)`
-    /// for every such input; `Some(false)` never.
+    /// rows: no partial states, one dispatch; on CPU adapters the rows
+    /// stay in registers). `None` picks them where there are also enough
+    /// channels to fill the device (up to 256 rows on CPU adapters, 16 on
+    /// GPUs) or few values in all; `Some(true)` for every such input;
+    /// `Some(false)` never.
     pub columns: Option<bool>,
 }
 

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 #[cfg(doc)]
 use super::plan::Strategy;
-use super::plan::Variant;
+use super::plan::{ColumnRegs, Variant};
 use super::scope::checked;
 use super::shaders::{module_source, Family};
 use crate::error::{Error, Result};
@@ -42,18 +42,17 @@ pub(crate) enum Kernel {
     EpilogueGrad(u32),
     /// Statistics, terms, running update and normalize with the
     /// `EPILOGUE` bits, four channels per thread ([`Strategy::Columns`]);
-    /// the `*_regs` entry point with `true` (every column kernel: see
-    /// `ExecPlan::column_regs`).
-    ForwardColumns(u32, bool),
+    /// with rows in registers per [`ColumnRegs`] (every column kernel).
+    ForwardColumns(u32, ColumnRegs),
     /// Statistics, terms, running update and normalize with the
     /// `EPILOGUE` bits, one channel per thread ([`Strategy::ColumnStats`]).
-    ForwardColumn(u32, bool),
+    ForwardColumn(u32, ColumnRegs),
     /// Gradient sums, grad_weight, grad_bias and grad_input, one channel
     /// per thread.
-    BackwardColumn(bool),
+    BackwardColumn(ColumnRegs),
     /// Gradient sums, grad_weight, grad_bias and grad_input, four channels
     /// per thread.
-    BackwardColumns(bool),
+    BackwardColumns(ColumnRegs),
     /// Gradient sums, grad_weight, grad_bias and grad_input terms, one
     /// channel per thread.
     GradsColumns,
@@ -81,9 +80,13 @@ impl Kernel {
         }
     }
 
-    fn entry_point(self) -> &'static str {
+    fn entry_point(self) -> String {
         use Variant::*;
-        match self {
+        let name = match self {
+            Kernel::ForwardColumns(_, r) => return format!("forward_columns4{}", r.suffix()),
+            Kernel::ForwardColumn(_, r) => return format!("forward_columns{}", r.suffix()),
+            Kernel::BackwardColumn(r) => return format!("backward_columns{}", r.suffix()),
+            Kernel::BackwardColumns(r) => return format!("backward_columns4{}", r.suffix()),
             Kernel::MomentsPartial(Rows | OddRows) => "moments_partial_rows",
             Kernel::MomentsPartial(_) => "moments_partial",
             Kernel::GradsPartial(Rows | OddRows) => "grads_partial_rows",
@@ -101,16 +104,9 @@ impl Kernel {
             Kernel::GradInput(Rows) => "grad_input_rows",
             Kernel::GradInput(OddRows | Masked | General) => "grad_input",
             Kernel::EpilogueGrad(_) => "epilogue_grad",
-            Kernel::ForwardColumns(_, false) => "forward_columns4",
-            Kernel::ForwardColumns(_, true) => "forward_columns4_regs",
-            Kernel::ForwardColumn(_, false) => "forward_columns",
-            Kernel::ForwardColumn(_, true) => "forward_columns_regs",
-            Kernel::BackwardColumn(false) => "backward_columns",
-            Kernel::BackwardColumn(true) => "backward_columns_regs",
-            Kernel::BackwardColumns(false) => "backward_columns4",
-            Kernel::BackwardColumns(true) => "backward_columns4_regs",
             Kernel::GradsColumns => "grads_columns",
-        }
+        };
+        name.to_string()
     }
 
     /// Pipeline-overridable constants (`THREAD_PARTIALS`, `WIDTH`,
@@ -239,7 +235,7 @@ impl Pipelines {
                     label: Some(&label),
                     layout: None,
                     module: &module,
-                    entry_point: Some(entry),
+                    entry_point: Some(&entry),
                     compilation_options: wgpu::PipelineCompilationOptions {
                         constants: &constants,
                         ..Default::default()

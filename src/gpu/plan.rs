@@ -367,8 +367,8 @@ pub(crate) fn plan_exec(
 }
 
 impl ExecPlan {
-    /// Whether the column kernels take their `*_regs` entry points.
-    pub fn column_regs(&self) -> bool {
+    /// The column kernels' entry points (`ColumnRegs`).
+    pub fn column_regs(&self) -> ColumnRegs {
         self.strategy
             .column_regs(self.layout.n, self.column_reg_rows as usize)
     }
@@ -422,5 +422,5 @@ mod variant;
 mod variant_tests;
 
 pub(crate) use slab::Slab;
-pub(crate) use strategy::{canonical, Strategy};
+pub(crate) use strategy::{canonical, ColumnRegs, Strategy};
 pub(crate) use variant::Variant;

@@ -32,6 +32,8 @@ const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
 const COLUMNS: &str = include_str!("../../shaders/columns.wgsl");
 /// `shaders/columns4.wgsl`: one thread per four channels, the whole op.
 const COLUMNS4: &str = include_str!("../../shaders/columns4.wgsl");
+/// `shaders/columns4_regs.wgsl`: the same with the rows in registers.
+const COLUMNS4_REGS: &str = include_str!("../../shaders/columns4_regs.wgsl");
 /// `shaders/dtype_f32.wgsl`: `alias elem = f32;`.
 const DTYPE_F32: &str = include_str!("../../shaders/dtype_f32.wgsl");
 /// `shaders/dtype_f16.wgsl`: `alias elem = f16;`.
@@ -92,7 +94,7 @@ impl Family {
             Family::Finalize => &[MOMENTS, FINALIZE],
             Family::Elementwise => &[EPILOGUE, STORE4, ELEMENTWISE],
             Family::Columns => &[MOMENTS, FINALIZE, EPILOGUE, COLUMNS],
-            Family::Columns4 => &[MOMENTS, EPILOGUE, STORE4, COLUMNS4],
+            Family::Columns4 => &[MOMENTS, EPILOGUE, STORE4, COLUMNS4, COLUMNS4_REGS],
         }
     }
 }

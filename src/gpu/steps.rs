@@ -3,6 +3,7 @@
 //! binds.
 
 use super::buffer::BufferSlice;
+use super::plan::ColumnRegs;
 
 /// The partial reductions, with the buffers each binds.
 pub(crate) enum Partial {
@@ -77,8 +78,8 @@ pub(crate) enum ColumnStep {
         residual: Option<BufferSlice>,
         epilogue: u32,
         per_channel: bool,
-        /// The `*_regs` entry point (`ExecPlan::column_regs`).
-        regs: bool,
+        /// Rows kept in registers (`ExecPlan::column_regs`).
+        regs: ColumnRegs,
     },
     /// Gradient sums, grad_weight, grad_bias and `out = dx`; one channel
     /// per thread with `per_channel`, else four.
@@ -90,8 +91,8 @@ pub(crate) enum ColumnStep {
         grad_bias: BufferSlice,
         out: BufferSlice,
         per_channel: bool,
-        /// The `*_regs` entry point (`ExecPlan::column_regs`).
-        regs: bool,
+        /// Rows kept in registers (`ExecPlan::column_regs`).
+        regs: ColumnRegs,
     },
     /// Gradient sums, grad_weight, grad_bias and grad_input terms only.
     Grads {

@@ -6,9 +6,11 @@ use super::{MergeModel, WG};
 use crate::semantics::Layout;
 
 /// The column kernels take `(N, C)` inputs with at most this many rows
-/// (`Tuning::columns` forced on: on any adapter); `REG_ROWS` in
-/// `shaders/columns4.wgsl`, the rows its register arrays hold.
-pub(crate) const COLUMN_MAX_ROWS: usize = 64;
+/// (`Tuning::columns` forced on: on any adapter); `REG_ROWS_256` in
+/// `shaders/common.wgsl`, the rows the largest register arrays hold.
+pub(crate) const COLUMN_MAX_ROWS: usize = 256;
+/// Rows the smaller register arrays hold (`REG_ROWS_64`).
+pub(crate) const COLUMN_REGS_64: usize = 64;
 /// Rows up to which `columns4.wgsl`'s plain kernels keep a lane's values in
 /// registers (`REG_ROWS` there).
 const COLUMN_SMALL_REG_ROWS: usize = 8;
@@ -19,8 +21,34 @@ const COLUMN_GPU_ROWS: usize = 16;
 /// Inputs of at most this many values are latency-bound: the column
 /// kernels do them in one dispatch.
 const COLUMN_SMALL: usize = 1 << 16;
+/// Rows of such small inputs the column kernels take on GPUs (CPU
+/// adapters: `COLUMN_MAX_ROWS`).
+const COLUMN_GPU_SMALL_ROWS: usize = 64;
 /// Storage buffers the column kernels bind at most (`backward_columns4`).
 pub(crate) const COLUMN_STORAGE_BUFFERS: u32 = 6;
+
+/// Which entry points the column kernels take (the training forward and
+/// the backward; eval reads x once anyway): the plain ones, or those that
+/// keep up to 64 or 256 rows of a lane in registers (`*_regs64`,
+/// `*_regs256`: WGSL zero-fills a function's arrays, so each size is its
+/// own entry point).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum ColumnRegs {
+    Plain,
+    Rows64,
+    Rows256,
+}
+
+impl ColumnRegs {
+    /// The entry point's suffix.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            ColumnRegs::Plain => "",
+            ColumnRegs::Rows64 => "_regs64",
+            ColumnRegs::Rows256 => "_regs256",
+        }
+    }
+}
 
 /// How an op gathers its per-channel statistics (or gradient sums).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,10 +69,11 @@ pub(crate) enum Strategy {
 impl Strategy {
     /// The strategy for `layout` (in one chunk, on a device that binds
     /// `storage_buffers` per kernel; otherwise split): columns where there
-    /// are few rows (64 on CPU adapters, which the merge model's per-thread
-    /// partials stand for; 16 on GPUs) and enough lanes to fill a quarter
-    /// of the merge model's target workgroups, or few values in all (one
-    /// dispatch instead of three), unless forced. There, partial states
+    /// are few rows (256 on CPU adapters, which the merge model's per-thread
+    /// partials stand for, and where the column kernels keep them in
+    /// registers; 16 on GPUs) and enough lanes to fill a quarter of the
+    /// merge model's target workgroups, or few values in all (one dispatch
+    /// instead of three; at most 64 rows on GPUs), unless forced. There, partial states
     /// (16 bytes per channel per thread) and the finalize dispatch would
     /// cost more than the rows themselves.
     pub(super) fn of(
@@ -65,14 +94,15 @@ impl Strategy {
         let lanes = candidate.lanes(layout.c);
         let per_group = candidate.column_lanes(layout.c, merge.target_groups) as usize;
         let fills = lanes.div_ceil(per_group) * 4 >= merge.target_groups;
-        let rows = if merge.thread_partials {
-            COLUMN_MAX_ROWS
+        let (rows, small_rows) = if merge.thread_partials {
+            (COLUMN_MAX_ROWS, COLUMN_MAX_ROWS)
         } else {
-            COLUMN_GPU_ROWS
+            (COLUMN_GPU_ROWS, COLUMN_GPU_SMALL_ROWS)
         };
+        let small = layout.numel() <= COLUMN_SMALL && layout.n <= small_rows;
         let wanted = merge
             .columns
-            .unwrap_or((fills && layout.n <= rows) || layout.numel() <= COLUMN_SMALL);
+            .unwrap_or((fills && layout.n <= rows) || small);
         if layout.l != 1 || layout.n > COLUMN_MAX_ROWS || !wanted {
             Strategy::Split
         } else if vec4_lanes {
@@ -97,14 +127,13 @@ impl Strategy {
         (self.lanes(c) as u32).div_ceil(column_lanes.max(1))
     }
 
-    /// Rows up to which the column kernels' `*_regs` entry points (arrays
-    /// of `COLUMN_MAX_ROWS` rows) keep a lane's values in registers and
-    /// read x (and dy) once: every row the column kernels take on CPU
-    /// adapters (per-thread partials stand for them: there the arrays are
-    /// the thread's stack, which its cache holds, while a second read of
-    /// rows a whole row apart costs far more: `64x65536` backward 76 -> 50
-    /// ms on lavapipe); none on GPUs, where such arrays would live in
-    /// local memory.
+    /// Rows up to which the column kernels may keep a lane's values in
+    /// registers and read x (and dy) once (`ColumnRegs`): every row they
+    /// take on CPU adapters (per-thread partials stand for them: there the
+    /// arrays are the thread's stack, which its cache holds, while a second
+    /// read of rows a whole row apart costs far more: `64x65536` backward
+    /// 76 -> 52 ms on lavapipe); none on GPUs, where such arrays would live
+    /// in local memory.
     pub fn reg_rows(merge: MergeModel) -> usize {
         if merge.thread_partials {
             COLUMN_MAX_ROWS
@@ -113,11 +142,17 @@ impl Strategy {
         }
     }
 
-    /// Whether the column kernels of `n` rows take the `*_regs` entry
-    /// points: within `reg_rows`, and, four channels per thread, beyond
-    /// the rows the plain kernels keep in registers.
-    pub fn column_regs(self, n: usize, reg_rows: usize) -> bool {
-        n <= reg_rows && (self == Strategy::ColumnStats || n > COLUMN_SMALL_REG_ROWS)
+    /// The column kernels' entry points for `n` rows, within `reg_rows`:
+    /// the smallest register arrays that hold them, except where the plain
+    /// four-channel kernels keep them in registers already (8 rows).
+    pub fn column_regs(self, n: usize, reg_rows: usize) -> ColumnRegs {
+        if n > reg_rows || (self == Strategy::Columns && n <= COLUMN_SMALL_REG_ROWS) {
+            ColumnRegs::Plain
+        } else if n <= COLUMN_REGS_64 {
+            ColumnRegs::Rows64
+        } else {
+            ColumnRegs::Rows256
+        }
     }
 
     /// Lanes of the column kernels (threads of their dispatch).

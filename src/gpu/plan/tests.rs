@@ -288,13 +288,21 @@ fn column_kernels_take_few_rows_of_many_or_few_values() {
             Strategy::ColumnStats
         );
         assert_eq!(strategy(layout(4096, 1024, 1), merge, big), Strategy::Split);
-        assert_eq!(strategy(layout(65, 20, 1), merge, big), Strategy::Split);
+        let tiny_rows = if merge.thread_partials { 256 } else { 64 };
+        assert_eq!(
+            strategy(layout(tiny_rows, 20, 1), merge, big),
+            Strategy::Columns
+        );
+        assert_eq!(
+            strategy(layout(tiny_rows + 1, 20, 1), merge, big),
+            Strategy::Split
+        );
         assert_eq!(strategy(layout(8, 64, 3), merge, big), Strategy::Split);
         // Forced on: any few rows; forced off: never.
         let on = merge.with_columns(Some(true));
         let off = merge.with_columns(Some(false));
-        assert_eq!(strategy(layout(64, 8, 1), on, big), Strategy::Columns);
-        assert_eq!(strategy(layout(65, 8, 1), on, big), Strategy::Split);
+        assert_eq!(strategy(layout(256, 8, 1), on, big), Strategy::Columns);
+        assert_eq!(strategy(layout(257, 8, 1), on, big), Strategy::Split);
         assert_eq!(strategy(layout(2, 2_097_152, 1), off, big), Strategy::Split);
         // Devices that bind fewer storage buffers than the kernels need.
         let mut few = big;
@@ -334,5 +342,29 @@ fn paired_lanes_only_for_wide_rows_on_cpu_adapters() {
     }
     for (n, c) in [(262_144, 16), (1000, 60), (1000, 65), (1000, 3)] {
         assert!(!paired(n, c, CPU), "{n}x{c}");
+    }
+}
+
+/// The column kernels keep a lane's rows in registers on CPU adapters, in
+/// the smallest arrays that hold them (the plain four-channel kernels hold
+/// 8), and never on GPUs.
+#[test]
+fn column_registers_take_the_smallest_arrays() {
+    use strategy::ColumnRegs::*;
+    let cpu = Strategy::reg_rows(CPU);
+    assert_eq!(Strategy::reg_rows(GPU), 0);
+    for (n, four, one) in [
+        (1, Plain, Rows64),
+        (8, Plain, Rows64),
+        (9, Rows64, Rows64),
+        (64, Rows64, Rows64),
+        (65, Rows256, Rows256),
+        (256, Rows256, Rows256),
+        (257, Plain, Plain),
+    ] {
+        assert_eq!(Strategy::Columns.column_regs(n, cpu), four, "{n}");
+        assert_eq!(Strategy::ColumnStats.column_regs(n, cpu), one, "{n}");
+        assert_eq!(Strategy::Columns.column_regs(n, 0), Plain, "{n}");
+        assert_eq!(Strategy::ColumnStats.column_regs(n, 0), Plain, "{n}");
     }
 }

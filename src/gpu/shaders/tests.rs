@@ -122,7 +122,7 @@ fn every_shader_translates_to_every_backend() {
     // Per dtype: every entry point of the six families (reduce tree and
     // subgroups, finalize, elementwise, columns, columns4); then the five
     // baseline kernels.
-    assert_eq!(entries, dtypes().len() * 36 + 5);
+    assert_eq!(entries, dtypes().len() * 40 + 5);
 }
 
 #[test]
@@ -171,7 +171,11 @@ fn shared_constants_agree_with_the_rust_side() {
     assert_eq!(wgsl_u32(&module, "WG"), plan::WG);
     assert_eq!(wgsl_u32(&module, "SLAB") as usize, plan::SLAB);
     assert_eq!(
-        wgsl_u32(&module, "REG_ROWS_LARGE") as usize,
+        wgsl_u32(&module, "REG_ROWS_64") as usize,
+        plan::strategy::COLUMN_REGS_64
+    );
+    assert_eq!(
+        wgsl_u32(&module, "REG_ROWS_256") as usize,
         plan::strategy::COLUMN_MAX_ROWS
     );
     assert_eq!(wgsl_u32(&module, "TERMS") as usize, params::TERMS);

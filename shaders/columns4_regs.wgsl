@@ -1,0 +1,171 @@
+// The four-channel column kernels with a lane's rows in registers (after
+// columns4.wgsl, whose helpers they use): the training forward and the
+// backward read x (and dy) once, for up to 64 (*_regs64) or 256
+// (*_regs256) rows. The host takes them on CPU adapters (ColumnRegs),
+// where a second read of rows a whole row apart costs far more than the
+// stack the arrays take. WGSL zero-fills a function's arrays, so each
+// size has its own entry points.
+
+// A lane's rows in registers, in the two sizes of the *_regs64 and
+// *_regs256 entry points (the host picks the smallest that holds P.n).
+struct Regs64 {
+    v: array<vec4<f32>, REG_ROWS_64>,
+}
+
+struct Regs256 {
+    v: array<vec4<f32>, REG_ROWS_256>,
+}
+
+// The shift of lane q: its first row where finite (as shift_of).
+fn lane_shift4(q: u32) -> vec4<f32> {
+    let first = vec4<f32>(x4[q]);
+    return select(vec4<f32>(0.0), first, finite4(first));
+}
+
+// Lane q's normalize terms from batch statistics, with the running update:
+// the fast fold `f` of its rows, or, where that is not usable, the careful
+// pass over x (rows_fold, moments.wgsl).
+fn batch_terms4(q: u32, shift: vec4<f32>, f: RowsFold) -> NormTerms4 {
+    var st = RowsState(f32(P().n), f.mean, f.m2, f.tag);
+    if (!fast_state_ok(st.mean, st.m2)) {
+        st = rows_fold(4u * q, P().c, P().n, shift, true);
+    }
+    let s = channel_stats4(st, shift, f32(P().count), P().eps);
+    update_running4(q, s.shift, s.mean, s.unbiased);
+    return set_terms4(q, s.shift, s.mean, s.invstd);
+}
+
+fn normalize_row4(q: u32, r: u32, x: vec4<f32>, t: NormTerms4) {
+    store_normalized(q + r * (P().c / 4u), shifted_affine4(x, t.shift, t.scale, t.offset));
+}
+
+// A backward lane's saved terms and its gradient sums.
+struct GradLane4 {
+    shift: vec4<f32>,
+    mean: vec4<f32>,
+    invstd: vec4<f32>,
+    scale: vec4<f32>,
+    sdy: vec4<f32>,
+    sdyx: vec4<f32>,
+}
+
+fn grad_lane4(q: u32) -> GradLane4 {
+    let z = vec4<f32>(0.0);
+    return GradLane4(
+        terms4[section(TERM_SHIFT, q)],
+        terms4[section(TERM_MEAN, q)],
+        terms4[section(TERM_INVSTD, q)],
+        terms4[section(TERM_SCALE, q)],
+        z,
+        z,
+    );
+}
+
+fn grad_add4(l: GradLane4, x: vec4<f32>, g: vec4<f32>) -> GradLane4 {
+    var m = l;
+    m.sdy += g;
+    m.sdyx += g * x_hat4(x, l.shift, l.mean, l.invstd);
+    return m;
+}
+
+// Writes grad_weight and grad_bias; returns the grad_input line (slope,
+// intercept; 0 in eval) as grad_input_line in finalize.wgsl.
+fn grad_line4(q: u32, l: GradLane4) -> array<vec4<f32>, 2> {
+    grad_bias4[q] = l.sdy;
+    grad_weight4[q] = l.sdyx;
+    var line: array<vec4<f32>, 2>;
+    if ((P().flags & FLAG_BATCH_STATS) != 0u) {
+        let n = f32(P().count);
+        line[0] = -l.scale * l.invstd * (l.sdyx / n);
+        line[1] = -l.scale * (l.sdy / n) - line[0] * l.mean;
+    }
+    return line;
+}
+
+fn grad_row4(q: u32, r: u32, x: vec4<f32>, g: vec4<f32>, l: GradLane4, line: array<vec4<f32>, 2>) {
+    store(q + r * (P().c / 4u), grad_input4(x, g, l.shift, l.scale, line[0], line[1]));
+}
+
+// Training forward with up to REG_ROWS_64 (REG_ROWS_256) rows in
+// registers: x read once.
+@compute @workgroup_size(WG)
+fn forward_columns4_regs64(ids: Ids) {
+    let q = column_lane(ids);
+    if (q >= P().c / 4u || P().n > REG_ROWS_64) {
+        return;
+    }
+    let shift = lane_shift4(q);
+    var xs: Regs64;
+    var f = rows_fold_start(shift);
+    for (var r = 0u; r < P().n; r += 1u) {
+        xs.v[r] = vec4<f32>(x4[q + r * (P().c / 4u)]);
+        rows_fold_step(&f, xs.v[r], shift, r, false);
+    }
+    let t = batch_terms4(q, shift, f);
+    for (var r = 0u; r < P().n; r += 1u) {
+        normalize_row4(q, r, xs.v[r], t);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn forward_columns4_regs256(ids: Ids) {
+    let q = column_lane(ids);
+    if (q >= P().c / 4u || P().n > REG_ROWS_256) {
+        return;
+    }
+    let shift = lane_shift4(q);
+    var xs: Regs256;
+    var f = rows_fold_start(shift);
+    for (var r = 0u; r < P().n; r += 1u) {
+        xs.v[r] = vec4<f32>(x4[q + r * (P().c / 4u)]);
+        rows_fold_step(&f, xs.v[r], shift, r, false);
+    }
+    let t = batch_terms4(q, shift, f);
+    for (var r = 0u; r < P().n; r += 1u) {
+        normalize_row4(q, r, xs.v[r], t);
+    }
+}
+
+// Backward with up to REG_ROWS_64 (REG_ROWS_256) rows of x and dy in
+// registers: each read once.
+@compute @workgroup_size(WG)
+fn backward_columns4_regs64(ids: Ids) {
+    let q = column_lane(ids);
+    if (q >= P().c / 4u || P().n > REG_ROWS_64) {
+        return;
+    }
+    var l = grad_lane4(q);
+    var xs: Regs64;
+    var gs: Regs64;
+    for (var r = 0u; r < P().n; r += 1u) {
+        let i = q + r * (P().c / 4u);
+        xs.v[r] = vec4<f32>(x4[i]);
+        gs.v[r] = vec4<f32>(dy4[i]);
+        l = grad_add4(l, xs.v[r], gs.v[r]);
+    }
+    let line = grad_line4(q, l);
+    for (var r = 0u; r < P().n; r += 1u) {
+        grad_row4(q, r, xs.v[r], gs.v[r], l, line);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn backward_columns4_regs256(ids: Ids) {
+    let q = column_lane(ids);
+    if (q >= P().c / 4u || P().n > REG_ROWS_256) {
+        return;
+    }
+    var l = grad_lane4(q);
+    var xs: Regs256;
+    var gs: Regs256;
+    for (var r = 0u; r < P().n; r += 1u) {
+        let i = q + r * (P().c / 4u);
+        xs.v[r] = vec4<f32>(x4[i]);
+        gs.v[r] = vec4<f32>(dy4[i]);
+        l = grad_add4(l, xs.v[r], gs.v[r]);
+    }
+    let line = grad_line4(q, l);
+    for (var r = 0u; r < P().n; r += 1u) {
+        grad_row4(q, r, xs.v[r], gs.v[r], l, line);
+    }
+}
