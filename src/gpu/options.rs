@@ -50,8 +50,9 @@ pub struct Tuning {
     /// kernels (one thread per channel, or per four channels, over all
     /// rows: no partial states, one dispatch; on CPU adapters the rows
     /// stay in registers). `None` picks them where there are also enough
-    /// channels to fill the device (up to 256 rows on CPU adapters, 16 on
-    /// GPUs) or few values in all; `Some(true)` for every such input;
+    /// channels to fill the device (up to 256 rows with per-thread
+    /// partials, CPU adapters' default; 16 otherwise) or few values in all
+    /// (up to 256 rows, 64 otherwise); `Some(true)` for every such input;
     /// `Some(false)` never.
     pub columns: Option<bool>,
 }

@@ -40,6 +40,10 @@ pub(crate) struct ReducePlan {
 /// lanes (`C >= 64`; A/B on lavapipe: the gradient sums of `(4096, 1024)`
 /// 50 -> 38 ms, those of `(262144, 16)` unchanged).
 const PAIRED_MIN_LANES: usize = 16;
+/// Lanes between a thread's two paired lanes (`PAIR_GAP` in
+/// `shaders/reduce_paired.wgsl`): a paired workgroup needs at least this
+/// many lanes per group, or lanes of the next tile would be taken.
+pub(crate) const PAIR_GAP: u32 = 8;
 
 impl ReducePlan {
     /// Workgroups of the partial pass.
@@ -338,7 +342,9 @@ pub(crate) fn plan_exec(
                 ..*c
             })
             .collect();
-        if paired.iter().all(|c| c.reduce.lanes_per_group >= 8) && thread_partials_fit(&paired) {
+        if paired.iter().all(|c| c.reduce.lanes_per_group >= PAIR_GAP)
+            && thread_partials_fit(&paired)
+        {
             chunks = paired;
         }
     }

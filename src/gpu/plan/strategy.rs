@@ -13,7 +13,7 @@ pub(crate) const COLUMN_MAX_ROWS: usize = 256;
 pub(crate) const COLUMN_REGS_64: usize = 64;
 /// Rows up to which `columns4.wgsl`'s plain kernels keep a lane's values in
 /// registers (`REG_ROWS` there).
-const COLUMN_SMALL_REG_ROWS: usize = 8;
+pub(crate) const COLUMN_SMALL_REG_ROWS: usize = 8;
 /// Rows beyond which a GPU's column kernels would be latency-bound (each
 /// thread walks its rows one after another) where the split reductions
 /// run in parallel; CPU adapters take up to `COLUMN_MAX_ROWS`.
@@ -129,11 +129,12 @@ impl Strategy {
 
     /// Rows up to which the column kernels may keep a lane's values in
     /// registers and read x (and dy) once (`ColumnRegs`): every row they
-    /// take on CPU adapters (per-thread partials stand for them: there the
-    /// arrays are the thread's stack, which its cache holds, while a second
-    /// read of rows a whole row apart costs far more: `64x65536` backward
-    /// 76 -> 52 ms on lavapipe); none on GPUs, where such arrays would live
-    /// in local memory.
+    /// take with per-thread partials (the merge model of CPU adapters,
+    /// unless `Tuning::thread_partials` says otherwise: there the arrays
+    /// are the thread's stack, which its cache holds, while a second read
+    /// of rows a whole row apart costs far more: `64x65536` backward 76 ->
+    /// 52 ms on lavapipe); none otherwise (on GPUs such arrays would live
+    /// in local memory).
     pub fn reg_rows(merge: MergeModel) -> usize {
         if merge.thread_partials {
             COLUMN_MAX_ROWS

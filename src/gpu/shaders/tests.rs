@@ -174,6 +174,15 @@ fn shared_constants_agree_with_the_rust_side() {
         wgsl_u32(&module, "REG_ROWS_64") as usize,
         plan::strategy::COLUMN_REGS_64
     );
+    let source = module_source(Family::ReduceTree, DType::F32);
+    let (reduce, _) = parse("reduce", &source, Capabilities::default()).expect("parse");
+    assert_eq!(wgsl_u32(&reduce, "PAIR_GAP"), plan::PAIR_GAP);
+    let source = module_source(Family::Columns4, DType::F32);
+    let (columns4, _) = parse("columns4", &source, Capabilities::default()).expect("parse");
+    assert_eq!(
+        wgsl_u32(&columns4, "REG_ROWS") as usize,
+        plan::strategy::COLUMN_SMALL_REG_ROWS
+    );
     assert_eq!(
         wgsl_u32(&module, "REG_ROWS_256") as usize,
         plan::strategy::COLUMN_MAX_ROWS
