@@ -47,15 +47,6 @@ fn dy_at(e: u32) -> f32 {
     return f32(dy4[e / 4u][e % 4u]);
 }
 
-// Channel ch's moment state over its N values (see rows_moments for the
-// fast and careful passes).
-fn column_moments(ch: u32, shift: f32) -> vec4<f32> {
-    let fast = column_fold(ch, shift, false);
-    if (is_finite(fast.y) && is_finite(fast.z)) {
-        return fast;
-    }
-    return column_fold(ch, shift, true);
-}
 
 fn column_fold(ch: u32, shift: f32, careful: bool) -> vec4<f32> {
     var f = fold_start(shift);
@@ -76,14 +67,8 @@ fn column_fold(ch: u32, shift: f32, careful: bool) -> vec4<f32> {
 // running statistics.
 fn column_terms(ch: u32) -> vec3<f32> {
     if ((P().flags & FLAG_BATCH_STATS) != 0u) {
-        // The shift: the channel's first value where finite (as shift_of).
-        let first = x_at(ch);
-        let shift = select(0.0, first, is_finite(first));
-        let st = column_moments(ch, shift);
-        let r = channel_stats(st, f32(P().count), P().eps);
-        let base = stats_base(shift, st, r);
-        update_running(ch, base.x, base.y, r.unbiased);
-        return set_terms(ch, base.x, base.y, r.invstd);
+        let shift = column_shift(ch);
+        return column_batch_terms(ch, shift, column_fold(ch, shift, false));
     }
     let invstd = 1.0 / sqrt(state[3u * P().c + ch] + P().eps);
     return set_terms(ch, state[2u * P().c + ch], 0.0, invstd);
@@ -97,8 +82,7 @@ fn forward_columns(ids: Ids) {
     }
     let t = column_terms(ch);
     for (var r = 0u; r < P().n; r += 1u) {
-        let e = r * P().c + ch;
-        store_normalized1(e, shifted_affine4(vec4<f32>(x_at(e)), vec4<f32>(t.x), vec4<f32>(t.y), vec4<f32>(t.z)).x);
+        normalize_value(ch, r, x_at(r * P().c + ch), t);
     }
 }
 
@@ -108,8 +92,7 @@ fn column_grad_sums(ch: u32, a: vec3<f32>) -> vec2<f32> {
     var st = vec2<f32>(0.0);
     for (var r = 0u; r < P().n; r += 1u) {
         let e = r * P().c + ch;
-        let g = dy_at(e);
-        st += vec2<f32>(g, g * x_hat4(vec4<f32>(x_at(e)), vec4<f32>(a.x), vec4<f32>(a.y), vec4<f32>(a.z)).x);
+        st += grad_term1(x_at(e), dy_at(e), a);
     }
     return st;
 }
@@ -125,16 +108,10 @@ fn backward_columns(ids: Ids) {
         return;
     }
     let a = saved_terms(ch);
-    let st = column_grad_sums(ch, a);
-    grad_weight[ch] = st.y;
-    grad_bias[ch] = st.x;
-    let n = f32(P().count);
-    let line = grad_input_line(ch, st.x / n, st.y / n);
-    let scale = get_term(TERM_SCALE, ch);
+    let l = grad_line1(ch, a, column_grad_sums(ch, a));
     for (var r = 0u; r < P().n; r += 1u) {
         let e = r * P().c + ch;
-        let dx = grad_input4(vec4<f32>(x_at(e)), vec4<f32>(dy_at(e)), vec4<f32>(a.x), vec4<f32>(scale), vec4<f32>(line.x), vec4<f32>(line.y));
-        store1(e, dx.x);
+        grad_value1(ch, r, x_at(e), dy_at(e), l);
     }
 }
 
@@ -146,7 +123,6 @@ fn grads_columns(ids: Ids) {
     }
     finish_grads(ch, column_grad_sums(ch, saved_terms(ch)));
 }
-
 
 struct Regs1x64 {
     v: array<f32, REG_ROWS_64>,
@@ -170,10 +146,10 @@ fn column_step(f: Fold, x: f32) -> Fold {
 }
 
 // Channel ch's terms (shift, scale, offset) from batch statistics, with
-// the running update: the fast fold `f`, or, where that is not usable, the
-// careful pass over x.
-fn column_batch_terms(ch: u32, shift: f32, f: Fold) -> vec3<f32> {
-    var st = f.acc;
+// the running update: the fast fold's state `fast`, or, where that is not
+// usable, the careful pass over x (see rows_moments).
+fn column_batch_terms(ch: u32, shift: f32, fast: vec4<f32>) -> vec3<f32> {
+    var st = fast;
     if (!(is_finite(st.y) && is_finite(st.z))) {
         st = column_fold(ch, shift, true);
     }
@@ -226,7 +202,7 @@ fn forward_columns_regs64(ids: Ids) {
         xs.v[r] = x_at(r * P().c + ch);
         f = column_step(f, xs.v[r]);
     }
-    let t = column_batch_terms(ch, shift, f);
+    let t = column_batch_terms(ch, shift, f.acc);
     for (var r = 0u; r < P().n; r += 1u) {
         normalize_value(ch, r, xs.v[r], t);
     }
@@ -245,7 +221,7 @@ fn forward_columns_regs256(ids: Ids) {
         xs.v[r] = x_at(r * P().c + ch);
         f = column_step(f, xs.v[r]);
     }
-    let t = column_batch_terms(ch, shift, f);
+    let t = column_batch_terms(ch, shift, f.acc);
     for (var r = 0u; r < P().n; r += 1u) {
         normalize_value(ch, r, xs.v[r], t);
     }
