@@ -11,8 +11,8 @@
 //   moments_finalize / eval_prepare (finalize.wgsl), then
 //   y = act((x - shift) * scale + offset + residual) (epilogue.wgsl).
 // backward_columns: (sum dy, sum dy * x_hat) -> grad_weight, grad_bias and
-//   the grad_input terms as grads_finalize, then dx = scale * dy + slope *
-//   (x - shift) + intercept.
+//   the grad_input terms as grads_finalize, then dx = scale * (dy + slope *
+//   (x - shift) + intercept).
 // grads_columns:    the same without dx.
 // Channel ch's rows are C values apart; there is one chunk (lead = 0).
 // The *_regs64 and *_regs256 entry points: the training forward and the
@@ -52,10 +52,10 @@ fn column_fold(ch: u32, shift: f32, careful: bool) -> vec4<f32> {
     var f = fold_start(shift);
     for (var r = 0u; r < P().n; r += 1u) {
         let x = x_at(r * P().c + ch);
-        var v = x * f.u - f.shu;
+        var v = fma(x, f.u, -f.shu);
         if (careful && !in_range(vec4<f32>(v))) {
             f = fold_absorb(f, vec4<f32>(v, 0.0, 0.0, 0.0), shift);
-            v = x * f.u - f.shu;
+            v = fma(x, f.u, -f.shu);
         }
         f.acc = welford(f.acc, v);
     }
@@ -141,7 +141,7 @@ fn column_shift(ch: u32) -> f32 {
 // One value into the fast fold.
 fn column_step(f: Fold, x: f32) -> Fold {
     var g = f;
-    g.acc = welford(f.acc, x * f.u - f.shu);
+    g.acc = welford(f.acc, fma(x, f.u, -f.shu));
     return g;
 }
 

@@ -11,8 +11,8 @@
 //   moments_finalize / eval_prepare (finalize.wgsl), then
 //   y = act((x - shift) * scale + offset + residual).
 // backward_columns4: (sum dy, sum dy * x_hat) -> grad_weight, grad_bias
-//   (as grads_finalize), then dx = scale * dy + slope * (x - shift) +
-//   intercept.
+//   (as grads_finalize), then dx = scale * (dy + slope * (x - shift) +
+//   intercept).
 // Lane q's rows are C / 4 vec4s apart; there is one chunk (lead = 0).
 // Up to REG_ROWS rows, both kernels read x (and dy) once and keep the
 // lane's values in registers; the *_regs64 and *_regs256 entry points do
@@ -50,13 +50,17 @@ fn channel_stats4(st: RowsState, shift: vec4<f32>, n: f32, eps: f32) -> Stats4 {
     let u = units4(st.tag);
     let var_u = st.m2 / n;
     let invstd = select(u / sqrt(var_u + eps * u * u), vec4<f32>(1.0 / sqrt(eps)), var_u == vec4<f32>(0.0));
-    let mean = st.mean / u;
+    // 2^e by multiplication, as channel_stats (moments.wgsl).
+    let inv_u = select(vec4<f32>(1.0), ldexp(vec4<f32>(1.0), vec4<i32>(st.tag)), finite4(st.tag));
+    let mean = st.mean * inv_u;
     let rebase = !poisoned & !finite4(mean);
+    let sd = sqrt(st.m2 / (n - 1.0)) * inv_u;
     return Stats4(
         select(shift, vec4<f32>(0.0), rebase),
-        select(select(mean, st.tag, poisoned), (shift * u + st.mean) / u, rebase),
-        select(invstd, nan, poisoned),
-        select(st.m2 / (n - 1.0) / u / u, nan, poisoned),
+        select(select(mean, st.tag, poisoned), (shift * u + st.mean) * inv_u, rebase),
+        // invstd reads 0 only where it was flushed (see channel_stats).
+        select(invstd, nan, poisoned | (invstd == vec4<f32>(0.0))),
+        select(sd * sd, nan, poisoned),
     );
 }
 
@@ -218,8 +222,8 @@ fn backward_columns4(ids: Ids) {
     var intercept = vec4<f32>(0.0);
     if ((P().flags & FLAG_BATCH_STATS) != 0u) {
         let n = f32(P().count);
-        slope = -scale * invstd * (sdyx / n);
-        intercept = -scale * (sdy / n) - slope * mean;
+        slope = -invstd * (sdyx / n);
+        intercept = -(sdy / n) - slope * mean;
     }
     for (var r = 0u; r < P().n; r += 1u) {
         let i = q + r * lanes;

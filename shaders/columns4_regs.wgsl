@@ -76,8 +76,8 @@ fn grad_line4(q: u32, l: GradLane4) -> array<vec4<f32>, 2> {
     var line: array<vec4<f32>, 2>;
     if ((P().flags & FLAG_BATCH_STATS) != 0u) {
         let n = f32(P().count);
-        line[0] = -l.scale * l.invstd * (l.sdyx / n);
-        line[1] = -l.scale * (l.sdy / n) - line[0] * l.mean;
+        line[0] = -l.invstd * (l.sdyx / n);
+        line[1] = -(l.sdy / n) - line[0] * l.mean;
     }
     return line;
 }

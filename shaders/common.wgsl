@@ -47,8 +47,8 @@ const TERM_MEAN: u32 = 1u;    // mean - shift
 const TERM_INVSTD: u32 = 2u;  // 1 / sqrt(var + eps)
 const TERM_SCALE: u32 = 3u;   // weight * invstd
 const TERM_OFFSET: u32 = 4u;  // bias - (mean - shift) * scale
-const TERM_DX_SLOPE: u32 = 5u; // -scale * invstd * mean(dy * x_hat) (0 in eval)
-const TERM_DX_INTERCEPT: u32 = 6u; // -scale * mean(dy) - slope * (mean - shift) (0 in eval)
+const TERM_DX_SLOPE: u32 = 5u; // -invstd * mean(dy * x_hat) (0 in eval)
+const TERM_DX_INTERCEPT: u32 = 6u; // -mean(dy) - slope * (mean - shift) (0 in eval): dx = scale * (dy + slope * (x - shift) + intercept)
 const TERMS: u32 = 7u;
 
 // After the TERMS sections, the same terms again one vec4 per channel, for
@@ -168,15 +168,16 @@ fn shifted_affine4(x: vec4<f32>, shift: vec4<f32>, a: vec4<f32>, b: vec4<f32>) -
     return select(d * a + b, x * a + (b - shift * a), !finite4(d) & finite4(x));
 }
 
-// dx = scale * dy + slope * (x - shift) + intercept (the grad_input terms;
-// shifted_affine4 where x - shift overflows). In eval (no batch
-// statistics) dx = scale * dy = dy * weight * invstd alone, x unused: a NaN
-// or infinite x leaves dx finite there, as in PyTorch's eval backward.
+// dx = scale * (dy + slope * (x - shift) + intercept) (the grad_input
+// terms, grad_input_line in finalize.wgsl; shifted_affine4 where x - shift
+// overflows). In eval (no batch statistics) dx = scale * dy = dy * weight *
+// invstd alone, x unused: a NaN or infinite x leaves dx finite there, as in
+// PyTorch's eval backward.
 fn grad_input4(x: vec4<f32>, dy: vec4<f32>, shift: vec4<f32>, scale: vec4<f32>, slope: vec4<f32>, intercept: vec4<f32>) -> vec4<f32> {
     if ((P().flags & FLAG_BATCH_STATS) == 0u) {
         return scale * dy;
     }
-    return shifted_affine4(x, shift, slope, scale * dy + intercept);
+    return scale * shifted_affine4(x, shift, slope, dy + intercept);
 }
 
 // x_hat = ((x - shift) - mean) * invstd (mean relative to the shift), as

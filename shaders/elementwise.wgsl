@@ -8,7 +8,7 @@
 // epilogue_grad: dy through the epilogue, dy * (y > 0) with a ReLU (the
 //             mask from the forward's output y), else dy: the gradient of
 //             the residual, and the output gradient the other passes take
-// grad_input: dx = scale * dy + slope * (x - shift) + intercept
+// grad_input: dx = scale * (dy + slope * (x - shift) + intercept)
 //             which is weight * invstd * (dy - mean(dy) - x_hat * mean(dy * x_hat))
 //             regrouped (in eval dx = dy * weight * invstd, x unread)
 //

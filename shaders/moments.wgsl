@@ -230,7 +230,7 @@ fn stats_base(shift: f32, st: vec4<f32>, r: ChannelStats) -> vec2<f32> {
     if (r.poisoned || is_finite(r.mean)) {
         return vec2<f32>(shift, r.mean);
     }
-    return vec2<f32>(0.0, (shift * r.unit + st.y) / r.unit);
+    return vec2<f32>(0.0, (shift * r.unit + st.y) * ldexp(1.0, i32(st.w)));
 }
 
 fn channel_stats(st: vec4<f32>, n: f32, eps: f32) -> ChannelStats {
@@ -247,13 +247,29 @@ fn channel_stats(st: vec4<f32>, n: f32, eps: f32) -> ChannelStats {
         return r;
     }
     let u = unit_of(st.w);
+    // 2^e = 1 / u: scaling back by a multiplication, never by a chain of
+    // divisions by u, which a compiler may fold into one division by the
+    // product of the divisors (u * u flushes to 0 for e > 63 on adapters
+    // that flush subnormals, and 0 / 0 is NaN: an H100 turned the running
+    // variance of a constant channel of 1e21 into NaN so).
+    let inv_u = ldexp(1.0, i32(st.w));
     let var_u = st.z / n;
     r.unit = u;
-    r.mean = st.y / u;
+    r.mean = st.y * inv_u;
     // A constant channel has var 0 and invstd 1 / sqrt(eps) exactly, also
     // where eps * u^2 underflows.
     r.invstd = select(u / sqrt(var_u + eps * u * u), 1.0 / sqrt(eps), var_u == 0.0);
-    r.unbiased = st.z / (n - 1.0) / u / u;
+    // Adapters may flush subnormal f32 values to zero (WGSL allows it;
+    // NVIDIA's Vulkan driver does). invstd falls below f32's normal range
+    // only for a std above 2^126 (values within a factor of 4 of f32's
+    // limit), and then reads 0 there: every output of the channel would be
+    // its bias, so it is NaN instead, never silently wrong. Adapters that
+    // keep subnormals (lavapipe) normalize such channels as PyTorch does.
+    r.invstd = select(r.invstd, bitcast<f32>(0x7fc00000u), r.invstd == 0.0);
+    // (sd * 2^e)^2, each factor within f32's range: no product of the
+    // scale factors alone (2^(2e)) that could overflow.
+    let sd = sqrt(st.z / (n - 1.0)) * inv_u;
+    r.unbiased = sd * sd;
     return r;
 }
 
@@ -304,7 +320,11 @@ fn state_unit(acc: vec4<f32>) -> f32 {
 }
 
 // A fold's moment state with its unit and the shift in that unit: each
-// value x enters as x * u - shu.
+// value x enters as x * u - shu, written fma(x, u, -shu) everywhere (the
+// same value: x * u is exact for a power of two u) so that no compiler
+// factors it into (x - shift) * u, which overflows f32 for values of both
+// signs near its limit: an H100 turned such a channel's running variance
+// into NaN so.
 struct Fold {
     acc: vec4<f32>,
     u: f32,
@@ -383,7 +403,7 @@ fn rows_fold_start(shift: vec4<f32>) -> RowsFold {
 // Row k (from 0) of the fold: Welford's update, after the careful pass
 // raised the units for an outlier (or recorded a NaN / infinity).
 fn rows_fold_step(f: ptr<function, RowsFold>, raw: vec4<f32>, shift: vec4<f32>, k: u32, careful: bool) {
-    var v = raw * (*f).u - (*f).shu;
+    var v = fma(raw, (*f).u, -(*f).shu);
     if (careful && !in_range(v)) {
         let st = absorb_outliers4(Moments4((*f).mean, (*f).m2, (*f).tag), v);
         (*f).mean = st.mean;
@@ -391,7 +411,7 @@ fn rows_fold_step(f: ptr<function, RowsFold>, raw: vec4<f32>, shift: vec4<f32>, 
         (*f).tag = st.tag;
         (*f).u = units4(st.tag);
         (*f).shu = shift * (*f).u;
-        v = raw * (*f).u - (*f).shu;
+        v = fma(raw, (*f).u, -(*f).shu);
     }
     let d = v - (*f).mean;
     (*f).mean += d / f32(k + 1u);

@@ -224,10 +224,10 @@ fn moments_pass(s: Share, width: u32, careful: bool) -> vec4<f32> {
                 let mu = masked_unit(c.n, c.u, s.ch);
                 if (mu.valid) {
                     let raw = vec4<f32>(x4[mu.v]);
-                    var v = select(vec4<f32>(0.0), raw * f.u - vec4<f32>(f.shu), mu.mask);
+                    var v = select(vec4<f32>(0.0), fma(raw, vec4<f32>(f.u), -vec4<f32>(f.shu)), mu.mask);
                     if (careful && !in_range(v)) {
                         f = fold_absorb(f, v, shift);
-                        v = select(vec4<f32>(0.0), raw * f.u - vec4<f32>(f.shu), mu.mask);
+                        v = select(vec4<f32>(0.0), fma(raw, vec4<f32>(f.u), -vec4<f32>(f.shu)), mu.mask);
                     }
                     f.acc = welford_masked(f.acc, v, mu.mask);
                 }
@@ -238,18 +238,18 @@ fn moments_pass(s: Share, width: u32, careful: bool) -> vec4<f32> {
             if (o < P().numel) {
                 let raw = vec4<f32>(x4[o / 4u]);
                 if (width == 4u) {
-                    var v = raw * f.u - vec4<f32>(f.shu);
+                    var v = fma(raw, vec4<f32>(f.u), -vec4<f32>(f.shu));
                     if (careful && !in_range(v)) {
                         f = fold_absorb(f, v, shift);
-                        v = raw * f.u - vec4<f32>(f.shu);
+                        v = fma(raw, vec4<f32>(f.u), -vec4<f32>(f.shu));
                     }
                     f.acc = welford4(f.acc, v);
                 } else {
                     let x = pick(raw, o % 4u);
-                    var v = x * f.u - f.shu;
+                    var v = fma(x, f.u, -f.shu);
                     if (careful && !in_range(vec4<f32>(v))) {
                         f = fold_absorb(f, vec4<f32>(v, 0.0, 0.0, 0.0), shift);
-                        v = x * f.u - f.shu;
+                        v = fma(x, f.u, -f.shu);
                     }
                     f.acc = welford(f.acc, v);
                 }

@@ -97,10 +97,10 @@ fn vec4_moments(e: u32, shift: vec4<f32>, keep: vec4<bool>) -> RowsState {
 // rows_fold's first step: one vec4 into empty states.
 fn fold_one4(raw: vec4<f32>, shift: vec4<f32>, careful: bool) -> RowsState {
     var tag = vec4<f32>(exponent_of(shift.x), exponent_of(shift.y), exponent_of(shift.z), exponent_of(shift.w));
-    var v = raw * units4(tag) - shift * units4(tag);
+    var v = fma(raw, units4(tag), -(shift * units4(tag)));
     if (careful && !in_range(v)) {
         tag = absorb_outliers4(Moments4(vec4<f32>(0.0), vec4<f32>(0.0), tag), v).tag;
-        v = raw * units4(tag) - shift * units4(tag);
+        v = fma(raw, units4(tag), -(shift * units4(tag)));
     }
     // The Welford step from (0, 0): mean = v, M2 = v * (v - v).
     return RowsState(1.0, v, v * (v - v), tag);

@@ -1,7 +1,8 @@
 //! Edge values through every strategy: the vec4 the tensor's end cuts in
 //! the rows reductions of odd C or short runs of odd L (virtual channels),
 //! the rows reductions of wide rows with two lanes per thread (paired
-//! lanes, CPU adapters), and eval backwards, which never read the input.
+//! lanes, CPU adapters), eval backwards, which never read the input, and
+//! gradients of huge spreads.
 
 mod common;
 
@@ -171,6 +172,58 @@ fn eval_backward_does_not_read_the_input() {
                 (1e-5, 1e-4),
             );
             assert!(gi.iter().all(|v| v.is_finite()), "{}", at("dx finite"));
+        }
+    }
+}
+
+/// Huge spreads: std from 1e19 to 1e34, where weight * invstd * invstd
+/// (about 1 / var) falls below f32's range (flushed to zero by GPUs that
+/// flush subnormals from 1e19 on, lost by every adapter from about 1e23
+/// on). grad_input (relative to its own size, about invstd) and
+/// grad_weight still match the reference in every strategy, rows and
+/// columns, with C % 4 == 0 and not, and with L > 1. (Past 1e34 the
+/// smallest entries of grad_input are themselves subnormal, which such GPUs
+/// store as 0.)
+#[test]
+fn huge_spreads_keep_their_gradients() {
+    for columns in [Some(false), Some(true)] {
+        let Some(ctx) = context_with(columns) else {
+            return;
+        };
+        for (k, shape) in [vec![64usize, 8], vec![6, 8], vec![9, 7], vec![16, 3, 5]]
+            .iter()
+            .enumerate()
+        {
+            for (j, sd) in [1e19f64, 1e25, 1e30, 1e34].into_iter().enumerate() {
+                let numel: usize = shape.iter().product();
+                let mut rng = Rng(100 + (k * 4 + j) as u64);
+                let x = rng.normals(numel, 0.0, sd);
+                let dy = rng.normals(numel, 0.0, 1.0);
+                let c = shape[1];
+                let mut gpu = BatchNorm1d::new(&ctx, BatchNormConfig::new(c)).expect("module");
+                let mut reference = cpu::BatchNorm1d::new(BatchNormConfig::new(c)).expect("cpu");
+                let tx = Tensor::from_slice(&ctx, &x, shape).expect("x");
+                let y = gpu.forward(&tx).expect("forward").to_vec().expect("read");
+                let want = reference.forward(&x, shape).expect("cpu forward");
+                let at = |what: &str| format!("{columns:?} {shape:?} sd {sd:e} {what}");
+                common::check_close(&at("y"), &y, &common::f64s(&want), 2e-4).expect("y");
+                let tdy = Tensor::from_slice(&ctx, &dy, shape).expect("dy");
+                let g = gpu.backward(&tdy).expect("backward");
+                let cg = reference.backward(&dy).expect("cpu backward");
+                // dx is about invstd in size: compared in units of it.
+                let dx: Vec<f32> = g
+                    .grad_input
+                    .to_vec()
+                    .expect("read")
+                    .iter()
+                    .map(|v| (f64::from(*v) * sd) as f32)
+                    .collect();
+                let want_dx: Vec<f64> = cg.grad_input.iter().map(|v| f64::from(*v) * sd).collect();
+                common::check_close(&at("dx * sd"), &dx, &want_dx, 1e-3).expect("dx");
+                let gw = g.grad_weight.expect("affine").to_vec().expect("read");
+                let want_gw = common::f64s(&cg.grad_weight.expect("affine"));
+                common::check_close(&at("grad_weight"), &gw, &want_gw, 1e-3).expect("gw");
+            }
         }
     }
 }

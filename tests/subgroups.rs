@@ -103,3 +103,24 @@ fn thread_partials_default_to_cpu_adapters() {
         ctx.adapter_info().expect("info").device_type == wgpu_batchnorm::wgpu::DeviceType::Cpu;
     assert_eq!(ctx.reduction_merge() == ReductionMerge::ThreadPartials, cpu);
 }
+
+/// GPUs merge a channel's partial states with a workgroup per channel
+/// where there are many (`moments_finalize_groups`,
+/// `grads_finalize_groups`): long inputs of few channels, in rows of
+/// C % 4 == 0 and of odd C (virtual channels), and planes, with subgroups
+/// and with the tree, against the reference (on a CPU adapter, which aims
+/// at fewer workgroups, odd C's virtual channels reach it; on a GPU all
+/// three); per-thread partials keep the one-thread merge.
+#[test]
+fn workgroup_finalize_matches_reference() {
+    let Some(_) = common::context() else { return };
+    for subgroups in [true, false] {
+        let ctx = workgroup_merge(subgroups);
+        for (i, shape) in [vec![262_144, 16], vec![200_003, 3], vec![64, 2, 16_384]]
+            .iter()
+            .enumerate()
+        {
+            check(&ctx, shape, 90 + i as u64);
+        }
+    }
+}

@@ -113,6 +113,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                 partials,
                 grad_weight,
                 grad_bias,
+                groups: exec.finalize_groups(),
             };
             rec.channels(step, c)?;
         }

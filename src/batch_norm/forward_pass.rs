@@ -163,6 +163,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                         partials,
                         state,
                         head,
+                        groups: exec.finalize_groups(),
                     },
                     None => ChannelStep::EvalPrepare { terms: t, state },
                 };

@@ -124,8 +124,9 @@ impl<'a, 'p> Recorder<'a, 'p> {
                 partials,
                 state,
                 head,
+                groups,
             } => (
-                Kernel::MomentsFinalize,
+                Kernel::MomentsFinalize(groups),
                 vec![
                     (Terms, terms),
                     (Partials, partials),
@@ -167,8 +168,9 @@ impl<'a, 'p> Recorder<'a, 'p> {
                 partials,
                 grad_weight,
                 grad_bias,
+                groups,
             } => (
-                Kernel::GradsFinalize,
+                Kernel::GradsFinalize(groups),
                 vec![
                     (Terms, terms),
                     (Partials, partials),
@@ -191,7 +193,11 @@ impl<'a, 'p> Recorder<'a, 'p> {
                 ],
             ),
         };
-        self.dispatch(kernel, 0, bound, channel_groups(channels))
+        let groups = match kernel {
+            Kernel::MomentsFinalize(true) | Kernel::GradsFinalize(true) => channels as u32,
+            _ => channel_groups(channels),
+        };
+        self.dispatch(kernel, 0, bound, groups)
     }
 }
 

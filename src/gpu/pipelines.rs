@@ -21,22 +21,24 @@ pub(crate) enum Kernel {
     MomentsPartial(Variant),
     /// Per-channel partial gradient sums of `dy`, `dy * x_hat`.
     GradsPartial(Variant),
-    /// Merge moment partials; terms; running-statistics update.
-    MomentsFinalize,
+    /// Merge moment partials; terms; running-statistics update (one
+    /// workgroup per channel: `true`).
+    MomentsFinalize(bool),
     /// Terms from the running statistics.
     EvalPrepare,
     /// A shard's merged moments out, for statistics across devices.
     MomentsExport,
     /// Terms (and the running update) from moments merged across devices.
     MomentsApply,
-    /// Merge gradient partials; grad_weight, grad_bias, grad_input terms.
-    GradsFinalize,
+    /// Merge gradient partials; grad_weight, grad_bias, grad_input terms
+    /// (one workgroup per channel: `true`).
+    GradsFinalize(bool),
     /// The same from gradient sums merged across devices.
     GradsApply,
     /// `y = act((x - shift) * scale + offset + residual)`, with the
     /// `EPILOGUE` bits.
     Normalize(Variant, u32),
-    /// `dx = scale * dy + slope * (x - shift) + intercept`.
+    /// `dx = scale * (dy + slope * (x - shift) + intercept)`.
     GradInput(Variant),
     /// The output gradient through the epilogue with the `EPILOGUE` bits.
     EpilogueGrad(u32),
@@ -91,11 +93,13 @@ impl Kernel {
             Kernel::MomentsPartial(_) => "moments_partial",
             Kernel::GradsPartial(Rows | OddRows) => "grads_partial_rows",
             Kernel::GradsPartial(_) => "grads_partial",
-            Kernel::MomentsFinalize => "moments_finalize",
+            Kernel::MomentsFinalize(false) => "moments_finalize",
+            Kernel::MomentsFinalize(true) => "moments_finalize_groups",
             Kernel::EvalPrepare => "eval_prepare",
             Kernel::MomentsExport => "moments_export",
             Kernel::MomentsApply => "moments_apply",
-            Kernel::GradsFinalize => "grads_finalize",
+            Kernel::GradsFinalize(false) => "grads_finalize",
+            Kernel::GradsFinalize(true) => "grads_finalize_groups",
             Kernel::GradsApply => "grads_apply",
             Kernel::Normalize(Planes, _) => "normalize_planes",
             Kernel::Normalize(Rows, _) => "normalize_rows",

@@ -20,7 +20,8 @@ const REDUCE_PAIRED: &str = include_str!("../../shaders/reduce_paired.wgsl");
 const REDUCE_TREE: &str = include_str!("../../shaders/reduce_tree.wgsl");
 /// `shaders/reduce_subgroup.wgsl`: reduction entry points, subgroups first.
 const REDUCE_SUBGROUP: &str = include_str!("../../shaders/reduce_subgroup.wgsl");
-/// `shaders/finalize.wgsl`: one thread per channel.
+/// `shaders/finalize.wgsl`: one thread per channel, or one workgroup per
+/// channel (`*_finalize_groups`).
 const FINALIZE: &str = include_str!("../../shaders/finalize.wgsl");
 /// `shaders/epilogue.wgsl`: the fused epilogue of the normalize kernels.
 const EPILOGUE: &str = include_str!("../../shaders/epilogue.wgsl");

@@ -24,12 +24,15 @@ pub(crate) enum Partial {
 
 /// The per-channel steps (`finalize.wgsl`), with the buffers each binds.
 pub(crate) enum ChannelStep {
-    /// Merge moment partials into terms; update the running statistics.
+    /// Merge moment partials into terms; update the running statistics
+    /// (`groups`: one workgroup per channel, see
+    /// [`ExecPlan::finalize_groups`](super::plan::ExecPlan::finalize_groups)).
     MomentsFinalize {
         terms: BufferSlice,
         partials: BufferSlice,
         state: BufferSlice,
         head: BufferSlice,
+        groups: bool,
     },
     /// Terms from the running statistics.
     EvalPrepare {
@@ -49,12 +52,14 @@ pub(crate) enum ChannelStep {
         head: BufferSlice,
         merged: BufferSlice,
     },
-    /// Merge gradient partials into grad_weight, grad_bias and terms.
+    /// Merge gradient partials into grad_weight, grad_bias and terms
+    /// (`groups` as in `MomentsFinalize`).
     GradsFinalize {
         terms: BufferSlice,
         partials: BufferSlice,
         grad_weight: BufferSlice,
         grad_bias: BufferSlice,
+        groups: bool,
     },
     /// The same from gradient sums merged across devices.
     GradsApply {
@@ -122,7 +127,7 @@ pub(crate) enum Elementwise {
         out: BufferSlice,
         epilogue: u32,
     },
-    /// `out = scale * dy + slope * (x - shift) + intercept`.
+    /// `out = scale * (dy + slope * (x - shift) + intercept)`.
     GradInput {
         x: BufferSlice,
         dy: BufferSlice,

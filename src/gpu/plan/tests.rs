@@ -368,3 +368,22 @@ fn column_registers_take_the_smallest_arrays() {
         assert_eq!(Strategy::ColumnStats.column_regs(n, 0), Plain, "{n}");
     }
 }
+
+#[test]
+fn workgroup_finalize_only_for_many_states_of_few_channels_on_gpus() {
+    let lim = limits(1 << 30, 256, 65535);
+    let plan = |n, c, merge| plan_exec(&layout(n, c, 1), 4, lim, merge).expect("plan");
+    // Many rows of few channels: hundreds of partial rows.
+    let long = plan(262_144, 16, GPU);
+    assert!(long.partial_rows >= 64, "{long:?}");
+    assert!(long.finalize_groups());
+    // Odd C: virtual channels, states counted over the folds.
+    assert!(plan(200_003, 3, GPU).finalize_groups());
+    // The same on a CPU adapter (per-thread partials): a thread each.
+    assert!(!plan(262_144, 16, CPU).finalize_groups());
+    // Few rows: few partial states per channel.
+    assert!(!plan(64, 1024, GPU).finalize_groups());
+    // Many channels: a thread each fills the GPU.
+    let wide = plan(4096, 16_384, GPU);
+    assert!(!wide.finalize_groups(), "{wide:?}");
+}
