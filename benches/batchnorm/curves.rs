@@ -86,11 +86,9 @@ pub fn curves_section(ctx: &GpuContext) {
             "time",
             &lines,
         );
-        let path = format!(
-            "{}/benches/growth_{}.svg",
-            env!("CARGO_MANIFEST_DIR"),
-            axis.to_lowercase()
-        );
+        let dir = std::env::var("BN_CURVES_DIR")
+            .unwrap_or_else(|_| format!("{}/benches", env!("CARGO_MANIFEST_DIR")));
+        let path = format!("{dir}/growth_{}.svg", axis.to_lowercase());
         if std::fs::write(&path, svg).is_ok() {
             println!("\n(written to {path})");
         }

@@ -15,7 +15,8 @@
 //!   epilogues against batch norm alone or followed by separate passes;
 //! - `small`: small batches against one copy dispatch of the same tensor;
 //! - `curves`: time against N at C = 64 and against C at N = 64, written to
-//!   `benches/growth_n.svg` and `benches/growth_c.svg`.
+//!   `benches/growth_n.svg` and `benches/growth_c.svg` (or into the
+//!   folder `BN_CURVES_DIR` names).
 //!
 //! `BN_PEAK_GBPS` (the card's peak memory bandwidth) adds each op's share
 //! of it to the floors section. `BN_COLUMNS=0` or `=1` forces the column kernels off or on (see
