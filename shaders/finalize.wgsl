@@ -174,7 +174,10 @@ fn moments_apply(ids: Ids) {
     }
     let mean = (merged[ch] - shift) + merged[P().c + ch];
     update_running(ch, merged[ch], merged[P().c + ch], merged[3u * P().c + ch]);
-    set_normalize_terms(ch, shift, mean, merged[2u * P().c + ch]);
+    // The host's invstd is subnormal for a std above 2^126, and reads 0 on
+    // adapters that flush subnormals: NaN then, as channel_stats.
+    let invstd = merged[2u * P().c + ch];
+    set_normalize_terms(ch, shift, mean, select(invstd, bitcast<f32>(0x7fc00000u), invstd == 0.0));
 }
 
 @compute @workgroup_size(WG)

@@ -266,10 +266,12 @@ fn channel_stats(st: vec4<f32>, n: f32, eps: f32) -> ChannelStats {
     // its bias, so it is NaN instead, never silently wrong. Adapters that
     // keep subnormals (lavapipe) normalize such channels as PyTorch does.
     r.invstd = select(r.invstd, bitcast<f32>(0x7fc00000u), r.invstd == 0.0);
-    // (sd * 2^e)^2, each factor within f32's range: no product of the
-    // scale factors alone (2^(2e)) that could overflow.
-    let sd = sqrt(st.z / (n - 1.0)) * inv_u;
-    r.unbiased = sd * sd;
+    // M2 / (n - 1) * 2^(2e): one exact scaling where 2^(2e) is an f32
+    // (e <= 63, the same value as dividing by u twice), else (sd * 2^e)^2,
+    // each factor within f32's range (2^(2e) alone would overflow).
+    let var_n1 = st.z / (n - 1.0);
+    let sd = sqrt(var_n1) * inv_u;
+    r.unbiased = select(sd * sd, var_n1 * ldexp(1.0, 2 * i32(min(st.w, 63.0))), st.w <= 63.0);
     return r;
 }
 

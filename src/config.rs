@@ -72,7 +72,7 @@ impl BatchNormConfig {
     }
 
     /// Checks the values: `0 < num_features <= u32::MAX`, `eps` finite and
-    /// `> 0`, `momentum` in `[0, 1]`.
+    /// `> 0` as an `f32` (the kernels' type), `momentum` in `[0, 1]`.
     pub fn validate(&self) -> Result<()> {
         let bad = |field, message: String| Err(Error::InvalidConfig { field, message });
         if self.num_features == 0 {
@@ -84,8 +84,14 @@ impl BatchNormConfig {
                 format!("{} exceeds u32::MAX", self.num_features),
             );
         }
-        if !(self.eps.is_finite() && self.eps > 0.0) {
-            return bad("eps", format!("must be finite and > 0, got {}", self.eps));
+        // The kernels take eps as an f32: it must stay finite and non-zero
+        // there too.
+        let eps32 = self.eps as f32;
+        if !(self.eps.is_finite() && self.eps > 0.0 && eps32.is_finite() && eps32 > 0.0) {
+            return bad(
+                "eps",
+                format!("must be finite and > 0 as an f32, got {}", self.eps),
+            );
         }
         if let Some(m) = self.momentum {
             if !(0.0..=1.0).contains(&m) {

@@ -207,6 +207,9 @@ fn config_errors() {
         BatchNorm1dConfig::new(3).eps(-1e-5),
         BatchNorm1dConfig::new(3).eps(f64::NAN),
         BatchNorm1dConfig::new(3).eps(f64::INFINITY),
+        // Finite and > 0 as an f64, but not as the kernels' f32.
+        BatchNorm1dConfig::new(3).eps(1e39),
+        BatchNorm1dConfig::new(3).eps(1e-50),
         BatchNorm1dConfig::new(3).momentum(Some(-0.1)),
         BatchNorm1dConfig::new(3).momentum(Some(1.5)),
         BatchNorm1dConfig::new(3).momentum(Some(f64::NAN)),

@@ -94,7 +94,7 @@ impl GpuContext {
     async fn create(options: ContextOptions) -> Result<Self> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
         desc.backends = options.backends;
-        let instance = super::instance::shared_instance(desc);
+        let instance = super::instance::context_instance(desc);
         let adapter = pick_adapter(&instance, &options).await?;
         let info = adapter.get_info();
         let limits = match &options.limits {

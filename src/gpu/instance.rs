@@ -1,33 +1,32 @@
-//! One `wgpu::Instance` per set of backends and flags for the whole
-//! process, shared by every context.
+//! The `wgpu::Instance` of a new context, with the process's Vulkan driver
+//! kept loaded.
 //!
 //! Destroying the last Vulkan instance makes the Vulkan loader unload the
 //! driver's libraries; NVIDIA's driver leaves thread-exit handlers behind
 //! in the threads that used it, which then jump into unmapped code when
 //! those threads end (seen on an H100 with driver 580: a segmentation fault
 //! as a test thread that had created and dropped contexts exited; wgpu
-//! issues #1439 and #8365 describe the family). Keeping the instance for
-//! the process's lifetime keeps the driver loaded; creating instances is
-//! also slow, so contexts made one after another gain from it.
+//! issues #1439 and #8365 describe the family). One Vulkan-only instance
+//! is therefore created once and kept for the process's lifetime. Each
+//! context still gets an instance of its own: GL instances hold one EGL
+//! context each, which contexts on different threads must not share.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
-type Key = (wgpu::Backends, wgpu::InstanceFlags);
+/// A Vulkan-only instance that is never dropped (see the module docs).
+static VULKAN_KEEPALIVE: OnceLock<wgpu::Instance> = OnceLock::new();
 
-static INSTANCES: OnceLock<Mutex<Vec<(Key, wgpu::Instance)>>> = OnceLock::new();
-
-/// The process's instance for `desc`'s backends and flags, created from
-/// `desc` on first use. A poisoned lock (a panic while another thread
-/// created an instance) falls back to a fresh, unshared instance.
-pub(crate) fn shared_instance(desc: wgpu::InstanceDescriptor) -> wgpu::Instance {
-    let key = (desc.backends, desc.flags);
-    let Ok(mut instances) = INSTANCES.get_or_init(Default::default).lock() else {
-        return wgpu::Instance::new(desc);
-    };
-    if let Some((_, instance)) = instances.iter().find(|(k, _)| *k == key) {
-        return instance.clone();
+/// A fresh instance for `desc`; where `desc` includes Vulkan, the
+/// process's keep-alive Vulkan instance is created first (once), so that
+/// dropping this one never unloads the driver.
+pub(crate) fn context_instance(desc: wgpu::InstanceDescriptor) -> wgpu::Instance {
+    if desc.backends.contains(wgpu::Backends::VULKAN) {
+        VULKAN_KEEPALIVE.get_or_init(|| {
+            let mut keep = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+            keep.backends = wgpu::Backends::VULKAN;
+            keep.flags = desc.flags;
+            wgpu::Instance::new(keep)
+        });
     }
-    let instance = wgpu::Instance::new(desc);
-    instances.push((key, instance.clone()));
-    instance
+    wgpu::Instance::new(desc)
 }
