@@ -247,11 +247,9 @@ fn channel_stats(st: vec4<f32>, n: f32, eps: f32) -> ChannelStats {
         return r;
     }
     let u = unit_of(st.w);
-    // 2^e = 1 / u: scaling back by a multiplication, never by a chain of
-    // divisions by u, which a compiler may fold into one division by the
-    // product of the divisors (u * u flushes to 0 for e > 63 on adapters
-    // that flush subnormals, and 0 / 0 is NaN: an H100 turned the running
-    // variance of a constant channel of 1e21 into NaN so).
+    // Scale back by multiplying with 2^e, never by chained divisions by u:
+    // a compiler may fold those into one division by u * u, which flushes
+    // to 0 for e > 63 (NaN running variance of a constant 1e21 on an H100).
     let inv_u = ldexp(1.0, i32(st.w));
     let var_u = st.z / n;
     r.unit = u;
@@ -259,12 +257,9 @@ fn channel_stats(st: vec4<f32>, n: f32, eps: f32) -> ChannelStats {
     // A constant channel has var 0 and invstd 1 / sqrt(eps) exactly, also
     // where eps * u^2 underflows.
     r.invstd = select(u / sqrt(var_u + eps * u * u), 1.0 / sqrt(eps), var_u == 0.0);
-    // Adapters may flush subnormal f32 values to zero (WGSL allows it;
-    // NVIDIA's Vulkan driver does). invstd falls below f32's normal range
-    // only for a std above 2^126 (values within a factor of 4 of f32's
-    // limit), and then reads 0 there: every output of the channel would be
-    // its bias, so it is NaN instead, never silently wrong. Adapters that
-    // keep subnormals (lavapipe) normalize such channels as PyTorch does.
+    // invstd is subnormal only for a std above 2^126, and reads 0 where
+    // adapters flush subnormals (WGSL allows it; NVIDIA does): NaN then,
+    // never silently the bias. lavapipe keeps subnormals, as PyTorch.
     r.invstd = select(r.invstd, bitcast<f32>(0x7fc00000u), r.invstd == 0.0);
     // M2 / (n - 1) * 2^(2e): one exact scaling where 2^(2e) is an f32
     // (e <= 63, the same value as dividing by u twice), else (sd * 2^e)^2,
@@ -322,11 +317,8 @@ fn state_unit(acc: vec4<f32>) -> f32 {
 }
 
 // A fold's moment state with its unit and the shift in that unit: each
-// value x enters as x * u - shu, written fma(x, u, -shu) everywhere (the
-// same value: x * u is exact for a power of two u) so that no compiler
-// factors it into (x - shift) * u, which overflows f32 for values of both
-// signs near its limit: an H100 turned such a channel's running variance
-// into NaN so.
+// value x enters as fma(x, u, -shu) = x * u - shu (x * u is exact), which
+// no compiler factors into (x - shift) * u, overflowing near f32's limit.
 struct Fold {
     acc: vec4<f32>,
     u: f32,

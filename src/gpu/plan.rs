@@ -12,70 +12,6 @@ pub(crate) const WG: u32 = 256;
 pub(crate) const SLAB: usize = 8;
 /// A reduction pass on a GPU aims for about this many workgroups.
 const GPU_TARGET_GROUPS: usize = 512;
-/// A reduction thread folds at least this many values before merging.
-const MIN_VALUES_PER_THREAD: usize = 8;
-/// Upper bound on reduction segments per channel (finalize merges them serially).
-const MAX_SEGMENTS: usize = 1024;
-/// Lanes per workgroup of the rows reductions at most.
-const MAX_LANES_PER_GROUP: usize = 64;
-/// How a per-channel reduction is split over workgroups: each workgroup
-/// covers `lanes_per_group` lanes (channels, or four-channel vec4s in
-/// [`Variant::Rows`]) with `threads_per_lane` threads each, over one of
-/// `segments` stretches of each lane's values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ReducePlan {
-    pub lanes_per_group: u32,
-    pub threads_per_lane: u32,
-    pub tiles: u32,
-    pub segments: u32,
-    pub seg_len: u32,
-    /// Each thread takes two four-channel lanes, `q` and `q + 8`, so that a
-    /// SIMD group of eight invocations reads 256 contiguous bytes of every
-    /// row (see [`ReducePlan::paired`]); a workgroup then covers
-    /// `2 * lanes_per_group` lanes.
-    pub paired: bool,
-}
-
-/// Four-channel lanes from which the rows reductions on CPU adapters pair
-/// lanes (`C >= 64`; A/B on lavapipe: the gradient sums of `(4096, 1024)`
-/// 50 -> 38 ms, those of `(262144, 16)` unchanged).
-const PAIRED_MIN_LANES: usize = 16;
-/// Lanes between a thread's two paired lanes (`PAIR_GAP` in
-/// `shaders/reduce_paired.wgsl`): a paired workgroup needs at least this
-/// many lanes per group, or lanes of the next tile would be taken.
-pub(crate) const PAIR_GAP: u32 = 8;
-
-impl ReducePlan {
-    /// Workgroups of the partial pass.
-    pub fn groups(&self) -> u32 {
-        self.tiles * self.segments
-    }
-
-    /// Lanes one workgroup covers.
-    #[cfg(test)]
-    pub fn lanes_per_tile(&self) -> u32 {
-        self.lanes_per_group * if self.paired { 2 } else { 1 }
-    }
-
-    /// The same split with each thread taking two lanes eight apart: half
-    /// the lanes per workgroup's threads, twice the threads per lane, the
-    /// same tiles and segments. CPU adapters run a workgroup's invocations
-    /// a SIMD group (eight on AVX2) at a time, each through its whole share:
-    /// with one lane per thread a group reads 128 bytes of each row and
-    /// strides a whole row to the next, which is slow once rows are much
-    /// longer than that; two lanes make it 256 contiguous bytes per row.
-    /// Only for per-thread partials (`THREAD_PARTIALS`), where threads do
-    /// not merge through workgroup memory.
-    fn paired(self) -> Self {
-        Self {
-            lanes_per_group: self.lanes_per_group / 2,
-            threads_per_lane: self.threads_per_lane * 2,
-            paired: true,
-            ..self
-        }
-    }
-}
-
 /// How reduction threads merge their states, chosen per adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct MergeModel {
@@ -109,50 +45,6 @@ impl MergeModel {
     /// The same with the column kernels forced on or off.
     pub fn with_columns(self, columns: Option<bool>) -> Self {
         Self { columns, ..self }
-    }
-}
-
-/// Chooses the reduction split for `layout` in `variant`, with at most
-/// `max_groups` workgroups and about `target` of them.
-pub(crate) fn plan_reduce(
-    layout: &Layout,
-    variant: Variant,
-    max_groups: usize,
-    target: usize,
-) -> ReducePlan {
-    let wg = WG as usize;
-    // Units per lane over the layout itself (`units` takes the reduce
-    // layout's rows for `OddRows`).
-    let units = variant.units(layout).max(1);
-    let layout = &variant.reduce_layout(layout);
-    let lanes = match variant {
-        Variant::Rows | Variant::OddRows => layout.c.div_ceil(4),
-        Variant::Planes | Variant::Masked | Variant::General => layout.c,
-    };
-    let lanes_per_group = if layout.l == 1 {
-        lanes.next_power_of_two().min(MAX_LANES_PER_GROUP)
-    } else {
-        1
-    };
-    let threads_per_lane = wg / lanes_per_group;
-    let tiles = lanes.div_ceil(lanes_per_group);
-    let max_segments = units
-        .div_ceil(threads_per_lane * MIN_VALUES_PER_THREAD)
-        .clamp(1, MAX_SEGMENTS);
-    let segments = target
-        .max(1)
-        .div_ceil(tiles)
-        .clamp(1, max_segments)
-        .min((max_groups / tiles).max(1));
-    let seg_len = units.div_ceil(segments);
-    let segments = units.div_ceil(seg_len);
-    ReducePlan {
-        lanes_per_group: lanes_per_group as u32,
-        threads_per_lane: threads_per_lane as u32,
-        tiles: tiles as u32,
-        segments: segments as u32,
-        seg_len: seg_len as u32,
-        paired: false,
     }
 }
 
@@ -438,6 +330,7 @@ pub(crate) fn vec4_groups(count: usize) -> u32 {
     (count.div_ceil(4) as u32).div_ceil(WG)
 }
 
+mod reduce;
 mod slab;
 pub(crate) mod strategy;
 #[cfg(test)]
@@ -446,6 +339,8 @@ mod variant;
 #[cfg(test)]
 mod variant_tests;
 
+use reduce::PAIRED_MIN_LANES;
+pub(crate) use reduce::{plan_reduce, ReducePlan, PAIR_GAP};
 pub(crate) use slab::Slab;
 pub(crate) use strategy::{canonical, ColumnRegs, Strategy};
 pub(crate) use variant::Variant;
