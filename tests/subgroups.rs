@@ -124,3 +124,48 @@ fn workgroup_finalize_matches_reference() {
         }
     }
 }
+
+/// The workgroup merge keeps a NaN to its channel and far-from-zero data
+/// exact: a NaN in one channel's last row poisons that channel only
+/// (output and running statistics), 1e4 + noise keeps its variance.
+#[test]
+fn workgroup_finalize_keeps_nan_to_its_channel() {
+    let Some(_) = common::context() else { return };
+    let ctx = workgroup_merge(false);
+    let (n, c) = (200_003usize, 3usize);
+    let mut x = common::Rng(7).normals(n * c, 0.0, 1.0);
+    for (i, v) in x.iter_mut().enumerate() {
+        if i % c == 2 {
+            *v = 1e4 + 0.1 * *v;
+        }
+    }
+    x[(n - 1) * c + 1] = f32::NAN;
+    let cfg = wgpu_batchnorm::BatchNormConfig::new(c);
+    let mut gpu = wgpu_batchnorm::BatchNorm1d::new(&ctx, cfg.clone()).expect("module");
+    let mut reference = wgpu_batchnorm::cpu::BatchNorm1d::new(cfg).expect("cpu");
+    let tx = wgpu_batchnorm::Tensor::from_slice(&ctx, &x, &[n, c]).expect("x");
+    let y = gpu.forward(&tx).expect("forward").to_vec().expect("read");
+    let want = reference.forward(&x, &[n, c]).expect("cpu");
+    for (i, (&g, &w)) in y.iter().zip(&want).enumerate() {
+        if i % c == 1 {
+            assert!(g.is_nan(), "value {i} of the NaN channel is {g}");
+        } else {
+            assert!(
+                (g - w).abs() <= 2e-4 * (1.0 + w.abs()),
+                "value {i}: {g} vs {w}"
+            );
+        }
+    }
+    let rv = gpu.running_var().expect("read").expect("tracked");
+    let want_rv = reference.running_var().expect("tracked");
+    for ch in 0..c {
+        if ch == 1 {
+            assert!(rv[ch].is_nan(), "running_var {rv:?}");
+        } else {
+            assert!(
+                (rv[ch] - want_rv[ch]).abs() <= 1e-5 * want_rv[ch].abs(),
+                "running_var {rv:?} vs {want_rv:?}"
+            );
+        }
+    }
+}
