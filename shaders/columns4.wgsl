@@ -50,21 +50,14 @@ fn channel_stats4(st: RowsState, shift: vec4<f32>, n: f32, eps: f32) -> Stats4 {
     let u = units4(st.tag);
     let var_u = st.m2 / n;
     let invstd = select(u / sqrt(var_u + eps * u * u), vec4<f32>(1.0 / sqrt(eps)), var_u == vec4<f32>(0.0));
-    // 2^e by multiplication, as channel_stats (moments.wgsl).
-    let inv_u = ldexp(vec4<f32>(1.0), vec4<i32>(select(vec4<f32>(0.0), st.tag, finite4(st.tag))));
+    let inv_u = inv_units4(st.tag);
     let mean = st.mean * inv_u;
     let rebase = !poisoned & !finite4(mean);
-    // As channel_stats: one exact scaling for e <= 63, else (sd * 2^e)^2.
-    let e = select(vec4<f32>(0.0), st.tag, finite4(st.tag));
-    let var_n1 = st.m2 / (n - 1.0);
-    let sd = sqrt(var_n1) * inv_u;
-    let unbiased = select(sd * sd, var_n1 * ldexp(vec4<f32>(1.0), 2 * vec4<i32>(min(e, vec4<f32>(63.0)))), e <= vec4<f32>(63.0));
     return Stats4(
         select(shift, vec4<f32>(0.0), rebase),
         select(select(mean, st.tag, poisoned), (shift * u + st.mean) * inv_u, rebase),
-        // invstd reads 0 only where it was flushed (see channel_stats).
-        select(invstd, nan, poisoned | (invstd == vec4<f32>(0.0))),
-        select(unbiased, nan, poisoned),
+        select(unflushed4(invstd), nan, poisoned),
+        select(unbiased4(st.m2, n, st.tag), nan, poisoned),
     );
 }
 

@@ -78,13 +78,28 @@ fn set_normalize_terms(ch: u32, shift: f32, mean: f32, invstd: f32) {
 
 // The channel's moment state merged over all partial rows, in order.
 fn channel_moments(ch: u32) -> vec4<f32> {
+    return channel_merge(ch, 0u, 1u, true);
+}
+
+// Two partial states merged: moment states (`moments`), else gradient
+// sums (xy).
+fn merge_partial(a: vec4<f32>, b: vec4<f32>, moments: bool) -> vec4<f32> {
+    if (moments) {
+        return merge_moments(a, b);
+    }
+    return vec4<f32>(a.xy + b.xy, 0.0, 0.0);
+}
+
+// Channel ch's partial states of rows first, first + step, ... (each
+// row's virtual channels in turn) merged in that order.
+fn channel_merge(ch: u32, first: u32, step: u32, moments: bool) -> vec4<f32> {
     var st = vec4<f32>(0.0);
     let width = partial_width();
     let run = virtual_run();
-    for (var s = 0u; s < P().partial_rows; s += 1u) {
+    for (var s = first; s < P().partial_rows; s += step) {
         for (var b = ch * run; b < width; b += P().c * run) {
             for (var v = b; v < b + run; v += 1u) {
-                st = merge_moments(st, partials[s * width + v]);
+                st = merge_partial(st, partials[s * width + v], moments);
             }
         }
     }
@@ -174,10 +189,8 @@ fn moments_apply(ids: Ids) {
     }
     let mean = (merged[ch] - shift) + merged[P().c + ch];
     update_running(ch, merged[ch], merged[P().c + ch], merged[3u * P().c + ch]);
-    // The host's invstd is subnormal for a std above 2^126, and reads 0 on
-    // adapters that flush subnormals: NaN then, as channel_stats.
-    let invstd = merged[2u * P().c + ch];
-    set_normalize_terms(ch, shift, mean, select(invstd, bitcast<f32>(0x7fc00000u), invstd == 0.0));
+    // The host's invstd, subnormal for a std above 2^126: unflushed4.
+    set_normalize_terms(ch, shift, mean, unflushed4(vec4<f32>(merged[2u * P().c + ch])).x);
 }
 
 @compute @workgroup_size(WG)
@@ -192,17 +205,7 @@ fn eval_prepare(ids: Ids) {
 fn grads_finalize(ids: Ids) {
     let ch = global_index(ids);
     if (ch >= P().c) { return; }
-    var st = vec2<f32>(0.0);
-    let width = partial_width();
-    let run = virtual_run();
-    for (var s = 0u; s < P().partial_rows; s += 1u) {
-        for (var b = ch * run; b < width; b += P().c * run) {
-            for (var v = b; v < b + run; v += 1u) {
-                st += partials[s * width + v].xy;
-            }
-        }
-    }
-    finish_grads(ch, st);
+    finish_grads(ch, channel_merge(ch, 0u, 1u, false).xy);
 }
 
 // The *_groups forms: one workgroup per channel, for GPUs with many
@@ -217,32 +220,11 @@ var<workgroup> finalize_states: array<vec4<f32>, WG>;
 // over the partial rows by the whole workgroup; every thread gets the
 // total.
 fn channel_merge_group(ch: u32, t: u32, moments: bool) -> vec4<f32> {
-    var st = vec4<f32>(0.0);
-    let width = partial_width();
-    let run = virtual_run();
-    for (var s = t; s < P().partial_rows; s += WG) {
-        for (var b = ch * run; b < width; b += P().c * run) {
-            for (var v = b; v < b + run; v += 1u) {
-                let p = partials[s * width + v];
-                if (moments) {
-                    st = merge_moments(st, p);
-                } else {
-                    st += vec4<f32>(p.xy, 0.0, 0.0);
-                }
-            }
-        }
-    }
-    finalize_states[t] = st;
+    finalize_states[t] = channel_merge(ch, t, WG, moments);
     workgroupBarrier();
     for (var half = WG / 2u; half > 0u; half /= 2u) {
         if (t < half) {
-            let a = finalize_states[t];
-            let b = finalize_states[t + half];
-            if (moments) {
-                finalize_states[t] = merge_moments(a, b);
-            } else {
-                finalize_states[t] = vec4<f32>(a.xy + b.xy, 0.0, 0.0);
-            }
+            finalize_states[t] = merge_partial(finalize_states[t], finalize_states[t + half], moments);
         }
         workgroupBarrier();
     }

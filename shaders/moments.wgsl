@@ -230,7 +230,7 @@ fn stats_base(shift: f32, st: vec4<f32>, r: ChannelStats) -> vec2<f32> {
     if (r.poisoned || is_finite(r.mean)) {
         return vec2<f32>(shift, r.mean);
     }
-    return vec2<f32>(0.0, (shift * r.unit + st.y) * ldexp(1.0, i32(st.w)));
+    return vec2<f32>(0.0, (shift * r.unit + st.y) * inv_units4(vec4<f32>(st.w)).x);
 }
 
 fn channel_stats(st: vec4<f32>, n: f32, eps: f32) -> ChannelStats {
@@ -247,26 +247,13 @@ fn channel_stats(st: vec4<f32>, n: f32, eps: f32) -> ChannelStats {
         return r;
     }
     let u = unit_of(st.w);
-    // Scale back by multiplying with 2^e, never by chained divisions by u:
-    // a compiler may fold those into one division by u * u, which flushes
-    // to 0 for e > 63 (NaN running variance of a constant 1e21 on an H100).
-    let inv_u = ldexp(1.0, i32(st.w));
     let var_u = st.z / n;
     r.unit = u;
-    r.mean = st.y * inv_u;
+    r.mean = st.y * inv_units4(vec4<f32>(st.w)).x;
     // A constant channel has var 0 and invstd 1 / sqrt(eps) exactly, also
     // where eps * u^2 underflows.
-    r.invstd = select(u / sqrt(var_u + eps * u * u), 1.0 / sqrt(eps), var_u == 0.0);
-    // invstd is subnormal only for a std above 2^126, and reads 0 where
-    // adapters flush subnormals (WGSL allows it; NVIDIA does): NaN then,
-    // never silently the bias. lavapipe keeps subnormals, as PyTorch.
-    r.invstd = select(r.invstd, bitcast<f32>(0x7fc00000u), r.invstd == 0.0);
-    // M2 / (n - 1) * 2^(2e): one exact scaling where 2^(2e) is an f32
-    // (e <= 63, the same value as dividing by u twice), else (sd * 2^e)^2,
-    // each factor within f32's range (2^(2e) alone would overflow).
-    let var_n1 = st.z / (n - 1.0);
-    let sd = sqrt(var_n1) * inv_u;
-    r.unbiased = select(sd * sd, var_n1 * ldexp(1.0, 2 * i32(min(st.w, 63.0))), st.w <= 63.0);
+    r.invstd = unflushed4(vec4<f32>(select(u / sqrt(var_u + eps * u * u), 1.0 / sqrt(eps), var_u == 0.0))).x;
+    r.unbiased = unbiased4(vec4<f32>(st.z), n, vec4<f32>(st.w)).x;
     return r;
 }
 
@@ -343,6 +330,28 @@ fn fold_absorb(f: Fold, v: vec4<f32>, shift: f32) -> Fold {
 // The units of four channels' tags (1 where poisoned).
 fn units4(tag: vec4<f32>) -> vec4<f32> {
     return select(vec4<f32>(1.0), ldexp(vec4<f32>(1.0), -vec4<i32>(tag)), finite4(tag));
+}
+
+// 2^e (1 where poisoned): never divide by u twice, which a compiler may
+// fold into u * u, flushed to 0 for e > 63 (NaN running variance, H100).
+fn inv_units4(tag: vec4<f32>) -> vec4<f32> {
+    return select(vec4<f32>(1.0), ldexp(vec4<f32>(1.0), vec4<i32>(tag)), finite4(tag));
+}
+
+// Unbiased variance from M2 in units 2^-e: one exact scaling by 2^(2e)
+// where that is an f32 (e <= 63), else (sd * 2^e)^2.
+fn unbiased4(m2: vec4<f32>, n: f32, tag: vec4<f32>) -> vec4<f32> {
+    let e = select(vec4<f32>(0.0), tag, finite4(tag));
+    let var_n1 = m2 / (n - 1.0);
+    let sd = sqrt(var_n1) * inv_units4(tag);
+    let small = var_n1 * ldexp(vec4<f32>(1.0), 2 * vec4<i32>(min(e, vec4<f32>(63.0))));
+    return select(sd * sd, small, e <= vec4<f32>(63.0));
+}
+
+// invstd (subnormal only for std > 2^126) reads 0 where adapters flush
+// subnormals (NVIDIA does): NaN then, never silently the bias.
+fn unflushed4(invstd: vec4<f32>) -> vec4<f32> {
+    return select(invstd, vec4<f32>(bitcast<f32>(0x7fc00000u)), invstd == vec4<f32>(0.0));
 }
 
 // Four channels' moment states with one shared count (the rows reductions

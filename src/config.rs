@@ -84,10 +84,10 @@ impl BatchNormConfig {
                 format!("{} exceeds u32::MAX", self.num_features),
             );
         }
-        // The kernels take eps as an f32: it must stay finite and non-zero
-        // there too.
+        // The kernels take eps as an f32: finite and > 0 there (so also as
+        // the f64 it came from; NaN fails both comparisons).
         let eps32 = self.eps as f32;
-        if !(self.eps.is_finite() && self.eps > 0.0 && eps32.is_finite() && eps32 > 0.0) {
+        if !(eps32.is_finite() && eps32 > 0.0) {
             return bad(
                 "eps",
                 format!("must be finite and > 0 as an f32, got {}", self.eps),
