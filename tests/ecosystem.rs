@@ -371,3 +371,40 @@ fn serde_round_trips_config_state_and_shards() {
     let json = serde_json::to_string(&m).expect("ser");
     assert_eq!(serde_json::from_str::<ShardMoments>(&json).expect("de"), m);
 }
+
+/// `ContextOptions::features` asks for the app's own features where the
+/// adapter has them (timestamps, to time `encode_forward`), and skips
+/// those it lacks instead of failing; batch norm works either way.
+#[test]
+fn extra_features_are_requested_where_the_adapter_has_them() {
+    let Some(plain) = common::context() else {
+        return;
+    };
+    let stamps = wgpu_batchnorm::wgpu::Features::TIMESTAMP_QUERY
+        | wgpu_batchnorm::wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+    // A compressed texture format no CPU or desktop adapter here offers
+    // with the timestamps: asked for, skipped where absent.
+    let rare = wgpu_batchnorm::wgpu::Features::TEXTURE_COMPRESSION_ASTC_HDR;
+    let opts = ContextOptions {
+        features: stamps | rare,
+        ..common::options()
+    };
+    let ctx = GpuContext::with_options(opts).expect("context with extra features");
+    let had = ctx.device().features();
+    // Nothing beyond the library's own features unless asked for.
+    assert!(!plain.device().features().intersects(stamps | rare));
+    // Every subset of what was asked for is honoured where offered;
+    // lavapipe (CI's adapter) offers the timestamps.
+    let info = ctx.adapter_info().expect("info");
+    if info.backend == wgpu_batchnorm::wgpu::Backend::Vulkan
+        && info.device_type == wgpu_batchnorm::wgpu::DeviceType::Cpu
+    {
+        assert!(had.contains(stamps), "{had:?}");
+    }
+    let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(2)).expect("bn");
+    let x = Tensor::from_slice(&ctx, &[1.0, 2.0, 3.0, 4.0], &[2, 2]).expect("x");
+    let y = bn.forward(&x).expect("forward").to_vec().expect("read");
+    for (got, want) in y.iter().zip([-1.0f32, -1.0, 1.0, 1.0]) {
+        assert!((got - want).abs() < 1e-4, "{y:?}");
+    }
+}

@@ -54,6 +54,43 @@ fn eight_threads_share_one_context() {
     assert_eq!(single, threaded);
 }
 
+/// Contexts created, used (their pipelines compiled) and dropped on six
+/// threads at once, some dropped by a tensor that outlives its module and
+/// context variable: device creation, compilation and teardown take turns
+/// (NVIDIA's driver deadlocked when they overlapped), results stay right,
+/// and nothing waits for itself.
+#[test]
+fn contexts_made_and_dropped_on_many_threads_at_once() {
+    if common::context().is_none() {
+        return;
+    }
+    let want = train_run(&common::context().expect("ctx"), 7);
+    std::thread::scope(|s| {
+        for t in 0..6 {
+            let want = &want;
+            s.spawn(move || {
+                for round in 0..3 {
+                    let ctx = GpuContext::with_options(common::options()).expect("context");
+                    if (t + round) % 2 == 0 {
+                        assert_eq!(&train_run(&ctx, 7), want);
+                    } else {
+                        // The tensor holds the context's last handle.
+                        let x = Tensor::from_slice(&ctx, &[1.0, 3.0], &[2, 1]).expect("x");
+                        let mut bn = BatchNorm1d::new(&ctx, BatchNorm1dConfig::new(1)).expect("bn");
+                        let y = bn.forward(&x).expect("forward");
+                        drop((bn, ctx));
+                        let y = y.to_vec().expect("read");
+                        assert!(
+                            (y[0] + 1.0).abs() < 1e-4 && (y[1] - 1.0).abs() < 1e-4,
+                            "{y:?}"
+                        );
+                    }
+                }
+            });
+        }
+    });
+}
+
 #[test]
 fn long_training_keeps_gpu_buffers_flat() {
     let Some(ctx) = common::context() else { return };

@@ -282,6 +282,25 @@ impl Fixture {
         let _ = &self.z;
     }
 
+    /// Records `op` (copy, train, eval or backward) into `encoder`
+    /// without submitting it.
+    pub fn record(&mut self, op: Op, encoder: &mut wgpu::CommandEncoder) {
+        let (x, y) = (&self.x, &self.y);
+        match op {
+            Op::Copy => self.copy.record(encoder),
+            Op::Train => each!(&mut self.train, bn =>
+                bn.encode_forward_into(encoder, x, y).expect("forward")),
+            Op::Eval => each!(&mut self.eval, bn =>
+                bn.encode_forward_into(encoder, x, y).expect("forward")),
+            Op::Backward => {
+                let (dy, g) = (&self.dy, &mut self.grads);
+                each!(&mut self.train, bn =>
+                    bn.encode_backward_into(encoder, dy, g).expect("backward"));
+            }
+            _ => unreachable!("record: {op:?} is not recorded alone"),
+        }
+    }
+
     pub fn time(&mut self, op: Op, runs: usize) -> Duration {
         median(runs, || self.run(op))
     }

@@ -16,11 +16,16 @@
 //! - `small`: small batches against one copy dispatch of the same tensor;
 //! - `curves`: time against N at C = 64 and against C at N = 64, written to
 //!   `benches/growth_n.svg` and `benches/growth_c.svg` (or into the
-//!   folder `BN_CURVES_DIR` names).
+//!   folder `BN_CURVES_DIR` names);
+//! - `gputime`: each op's GPU time alone (timestamps around its recorded
+//!   work, where the adapter has them), the host's time to record and
+//!   submit it, and the time per op of back-to-back submissions.
 //!
 //! `BN_PEAK_GBPS` (the card's peak memory bandwidth) adds each op's share
 //! of it to the floors section. `BN_COLUMNS=0` or `=1` forces the column kernels off or on (see
-//! `Tuning::columns`) to compare strategies. `BN_BENCH_RUNS` sets the runs per median (default 7); `BN_BENCH_SHAPES`
+//! `Tuning::columns`) and `BN_THREAD_PARTIALS=0` or `=1` how reductions
+//! merge a workgroup's threads (`Tuning::thread_partials`; `0` runs a GPU's
+//! kernels on a CPU adapter) to compare strategies. `BN_BENCH_RUNS` sets the runs per median (default 7); `BN_BENCH_SHAPES`
 //! (comma-separated, e.g. `2x2097152,16x262144`; a shape not in the list
 //! is measured too, channels-first, or channels-last with a `:cl` suffix)
 //! limits the shapes section. The host's CPU
@@ -30,12 +35,13 @@ mod baseline;
 mod chart;
 mod curves;
 mod fixture;
+mod gputime;
 
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use fixture::{median_of, Fixture, Op};
-use wgpu_batchnorm::{ContextOptions, GpuContext, MemoryFormat};
+use wgpu_batchnorm::{wgpu, ContextOptions, GpuContext, MemoryFormat};
 
 const CF: MemoryFormat = MemoryFormat::ChannelsFirst;
 const CL: MemoryFormat = MemoryFormat::ChannelsLast;
@@ -64,7 +70,7 @@ const SHAPES: &[&[usize]] = &[
 
 fn sections() -> Vec<String> {
     std::env::var("BN_BENCH_SECTIONS")
-        .unwrap_or_else(|_| "criterion,floors,shapes,formats,small,curves".into())
+        .unwrap_or_else(|_| "criterion,floors,shapes,formats,small,curves,gputime".into())
         .split(',')
         .map(|s| s.trim().to_string())
         .collect()
@@ -358,6 +364,12 @@ fn main() {
     if let Ok(v) = std::env::var("BN_COLUMNS") {
         options.tuning.columns = Some(v != "0");
     }
+    if let Ok(v) = std::env::var("BN_THREAD_PARTIALS") {
+        options.tuning.thread_partials = Some(v != "0");
+    }
+    // For the gputime section, where the adapter has them.
+    options.features =
+        wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
     let ctx = GpuContext::with_options(options).unwrap_or_else(|e| panic!("no GPU adapter: {e}"));
     let adapter = ctx
         .adapter_info()
@@ -389,5 +401,8 @@ fn main() {
     }
     if has("curves") {
         curves::curves_section(&ctx);
+    }
+    if has("gputime") {
+        gputime::gputime_section(&ctx, runs());
     }
 }

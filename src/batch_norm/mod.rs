@@ -53,7 +53,6 @@ pub type BatchNorm3d = BatchNorm<Rank3d>;
 /// A batch-norm module on the GPU, PyTorch's semantics for inputs of rank
 /// `R` (use the aliases [`BatchNorm1d`], [`BatchNorm2d`], [`BatchNorm3d`]).
 pub struct BatchNorm<R: SpatialRank = Rank1d> {
-    ctx: GpuContext,
     cfg: BatchNormConfig,
     training: bool,
     num_batches_tracked: u64,
@@ -64,6 +63,10 @@ pub struct BatchNorm<R: SpatialRank = Rank1d> {
     #[cfg(feature = "safetensors")]
     checkpoint_dtype: FloatDtype,
     _rank: PhantomData<R>,
+    /// Declared last: the module's buffers and bind groups are released
+    /// before the context's last handle (if this is it) tears the device
+    /// down.
+    ctx: GpuContext,
 }
 
 impl<R: SpatialRank> std::fmt::Debug for BatchNorm<R> {

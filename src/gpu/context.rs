@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::buffer::{AllocStats, OwnedBuffer};
+use super::driver_lock::{serialized, Reaper};
 use super::options::{pick_adapter, ContextOptions};
 use super::pipelines::Pipelines;
 use super::plan::{DeviceLimits, MergeModel, WG};
@@ -41,6 +42,20 @@ pub(crate) struct ContextInner {
     uncaptured: Arc<Mutex<Option<String>>>,
     stats: Arc<AllocStats>,
     poller: OnceLock<Poller>,
+    /// The last handles of the device and queue, and the pipeline caches,
+    /// dropped in one driver turn after every other field (declared last).
+    reaper: Reaper,
+}
+
+impl Drop for ContextInner {
+    fn drop(&mut self) {
+        // The poll thread first, outside any turn: it may be finishing a
+        // wait whose callbacks drop resources.
+        drop(self.poller.take());
+        self.reaper.keep(self.device.clone());
+        self.reaper.keep(self.queue.clone());
+        self.reaper.keep(self.pipelines.take_cached());
+    }
 }
 
 /// A wgpu device and queue with this crate's pipeline cache.
@@ -91,32 +106,44 @@ impl GpuContext {
         crate::trace::instrument!("GpuContext::new", Self::create(options)).await
     }
 
+    /// Creates the instance, the device and the instance's drop each in a
+    /// driver turn (see `driver_lock`).
     async fn create(options: ContextOptions) -> Result<Self> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
         desc.backends = options.backends;
-        let instance = super::instance::context_instance(desc);
-        let adapter = pick_adapter(&instance, &options).await?;
+        let instance = serialized(|| super::instance::context_instance(desc));
+        let made = Self::create_on(&instance, options).await;
+        serialized(move || drop(instance));
+        made
+    }
+
+    async fn create_on(instance: &wgpu::Instance, options: ContextOptions) -> Result<Self> {
+        let adapter = pick_adapter(instance, &options).await?;
         let info = adapter.get_info();
         let limits = match &options.limits {
             Some(l) => l.clone(),
             None => adapter.limits(),
         };
-        // f16 tensors need SHADER_F16; take it where the adapter has it,
-        // and SUBGROUP for the reductions where wanted.
-        let mut wanted = wgpu::Features::empty();
+        // The app's features, f16 tensors' SHADER_F16 and the reductions'
+        // SUBGROUP where wanted: each only where the adapter has it.
+        let mut wanted = options.features;
         if cfg!(feature = "f16") {
             wanted |= wgpu::Features::SHADER_F16;
         }
         if options.tuning.subgroups && info.backend != wgpu::Backend::Gl {
             wanted |= wgpu::Features::SUBGROUP;
         }
-        let (device, queue) = adapter
-            .request_device(&wgpu::DeviceDescriptor {
+        // Native backends create the device inside the call (the future is
+        // ready), so the call itself takes the turn.
+        let requested = serialized(|| {
+            adapter.request_device(&wgpu::DeviceDescriptor {
                 label: Some("batchnorm/device"),
                 required_features: adapter.features() & wanted,
                 required_limits: limits,
                 ..Default::default()
             })
+        });
+        let (device, queue) = requested
             .await
             .map_err(|e| Error::RequestDevice(e.to_string()))?;
         let uncaptured = Arc::new(Mutex::new(None));
@@ -194,6 +221,7 @@ impl GpuContext {
                 uncaptured,
                 stats: Default::default(),
                 poller: OnceLock::new(),
+                reaper: Reaper::default(),
             }),
         }
     }

@@ -6,6 +6,7 @@ pub(crate) mod bind_cache;
 pub(crate) mod binding;
 pub(crate) mod buffer;
 pub(crate) mod context;
+pub(crate) mod driver_lock;
 pub(crate) mod instance;
 pub(crate) mod launch;
 pub(crate) mod options;

@@ -24,6 +24,12 @@ pub struct ContextOptions {
     /// so large tensors can be bound; `Some(l)` requests exactly `l` (for
     /// example [`wgpu::Limits::downlevel_defaults`]).
     pub limits: Option<wgpu::Limits>,
+    /// Further device features to request, for the application's own use
+    /// of [`GpuContext::device`](crate::GpuContext::device) (for example
+    /// `TIMESTAMP_QUERY | TIMESTAMP_QUERY_INSIDE_ENCODERS` to time work
+    /// recorded with `encode_forward`). Only those the adapter has are
+    /// requested: check `ctx.device().features()` before relying on one.
+    pub features: wgpu::Features,
     /// How the kernels are tuned to the adapter; the defaults pick per
     /// adapter, and results agree either way up to rounding.
     pub tuning: Tuning,
@@ -74,6 +80,7 @@ impl Default for ContextOptions {
             adapter_name: None,
             power_preference: wgpu::PowerPreference::HighPerformance,
             limits: None,
+            features: wgpu::Features::empty(),
             tuning: Tuning::default(),
         }
     }

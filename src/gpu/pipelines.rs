@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use super::driver_lock::serialized;
 #[cfg(doc)]
 use super::plan::Strategy;
 use super::plan::{ColumnRegs, Variant};
@@ -191,6 +192,15 @@ impl Pipelines {
         }
     }
 
+    /// Empties the caches, handing their pipelines and shader modules to
+    /// the caller (a context's teardown drops them in a driver turn).
+    pub fn take_cached(&self) -> impl Send + 'static {
+        fn take<K, V>(m: &Mutex<HashMap<K, V>>) -> HashMap<K, V> {
+            std::mem::take(&mut *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+        }
+        (take(&self.pipelines), take(&self.modules))
+    }
+
     /// The pipeline of `kernel` for `dtype`, compiled on first use. A
     /// compilation error is returned (and not cached).
     pub fn get(
@@ -233,19 +243,21 @@ impl Pipelines {
         let _span = crate::trace::span!("compile pipeline", label = label.as_str());
         let family = key.kernel.family(self.subgroups.is_some());
         let module = self.module(family, key.dtype)?;
-        checked(&self.device, || {
-            self.device
-                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(&label),
-                    layout: None,
-                    module: &module,
-                    entry_point: Some(&entry),
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: &constants,
-                        ..Default::default()
-                    },
-                    cache: None,
-                })
+        serialized(|| {
+            checked(&self.device, || {
+                self.device
+                    .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                        label: Some(&label),
+                        layout: None,
+                        module: &module,
+                        entry_point: Some(&entry),
+                        compilation_options: wgpu::PipelineCompilationOptions {
+                            constants: &constants,
+                            ..Default::default()
+                        },
+                        cache: None,
+                    })
+            })
         })
     }
 

@@ -18,12 +18,14 @@ use crate::types::{DType, MemoryFormat};
 /// zero dimension; at most `u32::MAX` elements.
 #[derive(Clone)]
 pub struct Tensor {
-    ctx: GpuContext,
     storage: Arc<Storage>,
     offset: u64,
     shape: Vec<usize>,
     dtype: DType,
     format: MemoryFormat,
+    /// Declared last, so the buffer is released before a tensor that holds
+    /// the context's last handle tears the device down.
+    ctx: GpuContext,
 }
 
 impl std::fmt::Debug for Tensor {
