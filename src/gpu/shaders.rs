@@ -9,6 +9,9 @@ const COMMON: &str = include_str!("../../shaders/common.wgsl");
 /// `shaders/moments.wgsl`: moment states (scaled Welford/Chan), for the
 /// reductions and the finalize steps.
 const MOMENTS: &str = include_str!("../../shaders/moments.wgsl");
+/// `shaders/moments4.wgsl`: four channels' states, their loads and rows
+/// folds (with every family that has `moments.wgsl`).
+const MOMENTS4: &str = include_str!("../../shaders/moments4.wgsl");
 /// `shaders/reduce.wgsl`: per-channel partial reductions.
 const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
 /// `shaders/reduce_rows.wgsl`: the four-channel rows reductions.
@@ -88,14 +91,26 @@ impl Family {
     /// The files after the prelude, in order.
     fn body(self) -> &'static [&'static str] {
         match self {
-            Family::ReduceTree => &[MOMENTS, REDUCE, REDUCE_ROWS, REDUCE_PAIRED, REDUCE_TREE],
-            Family::ReduceSubgroup => {
-                &[MOMENTS, REDUCE, REDUCE_ROWS, REDUCE_PAIRED, REDUCE_SUBGROUP]
-            }
-            Family::Finalize => &[MOMENTS, FINALIZE],
+            Family::ReduceTree => &[
+                MOMENTS,
+                MOMENTS4,
+                REDUCE,
+                REDUCE_ROWS,
+                REDUCE_PAIRED,
+                REDUCE_TREE,
+            ],
+            Family::ReduceSubgroup => &[
+                MOMENTS,
+                MOMENTS4,
+                REDUCE,
+                REDUCE_ROWS,
+                REDUCE_PAIRED,
+                REDUCE_SUBGROUP,
+            ],
+            Family::Finalize => &[MOMENTS, MOMENTS4, FINALIZE],
             Family::Elementwise => &[EPILOGUE, STORE4, ELEMENTWISE],
-            Family::Columns => &[MOMENTS, FINALIZE, EPILOGUE, COLUMNS],
-            Family::Columns4 => &[MOMENTS, EPILOGUE, STORE4, COLUMNS4, COLUMNS4_REGS],
+            Family::Columns => &[MOMENTS, MOMENTS4, FINALIZE, EPILOGUE, COLUMNS],
+            Family::Columns4 => &[MOMENTS, MOMENTS4, EPILOGUE, STORE4, COLUMNS4, COLUMNS4_REGS],
         }
     }
 }
