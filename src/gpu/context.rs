@@ -50,8 +50,15 @@ pub(crate) struct ContextInner {
 impl Drop for ContextInner {
     fn drop(&mut self) {
         // The poll thread first, outside any turn: it may be finishing a
-        // wait whose callbacks drop resources.
+        // wait whose callbacks drop resources. Then the device's work is
+        // waited for, also outside a turn, so that the queue's teardown in
+        // the reaper's turn has no wait and no callbacks left to run (an
+        // application's callback might drop another context there).
+        let own_thread = self.poller.get().is_some_and(Poller::is_current);
         drop(self.poller.take());
+        if !own_thread && !super::driver_lock::held() {
+            let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+        }
         self.reaper.keep(self.device.clone());
         self.reaper.keep(self.queue.clone());
         self.reaper.keep(self.pipelines.take_cached());

@@ -12,6 +12,15 @@
 //! back) runs concurrently as before. A turn is re-entrant on its thread:
 //! a teardown that drops another context inside a turn does not wait for
 //! itself.
+//!
+//! What the turns cover: the devices and pipelines this crate creates, and
+//! the teardown of a context whose last handle the crate holds (the last
+//! `GpuContext`, `Tensor` or module, or the context's poll thread). Not
+//! covered: buffers freed as tensors drop, adapter enumeration, and a
+//! device whose last handle the application keeps (a clone of
+//! `ctx.device()`, a buffer or command buffer of its own, or a device
+//! passed to `GpuContext::from_device`): drop those on one thread, or not
+//! while other threads create contexts.
 
 use std::cell::Cell;
 use std::sync::{Condvar, Mutex, PoisonError};
@@ -54,6 +63,11 @@ impl Drop for Turn {
     }
 }
 
+/// Whether the calling thread holds a turn.
+pub(crate) fn held() -> bool {
+    DEPTH.get() > 0
+}
+
 /// Runs `f` in this process's turn for device creation, pipeline
 /// compilation and device teardown (see the module docs).
 pub(crate) fn serialized<T>(f: impl FnOnce() -> T) -> T {
@@ -91,30 +105,44 @@ impl Drop for Reaper {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
-    use std::sync::Arc;
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+
+    /// `f`'s result on a thread of its own, or `None` after 30 s (a turn
+    /// never handed back fails the test instead of hanging it).
+    fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(30)).ok()
+    }
 
     #[test]
     fn turns_exclude_each_other_and_nest() {
-        let inside = Arc::new(AtomicU32::new(0));
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let inside = inside.clone();
-                std::thread::spawn(move || {
-                    for _ in 0..200 {
-                        serialized(|| {
-                            assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0);
-                            // Nested on the same thread: no self-deadlock.
-                            serialized(|| assert_eq!(inside.load(Ordering::SeqCst), 1));
-                            std::thread::yield_now();
-                            inside.fetch_sub(1, Ordering::SeqCst);
-                        });
-                    }
+        let done = within(|| {
+            let inside = Arc::new(AtomicU32::new(0));
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    let inside = inside.clone();
+                    std::thread::spawn(move || {
+                        for _ in 0..200 {
+                            serialized(|| {
+                                assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0);
+                                // Nested on the same thread: no self-deadlock.
+                                serialized(|| assert_eq!(inside.load(Ordering::SeqCst), 1));
+                                assert!(held());
+                                std::thread::yield_now();
+                                inside.fetch_sub(1, Ordering::SeqCst);
+                            });
+                            assert!(!held());
+                        }
+                    })
                 })
-            })
-            .collect();
-        for t in threads {
-            assert!(t.join().is_ok());
-        }
+                .collect();
+            threads.into_iter().all(|t| t.join().is_ok())
+        });
+        assert_eq!(done, Some(true));
     }
 
     #[test]
@@ -122,9 +150,7 @@ mod tests {
         let r = std::thread::spawn(|| serialized(|| panic!("inside a turn"))).join();
         assert!(r.is_err());
         // Another thread gets the turn.
-        assert!(std::thread::spawn(|| serialized(|| 7))
-            .join()
-            .is_ok_and(|v| v == 7));
+        assert_eq!(within(|| serialized(|| 7)), Some(7));
     }
 
     #[test]

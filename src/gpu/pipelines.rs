@@ -215,16 +215,19 @@ impl Pipelines {
             dtype,
             thread_partials: thread_partials && kernel.is_reduction(),
         };
-        let mut pipelines = self
-            .pipelines
-            .lock()
-            .map_err(|_| Error::Internal("pipeline cache poisoned"))?;
-        if let Some(p) = pipelines.get(&key) {
+        let cache = || {
+            self.pipelines
+                .lock()
+                .map_err(|_| Error::Internal("pipeline cache poisoned"))
+        };
+        if let Some(p) = cache()?.get(&key) {
             return Ok(p.clone());
         }
+        // Compiled without the cache locked (a compilation waits for a
+        // driver turn, and other threads' lookups must not wait for it);
+        // two threads compiling the same pipeline keep the first.
         let p = self.compile(key)?;
-        pipelines.insert(key, p.clone());
-        Ok(p)
+        Ok(cache()?.entry(key).or_insert(p).clone())
     }
 
     fn compile(&self, key: PipelineKey) -> Result<wgpu::ComputePipeline> {
@@ -262,23 +265,28 @@ impl Pipelines {
     }
 
     fn module(&self, family: Family, dtype: DType) -> Result<wgpu::ShaderModule> {
-        let mut modules = self
-            .modules
-            .lock()
-            .map_err(|_| Error::Internal("shader module cache poisoned"))?;
-        if let Some(m) = modules.get(&(family, dtype)) {
+        let cache = || {
+            self.modules
+                .lock()
+                .map_err(|_| Error::Internal("shader module cache poisoned"))
+        };
+        if let Some(m) = cache()?.get(&(family, dtype)) {
             return Ok(m.clone());
         }
         let label = format!("batchnorm/{}-{}", family.name(), dtype.name());
         let source = module_source(family, dtype);
-        let m = checked(&self.device, || {
-            self.device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(&label),
-                    source: wgpu::ShaderSource::Wgsl(source.into()),
-                })
+        // Backends may compile the module here (Vulkan does for modules
+        // without overrides): a driver turn, like the pipelines, taken
+        // without the cache locked.
+        let m = serialized(|| {
+            checked(&self.device, || {
+                self.device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(&label),
+                        source: wgpu::ShaderSource::Wgsl(source.into()),
+                    })
+            })
         })?;
-        modules.insert((family, dtype), m.clone());
-        Ok(m)
+        Ok(cache()?.entry((family, dtype)).or_insert(m).clone())
     }
 }

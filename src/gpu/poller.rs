@@ -29,6 +29,10 @@ impl Poller {
                     // callbacks and checks.
                     let _ = device.poll(wgpu::PollType::wait_indefinitely());
                 }
+                // This handle may be the device's last (a context dropped
+                // from one of this thread's callbacks): its teardown takes
+                // a driver turn like every other.
+                super::driver_lock::serialized(move || drop(device));
             });
         match spawned {
             Ok(handle) => Self {
@@ -41,6 +45,13 @@ impl Poller {
                 thread: None,
             },
         }
+    }
+
+    /// Whether the calling thread is this poller's thread.
+    pub fn is_current(&self) -> bool {
+        self.thread
+            .as_ref()
+            .is_some_and(|h| h.thread().id() == std::thread::current().id())
     }
 
     /// Asks the thread to wait for the work submitted so far. Returns
@@ -62,8 +73,11 @@ impl Drop for Poller {
             .get_mut()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *tx = mpsc::channel().0;
+        // Nor while this thread holds a driver turn: the poll thread ends by
+        // dropping its device handle in a turn, and would wait for this one.
+        // Either way the thread ends on its own once its wait returns.
         if let Some(handle) = self.thread.take() {
-            if handle.thread().id() != std::thread::current().id() {
+            if handle.thread().id() != std::thread::current().id() && !super::driver_lock::held() {
                 let _ = handle.join();
             }
         }
