@@ -69,9 +69,7 @@ impl Stamps {
         ctx.queue().submit([enc.finish()]);
         let slice = self.read.slice(..);
         slice.map_async(wgpu::MapMode::Read, |r| r.expect("map timestamps"));
-        ctx.device()
-            .poll(wgpu::PollType::wait_indefinitely())
-            .expect("poll");
+        ctx.synchronize().expect("sync");
         let ticks: Vec<u64> = {
             let view = slice.get_mapped_range().expect("mapped timestamps");
             bytemuck::pod_collect_to_vec(&view[..])
@@ -82,28 +80,29 @@ impl Stamps {
     }
 }
 
+/// Records `op` into a fresh encoder and submits it (no wait).
+fn submit(f: &mut Fixture, op: Op) {
+    let mut enc = f.ctx.device().create_command_encoder(&Default::default());
+    f.record(op, &mut enc);
+    f.ctx.queue().submit([enc.finish()]);
+}
+
 /// Host time to record and submit `op` once (the wait is not counted).
 fn host_time(f: &mut Fixture, op: Op) -> Duration {
-    let ctx = f.ctx.clone();
     let t = Instant::now();
-    let mut enc = ctx.device().create_command_encoder(&Default::default());
-    f.record(op, &mut enc);
-    ctx.queue().submit([enc.finish()]);
+    submit(f, op);
     let d = t.elapsed();
-    ctx.synchronize().expect("sync");
+    f.ctx.synchronize().expect("sync");
     d
 }
 
 /// Time per op of `BURST` submissions of `op` waited for once.
 fn burst_time(f: &mut Fixture, op: Op) -> Duration {
-    let ctx = f.ctx.clone();
     let t = Instant::now();
     for _ in 0..BURST {
-        let mut enc = ctx.device().create_command_encoder(&Default::default());
-        f.record(op, &mut enc);
-        ctx.queue().submit([enc.finish()]);
+        submit(f, op);
     }
-    ctx.synchronize().expect("sync");
+    f.ctx.synchronize().expect("sync");
     t.elapsed() / BURST
 }
 
