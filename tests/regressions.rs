@@ -1,5 +1,6 @@
 //! One named test per finding of the reliability review (issue #12); the
-//! shard findings (2, 3, 10) are in `tests/shard.rs`.
+//! shard findings (2, 3, 10) are in `tests/shard.rs`, those about work
+//! recorded into an application's encoder (4, 6) in `tests/recorded_work.rs`.
 
 mod common;
 
@@ -82,38 +83,6 @@ fn outliers_far_from_the_first_value_keep_exact_statistics() {
     }
 }
 
-/// #12.4: a tensor whose recorded work wgpu would reject is an `Err`
-/// before anything is recorded, and nothing is committed.
-#[test]
-fn encode_forward_checks_what_the_recorded_work_needs() {
-    let Some(ctx) = common::context() else { return };
-    let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-        label: Some("test/storage-only"),
-        size: 60,
-        usage: wgpu::BufferUsages::STORAGE,
-        mapped_at_creation: false,
-    });
-    // 15 values in 60 bytes: the kernels read whole vec4s, so they need a
-    // padded copy, which needs COPY_SRC.
-    let x = Tensor::from_buffer(&ctx, buffer, 0, &[3, 5]).expect("wrap");
-    let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(5)).expect("bn");
-    let mut encoder = ctx
-        .device()
-        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-    let err = bn
-        .encode_forward(&mut encoder, &x)
-        .expect_err("COPY_SRC missing");
-    assert!(matches!(err, Error::BufferUsage { .. }), "{err}");
-    assert_eq!(bn.num_batches_tracked(), 0);
-    ctx.queue().submit([encoder.finish()]);
-    ctx.synchronize()
-        .expect("the encoder holds nothing invalid");
-    // The module still works.
-    let ok = Tensor::from_slice(&ctx, &[1.0; 15], &[3, 5]).expect("x");
-    bn.forward(&ok).expect("forward");
-    assert_eq!(bn.num_batches_tracked(), 1);
-}
-
 /// #12.4: an error of the application's own work on a device the library
 /// made is returned by the next library call, once.
 #[test]
@@ -169,34 +138,6 @@ fn unrelated_calls_do_not_change_a_later_backward() {
     assert_eq!(run(true), run(false));
 }
 
-/// #12.6: work recorded into an application encoder keeps its own
-/// parameters, whatever the module does before the encoder is submitted.
-#[test]
-fn recorded_work_keeps_its_own_parameters() {
-    let Some(ctx) = common::context() else { return };
-    let mut rng = common::Rng(6);
-    let data1 = rng.normals(24, 2.0, 3.0);
-    let x1 = Tensor::from_slice(&ctx, &data1, &[6, 4]).expect("x1");
-    let x2 = Tensor::from_slice(&ctx, &rng.normals(40, -1.0, 0.5), &[2, 4, 5]).expect("x2");
-    let mut reference = cpu::BatchNorm1d::new(BatchNormConfig::new(4)).expect("cpu");
-    let want = reference.forward(&data1, &[6, 4]).expect("cpu");
-    let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(4)).expect("bn");
-    let mut encoder = ctx
-        .device()
-        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-    let y1 = bn.encode_forward(&mut encoder, &x1).expect("record");
-    bn.eval();
-    let _y2 = bn.forward(&x2).expect("eval forward runs first");
-    ctx.queue().submit([encoder.finish()]);
-    let got = y1.to_vec().expect("read");
-    common::check_close("recorded training forward", &got, &f64s(&want), 1e-5)
-        .expect("its own parameters");
-    // Its running-statistics update ran too.
-    let rm = bn.running_mean().expect("rm").expect("some");
-    let want_rm = f64s(&reference.running_mean().expect("some"));
-    common::check_close("running_mean", &rm, &want_rm, 1e-6).expect("running_mean");
-}
-
 /// #12 (review): threads whose values stay far from the shift but near
 /// their own mean (a large M2 in the starting units, with a mean near 0)
 /// merge without overflow: `[a, -a, a, -a]` rows with `a = 2^58` after a
@@ -236,43 +177,6 @@ fn large_spreads_around_the_shift_merge_without_overflow() {
         common::check_close(&format!("{shape:?} running_var"), &rv, &want_rv, 1e-4)
             .expect("running_var");
     }
-}
-
-/// #12 (review): a forward recorded into an application's encoder keeps
-/// its per-channel terms buffer to itself until the module is dropped:
-/// later forwards, which recycle the buffers of forwards no one reads any
-/// more, never take it while the encoder may still be unsubmitted.
-#[test]
-fn recorded_work_never_shares_a_recycled_terms_buffer() {
-    let Some(ctx) = common::context() else { return };
-    let mut rng = common::Rng(16);
-    let xs: Vec<Vec<f32>> = (0..3)
-        .map(|i| rng.normals(24, i as f64 * 5.0, 1.0 + i as f64))
-        .collect();
-    let dy = rng.normals(24, 0.0, 1.0);
-    let t = |v: &[f32]| Tensor::from_slice(&ctx, v, &[6, 4]).expect("tensor");
-    let mut reference = BatchNorm1d::new(&ctx, BatchNormConfig::new(4)).expect("bn");
-    for x in &xs {
-        reference.forward(&t(x)).expect("forward");
-    }
-    let want = reference.backward(&t(&dy)).expect("backward");
-    let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(4)).expect("bn");
-    let mut encoder = ctx
-        .device()
-        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-    bn.encode_forward(&mut encoder, &t(&xs[0])).expect("record");
-    bn.forward(&t(&xs[1])).expect("forward 2");
-    bn.forward(&t(&xs[2])).expect("forward 3");
-    ctx.queue().submit([encoder.finish()]);
-    let got = bn.backward(&t(&dy)).expect("backward");
-    let read = |g: &Tensor| g.to_vec().expect("read");
-    common::check_close(
-        "grad_input",
-        &read(&got.grad_input),
-        &f64s(&read(&want.grad_input)),
-        1e-5,
-    )
-    .expect("the last forward's terms");
 }
 
 /// #12.7: application buffers get the checks library tensors get.

@@ -106,6 +106,11 @@ impl<R: SpatialRank> BatchNorm<R> {
         grads: &mut Gradients,
     ) -> Result<()> {
         let _span = crate::trace::span!("BatchNorm::encode_backward", numel = grad_output.numel());
+        // Counted first: work recorded before a failure half-way reads and
+        // writes the terms too.
+        if let Some(data) = self.saved.as_ref().and_then(|s| s.data.as_ref()) {
+            data.encoders.record(encoder);
+        }
         let ctx = self.ctx.clone();
         let written = ctx.scoped(|| {
             let mode = BackwardMode::Full {
@@ -123,9 +128,6 @@ impl<R: SpatialRank> BatchNorm<R> {
             )
         })?;
         written.iter().for_each(Tensor::bump_version);
-        if let Some(data) = self.saved.as_mut().and_then(|s| s.data.as_mut()) {
-            data.encoded = true;
-        }
         Ok(())
     }
 }

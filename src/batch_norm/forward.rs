@@ -4,6 +4,7 @@
 
 use super::epilogue::{Epilogue, SavedEpilogue, EPILOGUE_RELU};
 use super::forward_pass::{from_state, Output};
+use super::terms_pool::EncoderUses;
 use super::workspace::Target;
 use super::{BatchNorm, Saved, SavedData, SpatialRank};
 use crate::error::{Error, Result};
@@ -82,8 +83,9 @@ impl<R: SpatialRank> BatchNorm<R> {
     /// records nothing and changes nothing), and the work carries its own
     /// copy of its uniforms (shape, `eps`, momentum factor, flags), so
     /// later forwards and backwards made before the encoder is submitted
-    /// do not change what it computes, and its per-channel terms are never
-    /// recycled for another forward. It reads the module's weight, bias
+    /// do not change what it computes, and its per-channel terms serve
+    /// another forward only once the encoder's work has finished on the
+    /// GPU (or the encoder was dropped unsubmitted). It reads the module's weight, bias
     /// and running statistics, and the input, **when it runs**: setters,
     /// `load_state_dict`, `reset_*` and tensor refills made before you
     /// submit are queued writes that land first, so make them after
@@ -212,10 +214,14 @@ impl<R: SpatialRank> BatchNorm<R> {
                 epilogue: (residual.as_ref(), epilogue.bits()),
             };
             self.record_passes(encoder, &input, output, &plan, factor, target)?;
+            let encoders = EncoderUses::default();
+            if target == Target::Encoder {
+                encoders.record(encoder);
+            }
             Some(SavedData {
                 terms,
                 pending: from_state(&plan, target),
-                encoded: matches!(target, Target::Encoder),
+                encoders,
             })
         };
         Ok(Commit {

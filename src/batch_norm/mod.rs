@@ -17,9 +17,11 @@ mod fold;
 mod forward;
 mod forward_pass;
 mod lazy_terms;
+mod params;
 mod shard;
 mod shard_stats;
 mod state_dict;
+mod terms_pool;
 mod workspace;
 
 use std::marker::PhantomData;
@@ -29,10 +31,11 @@ use crate::config::BatchNormConfig;
 use crate::error::{Error, Result};
 use crate::gpu::buffer::{padded_bytes, OwnedBuffer, TENSOR_USAGE};
 use crate::gpu::context::GpuContext;
-use crate::gpu::readback::read_f32;
 use crate::gpu::tensor::Tensor;
-use crate::semantics::{self, Layout};
+use crate::semantics::Layout;
 use crate::types::{DType, Rank, Rank1d, Rank2d, Rank3d, SpatialRank};
+use params::Param;
+use terms_pool::EncoderUses;
 use workspace::Workspace;
 
 pub use backward::Gradients;
@@ -110,30 +113,11 @@ pub(crate) struct SavedData {
     /// from the state, and [`BatchNorm::settle_terms`] writes them (from
     /// that same state) before anything reads them or changes the state.
     pending: bool,
-    /// Work recorded into an application's encoder (`encode_forward`,
-    /// `encode_backward`) writes the terms, and may run after later
-    /// calls: the buffer is then never recycled for another forward.
-    encoded: bool,
-}
-
-/// Which quarter of the state buffer.
-#[derive(Clone, Copy)]
-enum Param {
-    Weight = 0,
-    Bias = 1,
-    RunningMean = 2,
-    RunningVar = 3,
-}
-
-impl Param {
-    fn name(self) -> &'static str {
-        match self {
-            Param::Weight => "weight",
-            Param::Bias => "bias",
-            Param::RunningMean => "running_mean",
-            Param::RunningVar => "running_var",
-        }
-    }
+    /// The application's encoders that recorded work with the terms
+    /// (`encode_forward`, `encode_backward`): that work may run after
+    /// later calls, so the buffer serves another forward only once they
+    /// have finished or were dropped.
+    encoders: EncoderUses,
 }
 
 impl<R: SpatialRank> BatchNorm<R> {
@@ -240,108 +224,8 @@ impl<R: SpatialRank> BatchNorm<R> {
     }
 }
 
-// Parameters and statistics: setters, getters and the checks calls share.
+// The checks calls share, and the saved record.
 impl<R: SpatialRank> BatchNorm<R> {
-    /// Writes whole parameter vectors in one scope (all or nothing).
-    fn write_params(&mut self, values: &[(Param, &[f32])]) -> Result<()> {
-        self.settle_terms()?;
-        let nf = self.cfg.num_features as u64;
-        self.ctx.scoped(|| {
-            for (p, v) in values {
-                let offset = (*p as u64) * nf * 4;
-                self.ctx
-                    .queue()
-                    .write_buffer(&self.state.buffer, offset, bytemuck::cast_slice(v));
-            }
-            Ok(())
-        })
-    }
-
-    fn available(&self, p: Param) -> Result<()> {
-        let (ok, reason) = match p {
-            Param::Weight | Param::Bias => (self.cfg.affine, "the module is not affine"),
-            Param::RunningMean | Param::RunningVar => (
-                self.cfg.track_running_stats,
-                "the module does not track running statistics",
-            ),
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(Error::NotAvailable {
-                name: p.name(),
-                reason,
-            })
-        }
-    }
-
-    fn set(&mut self, p: Param, values: &[f32]) -> Result<()> {
-        self.available(p)?;
-        semantics::check_len(p.name(), values, self.cfg.num_features)?;
-        self.write_params(&[(p, values)])
-    }
-
-    fn get(&self, p: Param) -> Result<Option<Vec<f32>>> {
-        if self.available(p).is_err() {
-            self.ctx.check_alive()?;
-            return Ok(None);
-        }
-        let nf = self.cfg.num_features;
-        read_f32(
-            &self.ctx,
-            &self.state.buffer,
-            (p as u64) * (nf as u64) * 4,
-            nf,
-        )
-        .map(Some)
-    }
-
-    /// Sets the per-channel weight (gamma). Errors when not affine or on a
-    /// length other than `num_features`.
-    pub fn set_weight(&mut self, values: &[f32]) -> Result<()> {
-        self.set(Param::Weight, values)
-    }
-
-    /// Sets the per-channel bias (beta).
-    pub fn set_bias(&mut self, values: &[f32]) -> Result<()> {
-        self.set(Param::Bias, values)
-    }
-
-    /// Sets running_mean. Errors when running statistics are not tracked.
-    pub fn set_running_mean(&mut self, values: &[f32]) -> Result<()> {
-        self.set(Param::RunningMean, values)
-    }
-
-    /// Sets running_var.
-    pub fn set_running_var(&mut self, values: &[f32]) -> Result<()> {
-        self.set(Param::RunningVar, values)
-    }
-
-    /// Sets num_batches_tracked (as when loading a checkpoint).
-    pub fn set_num_batches_tracked(&mut self, value: u64) {
-        self.num_batches_tracked = value;
-    }
-
-    /// The weight, `Some` iff affine (reads back from the GPU).
-    pub fn weight(&self) -> Result<Option<Vec<f32>>> {
-        self.get(Param::Weight)
-    }
-
-    /// The bias, `Some` iff affine.
-    pub fn bias(&self) -> Result<Option<Vec<f32>>> {
-        self.get(Param::Bias)
-    }
-
-    /// The running mean, `Some` iff `track_running_stats`.
-    pub fn running_mean(&self) -> Result<Option<Vec<f32>>> {
-        self.get(Param::RunningMean)
-    }
-
-    /// The running (unbiased) variance, `Some` iff `track_running_stats`.
-    pub fn running_var(&self) -> Result<Option<Vec<f32>>> {
-        self.get(Param::RunningVar)
-    }
-
     /// `Err` unless `t` lives on this module's context.
     fn check_context(&self, what: &'static str, t: &Tensor) -> Result<()> {
         if !t.context().same_as(&self.ctx) {
@@ -396,12 +280,10 @@ impl<R: SpatialRank> BatchNorm<R> {
     }
 
     /// Makes `saved` the record of the last successful forward; the
-    /// previous forward's terms become the workspace's spare.
+    /// previous forward's terms go back to the workspace.
     fn commit_saved(&mut self, saved: Saved) {
         if let Some(data) = self.saved.replace(saved).and_then(|old| old.data) {
-            if !data.encoded {
-                self.ws.give_back_terms(data.terms);
-            }
+            self.ws.give_back_terms(data.terms, data.encoders);
         }
     }
 }

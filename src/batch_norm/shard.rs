@@ -214,7 +214,7 @@ impl<R: SpatialRank> BatchNorm<R> {
         let data = terms.filter(|_| !plan.empty).map(|terms| SavedData {
             terms,
             pending: false,
-            encoded: false,
+            encoders: Default::default(),
         });
         self.commit(Commit {
             num_batches_tracked: nbt,

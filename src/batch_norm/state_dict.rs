@@ -1,7 +1,7 @@
 //! [`StateDict`]: a module's state under PyTorch's names (`weight`, `bias`,
 //! `running_mean`, `running_var`, `num_batches_tracked`), and strict loading.
 
-use super::{BatchNorm, SpatialRank};
+use super::{BatchNorm, Param, SpatialRank};
 use crate::error::{CheckpointProblem, Error, Result};
 
 /// Floating-point type of a checkpoint's tensors. The module's state is
@@ -118,10 +118,10 @@ impl<R: SpatialRank> BatchNorm<R> {
         }
         let mut writes = Vec::new();
         let params = [
-            (super::Param::Weight, &sd.weight),
-            (super::Param::Bias, &sd.bias),
-            (super::Param::RunningMean, &sd.running_mean),
-            (super::Param::RunningVar, &sd.running_var),
+            (Param::Weight, &sd.weight),
+            (Param::Bias, &sd.bias),
+            (Param::RunningMean, &sd.running_mean),
+            (Param::RunningVar, &sd.running_var),
         ];
         for (p, v) in params {
             if let Some(v) = v {

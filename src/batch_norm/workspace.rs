@@ -5,12 +5,13 @@
 //!
 //! The per-channel terms a forward writes are what its backward reads, so
 //! they belong to that forward's [`Saved`](super::Saved) record: a forward
-//! takes the spare terms buffer, and the previous forward's buffer becomes
-//! the spare once the new forward commits. Nothing else writes a saved
-//! forward's statistics.
+//! takes a free terms buffer from the [`TermsPool`], and the previous
+//! forward's buffer goes back to it once the new forward commits. Nothing
+//! else writes a saved forward's statistics.
 
 use std::sync::Arc;
 
+use super::terms_pool::{EncoderUses, TermsPool};
 use super::BatchNorm;
 use crate::error::{Error, Result};
 use crate::gpu::bind_cache::BindGroupCache;
@@ -50,7 +51,7 @@ pub(crate) struct Workspace {
     forward_uniforms: OwnedBuffer,
     backward_uniforms: OwnedBuffer,
     partials: Option<OwnedBuffer>,
-    spare_terms: Option<Arc<OwnedBuffer>>,
+    terms: TermsPool,
     /// Parameter-gradient outputs of a module without parameters (the
     /// sums feed grad_input; never returned).
     grad_scratch: Vec<(&'static str, Tensor)>,
@@ -71,7 +72,7 @@ impl Workspace {
             forward_uniforms: ctx.alloc("batchnorm/forward-params", stride * 2, UNIFORM_USAGE)?,
             backward_uniforms: ctx.alloc("batchnorm/backward-params", stride * 2, UNIFORM_USAGE)?,
             partials: None,
-            spare_terms: None,
+            terms: TermsPool::default(),
             grad_scratch: Vec::new(),
             dy_scratch: None,
             binds: BindGroupCache::new(),
@@ -97,8 +98,9 @@ impl Workspace {
         Ok(buffer)
     }
 
-    /// A terms buffer for `c` channels that no saved forward uses: the
-    /// spare one when it is large enough, else a new one.
+    /// A terms buffer for `c` channels that no saved forward uses and no
+    /// recorded work may still touch: a recycled one when one is large
+    /// enough, else a new one.
     pub fn take_terms(&mut self, ctx: &GpuContext, c: usize) -> Result<Arc<OwnedBuffer>> {
         let need = terms_bytes(c);
         let limit = ctx.device().limits().max_storage_buffer_binding_size;
@@ -107,11 +109,8 @@ impl Workspace {
                 "{c} channels need {need} bytes of per-channel terms; bindings hold {limit}"
             )));
         }
-        if let Some(t) = self.spare_terms.take() {
-            if t.size() >= need {
-                return Ok(t);
-            }
-            self.spare_terms = Some(t);
+        if let Some(t) = self.terms.take(need) {
+            return Ok(t);
         }
         let fresh = ctx.alloc("batchnorm/terms", need, wgpu::BufferUsages::STORAGE)?;
         Ok(Arc::new(fresh))
@@ -166,16 +165,10 @@ impl Workspace {
         Ok(t)
     }
 
-    /// Returns a terms buffer no saved forward uses any more.
-    pub fn give_back_terms(&mut self, terms: Arc<OwnedBuffer>) {
-        if Arc::strong_count(&terms) == 1
-            && self
-                .spare_terms
-                .as_ref()
-                .is_none_or(|s| s.size() < terms.size())
-        {
-            self.spare_terms = Some(terms);
-        }
+    /// Returns a terms buffer no saved forward uses any more; `uses`
+    /// counts the application's encoders that recorded work with it.
+    pub fn give_back_terms(&mut self, terms: Arc<OwnedBuffer>, uses: EncoderUses) {
+        self.terms.give_back(terms, uses);
     }
 
     /// Writes `params` (slot 0 first) into `op`'s uniform buffer for work

@@ -1,0 +1,187 @@
+//! The per-channel terms buffers a module recycles between forwards.
+//!
+//! A forward writes its terms and its backward reads them, so a buffer
+//! belongs to the [`Saved`](super::Saved) record of its forward until a
+//! later forward replaces that record. Work the module submits itself has
+//! been queued by then, and a later forward's writes land after it, so the
+//! buffer is free at once (the spare). Work recorded into an application's
+//! encoder (`encode_forward`, `encode_backward`) may run later than later
+//! forwards: its buffer waits until every such encoder has finished on the
+//! GPU or was dropped unsubmitted ([`EncoderUses`]), and only then serves
+//! another forward. Recycling matters most where the terms are large (32
+//! bytes per channel: 64 MiB for two million channels) and forwards are
+//! recorded into encoders step after step.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::gpu::buffer::OwnedBuffer;
+
+/// Buffers at most that wait for their encoders; older ones are let go
+/// (wgpu keeps a dropped buffer alive until the work that uses it is done).
+const MAX_WAITING: usize = 4;
+
+/// The application's encoders that recorded work with one terms buffer and
+/// have neither finished on the GPU nor been dropped.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct EncoderUses(Arc<AtomicUsize>);
+
+/// Held by an encoder's completion callback: one use, released when the
+/// callback runs (the work finished) or is dropped with its encoder or
+/// command buffer (the work never runs).
+struct Use(Arc<AtomicUsize>);
+
+impl Drop for Use {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl EncoderUses {
+    /// Counts `encoder` until its work has finished on the GPU or it is
+    /// dropped unsubmitted.
+    pub fn record(&self, encoder: &wgpu::CommandEncoder) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        let held = Use(self.0.clone());
+        encoder.on_submitted_work_done(move || drop(held));
+    }
+
+    /// Whether no encoder that recorded work with the buffer may still run.
+    pub fn idle(&self) -> bool {
+        self.0.load(Ordering::Acquire) == 0
+    }
+}
+
+/// Terms buffers no saved forward uses: one spare, and those waiting for
+/// the encoders that recorded work with them.
+#[derive(Default)]
+pub(crate) struct TermsPool {
+    spare: Option<Arc<OwnedBuffer>>,
+    waiting: Vec<(Arc<OwnedBuffer>, EncoderUses)>,
+}
+
+impl TermsPool {
+    /// A buffer of at least `need` bytes that no work may still read or
+    /// write: the spare, else a waiting one whose encoders are done.
+    pub fn take(&mut self, need: u64) -> Option<Arc<OwnedBuffer>> {
+        if let Some(t) = self.spare.take() {
+            if t.size() >= need {
+                return Some(t);
+            }
+            self.spare = Some(t);
+        }
+        let free = |(t, uses): &(Arc<OwnedBuffer>, EncoderUses)| {
+            uses.idle() && Arc::strong_count(t) == 1 && t.size() >= need
+        };
+        let i = self.waiting.iter().position(free)?;
+        Some(self.waiting.remove(i).0)
+    }
+
+    /// Takes back the terms of a forward no saved record uses any more;
+    /// `uses` counts the encoders that recorded work with them.
+    pub fn give_back(&mut self, terms: Arc<OwnedBuffer>, uses: EncoderUses) {
+        if !uses.idle() {
+            if self.waiting.len() == MAX_WAITING {
+                self.waiting.remove(0);
+            }
+            self.waiting.push((terms, uses));
+        } else if Arc::strong_count(&terms) == 1
+            && self.spare.as_ref().is_none_or(|s| s.size() < terms.size())
+        {
+            self.spare = Some(terms);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::context::GpuContext;
+
+    /// A context, or `None` without an adapter (a failure under CI).
+    fn context() -> Option<GpuContext> {
+        match GpuContext::new() {
+            Ok(ctx) => Some(ctx),
+            Err(e) if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0") => {
+                panic!("CI is set but no GPU adapter is available: {e}")
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn encoder(ctx: &GpuContext) -> wgpu::CommandEncoder {
+        ctx.device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("test/terms-pool"),
+            })
+    }
+
+    #[test]
+    fn an_encoder_counts_until_its_work_is_done_or_it_is_dropped() {
+        let Some(ctx) = context() else { return };
+        let uses = EncoderUses::default();
+        assert!(uses.idle());
+        let dropped = encoder(&ctx);
+        uses.record(&dropped);
+        let submitted = encoder(&ctx);
+        uses.record(&submitted);
+        assert!(!uses.idle());
+        drop(dropped);
+        assert!(!uses.idle(), "one encoder is still unsubmitted");
+        let unsubmitted = submitted.finish();
+        assert!(!uses.idle(), "a command buffer keeps the use");
+        ctx.queue().submit([unsubmitted]);
+        ctx.synchronize().expect("sync");
+        assert!(uses.idle(), "the work finished");
+    }
+
+    #[test]
+    fn a_waiting_buffer_serves_again_only_once_its_encoders_are_done() {
+        let Some(ctx) = context() else { return };
+        let buffer = |label, size| {
+            ctx.alloc(label, size, wgpu::BufferUsages::STORAGE)
+                .map(Arc::new)
+                .expect("alloc")
+        };
+        let mut pool = TermsPool::default();
+        // Sizes tell the buffers apart: 256 bytes recorded, 320 submitted.
+        let recorded = buffer("test/recorded", 256);
+        let held = recorded.clone();
+        let uses = EncoderUses::default();
+        let enc = encoder(&ctx);
+        uses.record(&enc);
+        pool.give_back(recorded, uses);
+        assert!(pool.take(256).is_none(), "its encoder may still run");
+        // A buffer of a submitted forward is the spare at once.
+        pool.give_back(buffer("test/submitted", 320), EncoderUses::default());
+        let got = pool.take(256).expect("the spare");
+        assert_eq!(got.size(), 320);
+        drop(got);
+        assert!(pool.take(256).is_none(), "the recorded one still waits");
+        ctx.queue().submit([enc.finish()]);
+        ctx.synchronize().expect("sync");
+        assert!(pool.take(512).is_none(), "too small");
+        assert!(pool.take(256).is_none(), "someone else holds it");
+        drop(held);
+        let got = pool.take(256).expect("done: it serves again");
+        assert_eq!(got.size(), 256);
+    }
+
+    #[test]
+    fn at_most_a_few_buffers_wait() {
+        let Some(ctx) = context() else { return };
+        let mut pool = TermsPool::default();
+        let enc = encoder(&ctx);
+        for _ in 0..2 * MAX_WAITING {
+            let uses = EncoderUses::default();
+            uses.record(&enc);
+            let t = ctx
+                .alloc("test/waiting", 64, wgpu::BufferUsages::STORAGE)
+                .expect("alloc");
+            pool.give_back(Arc::new(t), uses);
+        }
+        assert_eq!(pool.waiting.len(), MAX_WAITING);
+        drop(enc);
+        assert!(pool.take(64).is_some(), "dropped unsubmitted: free");
+    }
+}

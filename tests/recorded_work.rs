@@ -1,0 +1,262 @@
+//! Work recorded into an application's encoder (`encode_forward`,
+//! `encode_backward`): the checks before anything is recorded, the
+//! uniforms it keeps, and the per-channel terms buffers it holds until it
+//! has run (issue #12, findings 4 and 6, and the review's terms finding;
+//! issue #16: the buffers are recycled once their encoders are done).
+
+mod common;
+
+use wgpu_batchnorm::{cpu, wgpu, BatchNorm1d, BatchNormConfig, Error, GpuContext, Tensor};
+
+fn f64s(v: &[f32]) -> Vec<f64> {
+    common::f64s(v)
+}
+
+/// #12.4: a tensor whose recorded work wgpu would reject is an `Err`
+/// before anything is recorded, and nothing is committed.
+#[test]
+fn encode_forward_checks_what_the_recorded_work_needs() {
+    let Some(ctx) = common::context() else { return };
+    let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("test/storage-only"),
+        size: 60,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    // 15 values in 60 bytes: the kernels read whole vec4s, so they need a
+    // padded copy, which needs COPY_SRC.
+    let x = Tensor::from_buffer(&ctx, buffer, 0, &[3, 5]).expect("wrap");
+    let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(5)).expect("bn");
+    let mut encoder = ctx
+        .device()
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+    let err = bn
+        .encode_forward(&mut encoder, &x)
+        .expect_err("COPY_SRC missing");
+    assert!(matches!(err, Error::BufferUsage { .. }), "{err}");
+    assert_eq!(bn.num_batches_tracked(), 0);
+    ctx.queue().submit([encoder.finish()]);
+    ctx.synchronize()
+        .expect("the encoder holds nothing invalid");
+    // The module still works.
+    let ok = Tensor::from_slice(&ctx, &[1.0; 15], &[3, 5]).expect("x");
+    bn.forward(&ok).expect("forward");
+    assert_eq!(bn.num_batches_tracked(), 1);
+}
+
+/// #12.6: work recorded into an application encoder keeps its own
+/// parameters, whatever the module does before the encoder is submitted.
+#[test]
+fn recorded_work_keeps_its_own_parameters() {
+    let Some(ctx) = common::context() else { return };
+    let mut rng = common::Rng(6);
+    let data1 = rng.normals(24, 2.0, 3.0);
+    let x1 = Tensor::from_slice(&ctx, &data1, &[6, 4]).expect("x1");
+    let x2 = Tensor::from_slice(&ctx, &rng.normals(40, -1.0, 0.5), &[2, 4, 5]).expect("x2");
+    let mut reference = cpu::BatchNorm1d::new(BatchNormConfig::new(4)).expect("cpu");
+    let want = reference.forward(&data1, &[6, 4]).expect("cpu");
+    let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(4)).expect("bn");
+    let mut encoder = ctx
+        .device()
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+    let y1 = bn.encode_forward(&mut encoder, &x1).expect("record");
+    bn.eval();
+    let _y2 = bn.forward(&x2).expect("eval forward runs first");
+    ctx.queue().submit([encoder.finish()]);
+    let got = y1.to_vec().expect("read");
+    common::check_close("recorded training forward", &got, &f64s(&want), 1e-5)
+        .expect("its own parameters");
+    // Its running-statistics update ran too.
+    let rm = bn.running_mean().expect("rm").expect("some");
+    let want_rm = f64s(&reference.running_mean().expect("some"));
+    common::check_close("running_mean", &rm, &want_rm, 1e-6).expect("running_mean");
+}
+
+/// #12 (review): a forward recorded into an application's encoder keeps
+/// its per-channel terms buffer to itself while the encoder may still run:
+/// later forwards, which recycle the buffers of forwards no one reads any
+/// more, never take it while the encoder is unsubmitted.
+#[test]
+fn recorded_work_never_shares_a_recycled_terms_buffer() {
+    let Some(ctx) = common::context() else { return };
+    let mut rng = common::Rng(16);
+    let xs: Vec<Vec<f32>> = (0..3)
+        .map(|i| rng.normals(24, i as f64 * 5.0, 1.0 + i as f64))
+        .collect();
+    let dy = rng.normals(24, 0.0, 1.0);
+    let t = |v: &[f32]| Tensor::from_slice(&ctx, v, &[6, 4]).expect("tensor");
+    let mut reference = BatchNorm1d::new(&ctx, BatchNormConfig::new(4)).expect("bn");
+    for x in &xs {
+        reference.forward(&t(x)).expect("forward");
+    }
+    let want = reference.backward(&t(&dy)).expect("backward");
+    let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(4)).expect("bn");
+    let mut encoder = ctx
+        .device()
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+    bn.encode_forward(&mut encoder, &t(&xs[0])).expect("record");
+    bn.forward(&t(&xs[1])).expect("forward 2");
+    bn.forward(&t(&xs[2])).expect("forward 3");
+    ctx.queue().submit([encoder.finish()]);
+    let got = bn.backward(&t(&dy)).expect("backward");
+    let read = |g: &Tensor| g.to_vec().expect("read");
+    common::check_close(
+        "grad_input",
+        &read(&got.grad_input),
+        &f64s(&read(&want.grad_input)),
+        1e-5,
+    )
+    .expect("the last forward's terms");
+}
+
+/// A new command encoder on `ctx`.
+fn encoder(ctx: &GpuContext) -> wgpu::CommandEncoder {
+    ctx.device()
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("test/recorded"),
+        })
+}
+
+/// The training forward's output and gradients of a fresh module (weight
+/// 1, bias 0) on `x`, from the CPU reference: what any training step on
+/// `x` computes, whatever ran before.
+fn reference_step(x: &[f32], dy: &[f32], shape: &[usize]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let mut r = cpu::BatchNorm1d::new(BatchNormConfig::new(shape[1])).expect("cpu");
+    let y = r.forward(x, shape).expect("cpu forward");
+    let g = r.backward(dy).expect("cpu backward");
+    (
+        f64s(&y),
+        f64s(&g.grad_input),
+        f64s(&g.grad_weight.expect("affine")),
+    )
+}
+
+/// #16: terms buffers of recorded work are recycled once their encoders
+/// have run or were dropped, never before. Forwards and backwards recorded
+/// into encoders that stay unsubmitted across later calls, submitted out
+/// of order, dropped, or run and waited for, in one module: every output
+/// and gradient is its own batch's, and the module holds a bounded number
+/// of buffers however many steps it records.
+#[test]
+fn recorded_terms_are_recycled_once_their_encoders_are_done() {
+    let Some(ctx) = common::context() else { return };
+    let shape = [6usize, 40];
+    let mut rng = common::Rng(61);
+    let mut batch = |i: usize| {
+        (
+            rng.normals(240, i as f64 * 3.0 - 7.0, 0.5 + i as f64),
+            rng.normals(240, 0.0, 1.0),
+        )
+    };
+    let t = |v: &[f32]| Tensor::from_slice(&ctx, v, &shape).expect("tensor");
+    let read = |g: &Tensor| g.to_vec().expect("read");
+    let check = |what: &str, x: &[f32], dy: &[f32], y: &Tensor, dx: &Tensor, gw: &Tensor| {
+        let (want_y, want_dx, want_gw) = reference_step(x, dy, &shape);
+        common::check_close(&format!("{what} output"), &read(y), &want_y, 1e-5).expect("y");
+        common::check_close(&format!("{what} grad_input"), &read(dx), &want_dx, 1e-4)
+            .expect("grad_input");
+        common::check_close(&format!("{what} grad_weight"), &read(gw), &want_gw, 1e-4)
+            .expect("grad_weight");
+    };
+    let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(shape[1])).expect("bn");
+    // 1: forward and backward recorded, submitted only after three more
+    // forwards (two submitted, one recorded in a second encoder).
+    let (x1, dy1) = batch(1);
+    let mut e1 = encoder(&ctx);
+    let y1 = bn.encode_forward(&mut e1, &t(&x1)).expect("record 1");
+    let g1 = bn
+        .encode_backward(&mut e1, &t(&dy1))
+        .expect("record 1 backward");
+    let (x2, _) = batch(2);
+    bn.forward(&t(&x2)).expect("forward 2");
+    let (x3, dy3) = batch(3);
+    let mut e3 = encoder(&ctx);
+    let y3 = bn.encode_forward(&mut e3, &t(&x3)).expect("record 3");
+    let (x4, dy4) = batch(4);
+    let y4 = bn.forward(&t(&x4)).expect("forward 4");
+    // A backward of 4 recorded into the first encoder too: it holds 4's
+    // terms as well.
+    let g4 = bn
+        .encode_backward(&mut e1, &t(&dy4))
+        .expect("record 4 backward");
+    let (x5, _) = batch(5);
+    bn.forward(&t(&x5)).expect("forward 5");
+    // An encoder dropped unsubmitted releases its terms (6's).
+    let (x6, _) = batch(6);
+    let mut e6 = encoder(&ctx);
+    bn.encode_forward(&mut e6, &t(&x6)).expect("record 6");
+    drop(e6);
+    let (x7, dy7) = batch(7);
+    let y7 = bn.forward(&t(&x7)).expect("forward 7");
+    let g7 = bn.backward(&t(&dy7)).expect("backward 7");
+    check(
+        "7",
+        &x7,
+        &dy7,
+        &y7,
+        &g7.grad_input,
+        g7.grad_weight.as_ref().expect("affine"),
+    );
+    ctx.queue().submit([e3.finish(), e1.finish()]);
+    check(
+        "1",
+        &x1,
+        &dy1,
+        &y1,
+        &g1.grad_input,
+        g1.grad_weight.as_ref().expect("affine"),
+    );
+    check(
+        "4",
+        &x4,
+        &dy4,
+        &y4,
+        &g4.grad_input,
+        g4.grad_weight.as_ref().expect("affine"),
+    );
+    let (want_y3, ..) = reference_step(&x3, &dy3, &shape);
+    common::check_close("3 output", &read(&y3), &want_y3, 1e-5).expect("y3");
+    // 7 is still the saved forward: the late work wrote no terms of its.
+    let g7 = bn.backward(&t(&dy7)).expect("backward 7 again");
+    check(
+        "7 after the late work",
+        &x7,
+        &dy7,
+        &y7,
+        &g7.grad_input,
+        g7.grad_weight.as_ref().expect("affine"),
+    );
+    // Everything ran: the buffers serve again. Steps recorded and waited
+    // for, and steps submitted by the module, alternate; none may read
+    // another's terms.
+    let before = ctx.live_buffers().0;
+    for step in 0..8 {
+        let (x, dy) = batch(8 + step);
+        let (y, g) = if step % 3 == 2 {
+            let y = bn.forward(&t(&x)).expect("forward");
+            (y, bn.backward(&t(&dy)).expect("backward"))
+        } else {
+            let mut e = encoder(&ctx);
+            let y = bn.encode_forward(&mut e, &t(&x)).expect("record");
+            let g = bn
+                .encode_backward(&mut e, &t(&dy))
+                .expect("record backward");
+            ctx.queue().submit([e.finish()]);
+            (y, g)
+        };
+        check(
+            &format!("step {step}"),
+            &x,
+            &dy,
+            &y,
+            &g.grad_input,
+            g.grad_weight.as_ref().expect("affine"),
+        );
+        ctx.synchronize().expect("sync");
+    }
+    let after = ctx.live_buffers().0;
+    assert!(
+        after <= before + 2,
+        "recycled, not piled up: {before} buffers before, {after} after"
+    );
+}
