@@ -35,7 +35,6 @@ const FLAG_UPDATE_RUNNING: u32 = 1u;
 const FLAG_AFFINE: u32 = 2u;
 const FLAG_BATCH_STATS: u32 = 4u;
 const FLAG_FROM_STATE: u32 = 8u;
-const FLAG_SLAB_RUNS: u32 = 16u;
 const FLAG_PAIRED_LANES: u32 = 32u;
 
 // Per-channel terms (the `terms` buffer), written by finalize.wgsl and read

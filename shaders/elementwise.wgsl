@@ -25,13 +25,15 @@
 // than the arithmetic on CPU adapters): `*_planes` when L % 4 == 0 (a vec4
 // lies within one channel), `*_rows` for (N, C) inputs with C % 4 == 0 (a
 // vec4 is four consecutive channels), and the general kernels, which look up
-// each value's channel. With FLAG_SLAB_RUNS (long runs of odd L in rows too
-// long for whole-row strides) the general kernels' slab is a block of
-// consecutive vec4s instead: one that lies within one run of L values takes
-// that channel's terms once, like `*_planes`; the few that straddle two runs
-// look up each vec4's channels. The planes kernels take run slabs too where
-// a run's vec4s are not a multiple of SLAB. Values past numel in the last vec4 land in
-// the output's padding.
+// each value's channel. Run slabs (`*_runs` entry points; long runs of odd L
+// in rows too long for whole-row strides, and planes whose runs are not a
+// whole number of slabs) are blocks of consecutive vec4s instead: one that
+// lies within one run of L values takes that channel's terms once; the few
+// that straddle two runs look up each vec4's channels. They are entry
+// points of their own, not a branch on a flag: with both kinds in one
+// kernel lavapipe ran the plain slabs 20-30% slower (the eval forward of
+// (65536, 1, 64) 39-44 -> 31 ms, A/B). Values past numel in the last vec4
+// land in the output's padding.
 
 // x4 and dy4 are declared in common.wgsl; out, residual4 and
 // store_normalized in store4.wgsl; the EPILOGUE constant in epilogue.wgsl.
@@ -99,7 +101,7 @@ fn run_of(e: u32) -> u32 {
     return (e + P().lead) / P().l;
 }
 
-// Whether the slab from vec4 i (FLAG_SLAB_RUNS) lies within one run: its
+// Whether the run slab from vec4 i lies within one run: its
 // first value's and its last value's (in the tensor) are the same run.
 fn slab_in_one_run(i: u32) -> bool {
     let last = min(i + (SLAB - 1u) * P().stride, (P().numel + 3u) / 4u - 1u);
@@ -202,10 +204,18 @@ fn normalize_each(i: u32, plane: bool) {
 @compute @workgroup_size(WG)
 fn normalize_planes(ids: Ids) {
     let i = slab_first(global_index(ids));
+    if (in_tensor(i)) {
+        normalize_slab(i, plane_terms(plane_channel(i)));
+    }
+}
+
+@compute @workgroup_size(WG)
+fn normalize_planes_runs(ids: Ids) {
+    let i = slab_first(global_index(ids));
     if (!in_tensor(i)) {
         return;
     }
-    if ((P().flags & FLAG_SLAB_RUNS) == 0u || slab_in_one_run(i)) {
+    if (slab_in_one_run(i)) {
         normalize_slab(i, plane_terms(plane_channel(i)));
     } else {
         normalize_each(i, true);
@@ -227,17 +237,23 @@ fn normalize_rows(ids: Ids) {
     }
 }
 
+// Whole-row strides: the slab's vec4s share one channel pattern.
 @compute @workgroup_size(WG)
 fn normalize(ids: Ids) {
+    let i = slab_first(global_index(ids));
+    if (in_tensor(i)) {
+        let t = packed_general(PACKED_NORMALIZE, i * 4u);
+        normalize_slab(i, NormTerms(column(t, 0u), column(t, 1u), column(t, 2u)));
+    }
+}
+
+@compute @workgroup_size(WG)
+fn normalize_runs(ids: Ids) {
     let i = slab_first(global_index(ids));
     if (!in_tensor(i)) {
         return;
     }
-    if ((P().flags & FLAG_SLAB_RUNS) == 0u) {
-        // Whole-row strides: the slab's vec4s share one channel pattern.
-        let t = packed_general(PACKED_NORMALIZE, i * 4u);
-        normalize_slab(i, NormTerms(column(t, 0u), column(t, 1u), column(t, 2u)));
-    } else if (slab_in_one_run(i)) {
+    if (slab_in_one_run(i)) {
         normalize_slab(i, plane_terms(run_of(i * 4u) % P().c));
     } else {
         normalize_each(i, false);
@@ -306,10 +322,18 @@ fn grad_each(i: u32, plane: bool) {
 @compute @workgroup_size(WG)
 fn grad_input_planes(ids: Ids) {
     let i = slab_first(global_index(ids));
+    if (in_tensor(i)) {
+        grad_slab(i, plane_grad_terms(plane_channel(i)));
+    }
+}
+
+@compute @workgroup_size(WG)
+fn grad_input_planes_runs(ids: Ids) {
+    let i = slab_first(global_index(ids));
     if (!in_tensor(i)) {
         return;
     }
-    if ((P().flags & FLAG_SLAB_RUNS) == 0u || slab_in_one_run(i)) {
+    if (slab_in_one_run(i)) {
         grad_slab(i, plane_grad_terms(plane_channel(i)));
     } else {
         grad_each(i, true);
@@ -330,16 +354,23 @@ fn grad_input_rows(ids: Ids) {
     }
 }
 
+// Whole-row strides (as `normalize`).
 @compute @workgroup_size(WG)
 fn grad_input(ids: Ids) {
+    let i = slab_first(global_index(ids));
+    if (in_tensor(i)) {
+        let t = packed_general(PACKED_GRAD, i * 4u);
+        grad_slab(i, GradTerms(column(t, 0u), column(t, 1u), column(t, 2u), column(t, 3u)));
+    }
+}
+
+@compute @workgroup_size(WG)
+fn grad_input_runs(ids: Ids) {
     let i = slab_first(global_index(ids));
     if (!in_tensor(i)) {
         return;
     }
-    if ((P().flags & FLAG_SLAB_RUNS) == 0u) {
-        let t = packed_general(PACKED_GRAD, i * 4u);
-        grad_slab(i, GradTerms(column(t, 0u), column(t, 1u), column(t, 2u), column(t, 3u)));
-    } else if (slab_in_one_run(i)) {
+    if (slab_in_one_run(i)) {
         grad_slab(i, plane_grad_terms(run_of(i * 4u) % P().c));
     } else {
         grad_each(i, false);

@@ -305,12 +305,12 @@ impl<'a, 'p> Recorder<'a, 'p> {
                 // Without a residual the binding holds x (read, not used).
                 let residual = residual.unwrap_or_else(|| x.clone());
                 (
-                    Kernel::Normalize(variant, epilogue),
+                    Kernel::Normalize(variant, slab.runs, epilogue),
                     vec![(X, x), (Terms, terms), (Out, out), (Residual, residual)],
                 )
             }
             Elementwise::GradInput { x, dy, terms, out } => (
-                Kernel::GradInput(variant),
+                Kernel::GradInput(variant, slab.runs),
                 vec![(X, x), (Dy, dy), (Terms, terms), (Out, out)],
             ),
             Elementwise::EpilogueGrad {

@@ -14,21 +14,13 @@ pub(crate) const FLAG_BATCH_STATS: u32 = 4;
 /// Eval normalize reading the module's state (bound as `terms`) instead of
 /// terms: no eval_prepare dispatch, no terms written.
 pub(crate) const FLAG_FROM_STATE: u32 = 8;
-/// Elementwise chunk dispatch over run slabs (`Slab::runs`): the general
-/// kernels check whether a slab lies within one run of L values.
-pub(crate) const FLAG_SLAB_RUNS: u32 = 16;
 /// Rows reductions with two lanes per thread (`ReducePlan::paired`).
 pub(crate) const FLAG_PAIRED_LANES: u32 = 32;
 
 // `P()` in shaders/common.wgsl indexes the params slots with
 // `flags >> 31`, which must stay 0.
 const _: () = assert!(
-    (FLAG_UPDATE_RUNNING
-        | FLAG_AFFINE
-        | FLAG_BATCH_STATS
-        | FLAG_FROM_STATE
-        | FLAG_SLAB_RUNS
-        | FLAG_PAIRED_LANES)
+    (FLAG_UPDATE_RUNNING | FLAG_AFFINE | FLAG_BATCH_STATS | FLAG_FROM_STATE | FLAG_PAIRED_LANES)
         .leading_zeros()
         > 0
 );
@@ -181,7 +173,6 @@ impl ExecPlan {
             column_lanes: self.column_lanes,
             folds: self.folds() as u32,
             flags: s.flags
-                | if ch.slab.runs { FLAG_SLAB_RUNS } else { 0 }
                 | if ch.reduce.paired {
                     FLAG_PAIRED_LANES
                 } else {

@@ -36,11 +36,13 @@ pub(crate) enum Kernel {
     GradsFinalize(bool),
     /// The same from gradient sums merged across devices.
     GradsApply,
-    /// `y = act((x - shift) * scale + offset + residual)`, with the
-    /// `EPILOGUE` bits.
-    Normalize(Variant, u32),
-    /// `dx = scale * (dy + slope * (x - shift) + intercept)`.
-    GradInput(Variant),
+    /// `y = act((x - shift) * scale + offset + residual)` over run slabs
+    /// (`true`, [`Slab::runs`](super::plan::Slab::runs)) or strided ones,
+    /// with the `EPILOGUE` bits.
+    Normalize(Variant, bool, u32),
+    /// `dx = scale * (dy + slope * (x - shift) + intercept)` over run slabs
+    /// (`true`) or strided ones.
+    GradInput(Variant, bool),
     /// The output gradient through the epilogue with the `EPILOGUE` bits.
     EpilogueGrad(u32),
     /// Statistics, terms, running update and normalize with the
@@ -72,7 +74,7 @@ impl Kernel {
                 Family::ReduceSubgroup
             }
             Kernel::MomentsPartial(_) | Kernel::GradsPartial(_) => Family::ReduceTree,
-            Kernel::Normalize(..) | Kernel::GradInput(_) | Kernel::EpilogueGrad(_) => {
+            Kernel::Normalize(..) | Kernel::GradInput(..) | Kernel::EpilogueGrad(_) => {
                 Family::Elementwise
             }
             Kernel::ForwardColumn(..) | Kernel::BackwardColumn(_) | Kernel::GradsColumns => {
@@ -102,12 +104,16 @@ impl Kernel {
             Kernel::GradsFinalize(false) => "grads_finalize",
             Kernel::GradsFinalize(true) => "grads_finalize_groups",
             Kernel::GradsApply => "grads_apply",
-            Kernel::Normalize(Planes, _) => "normalize_planes",
-            Kernel::Normalize(Rows, _) => "normalize_rows",
-            Kernel::Normalize(OddRows | Masked | General, _) => "normalize",
-            Kernel::GradInput(Planes) => "grad_input_planes",
-            Kernel::GradInput(Rows) => "grad_input_rows",
-            Kernel::GradInput(OddRows | Masked | General) => "grad_input",
+            Kernel::Normalize(Planes, false, _) => "normalize_planes",
+            Kernel::Normalize(Planes, true, _) => "normalize_planes_runs",
+            Kernel::Normalize(Rows, ..) => "normalize_rows",
+            Kernel::Normalize(OddRows | Masked | General, false, _) => "normalize",
+            Kernel::Normalize(OddRows | Masked | General, true, _) => "normalize_runs",
+            Kernel::GradInput(Planes, false) => "grad_input_planes",
+            Kernel::GradInput(Planes, true) => "grad_input_planes_runs",
+            Kernel::GradInput(Rows, _) => "grad_input_rows",
+            Kernel::GradInput(OddRows | Masked | General, false) => "grad_input",
+            Kernel::GradInput(OddRows | Masked | General, true) => "grad_input_runs",
             Kernel::EpilogueGrad(_) => "epilogue_grad",
             Kernel::GradsColumns => "grads_columns",
         };
@@ -135,7 +141,7 @@ impl Kernel {
             );
             c.push(("MASKED", if masked { 1.0 } else { 0.0 }));
         }
-        if let Kernel::Normalize(_, bits)
+        if let Kernel::Normalize(_, _, bits)
         | Kernel::EpilogueGrad(bits)
         | Kernel::ForwardColumns(bits, _)
         | Kernel::ForwardColumn(bits, _) = self

@@ -24,7 +24,7 @@ pub(crate) struct Slab {
     /// number of rows. The general elementwise kernels use one channel's
     /// terms for a slab that lies within one run of L values and look up
     /// each vec4's channels in the few that straddle two runs
-    /// (`FLAG_SLAB_RUNS`).
+    /// (the `*_runs` entry points).
     pub runs: bool,
 }
 
