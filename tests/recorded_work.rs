@@ -260,3 +260,53 @@ fn recorded_terms_are_recycled_once_their_encoders_are_done() {
         "recycled, not piled up: {before} buffers before, {after} after"
     );
 }
+
+/// Recorded work and the module's own submissions never share uniforms:
+/// encoders recorded earlier and submitted from another thread while the
+/// module runs forwards of another shape leave every one of those
+/// forwards its own shape and statistics (the module writes its uniforms
+/// before it submits; an encoder submitted in between once copied its own
+/// over them).
+#[test]
+fn recorded_work_submitted_from_another_thread_keeps_to_its_own_uniforms() {
+    let Some(ctx) = common::context() else { return };
+    let mut rng = common::Rng(71);
+    let (recorded_shape, shape) = ([6usize, 4], [10usize, 4]);
+    let x1 = Tensor::from_slice(&ctx, &rng.normals(24, 50.0, 9.0), &recorded_shape).expect("x1");
+    let data = rng.normals(40, -3.0, 0.25);
+    let x2 = Tensor::from_slice(&ctx, &data, &shape).expect("x2");
+    let mut reference = cpu::BatchNorm1d::new(BatchNormConfig::new(4)).expect("cpu");
+    let want = f64s(&reference.forward(&data, &shape).expect("cpu"));
+    let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(4)).expect("bn");
+    let recorded: Vec<wgpu::CommandBuffer> = (0..48)
+        .map(|_| {
+            let mut e = encoder(&ctx);
+            bn.encode_forward(&mut e, &x1).expect("record");
+            e.finish()
+        })
+        .collect();
+    let queue = ctx.queue().clone();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let finished = done.clone();
+    let submitter = std::thread::spawn(move || {
+        for (i, cb) in recorded.into_iter().enumerate() {
+            queue.submit([cb]);
+            std::thread::sleep(std::time::Duration::from_micros(300 + 500 * (i as u64 % 5)));
+        }
+        finished.store(true, std::sync::atomic::Ordering::Release);
+    });
+    let y = Tensor::zeros(&ctx, &shape).expect("y");
+    let mut i = 0;
+    while !done.load(std::sync::atomic::Ordering::Acquire) || i < 8 {
+        bn.forward_into(&x2, &y).expect("forward");
+        common::check_close(
+            &format!("forward {i}"),
+            &y.to_vec().expect("read"),
+            &want,
+            1e-5,
+        )
+        .expect("its own uniforms");
+        i += 1;
+    }
+    submitter.join().expect("submitter");
+}

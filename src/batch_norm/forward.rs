@@ -4,7 +4,7 @@
 
 use super::epilogue::{Epilogue, SavedEpilogue, EPILOGUE_RELU};
 use super::forward_pass::{from_state, Output};
-use super::terms_pool::EncoderUses;
+use super::recycling::EncoderUses;
 use super::workspace::Target;
 use super::{BatchNorm, Saved, SavedData, SpatialRank};
 use crate::error::{Error, Result};
@@ -81,11 +81,13 @@ impl<R: SpatialRank> BatchNorm<R> {
     ///
     /// Everything the recorded work needs is validated first (an `Err`
     /// records nothing and changes nothing), and the work carries its own
-    /// copy of its uniforms (shape, `eps`, momentum factor, flags), so
-    /// later forwards and backwards made before the encoder is submitted
-    /// do not change what it computes, and its per-channel terms serve
-    /// another forward only once the encoder's work has finished on the
-    /// GPU (or the encoder was dropped unsubmitted). It reads the module's weight, bias
+    /// copy of its uniforms (shape, `eps`, momentum factor, flags: a buffer
+    /// no other call writes until the encoder has run or was dropped), so
+    /// later forwards and backwards made before the encoder is submitted,
+    /// on this thread or while another thread submits it, do not change
+    /// what it computes, and its per-channel terms serve another forward
+    /// only once the encoder's work has finished on the GPU (or the
+    /// encoder was dropped unsubmitted). It reads the module's weight, bias
     /// and running statistics, and the input, **when it runs**: setters,
     /// `load_state_dict`, `reset_*` and tensor refills made before you
     /// submit are queued writes that land first, so make them after

@@ -18,10 +18,10 @@ mod forward;
 mod forward_pass;
 mod lazy_terms;
 mod params;
+mod recycling;
 mod shard;
 mod shard_stats;
 mod state_dict;
-mod terms_pool;
 mod workspace;
 
 use std::marker::PhantomData;
@@ -35,7 +35,7 @@ use crate::gpu::tensor::Tensor;
 use crate::semantics::Layout;
 use crate::types::{DType, Rank, Rank1d, Rank2d, Rank3d, SpatialRank};
 use params::Param;
-use terms_pool::EncoderUses;
+use recycling::EncoderUses;
 use workspace::Workspace;
 
 pub use backward::Gradients;

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use super::terms_pool::{EncoderUses, TermsPool};
+use super::recycling::{EncoderUses, RecordedUniforms, TermsPool};
 use super::BatchNorm;
 use crate::error::{Error, Result};
 use crate::gpu::bind_cache::BindGroupCache;
@@ -35,8 +35,9 @@ pub(crate) enum Target {
     /// uniforms are written with `queue.write_buffer`, which lands first.
     Submit,
     /// The application's encoder, submitted whenever the application
-    /// chooses: the uniforms are copied inside the encoder from a staging
-    /// buffer of this call, so later calls cannot change them.
+    /// chooses: the uniforms go into a buffer of this call's
+    /// ([`RecordedUniforms`]), which no other call writes until the
+    /// encoder has run or was dropped.
     Encoder,
 }
 
@@ -52,6 +53,7 @@ pub(crate) struct Workspace {
     backward_uniforms: OwnedBuffer,
     partials: Option<OwnedBuffer>,
     terms: TermsPool,
+    recorded_uniforms: RecordedUniforms,
     /// Parameter-gradient outputs of a module without parameters (the
     /// sums feed grad_input; never returned).
     grad_scratch: Vec<(&'static str, Tensor)>,
@@ -73,6 +75,7 @@ impl Workspace {
             backward_uniforms: ctx.alloc("batchnorm/backward-params", stride * 2, UNIFORM_USAGE)?,
             partials: None,
             terms: TermsPool::default(),
+            recorded_uniforms: RecordedUniforms::default(),
             grad_scratch: Vec::new(),
             dy_scratch: None,
             binds: BindGroupCache::new(),
@@ -171,8 +174,10 @@ impl Workspace {
         self.terms.give_back(terms, uses);
     }
 
-    /// Writes `params` (slot 0 first) into `op`'s uniform buffer for work
-    /// recorded into `encoder` and bound to `target`; returns the buffer.
+    /// Writes `params` (slot 0 first) for work recorded into `encoder` and
+    /// bound to `target`: into `op`'s uniform buffer, which only the
+    /// module's own submissions read, or into one of the recorded work's
+    /// own; returns the buffer.
     pub fn write_params(
         &mut self,
         ctx: &GpuContext,
@@ -189,6 +194,9 @@ impl Workspace {
                 dst.copy_from_slice(raw);
             }
         }
+        if target == Target::Encoder {
+            return self.recorded_uniforms.write(ctx, encoder, &bytes);
+        }
         let size = bytes.len() as u64;
         let (slot, label) = match op {
             Op::Forward => (&mut self.forward_uniforms, "batchnorm/forward-params"),
@@ -197,24 +205,7 @@ impl Workspace {
         if slot.size() < size {
             *slot = ctx.alloc(label, size, UNIFORM_USAGE)?;
         }
-        match target {
-            Target::Submit => ctx.queue().write_buffer(&slot.buffer, 0, &bytes),
-            Target::Encoder => {
-                let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("batchnorm/params-staging"),
-                    size,
-                    usage: wgpu::BufferUsages::COPY_SRC,
-                    mapped_at_creation: true,
-                });
-                staging
-                    .slice(..)
-                    .get_mapped_range_mut()
-                    .map_err(|e| Error::Validation(e.to_string()))?
-                    .copy_from_slice(&bytes);
-                staging.unmap();
-                encoder.copy_buffer_to_buffer(&staging, 0, &slot.buffer, 0, size);
-            }
-        }
+        ctx.queue().write_buffer(&slot.buffer, 0, &bytes);
         Ok(slot.buffer.clone())
     }
 }

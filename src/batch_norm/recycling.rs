@@ -1,4 +1,6 @@
-//! The per-channel terms buffers a module recycles between forwards.
+//! Buffers a module recycles between calls while work recorded into the
+//! application's encoders may still use them: the per-channel terms, and
+//! the uniforms of recorded work.
 //!
 //! A forward writes its terms and its backward reads them, so a buffer
 //! belongs to the [`Saved`](super::Saved) record of its forward until a
@@ -11,15 +13,26 @@
 //! another forward. Recycling matters most where the terms are large (32
 //! bytes per channel: 64 MiB for two million channels) and forwards are
 //! recorded into encoders step after step.
+//!
+//! Recorded work also reads its own uniforms (shape, `eps`, momentum
+//! factor): each call writes them into a buffer of [`RecordedUniforms`]
+//! that no other call takes until the encoders that bound it are done, so
+//! the module's own submissions, made in between on any thread, never see
+//! them, nor they the module's.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::gpu::buffer::OwnedBuffer;
+use crate::error::Result;
+use crate::gpu::buffer::{OwnedBuffer, UNIFORM_USAGE};
+use crate::gpu::context::GpuContext;
 
-/// Buffers at most that wait for their encoders; older ones are let go
-/// (wgpu keeps a dropped buffer alive until the work that uses it is done).
+/// Terms buffers at most that wait for their encoders; older ones are let
+/// go (wgpu keeps a dropped buffer alive until the work that uses it is
+/// done).
 const MAX_WAITING: usize = 4;
+/// Uniform buffers of recorded work a module keeps at most (the same).
+const MAX_RECORDED_UNIFORMS: usize = 8;
 
 /// The application's encoders that recorded work with one terms buffer and
 /// have neither finished on the GPU nor been dropped.
@@ -82,7 +95,7 @@ impl TermsPool {
     pub fn give_back(&mut self, terms: Arc<OwnedBuffer>, uses: EncoderUses) {
         if !uses.idle() {
             if self.waiting.len() == MAX_WAITING {
-                self.waiting.remove(0);
+                self.waiting.remove(oldest_idle_or_first(&self.waiting));
             }
             self.waiting.push((terms, uses));
         } else if Arc::strong_count(&terms) == 1
@@ -93,10 +106,56 @@ impl TermsPool {
     }
 }
 
+/// The entry to let go of a full list: an idle one (free anyway), else the
+/// oldest.
+fn oldest_idle_or_first<T>(list: &[(T, EncoderUses)]) -> usize {
+    list.iter().position(|(_, uses)| uses.idle()).unwrap_or(0)
+}
+
+/// Uniform buffers of work recorded into the application's encoders.
+#[derive(Default)]
+pub(crate) struct RecordedUniforms {
+    buffers: Vec<(OwnedBuffer, EncoderUses)>,
+}
+
+impl RecordedUniforms {
+    /// A uniform buffer that holds `bytes` when `encoder` runs: one no
+    /// encoder may still read (else a new one), written with
+    /// `queue.write_buffer`, which lands before the next submission and so
+    /// at the latest before the encoder's, and counted as `encoder`'s until
+    /// its work is done or it is dropped.
+    pub fn write(
+        &mut self,
+        ctx: &GpuContext,
+        encoder: &wgpu::CommandEncoder,
+        bytes: &[u8],
+    ) -> Result<wgpu::Buffer> {
+        let size = bytes.len() as u64;
+        let free = self
+            .buffers
+            .iter()
+            .position(|(b, uses)| uses.idle() && b.size() >= size);
+        let (buffer, uses) = match free {
+            Some(i) => self.buffers.remove(i),
+            None => (
+                ctx.alloc("batchnorm/recorded-params", size, UNIFORM_USAGE)?,
+                EncoderUses::default(),
+            ),
+        };
+        ctx.queue().write_buffer(&buffer.buffer, 0, bytes);
+        uses.record(encoder);
+        let bound = buffer.buffer.clone();
+        self.buffers.push((buffer, uses));
+        if self.buffers.len() > MAX_RECORDED_UNIFORMS {
+            self.buffers.remove(oldest_idle_or_first(&self.buffers));
+        }
+        Ok(bound)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::context::GpuContext;
 
     /// A context, or `None` without an adapter (a failure under CI).
     fn context() -> Option<GpuContext> {
@@ -165,6 +224,35 @@ mod tests {
         drop(held);
         let got = pool.take(256).expect("done: it serves again");
         assert_eq!(got.size(), 256);
+    }
+
+    #[test]
+    fn recorded_uniforms_are_each_calls_own_until_its_encoder_is_done() {
+        let Some(ctx) = context() else { return };
+        let mut pool = RecordedUniforms::default();
+        let (e1, e2) = (encoder(&ctx), encoder(&ctx));
+        let a = pool.write(&ctx, &e1, &[1u8; 256]).expect("first");
+        let b = pool.write(&ctx, &e2, &[2u8; 256]).expect("second");
+        assert_ne!(a, b, "the first encoder may still run");
+        drop(e1);
+        let c = pool.write(&ctx, &e2, &[3u8; 256]).expect("third");
+        assert_eq!(
+            a, c,
+            "the first encoder was dropped: its buffer serves again"
+        );
+        ctx.queue().submit([e2.finish()]);
+        ctx.synchronize().expect("sync");
+        let d = pool
+            .write(&ctx, &encoder(&ctx), &[4u8; 512])
+            .expect("larger");
+        assert!(d != a && d != b, "too small: a new one");
+        let mut kept = Vec::new();
+        for _ in 0..2 * MAX_RECORDED_UNIFORMS {
+            kept.push(encoder(&ctx));
+            let e = kept.last().expect("pushed");
+            pool.write(&ctx, e, &[5u8; 256]).expect("write");
+        }
+        assert_eq!(pool.buffers.len(), MAX_RECORDED_UNIFORMS);
     }
 
     #[test]
