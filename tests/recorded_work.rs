@@ -310,3 +310,46 @@ fn recorded_work_submitted_from_another_thread_keeps_to_its_own_uniforms() {
     }
     submitter.join().expect("submitter");
 }
+
+/// An eval forward's terms describe the state it normalised with, even
+/// when a training forward recorded earlier updates the running statistics
+/// before the backward: the eval forward writes its terms at once while
+/// such an encoder may still run (its terms were once computed lazily,
+/// from the updated state, at the backward).
+#[test]
+fn an_eval_backward_after_a_late_recorded_training_forward_uses_the_eval_state() {
+    let Some(ctx) = common::context() else { return };
+    let mut rng = common::Rng(81);
+    let shape = [8usize, 4];
+    let x1 = rng.normals(32, 20.0, 6.0);
+    let (x2, dy) = (rng.normals(32, 0.5, 2.0), rng.normals(32, 0.0, 1.0));
+    let t = |v: &[f32]| Tensor::from_slice(&ctx, v, &shape).expect("tensor");
+    // The eval forward sees the initial state (the recorded update has not
+    // run yet): the reference is a fresh module in eval.
+    let mut reference = cpu::BatchNorm1d::new(BatchNormConfig::new(4)).expect("cpu");
+    reference.eval();
+    let want_y = f64s(&reference.forward(&x2, &shape).expect("cpu forward"));
+    let want_dx = f64s(&reference.backward(&dy).expect("cpu backward").grad_input);
+    let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(4)).expect("bn");
+    let mut e = encoder(&ctx);
+    bn.encode_forward(&mut e, &t(&x1))
+        .expect("record training forward");
+    bn.eval();
+    let y = bn.forward(&t(&x2)).expect("eval forward");
+    ctx.queue().submit([e.finish()]);
+    ctx.synchronize().expect("sync");
+    let rv = bn.running_var().expect("rv").expect("some");
+    assert!(
+        rv.iter().all(|&v| v > 2.0),
+        "the recorded update ran: {rv:?}"
+    );
+    let g = bn.backward(&t(&dy)).expect("eval backward");
+    common::check_close("eval output", &y.to_vec().expect("read"), &want_y, 1e-5).expect("y");
+    common::check_close(
+        "grad_input",
+        &g.grad_input.to_vec().expect("read"),
+        &want_dx,
+        1e-5,
+    )
+    .expect("the eval forward's invstd");
+}

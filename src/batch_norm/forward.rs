@@ -215,14 +215,19 @@ impl<R: SpatialRank> BatchNorm<R> {
                 terms: &terms,
                 epilogue: (residual.as_ref(), epilogue.bits()),
             };
-            self.record_passes(encoder, &input, output, &plan, factor, target)?;
+            // Decided once: the passes and the saved record must agree.
+            let lazy = from_state(&plan, target) && self.state_writers.idle();
+            if target == Target::Encoder && plan.track_step {
+                self.state_writers.record(encoder);
+            }
+            self.record_passes(encoder, &input, output, &plan, factor, (target, lazy))?;
             let encoders = EncoderUses::default();
             if target == Target::Encoder {
                 encoders.record(encoder);
             }
             Some(SavedData {
                 terms,
-                pending: from_state(&plan, target),
+                pending: lazy,
                 encoders,
             })
         };

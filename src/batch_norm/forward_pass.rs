@@ -40,7 +40,9 @@ pub(super) enum Output<'a> {
 }
 
 impl<R: SpatialRank> BatchNorm<R> {
-    /// Records the forward's compute pass for `x` (already padded).
+    /// Records the forward's compute pass for `x` (already padded), for
+    /// `target`; with `lazy` (an eval forward, see [`from_state`]) the
+    /// normalize pass reads the state and no terms are written.
     pub(super) fn record_passes(
         &mut self,
         encoder: &mut wgpu::CommandEncoder,
@@ -48,12 +50,12 @@ impl<R: SpatialRank> BatchNorm<R> {
         output: Output<'_>,
         plan: &ForwardPlan,
         momentum: f32,
-        target: Target,
+        (target, lazy): (Target, bool),
     ) -> Result<()> {
         let ctx = self.ctx.clone();
         let layout = plan.layout;
         let own_stats = matches!(output, Output::Normalized { merged: None, .. });
-        let from_state = own_stats && from_state(plan, target);
+        let from_state = own_stats && lazy;
         let mut flags = self.flags(plan.batch_stats, plan.track_step);
         if from_state {
             flags |= FLAG_FROM_STATE;
@@ -203,7 +205,9 @@ impl<R: SpatialRank> BatchNorm<R> {
 /// only if something needs them, see `BatchNorm::settle_terms`). Work
 /// recorded into the application's encoder writes its terms as it runs
 /// (the state may change before the application submits it), and the
-/// general layout's kernels read packed terms.
+/// general layout's kernels read packed terms. The module also writes the
+/// terms at once while a recorded training forward may still update the
+/// state (`BatchNorm::state_writers`).
 pub(super) fn from_state(plan: &ForwardPlan, target: Target) -> bool {
     !plan.batch_stats
         && target == Target::Submit

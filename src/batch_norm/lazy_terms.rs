@@ -3,7 +3,10 @@
 //! backward reads are written later, from the same state, only when they
 //! are needed: before a backward reads them, and before anything writes
 //! the state (setters, resets, state-dict loads), so they always describe
-//! the state the forward used.
+//! the state the forward used. A training forward recorded into an
+//! application's encoder updates the running statistics whenever the
+//! application submits it, so while one may still run, eval forwards
+//! write their terms at once instead (`BatchNorm::state_writers`).
 
 use super::workspace::{Op, Prepared, Target};
 use super::{BatchNorm, SpatialRank};

@@ -63,6 +63,11 @@ pub struct BatchNorm<R: SpatialRank = Rank1d> {
     ws: Workspace,
     saved: Option<Saved>,
     keep_input_copy: bool,
+    /// The application's encoders holding a recorded training forward that
+    /// updates the running statistics: while any may still run, eval
+    /// forwards write their terms at once instead of leaving them pending
+    /// (lazy_terms.rs), which would take them from the updated state.
+    state_writers: EncoderUses,
     #[cfg(feature = "safetensors")]
     checkpoint_dtype: FloatDtype,
     _rank: PhantomData<R>,
@@ -141,6 +146,7 @@ impl<R: SpatialRank> BatchNorm<R> {
             ws: Workspace::new(ctx)?,
             saved: None,
             keep_input_copy: false,
+            state_writers: EncoderUses::default(),
             #[cfg(feature = "safetensors")]
             checkpoint_dtype: FloatDtype::F32,
             _rank: PhantomData,

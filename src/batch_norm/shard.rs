@@ -97,7 +97,7 @@ impl<R: SpatialRank> BatchNorm<R> {
         ctx.submit("batchnorm/shard-moments", |encoder| {
             let x = x.padded(encoder)?;
             let output = Output::Moments(&out.buffer);
-            self.record_passes(encoder, &x, output, &plan, 0.0, Target::Submit)
+            self.record_passes(encoder, &x, output, &plan, 0.0, (Target::Submit, false))
         })?;
         let raw = read_f32(&ctx, &out.buffer, 0, 4 * c)?;
         let mut m = ShardMoments::empty(c);
@@ -205,7 +205,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                         epilogue: (None, 0),
                     }
                 };
-                self.record_passes(encoder, &x, output, &plan, factor, Target::Submit)?;
+                self.record_passes(encoder, &x, output, &plan, factor, (Target::Submit, false))?;
                 Ok(x)
             })?;
         } else {

@@ -11,7 +11,11 @@ use crate::error::{Error, Result};
 /// `dx12`, `gl`, `webgpu`, or `primary`, `secondary`, `all`),
 /// `WGPU_ADAPTER_NAME` (a case-insensitive substring of the adapter name)
 /// and `WGPU_POWER_PREF` (`low`, `high`, `none`); an unknown value is an
-/// [`Error::InvalidEnv`] naming the accepted ones.
+/// [`Error::InvalidEnv`] naming the accepted ones. The instance takes wgpu's
+/// flags for the build (validation in debug builds) and `WGPU_VALIDATION`,
+/// `WGPU_DEBUG` and the other `WGPU_*` flag variables, but leaves debug
+/// object names off unless `WGPU_DEBUG=1` asks for them (a Vulkan loader
+/// race, see the README's backends table).
 #[derive(Debug, Clone)]
 pub struct ContextOptions {
     /// Backends to search.
