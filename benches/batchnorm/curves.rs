@@ -39,24 +39,44 @@ pub fn curves_section(ctx: &GpuContext) {
         println!("| --- | --- | --- | --- | --- | --- |");
         let mut series: Vec<Vec<(f64, f64)>> = vec![Vec::new(); ops.len()];
         let mut by_bytes: Vec<Vec<(f64, f64)>> = vec![Vec::new(); ops.len()];
-        for e in sweep {
-            let v = 1usize << e;
-            let shape = if axis == "N" { [v, fixed] } else { [fixed, v] };
-            let mut f = Fixture::new(ctx, &shape, CF);
-            let n = if f.bytes() > 64 << 20 { 3 } else { runs() };
-            let t: Vec<Duration> = ops.iter().map(|&op| f.time(op, n)).collect();
+        let points: Vec<(u32, usize)> = sweep.map(|e| (e, 1usize << e)).collect();
+        let mut fixtures: Vec<Fixture> = points
+            .iter()
+            .map(|&(_, v)| {
+                let shape = if axis == "N" { [v, fixed] } else { [fixed, v] };
+                Fixture::new(ctx, &shape, CF)
+            })
+            .collect();
+        // Rounds interleave the points, as in the shapes section: a drift
+        // of the host's speed over the minutes the sweep takes moves every
+        // point alike instead of bending the line. A first round warms up;
+        // points over 64 MiB take 3 rounds.
+        let mut samples = vec![vec![Vec::new(); ops.len()]; fixtures.len()];
+        for round in 0..=runs() {
+            for (f, per_op) in fixtures.iter_mut().zip(samples.iter_mut()) {
+                if round > 3 && f.bytes() > 64 << 20 {
+                    continue;
+                }
+                for (&op, times) in ops.iter().zip(per_op.iter_mut()) {
+                    let t = Instant::now();
+                    f.run(op);
+                    if round > 0 {
+                        times.push(t.elapsed());
+                    }
+                }
+            }
+        }
+        for ((&(e, v), f), per_op) in points.iter().zip(&fixtures).zip(samples) {
+            let t: Vec<Duration> = per_op.into_iter().map(median_of).collect();
             let mib = f.bytes() as f64 / (1 << 20) as f64;
             for ((s, b), d) in series.iter_mut().zip(by_bytes.iter_mut()).zip(&t) {
                 s.push((v as f64, ms(*d)));
                 b.push((mib, ms(*d)));
             }
             let cells: Vec<String> = t.iter().map(|d| format!("{:.3} ms", ms(*d))).collect();
-            println!(
-                "| 2^{e} | {:.2} | {} |",
-                f.bytes() as f64 / (1 << 20) as f64,
-                cells.join(" | ")
-            );
+            println!("| 2^{e} | {mib:.2} | {} |", cells.join(" | "));
         }
+        drop(fixtures);
         println!("\nLeast-squares line t = a + b * MiB over the points of at least 1 MiB (relative residuals), and the largest relative distance of those points from it (straight in bytes: small).\n");
         println!("| op | a (fixed) | b (per MiB) | x copy's b | largest distance |");
         println!("| --- | --- | --- | --- | --- |");
