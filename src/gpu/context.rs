@@ -116,16 +116,7 @@ impl GpuContext {
     /// Creates the instance, the device and the instance's drop each in a
     /// driver turn (see `driver_lock`).
     async fn create(options: ContextOptions) -> Result<Self> {
-        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
-        desc.backends = options.backends;
-        // Debug names off unless `WGPU_DEBUG` asks for them: the Vulkan
-        // loader (Debian 12's 1.3.239) names an object by walking every
-        // instance's device list unlocked, and crashed in
-        // vkSetDebugUtilsObjectNameEXT while another thread destroyed a
-        // context (`reliability`, about 1 run in 40 with two processes).
-        let mut flags = wgpu::InstanceFlags::from_build_config();
-        flags.remove(wgpu::InstanceFlags::DEBUG);
-        desc.flags = flags.with_env();
+        let desc = super::instance::descriptor(options.backends);
         let instance = serialized(|| super::instance::context_instance(desc));
         let made = Self::create_on(&instance, options).await;
         serialized(move || drop(instance));

@@ -1,5 +1,5 @@
-//! The `wgpu::Instance` of a new context, with the process's Vulkan driver
-//! kept loaded.
+//! The `wgpu::Instance` of a new context (its flags: debug names off), with
+//! the process's Vulkan driver kept loaded.
 //!
 //! Destroying the last Vulkan instance makes the Vulkan loader unload the
 //! driver's libraries; NVIDIA's driver leaves thread-exit handlers behind
@@ -15,6 +15,22 @@ use std::sync::OnceLock;
 
 /// A Vulkan-only instance that is never dropped (see the module docs).
 static VULKAN_KEEPALIVE: OnceLock<wgpu::Instance> = OnceLock::new();
+
+/// The descriptor of a new context's instance: `backends`, wgpu's flags
+/// for the build and the `WGPU_*` flag variables, with debug object names
+/// off unless `WGPU_DEBUG` asks for them. The Vulkan loader (Debian 12's
+/// 1.3.239) names an object by walking every instance's device list
+/// without a lock, and crashed in `vkSetDebugUtilsObjectNameEXT` while
+/// another thread dropped a context (`tests/reliability.rs`: about 1 run in
+/// 40 with two processes at once, none in 140 without names).
+pub(crate) fn descriptor(backends: wgpu::Backends) -> wgpu::InstanceDescriptor {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends;
+    let mut flags = wgpu::InstanceFlags::from_build_config();
+    flags.remove(wgpu::InstanceFlags::DEBUG);
+    desc.flags = flags.with_env();
+    desc
+}
 
 /// A fresh instance for `desc`; where `desc` includes Vulkan, the
 /// process's keep-alive Vulkan instance is created first (once), so that
