@@ -6,7 +6,7 @@
 //! belongs to the [`Saved`](super::Saved) record of its forward until a
 //! later forward replaces that record. Work the module submits itself has
 //! been queued by then, and a later forward's writes land after it, so the
-//! buffer is free at once (the spare). Work recorded into an application's
+//! buffer is free at once. Work recorded into an application's
 //! encoder (`encode_forward`, `encode_backward`) may run later than later
 //! forwards: its buffer waits until every such encoder has finished on the
 //! GPU or was dropped unsubmitted ([`EncoderUses`]), and only then serves
@@ -27,10 +27,11 @@ use crate::error::Result;
 use crate::gpu::buffer::{OwnedBuffer, UNIFORM_USAGE};
 use crate::gpu::context::GpuContext;
 
-/// Terms buffers at most that wait for their encoders; older ones are let
-/// go (wgpu keeps a dropped buffer alive until the work that uses it is
-/// done).
-const MAX_WAITING: usize = 4;
+/// Terms buffers a module keeps at most for later forwards (one whose
+/// record a new forward replaced, and those still waiting for encoders);
+/// older ones are let go (wgpu keeps a dropped buffer alive until the work
+/// that uses it is done).
+const MAX_TERMS: usize = 5;
 /// Uniform buffers of recorded work a module keeps at most (the same).
 const MAX_RECORDED_UNIFORMS: usize = 8;
 
@@ -65,57 +66,74 @@ impl EncoderUses {
     }
 }
 
-/// Terms buffers no saved forward uses: one spare, and those waiting for
-/// the encoders that recorded work with them.
-#[derive(Default)]
-pub(crate) struct TermsPool {
-    spare: Option<Arc<OwnedBuffer>>,
-    waiting: Vec<(Arc<OwnedBuffer>, EncoderUses)>,
+/// Buffers kept for reuse, each with the encoders that may still run work
+/// with it: one serves again once they are all done.
+pub(crate) struct Recycler<T> {
+    kept: Vec<(T, EncoderUses)>,
+    max: usize,
+}
+
+impl<T> Recycler<T> {
+    fn new(max: usize) -> Self {
+        Self {
+            kept: Vec::new(),
+            max,
+        }
+    }
+
+    /// The most recently kept buffer that no work may still use and that
+    /// `fits` (a steady loop reuses the same few, whose bind groups stay
+    /// cached).
+    fn take(&mut self, fits: impl Fn(&T) -> bool) -> Option<T> {
+        let i = self
+            .kept
+            .iter()
+            .rposition(|(t, uses)| uses.idle() && fits(t))?;
+        Some(self.kept.remove(i).0)
+    }
+
+    /// Keeps `t` until `uses` are done; over the bound, lets go of an idle
+    /// one (free anyway), else the oldest.
+    fn keep(&mut self, t: T, uses: EncoderUses) {
+        self.kept.push((t, uses));
+        if self.kept.len() > self.max {
+            let i = self.kept.iter().position(|(_, u)| u.idle()).unwrap_or(0);
+            self.kept.remove(i);
+        }
+    }
+}
+
+/// Terms buffers no saved forward uses.
+pub(crate) struct TermsPool(Recycler<Arc<OwnedBuffer>>);
+
+impl Default for TermsPool {
+    fn default() -> Self {
+        Self(Recycler::new(MAX_TERMS))
+    }
 }
 
 impl TermsPool {
     /// A buffer of at least `need` bytes that no work may still read or
-    /// write: the spare, else a waiting one whose encoders are done.
+    /// write (and no one else holds).
     pub fn take(&mut self, need: u64) -> Option<Arc<OwnedBuffer>> {
-        if let Some(t) = self.spare.take() {
-            if t.size() >= need {
-                return Some(t);
-            }
-            self.spare = Some(t);
-        }
-        let free = |(t, uses): &(Arc<OwnedBuffer>, EncoderUses)| {
-            uses.idle() && Arc::strong_count(t) == 1 && t.size() >= need
-        };
-        let i = self.waiting.iter().position(free)?;
-        Some(self.waiting.remove(i).0)
+        self.0
+            .take(|t| Arc::strong_count(t) == 1 && t.size() >= need)
     }
 
     /// Takes back the terms of a forward no saved record uses any more;
     /// `uses` counts the encoders that recorded work with them.
     pub fn give_back(&mut self, terms: Arc<OwnedBuffer>, uses: EncoderUses) {
-        if !uses.idle() {
-            if self.waiting.len() == MAX_WAITING {
-                self.waiting.remove(oldest_idle_or_first(&self.waiting));
-            }
-            self.waiting.push((terms, uses));
-        } else if Arc::strong_count(&terms) == 1
-            && self.spare.as_ref().is_none_or(|s| s.size() < terms.size())
-        {
-            self.spare = Some(terms);
-        }
+        self.0.keep(terms, uses);
     }
 }
 
-/// The entry to let go of a full list: an idle one (free anyway), else the
-/// oldest.
-fn oldest_idle_or_first<T>(list: &[(T, EncoderUses)]) -> usize {
-    list.iter().position(|(_, uses)| uses.idle()).unwrap_or(0)
-}
-
 /// Uniform buffers of work recorded into the application's encoders.
-#[derive(Default)]
-pub(crate) struct RecordedUniforms {
-    buffers: Vec<(OwnedBuffer, EncoderUses)>,
+pub(crate) struct RecordedUniforms(Recycler<OwnedBuffer>);
+
+impl Default for RecordedUniforms {
+    fn default() -> Self {
+        Self(Recycler::new(MAX_RECORDED_UNIFORMS))
+    }
 }
 
 impl RecordedUniforms {
@@ -131,26 +149,15 @@ impl RecordedUniforms {
         bytes: &[u8],
     ) -> Result<wgpu::Buffer> {
         let size = bytes.len() as u64;
-        // The most recently used free one: a steady loop keeps reusing the
-        // same few buffers, whose bind groups stay cached.
-        let free = self
-            .buffers
-            .iter()
-            .rposition(|(b, uses)| uses.idle() && b.size() >= size);
-        let (buffer, uses) = match free {
-            Some(i) => self.buffers.remove(i),
-            None => (
-                ctx.alloc("batchnorm/recorded-params", size, UNIFORM_USAGE)?,
-                EncoderUses::default(),
-            ),
+        let buffer = match self.0.take(|b| b.size() >= size) {
+            Some(b) => b,
+            None => ctx.alloc("batchnorm/recorded-params", size, UNIFORM_USAGE)?,
         };
         ctx.queue().write_buffer(&buffer.buffer, 0, bytes);
+        let uses = EncoderUses::default();
         uses.record(encoder);
         let bound = buffer.buffer.clone();
-        self.buffers.push((buffer, uses));
-        if self.buffers.len() > MAX_RECORDED_UNIFORMS {
-            self.buffers.remove(oldest_idle_or_first(&self.buffers));
-        }
+        self.0.keep(buffer, uses);
         Ok(bound)
     }
 }
@@ -258,7 +265,7 @@ mod tests {
             let e = kept.last().expect("pushed");
             pool.write(&ctx, e, &[5u8; 256]).expect("write");
         }
-        assert_eq!(pool.buffers.len(), MAX_RECORDED_UNIFORMS);
+        assert_eq!(pool.0.kept.len(), MAX_RECORDED_UNIFORMS);
     }
 
     #[test]
@@ -266,7 +273,7 @@ mod tests {
         let Some(ctx) = context() else { return };
         let mut pool = TermsPool::default();
         let enc = encoder(&ctx);
-        for _ in 0..2 * MAX_WAITING {
+        for _ in 0..2 * MAX_TERMS {
             let uses = EncoderUses::default();
             uses.record(&enc);
             let t = ctx
@@ -274,7 +281,7 @@ mod tests {
                 .expect("alloc");
             pool.give_back(Arc::new(t), uses);
         }
-        assert_eq!(pool.waiting.len(), MAX_WAITING);
+        assert_eq!(pool.0.kept.len(), MAX_TERMS);
         drop(enc);
         assert!(pool.take(64).is_some(), "dropped unsubmitted: free");
     }
