@@ -35,6 +35,7 @@ const FLAG_UPDATE_RUNNING: u32 = 1u;
 const FLAG_AFFINE: u32 = 2u;
 const FLAG_BATCH_STATS: u32 = 4u;
 const FLAG_FROM_STATE: u32 = 8u;
+const FLAG_SWEEP_ROWS: u32 = 16u;
 const FLAG_PAIRED_LANES: u32 = 32u;
 
 // Per-channel terms (the `terms` buffer), written by finalize.wgsl and read
@@ -96,6 +97,25 @@ fn P() -> Params {
 // (`ColumnRegs`) picks them.
 const REG_ROWS_64: u32 = 64u;
 const REG_ROWS_256: u32 = 256u;
+
+// Rows between the barriers of a sweep. A CPU adapter runs a workgroup's
+// invocations a SIMD group at a time, each group through its whole loop
+// until a barrier; where every thread walks its lane's rows a whole row
+// apart, one group then strides through every row before the next group
+// reads the neighbouring bytes of the same rows. A barrier every
+// SWEEP_ROWS rows makes the groups take turns over those rows, so the
+// workgroup reads each row's stretch front to back (SWEEP_ROWS streams
+// that the prefetchers follow). Used by the kernels only CPU adapters take
+// (the *_regs* column kernels, the rows reductions with per-thread
+// partials and one thread per lane); the loops stay uniform across the
+// workgroup. (Between 2 and 32 rows made no difference on lavapipe.)
+const SWEEP_ROWS: u32 = 8u;
+
+// Whether row r of a sweep closes a turn (the loops call
+// workgroupBarrier() there).
+fn sweep_turn(r: u32) -> bool {
+    return r % SWEEP_ROWS == SWEEP_ROWS - 1u;
+}
 
 // The input and the output gradient, bound as vec4 arrays (tensor buffers
 // are padded to 16 bytes); unused by the finalize steps.

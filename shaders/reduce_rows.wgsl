@@ -232,6 +232,52 @@ fn rows_state(s: Share) -> RowsState {
     return rows_moments(first, s.step * virtual_c(), count, shift);
 }
 
+// Whether the rows reductions sweep (FLAG_SWEEP_ROWS; SWEEP_ROWS,
+// common.wgsl): CPU adapters (per-thread partials), rows too wide for a
+// workgroup's lanes. Each thread folds its contiguous run of rows as
+// before, in a loop of the same length in every thread (the runs' length;
+// rows outside the thread's own are skipped) with a barrier every
+// SWEEP_ROWS rows.
+fn sweeping() -> bool {
+    return THREAD_PARTIALS && (P().flags & FLAG_SWEEP_ROWS) != 0u;
+}
+
+// The rows of every thread's run in a sweep (share_of), the same across
+// the workgroup.
+fn sweep_len() -> u32 {
+    return (P().seg_len + P().threads_per_lane - 1u) / P().threads_per_lane;
+}
+
+// The rows [x, y) share s folds in a sweep: row_range, empty for a lane
+// past the channels.
+fn sweep_rows(s: Share) -> vec2<u32> {
+    return select(vec2<u32>(0u), row_range(s), live4(s));
+}
+
+// rows_state for a sweep: the fast pass with its barriers (the same rows
+// in the same order, so the same state), then, where it is not usable, the
+// careful pass without (rows_fold).
+fn sweep_state(s: Share) -> RowsState {
+    let shift = shift4(s.ch);
+    let rows = sweep_rows(s);
+    var f = rows_fold_start(shift);
+    var k = 0u;
+    for (var j = 0u; j < sweep_len(); j += 1u) {
+        let r = s.start + j;
+        if (r >= rows.x && r < rows.y) {
+            rows_fold_step(&f, load4(rows_offset(r, s.ch)), shift, k, false);
+            k += 1u;
+        }
+        if (sweep_turn(j)) {
+            workgroupBarrier();
+        }
+    }
+    if (fast_state_ok(f.mean, f.m2)) {
+        return RowsState(f32(k), f.mean, f.m2, f.tag);
+    }
+    return rows_fold(rows_offset(rows.x, s.ch), virtual_c(), k, shift, true);
+}
+
 @compute @workgroup_size(WG)
 fn moments_partial_rows(ids: Ids) {
     // Share.ch is the vec4 lane here; valid while its first channel exists.
@@ -240,7 +286,12 @@ fn moments_partial_rows(ids: Ids) {
         moments_paired(s);
         return;
     }
-    let st = rows_state(s);
+    var st: RowsState;
+    if (sweeping()) {
+        st = sweep_state(s);
+    } else {
+        st = rows_state(s);
+    }
     reduce_moments4(ids.li, s, st.cnt, st.mean, st.m2, st.tag);
     if (owns_tail(s)) {
         let keep = tail_keep(s.ch);
@@ -300,6 +351,23 @@ fn lane_grads(q: u32, rows: vec2<u32>, step: u32, t: XhatTerms) -> GradSums {
     return acc;
 }
 
+// lane_grads for a sweep (see sweep_state): the same sums in the same
+// order.
+fn sweep_grads(s: Share, t: XhatTerms) -> GradSums {
+    let rows = sweep_rows(s);
+    var acc = GradSums(vec4<f32>(0.0), vec4<f32>(0.0));
+    for (var j = 0u; j < sweep_len(); j += 1u) {
+        let r = s.start + j;
+        if (r >= rows.x && r < rows.y) {
+            acc = grads_step(acc, rows_offset(r, s.ch), t);
+        }
+        if (sweep_turn(j)) {
+            workgroupBarrier();
+        }
+    }
+    return acc;
+}
+
 fn write_grad_sums(s: Share, g: GradSums) {
     write_partial4(s, g.dy, g.dyx, vec4<f32>(0.0), vec4<f32>(0.0));
 }
@@ -315,6 +383,10 @@ fn grads_partial_rows(ids: Ids) {
     var sums = GradSums(vec4<f32>(0.0), vec4<f32>(0.0));
     if (live4(s)) {
         t = xhat_terms(s.ch);
+    }
+    if (sweeping()) {
+        sums = sweep_grads(s, t);
+    } else if (live4(s)) {
         sums = lane_grads(s.ch, row_range(s), s.step, t);
     }
     reduce_sums4(ids.li, s, sums.dy, sums.dyx);

@@ -47,8 +47,9 @@ fn column_kernels_match_the_reference() {
 
 /// NaN poisons its channel, a constant channel of huge values gives the
 /// bias, and values of both signs near f32's limit (whose difference from
-/// the shift overflows, though not from the mean) neither overflow nor
-/// spill into the other channels: in every strategy, as in the reference.
+/// the shift overflows, though not from the mean) or an outlier far past
+/// the rest of its channel neither overflow nor spill into the other
+/// channels: in every strategy, as in the reference.
 /// That channel's std (1.9e38) puts invstd below f32's normal range: an
 /// adapter that flushes subnormals (a GPU, not lavapipe) may give NaN for
 /// the channel's outputs and gradients instead, never finite wrong values.
@@ -62,9 +63,16 @@ fn column_kernels_keep_edge_values_to_their_channels() {
             .adapter_info()
             .is_none_or(|i| i.device_type != wgpu_batchnorm::wgpu::DeviceType::Cpu);
         // Rows in the plain kernels' registers (6), in the arrays of 64
-        // and of 256 rows (CPU adapters), and read twice (GPUs beyond 8).
+        // and of 256 rows (CPU adapters), and read twice (GPUs beyond 8);
+        // wide rows, whose reductions sweep on CPU adapters (every lane's
+        // fast pass with barriers, the careful pass of the edge lane
+        // without), of C % 4 == 0 and of odd C (virtual rows, cut tail).
         let shapes = [
-            vec![6usize, 8],
+            vec![40usize, 1024],
+            vec![300, 1028],
+            vec![20, 1021],
+            vec![1000, 260],
+            vec![6, 8],
             vec![6, 7],
             vec![6, 3, 4],
             vec![6, 3, 5],
@@ -92,6 +100,9 @@ fn column_kernels_keep_edge_values_to_their_channels() {
                     2 if r % 2 == 0 => 1.9e38,
                     2 => -1.9e38,
                     3 => 1e-30 * r as f32,
+                    // An outlier far past the shift's scale: the fast
+                    // pass's squares overflow, the careful pass takes it.
+                    4 if r == n / 2 => 3e30,
                     _ => *v,
                 };
             }

@@ -219,13 +219,28 @@ pub(crate) fn plan_exec(
             && thread_bytes <= ((numel * elem_size) as u64 / 4).max(1 << 20)
     };
     let thread_partials = merge.thread_partials && thread_partials_fit(&chunks);
-    // Paired lanes: (N, C) of C % 4 == 0 and C >= 64, in one chunk (no
-    // lead: a thread's two lanes share their rows).
-    if thread_partials
+    // Rows (virtual rows too) of at least 256 channels sweep (any chunks:
+    // a thread's rows stay its own); paired lanes: (N, C) of
+    // 64 <= C < 256 (C % 4 == 0), in one chunk (no lead: a thread's two
+    // lanes share their rows).
+    let rows_variant = matches!(variant, Variant::Rows | Variant::OddRows);
+    let lanes = variant.reduce_layout(layout).c.div_ceil(4);
+    if thread_partials && rows_variant && lanes >= SWEEP_MIN_LANES {
+        let swept: Vec<Chunk> = chunks
+            .iter()
+            .map(|c| Chunk {
+                reduce: plan_sweep(&c.layout, variant, max_groups, target),
+                ..*c
+            })
+            .collect();
+        if thread_partials_fit(&swept) {
+            chunks = swept;
+        }
+    } else if thread_partials
         && variant == Variant::Rows
         && layout.l == 1
         && chunks.len() == 1
-        && layout.c.div_ceil(4) >= PAIRED_MIN_LANES
+        && lanes >= PAIRED_MIN_LANES
     {
         let paired: Vec<Chunk> = chunks
             .iter()
@@ -339,8 +354,8 @@ mod variant;
 #[cfg(test)]
 mod variant_tests;
 
-use reduce::PAIRED_MIN_LANES;
 pub(crate) use reduce::{plan_reduce, ReducePlan, PAIR_GAP};
+use reduce::{plan_sweep, PAIRED_MIN_LANES, SWEEP_MIN_LANES};
 pub(crate) use slab::Slab;
 pub(crate) use strategy::{canonical, ColumnRegs, Strategy};
 pub(crate) use variant::Variant;

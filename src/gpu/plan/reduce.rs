@@ -26,8 +26,22 @@ pub(crate) struct ReducePlan {
     /// row (see [`ReducePlan::paired`]); a workgroup then covers
     /// `2 * lanes_per_group` lanes.
     pub paired: bool,
+    /// The threads sweep their rows (`FLAG_SWEEP_ROWS`, per-thread
+    /// partials only): CPU adapters run a workgroup's invocations a SIMD
+    /// group at a time, each through its whole loop until a barrier, so
+    /// where each thread walks its rows a whole row apart, one group
+    /// strides through all of its rows before the next reads the
+    /// neighbouring bytes of the same rows. With a barrier every
+    /// `SWEEP_ROWS` rows (`shaders/common.wgsl`) the groups take turns and
+    /// the workgroup reads each row's stretch front to back.
+    pub sweep: bool,
 }
 
+/// Four-channel lanes from which the rows reductions on CPU adapters sweep
+/// instead of pairing lanes (`C >= 256`; A/B on lavapipe, Zen 5: training
+/// forward `16384x256` 16.0 -> 11.5 ms, `4096x1024` 15.5 -> 11.0 ms;
+/// `65536x64` paired 10.3, swept 11.6-12.3).
+pub(super) const SWEEP_MIN_LANES: usize = 64;
 /// Four-channel lanes from which the rows reductions on CPU adapters pair
 /// lanes (`C >= 64`; A/B on lavapipe: the gradient sums of `(4096, 1024)`
 /// 50 -> 38 ms, those of `(262144, 16)` unchanged).
@@ -76,6 +90,33 @@ pub(crate) fn plan_reduce(
     max_groups: usize,
     target: usize,
 ) -> ReducePlan {
+    split(layout, variant, (max_groups, target), MAX_LANES_PER_GROUP)
+}
+
+/// The rows reductions' split where they sweep ([`ReducePlan::sweep`]):
+/// as [`plan_reduce`], with up to a whole workgroup of lanes (the threads
+/// merge nothing through workgroup memory), so that rows of 1024 channels
+/// and more are one thread per lane, each over its whole segment (A/B on
+/// lavapipe, Zen 5: `4096x1024` training forward 12.2 -> 11.0 ms against
+/// 64 lanes a workgroup, both sweeping).
+pub(crate) fn plan_sweep(
+    layout: &Layout,
+    variant: Variant,
+    max_groups: usize,
+    target: usize,
+) -> ReducePlan {
+    ReducePlan {
+        sweep: true,
+        ..split(layout, variant, (max_groups, target), WG as usize)
+    }
+}
+
+fn split(
+    layout: &Layout,
+    variant: Variant,
+    (max_groups, target): (usize, usize),
+    max_lanes: usize,
+) -> ReducePlan {
     let wg = WG as usize;
     // Units per lane over the layout itself (`units` takes the reduce
     // layout's rows for `OddRows`).
@@ -86,7 +127,7 @@ pub(crate) fn plan_reduce(
         Variant::Planes | Variant::Masked | Variant::General => layout.c,
     };
     let lanes_per_group = if layout.l == 1 {
-        lanes.next_power_of_two().min(MAX_LANES_PER_GROUP)
+        lanes.next_power_of_two().min(max_lanes)
     } else {
         1
     };
@@ -109,5 +150,6 @@ pub(crate) fn plan_reduce(
         segments: segments as u32,
         seg_len: seg_len as u32,
         paired: false,
+        sweep: false,
     }
 }

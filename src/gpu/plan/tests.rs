@@ -318,31 +318,59 @@ fn column_kernels_take_few_rows_of_many_or_few_values() {
     assert_eq!(strategy(layout(32, 65536, 1), GPU, big), Strategy::Split);
 }
 
-/// Wide rows of C % 4 == 0 take paired lanes where threads write their own
-/// partials (CPU adapters), never on GPUs, never for short rows or odd C;
-/// a paired plan still covers every lane once.
+/// Rows of at least 256 channels (virtual channels of odd C too) sweep and
+/// rows of 64 to 255 channels (C % 4 == 0) take paired lanes, where threads
+/// write their own partials (CPU adapters), never on GPUs, never for short
+/// rows; either plan still covers every lane once.
 #[test]
-fn paired_lanes_only_for_wide_rows_on_cpu_adapters() {
+fn wide_rows_sweep_or_pair_lanes_on_cpu_adapters() {
     let lim = limits(1 << 30, 256, 65535);
-    let paired = |n: usize, c: usize, merge: MergeModel| {
+    let plan = |n: usize, c: usize, merge: MergeModel| {
         let layout = Layout { n, c, l: 1 };
         let plan = plan_exec(&layout, 4, lim, merge.with_columns(Some(false))).expect("plan");
-        let r = plan.chunks[0].reduce;
-        if r.paired {
-            assert!(r.lanes_per_group >= 8 && r.lanes_per_group.is_power_of_two());
+        let lanes = plan.variant.reduce_layout(&plan.layout).c.div_ceil(4) as u32;
+        for ch in &plan.chunks {
+            let r = ch.reduce;
+            assert!(r.lanes_per_group.is_power_of_two());
             assert_eq!(r.lanes_per_group * r.threads_per_lane, WG);
-            assert!(r.tiles * r.lanes_per_tile() >= c.div_ceil(4) as u32);
-            assert!(plan.thread_partials);
+            assert!(r.tiles * r.lanes_per_tile() >= lanes, "{n}x{c}: {r:?}");
+            assert!(!(r.paired && r.sweep));
+            if r.paired {
+                assert!(r.lanes_per_group >= 8);
+            }
+            if r.paired || r.sweep {
+                assert!(plan.thread_partials);
+            }
         }
-        r.paired
+        let r = plan.chunks[0].reduce;
+        (r.paired, r.sweep)
     };
-    for (n, c) in [(4096, 1024), (300, 64), (100, 68), (1000, 4096)] {
-        assert!(paired(n, c, CPU), "{n}x{c}");
-        assert!(!paired(n, c, GPU), "{n}x{c}");
+    for (n, c) in [
+        (4096, 1024),
+        (1000, 4096),
+        (16_384, 256),
+        (1000, 1021),
+        (1000, 65),
+    ] {
+        assert_eq!(plan(n, c, CPU), (false, true), "{n}x{c}");
+        assert_eq!(plan(n, c, GPU), (false, false), "{n}x{c}");
     }
-    for (n, c) in [(262_144, 16), (1000, 60), (1000, 65), (1000, 3)] {
-        assert!(!paired(n, c, CPU), "{n}x{c}");
+    for (n, c) in [(300, 64), (100, 68), (65_536, 128)] {
+        assert_eq!(plan(n, c, CPU), (true, false), "{n}x{c}");
+        assert_eq!(plan(n, c, GPU), (false, false), "{n}x{c}");
     }
+    for (n, c) in [(262_144, 16), (1000, 60), (1000, 3)] {
+        assert_eq!(plan(n, c, CPU), (false, false), "{n}x{c}");
+    }
+    // A whole workgroup of lanes: one thread per lane over its segment.
+    let wide = plan_exec(
+        &layout(4096, 1024, 1),
+        4,
+        lim,
+        CPU.with_columns(Some(false)),
+    );
+    let wide = wide.expect("plan").chunks[0].reduce;
+    assert_eq!((wide.lanes_per_group, wide.threads_per_lane), (WG, 1));
 }
 
 /// The column kernels keep a lane's rows in registers on CPU adapters, in
