@@ -353,3 +353,47 @@ fn an_eval_backward_after_a_late_recorded_training_forward_uses_the_eval_state()
     )
     .expect("the eval forward's invstd");
 }
+
+/// #16: a recorded eval forward of a large input with few rows (which
+/// CPU adapters normalise in `eval_prepare -> normalize` rather than the
+/// column kernel) and its recorded backward match the reference, after a
+/// training step moved the running statistics, for C % 4 == 0 and odd C.
+#[test]
+fn recorded_eval_of_few_wide_rows_matches_the_reference() {
+    let Some(ctx) = common::context() else { return };
+    for shape in [[64usize, 2048], [40, 2050], [6, 16_384]] {
+        let (n, c) = (shape[0], shape[1]);
+        let mut rng = common::Rng(73);
+        let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(c)).expect("bn");
+        let mut reference = cpu::BatchNorm1d::new(BatchNormConfig::new(c)).expect("cpu");
+        let weight = rng.normals(c, 1.0, 0.5);
+        let bias = rng.normals(c, 0.0, 2.0);
+        bn.set_weight(&weight).expect("weight");
+        bn.set_bias(&bias).expect("bias");
+        reference.set_weight(&weight).expect("weight");
+        reference.set_bias(&bias).expect("bias");
+        let x0 = rng.normals(n * c, 3.0, 2.0);
+        let t = |v: &[f32]| Tensor::from_slice(&ctx, v, &shape).expect("tensor");
+        bn.forward(&t(&x0)).expect("train forward");
+        reference.forward(&x0, &shape).expect("cpu forward");
+        bn.eval();
+        reference.eval();
+        let (x1, dy) = (rng.normals(n * c, 2.0, 3.0), rng.normals(n * c, 0.0, 1.0));
+        let mut e = encoder(&ctx);
+        let y = bn.encode_forward(&mut e, &t(&x1)).expect("recorded eval");
+        let g = bn
+            .encode_backward(&mut e, &t(&dy))
+            .expect("recorded backward");
+        ctx.queue().submit([e.finish()]);
+        let want_y = f64s(&reference.forward(&x1, &shape).expect("cpu eval"));
+        let want_g = reference.backward(&dy).expect("cpu backward");
+        let read = |g: &Tensor| g.to_vec().expect("read");
+        let at = |what: &str| format!("{shape:?} {what}");
+        common::check_close(&at("y"), &read(&y), &want_y, 1e-5).expect("y");
+        let want_dx = f64s(&want_g.grad_input);
+        common::check_close(&at("dx"), &read(&g.grad_input), &want_dx, 1e-4).expect("dx");
+        let gw = read(g.grad_weight.as_ref().expect("affine"));
+        let want_gw = f64s(&want_g.grad_weight.expect("affine"));
+        common::check_close(&at("grad_weight"), &gw, &want_gw, 1e-4).expect("gw");
+    }
+}

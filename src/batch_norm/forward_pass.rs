@@ -81,8 +81,7 @@ impl<R: SpatialRank> BatchNorm<R> {
             x.dtype(),
             exec.thread_partials,
         );
-        let columns = matches!(exec.strategy, Strategy::Columns | Strategy::ColumnStats);
-        if own_stats && columns && !from_state {
+        if own_stats && exec.forward_columns(plan.batch_stats) && !from_state {
             if let Output::Normalized {
                 y, terms, epilogue, ..
             } = output

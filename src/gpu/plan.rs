@@ -286,6 +286,21 @@ impl ExecPlan {
             .column_regs(self.layout.n, self.column_reg_rows as usize)
     }
 
+    /// Whether a forward takes the column kernels: their strategy, except
+    /// for running statistics (eval) of more than `COLUMN_SMALL` values on
+    /// CPU adapters beyond the rows the plain kernels keep in registers,
+    /// where the column kernel walks each lane's rows a whole row apart
+    /// and `eval_prepare -> normalize` streams instead (recorded eval,
+    /// lavapipe on Zen 5: `64x65536` 6.6 ms in the column kernel, even
+    /// sweeping, against 5.1 ms).
+    pub fn forward_columns(&self, batch_stats: bool) -> bool {
+        matches!(self.strategy, Strategy::Columns | Strategy::ColumnStats)
+            && (batch_stats
+                || self.column_reg_rows == 0
+                || self.layout.n <= strategy::COLUMN_SMALL_REG_ROWS
+                || self.layout.numel() <= strategy::COLUMN_SMALL)
+    }
+
     /// Workgroups of the column kernels' dispatch.
     pub fn column_groups(&self) -> u32 {
         self.strategy

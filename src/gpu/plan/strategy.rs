@@ -20,7 +20,7 @@ pub(crate) const COLUMN_SMALL_REG_ROWS: usize = 8;
 const COLUMN_GPU_ROWS: usize = 16;
 /// Inputs of at most this many values are latency-bound: the column
 /// kernels do them in one dispatch.
-const COLUMN_SMALL: usize = 1 << 16;
+pub(crate) const COLUMN_SMALL: usize = 1 << 16;
 /// Rows of such small inputs the column kernels take on GPUs (CPU
 /// adapters: `COLUMN_MAX_ROWS`).
 const COLUMN_GPU_SMALL_ROWS: usize = 64;
