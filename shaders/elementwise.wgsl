@@ -101,13 +101,6 @@ fn run_of(e: u32) -> u32 {
     return (e + P().lead) / P().l;
 }
 
-// Whether the run slab from vec4 i lies within one run: its
-// first value's and its last value's (in the tensor) are the same run.
-fn slab_in_one_run(i: u32) -> bool {
-    let last = min(i + (SLAB - 1u) * P().stride, (P().numel + 3u) / 4u - 1u);
-    return run_of(i * 4u) == run_of(min(last * 4u + 3u, P().numel - 1u));
-}
-
 fn plane_channel(i: u32) -> u32 {
     return ((i * 4u + P().lead) / P().l) % P().c;
 }
@@ -175,30 +168,36 @@ fn plane_terms(ch: u32) -> NormTerms {
     return NormTerms(vec4<f32>(t.x), vec4<f32>(t.y), vec4<f32>(t.z));
 }
 
-// One vec4 with its own channels' terms (a run slab across two runs): its
-// channel's (`plane`: L % 4 == 0, the vec4 lies within one channel), or each
-// value's.
-fn normalize_looked_up(i: u32, plane: bool) {
+// Run slabs (the *_runs entry points): a run slab spans fewer values than
+// a run (Slab::of), so it crosses at most one run boundary; the values
+// before element b, where the run after that of the slab's first value
+// starts, take that run's channel's terms t0, the others the next run's
+// t1. One path for every slab, no branch: looking up each vec4's channels
+// where a slab straddles two runs cost lavapipe, which ran that branch
+// masked for every slab, 40% of the odd-L shapes' eval.
+
+// normalize_one with t0's terms for the values before element b, t1's
+// from it.
+fn normalize_split(i: u32, b: u32, t0: NormTerms, t1: NormTerms) {
     if (in_tensor(i)) {
-        if (plane) {
-            normalize_one(i, plane_terms(plane_channel(i)));
-        } else {
-            let t = packed_general(PACKED_NORMALIZE, i * 4u);
-            normalize_one(i, NormTerms(column(t, 0u), column(t, 1u), column(t, 2u)));
-        }
+        let m = vec4<u32>(i * 4u) + vec4<u32>(0u, 1u, 2u, 3u) >= vec4<u32>(b);
+        normalize_one(i, NormTerms(select(t0.shift, t1.shift, m), select(t0.scale, t1.scale, m), select(t0.offset, t1.offset, m)));
     }
 }
 
-// The slab from vec4 i, each vec4 with its own terms.
-fn normalize_each(i: u32, plane: bool) {
-    normalize_looked_up(i, plane);
-    normalize_looked_up(i + P().stride, plane);
-    normalize_looked_up(i + 2u * P().stride, plane);
-    normalize_looked_up(i + 3u * P().stride, plane);
-    normalize_looked_up(i + 4u * P().stride, plane);
-    normalize_looked_up(i + 5u * P().stride, plane);
-    normalize_looked_up(i + 6u * P().stride, plane);
-    normalize_looked_up(i + 7u * P().stride, plane);
+// The run slab from vec4 i, whose first value lies in run r.
+fn normalize_runs_slab(i: u32, r: u32) {
+    let b = (r + 1u) * P().l - P().lead;
+    let t0 = plane_terms(r % P().c);
+    let t1 = plane_terms((r + 1u) % P().c);
+    normalize_split(i, b, t0, t1);
+    normalize_split(i + P().stride, b, t0, t1);
+    normalize_split(i + 2u * P().stride, b, t0, t1);
+    normalize_split(i + 3u * P().stride, b, t0, t1);
+    normalize_split(i + 4u * P().stride, b, t0, t1);
+    normalize_split(i + 5u * P().stride, b, t0, t1);
+    normalize_split(i + 6u * P().stride, b, t0, t1);
+    normalize_split(i + 7u * P().stride, b, t0, t1);
 }
 
 @compute @workgroup_size(WG)
@@ -215,11 +214,7 @@ fn normalize_planes_runs(ids: Ids) {
     if (!in_tensor(i)) {
         return;
     }
-    if (slab_in_one_run(i)) {
-        normalize_slab(i, plane_terms(plane_channel(i)));
-    } else {
-        normalize_each(i, true);
-    }
+    normalize_runs_slab(i, run_of(i * 4u));
 }
 
 @compute @workgroup_size(WG)
@@ -253,11 +248,7 @@ fn normalize_runs(ids: Ids) {
     if (!in_tensor(i)) {
         return;
     }
-    if (slab_in_one_run(i)) {
-        normalize_slab(i, plane_terms(run_of(i * 4u) % P().c));
-    } else {
-        normalize_each(i, false);
-    }
+    normalize_runs_slab(i, run_of(i * 4u));
 }
 
 struct GradTerms {
@@ -296,27 +287,34 @@ fn plane_grad_terms(ch: u32) -> GradTerms {
     return GradTerms(vec4<f32>(t.x), vec4<f32>(t.y), vec4<f32>(t.z), vec4<f32>(t.w));
 }
 
-// grad_one with the vec4's own channels' terms (normalize_looked_up).
-fn grad_looked_up(i: u32, plane: bool) {
+// grad_one with t0's terms for the values before element b, t1's from it
+// (normalize_split).
+fn grad_split(i: u32, b: u32, t0: GradTerms, t1: GradTerms) {
     if (in_tensor(i)) {
-        if (plane) {
-            grad_one(i, plane_grad_terms(plane_channel(i)));
-        } else {
-            let t = packed_general(PACKED_GRAD, i * 4u);
-            grad_one(i, GradTerms(column(t, 0u), column(t, 1u), column(t, 2u), column(t, 3u)));
-        }
+        let m = vec4<u32>(i * 4u) + vec4<u32>(0u, 1u, 2u, 3u) >= vec4<u32>(b);
+        grad_one(i, GradTerms(
+            select(t0.shift, t1.shift, m),
+            select(t0.scale, t1.scale, m),
+            select(t0.slope, t1.slope, m),
+            select(t0.intercept, t1.intercept, m),
+        ));
     }
 }
 
-fn grad_each(i: u32, plane: bool) {
-    grad_looked_up(i, plane);
-    grad_looked_up(i + P().stride, plane);
-    grad_looked_up(i + 2u * P().stride, plane);
-    grad_looked_up(i + 3u * P().stride, plane);
-    grad_looked_up(i + 4u * P().stride, plane);
-    grad_looked_up(i + 5u * P().stride, plane);
-    grad_looked_up(i + 6u * P().stride, plane);
-    grad_looked_up(i + 7u * P().stride, plane);
+// The run slab from vec4 i, whose first value lies in run r
+// (normalize_runs_slab).
+fn grad_runs_slab(i: u32, r: u32) {
+    let b = (r + 1u) * P().l - P().lead;
+    let t0 = plane_grad_terms(r % P().c);
+    let t1 = plane_grad_terms((r + 1u) % P().c);
+    grad_split(i, b, t0, t1);
+    grad_split(i + P().stride, b, t0, t1);
+    grad_split(i + 2u * P().stride, b, t0, t1);
+    grad_split(i + 3u * P().stride, b, t0, t1);
+    grad_split(i + 4u * P().stride, b, t0, t1);
+    grad_split(i + 5u * P().stride, b, t0, t1);
+    grad_split(i + 6u * P().stride, b, t0, t1);
+    grad_split(i + 7u * P().stride, b, t0, t1);
 }
 
 @compute @workgroup_size(WG)
@@ -333,11 +331,7 @@ fn grad_input_planes_runs(ids: Ids) {
     if (!in_tensor(i)) {
         return;
     }
-    if (slab_in_one_run(i)) {
-        grad_slab(i, plane_grad_terms(plane_channel(i)));
-    } else {
-        grad_each(i, true);
-    }
+    grad_runs_slab(i, run_of(i * 4u));
 }
 
 @compute @workgroup_size(WG)
@@ -370,11 +364,7 @@ fn grad_input_runs(ids: Ids) {
     if (!in_tensor(i)) {
         return;
     }
-    if (slab_in_one_run(i)) {
-        grad_slab(i, plane_grad_terms(run_of(i * 4u) % P().c));
-    } else {
-        grad_each(i, false);
-    }
+    grad_runs_slab(i, run_of(i * 4u));
 }
 
 // The output gradient through the epilogue, one vec4 per invocation.

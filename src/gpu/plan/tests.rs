@@ -195,16 +195,19 @@ fn slabs_cover_each_vec4_once_within_its_channels() {
 
 /// Run slabs (long odd L in long rows): every vec4 once, blocks of
 /// consecutive vec4s much shorter than a run, so that most slabs lie
-/// within one run; rows that whole-row strides serve, and short runs, keep
-/// whole-row slabs.
+/// within one run and none crosses more than one run boundary (the
+/// kernels take two runs' terms per slab); rows that whole-row strides
+/// serve, and short runs, keep whole-row slabs.
 #[test]
-fn run_slabs_cover_each_vec4_once_and_mostly_within_one_run() {
-    let shapes: [(usize, usize, usize); 5] = [
+fn run_slabs_cover_each_vec4_once_and_cross_at_most_one_run_boundary() {
+    let shapes: [(usize, usize, usize); 7] = [
         (8, 3, 174_763),
         (2, 1, 1001),
         (1, 5, 129),
         (3, 2, 4097),
         (4, 1001, 1048),
+        (3, 7, 511),
+        (1, 3, 1_398_101),
     ];
     for &(n, c, l) in &shapes {
         let (count, row) = (n * c * l, c * l);
@@ -228,8 +231,12 @@ fn run_slabs_cover_each_vec4_once_and_mostly_within_one_run() {
                 }
             }
             slabs += 1;
-            // The kernel's test (slab_in_one_run).
-            within += usize::from(first * 4 / l == (last * 4 + 3).min(count - 1) / l);
+            let (run0, run1) = (first * 4 / l, (last * 4 + 3).min(count - 1) / l);
+            assert!(
+                run1 - run0 <= 1,
+                "({n}, {c}, {l}) {slab:?}: slab from {first}"
+            );
+            within += usize::from(run0 == run1);
         }
         assert!(seen.iter().all(|&s| s == 1), "({n}, {c}, {l}) {slab:?}");
         assert!(
