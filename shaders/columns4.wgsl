@@ -87,7 +87,7 @@ struct NormTerms4 {
     offset: vec4<f32>,
 }
 
-// set_terms (finalize.wgsl) for lane q.
+// set_terms (finalize.wgsl) for lane q, but for TERM_OFFSET.
 fn set_terms4(q: u32, shift: vec4<f32>, mean: vec4<f32>, invstd: vec4<f32>) -> NormTerms4 {
     var w = vec4<f32>(1.0);
     var b = vec4<f32>(0.0);
@@ -101,7 +101,8 @@ fn set_terms4(q: u32, shift: vec4<f32>, mean: vec4<f32>, invstd: vec4<f32>) -> N
     terms4[section(TERM_MEAN, q)] = mean;
     terms4[section(TERM_INVSTD, q)] = invstd;
     terms4[section(TERM_SCALE, q)] = scale;
-    terms4[section(TERM_OFFSET, q)] = offset;
+    // No TERM_OFFSET: only the normalize kernels read it, right after the
+    // finalize step that writes it; a column kernel normalises itself.
     return NormTerms4(shift, scale, offset);
 }
 

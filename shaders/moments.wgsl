@@ -53,9 +53,14 @@ fn exponent_of(shift: f32) -> f32 {
     return f32(min(max(e, 127u) - 127u, 126u));
 }
 
+// 2^k for integers k in [-126, 127], exactly (pow2_4, moments4.wgsl).
+fn pow2(k: i32) -> f32 {
+    return bitcast<f32>(u32(k + 127) << 23u);
+}
+
 // 2^-e for a state's exponent e.
 fn unit_of(e: f32) -> f32 {
-    return ldexp(1.0, -i32(e));
+    return pow2(-i32(e));
 }
 
 // A moment state with no values yet, in units of 2^e.
@@ -69,7 +74,7 @@ fn rescaled(st: vec4<f32>, e: f32) -> vec4<f32> {
     if (!is_finite(st.w) || st.w == e) {
         return st;
     }
-    let f = ldexp(1.0, i32(st.w) - i32(e));
+    let f = pow2(i32(st.w) - i32(e));
     return vec4<f32>(st.x, st.y * f, st.z * f * f, e);
 }
 

@@ -10,10 +10,17 @@ struct Moments4 {
     tag: vec4<f32>,
 }
 
+// 2^k for integers k in [-126, 127], exactly (a normal f32: its exponent
+// field is k + 127): ldexp(1.0, k) without ldexp, which lavapipe runs
+// per component.
+fn pow2_4(k: vec4<i32>) -> vec4<f32> {
+    return bitcast<vec4<f32>>(vec4<u32>(k + vec4<i32>(127)) << vec4<u32>(23u));
+}
+
 // 2^(src - dst) where both are exponents, 1 where either is a poison tag.
 fn units_between(src: vec4<f32>, dst: vec4<f32>) -> vec4<f32> {
     let fin = finite4(src) & finite4(dst);
-    return select(vec4<f32>(1.0), ldexp(vec4<f32>(1.0), vec4<i32>(select(vec4<f32>(0.0), src - dst, fin))), fin);
+    return select(vec4<f32>(1.0), pow2_4(vec4<i32>(select(vec4<f32>(0.0), src - dst, fin))), fin);
 }
 
 // The exponents that keep magnitudes `mag` below 2, per channel (see
@@ -110,13 +117,13 @@ fn shifted4(a: vec4<f32>, b: vec4<f32>, p: u32) -> vec4<f32> {
 
 // The units of four channels' tags (1 where poisoned).
 fn units4(tag: vec4<f32>) -> vec4<f32> {
-    return select(vec4<f32>(1.0), ldexp(vec4<f32>(1.0), -vec4<i32>(tag)), finite4(tag));
+    return select(vec4<f32>(1.0), pow2_4(-vec4<i32>(select(vec4<f32>(0.0), tag, finite4(tag)))), finite4(tag));
 }
 
 // 2^e (1 where poisoned): never divide by u twice, which a compiler may
 // fold into u * u, flushed to 0 for e > 63 (NaN running variance, H100).
 fn inv_units4(tag: vec4<f32>) -> vec4<f32> {
-    return select(vec4<f32>(1.0), ldexp(vec4<f32>(1.0), vec4<i32>(tag)), finite4(tag));
+    return select(vec4<f32>(1.0), pow2_4(vec4<i32>(select(vec4<f32>(0.0), tag, finite4(tag)))), finite4(tag));
 }
 
 // Unbiased variance from M2 in units 2^-e: one exact scaling by 2^(2e)
@@ -125,7 +132,7 @@ fn unbiased4(m2: vec4<f32>, n: f32, tag: vec4<f32>) -> vec4<f32> {
     let e = select(vec4<f32>(0.0), tag, finite4(tag));
     let var_n1 = m2 / (n - 1.0);
     let sd = sqrt(var_n1) * inv_units4(tag);
-    let small = var_n1 * ldexp(vec4<f32>(1.0), 2 * vec4<i32>(min(e, vec4<f32>(63.0))));
+    let small = var_n1 * pow2_4(2 * vec4<i32>(min(e, vec4<f32>(63.0))));
     return select(sd * sd, small, e <= vec4<f32>(63.0));
 }
 
