@@ -2,7 +2,7 @@
 // entry points call moments_paired and grads_paired under
 // FLAG_PAIRED_LANES).
 //
-// With per-thread partials (CPU adapters) over one chunk of (N, C) with
+// With per-thread partials (CPU adapters) over chunks of whole rows of (N, C) with
 // C % 4 == 0 and C >= 64 (no lead, no tail; ReducePlan::paired on the
 // host), a thread takes lanes q and q + PAIR_GAP of its workgroup's
 // 2 * lanes_per_group lanes, so eight consecutive invocations (a SIMD group

@@ -7,10 +7,14 @@ mod common;
 use wgpu_batchnorm::GpuContext;
 
 fn small_binding_context() -> Option<GpuContext> {
+    binding_context(64 * 1024)
+}
+
+fn binding_context(bytes: u64) -> Option<GpuContext> {
     common::context()?;
     let mut opts = common::options();
     opts.limits = Some(wgpu::Limits {
-        max_storage_buffer_binding_size: 64 * 1024,
+        max_storage_buffer_binding_size: bytes,
         ..wgpu::Limits::default()
     });
     Some(GpuContext::with_options(opts).expect("context with small bindings"))
@@ -29,8 +33,13 @@ fn chunked_2d_matches_reference() {
     };
     compare(&ctx, &[3000, 37], 1);
     compare(&ctx, &[20000, 3], 2);
-    // C % 4 == 0: four channels per reduction thread, rows cut by chunks.
+    // C % 4 == 0: four channels per reduction thread, in chunks of whole
+    // rows (paired lanes on CPU adapters from C = 64), or, where a row is
+    // long next to a chunk, rows cut by chunks (sweeping on CPU adapters).
     compare(&ctx, &[3000, 36], 7);
+    compare(&ctx, &[1000, 64], 8);
+    compare(&ctx, &[2000, 68], 9);
+    compare(&ctx, &[60, 516], 10);
 }
 
 #[test]
@@ -49,4 +58,15 @@ fn rows_larger_than_a_binding_are_split() {
     };
     compare(&ctx, &[3, 2, 20_001], 5);
     compare(&ctx, &[20, 900], 6);
+}
+
+/// Chunks of whole rows large enough for per-thread partials: the paired
+/// lanes of CPU adapters over every chunk (plan tests check the plan).
+#[test]
+fn paired_lanes_span_chunks_of_whole_rows() {
+    let Some(ctx) = binding_context(1 << 20) else {
+        return;
+    };
+    compare(&ctx, &[10_000, 68], 11);
+    compare(&ctx, &[5_000, 128], 12);
 }

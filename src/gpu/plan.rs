@@ -166,6 +166,21 @@ pub(crate) fn plan_exec(
     } else {
         variant
     };
+    // (N, C) rows: chunks of whole rows where a row is small next to a
+    // chunk, so that no chunk starts or ends inside a row (the paired
+    // lanes need that; lavapipe, Zen 5: `1048576x64` in two chunks
+    // unpaired 2.9x a copy, `524288x64` in one paired 2.0x).
+    let max_elems = match variant {
+        Variant::Rows => {
+            let unit = row / variant::gcd(row, align_elems) * align_elems;
+            if unit <= max_elems / 2 {
+                max_elems / unit * unit
+            } else {
+                max_elems
+            }
+        }
+        _ => max_elems,
+    };
     let tiles = plan_reduce(layout, variant, max_groups, target).tiles as usize;
     if tiles > max_groups {
         return Err(format!(
@@ -221,7 +236,7 @@ pub(crate) fn plan_exec(
     let thread_partials = merge.thread_partials && thread_partials_fit(&chunks);
     // Rows (virtual rows too) of at least 256 channels sweep (any chunks:
     // a thread's rows stay its own); paired lanes: (N, C) of
-    // 64 <= C < 256 (C % 4 == 0), in one chunk (no lead: a thread's two
+    // 64 <= C < 256 (C % 4 == 0), in chunks of whole rows (a thread's two
     // lanes share their rows).
     let rows_variant = matches!(variant, Variant::Rows | Variant::OddRows);
     let lanes = variant.reduce_layout(layout).c.div_ceil(4);
@@ -239,7 +254,7 @@ pub(crate) fn plan_exec(
     } else if thread_partials
         && variant == Variant::Rows
         && layout.l == 1
-        && chunks.len() == 1
+        && chunks.iter().all(|c| c.lead == 0 && c.count % row == 0)
         && lanes >= PAIRED_MIN_LANES
     {
         let paired: Vec<Chunk> = chunks

@@ -369,6 +369,22 @@ fn wide_rows_sweep_or_pair_lanes_on_cpu_adapters() {
     for (n, c) in [(262_144, 16), (1000, 60), (1000, 3)] {
         assert_eq!(plan(n, c, CPU), (false, false), "{n}x{c}");
     }
+    // Several chunks of whole rows: paired.
+    let small = limits(1 << 20, 256, 65535);
+    let chunked = |n: usize, c: usize| {
+        let layout = Layout { n, c, l: 1 };
+        plan_exec(&layout, 4, small, CPU.with_columns(Some(false))).expect("plan")
+    };
+    let p = chunked(10_000, 68);
+    assert!(p.chunks.len() > 1 && p.thread_partials);
+    assert!(p
+        .chunks
+        .iter()
+        .all(|c| c.lead == 0 && c.count % 68 == 0 && c.reduce.paired));
+    // Rows long next to a chunk: cut by chunks (leads), never paired.
+    let p = chunked(100, 8196);
+    assert!(p.chunks.iter().any(|c| c.lead != 0));
+    assert!(p.chunks.iter().all(|c| !c.reduce.paired));
     // A whole workgroup of lanes: one thread per lane over its segment.
     let wide = plan_exec(
         &layout(4096, 1024, 1),

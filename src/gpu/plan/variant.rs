@@ -146,7 +146,7 @@ fn lcm4(layout: &Layout) -> usize {
     w * 4 / gcd(w, 4)
 }
 
-fn gcd(a: usize, b: usize) -> usize {
+pub(super) fn gcd(a: usize, b: usize) -> usize {
     if b == 0 {
         a
     } else {
