@@ -158,45 +158,30 @@ fn regs_fold(xs: ptr<function, Regs>, shift: vec4<f32>, careful: bool) -> RowsSt
     return RowsState(f32(P().n), f.mean, f.m2, f.tag);
 }
 
-// Whether the column kernels' loops over the rows sweep (FLAG_SWEEP_ROWS:
-// CPU adapters, wide rows; see SWEEP_ROWS in common.wgsl). The *_regs*
-// entry points (CPU adapters only) always do.
-fn columns_sweep() -> bool {
-    return (P().flags & FLAG_SWEEP_ROWS) != 0u;
-}
-
-// The lanes past C / 4 go through the loops idle (no early return), so
-// that the sweep's barriers stay in uniform control flow.
 @compute @workgroup_size(WG)
 fn forward_columns4(ids: Ids) {
     let q = column_lane(ids);
     let lanes = P().c / 4u;
-    let live = q < lanes;
+    if (q >= lanes) {
+        return;
+    }
     var xs: Regs;
     let regs = P().n <= REG_ROWS;
-    if (regs && live) {
+    if (regs) {
         for (var r = 0u; r < P().n; r += 1u) {
             xs.v[r] = vec4<f32>(x4[q + r * lanes]);
         }
     }
-    var t: NormTerms4;
-    if (live) {
-        t = lane_terms4(q, regs, &xs);
-    }
+    let t = lane_terms4(q, regs, &xs);
     for (var r = 0u; r < P().n; r += 1u) {
-        if (live) {
-            let i = q + r * lanes;
-            var x = vec4<f32>(0.0);
-            if (regs) {
-                x = xs.v[r];
-            } else {
-                x = vec4<f32>(x4[i]);
-            }
-            store_normalized(i, shifted_affine4(x, t.shift, t.scale, t.offset));
+        let i = q + r * lanes;
+        var x = vec4<f32>(0.0);
+        if (regs) {
+            x = xs.v[r];
+        } else {
+            x = vec4<f32>(x4[i]);
         }
-        if (columns_sweep() && sweep_turn(r)) {
-            workgroupBarrier();
-        }
+        store_normalized(i, shifted_affine4(x, t.shift, t.scale, t.offset));
     }
 }
 

@@ -4,12 +4,17 @@
 // (*_regs256) rows. The host takes them on CPU adapters (ColumnRegs),
 // where a second read of rows a whole row apart costs far more than the
 // stack the arrays take. WGSL zero-fills a function's arrays, so each
-// size has its own entry points. Every loop over the rows sweeps
-// (SWEEP_ROWS, common.wgsl: a barrier every SWEEP_ROWS rows, the
-// workgroup's SIMD groups taking turns over them): the lanes past C/4 go
-// through the loops too, idle, so that every barrier is in uniform control
-// flow (A/B on lavapipe, Zen 5: `64x65536` training forward 21.5 -> 10.9 ms,
-// backward 32.3 -> 14.7 ms).
+// size has its own entry points. The *_sweep entry points (the host's
+// ColumnRegs for rows of at least 256 channels) sweep every loop over the
+// rows (SWEEP_ROWS, common.wgsl: a barrier every SWEEP_ROWS rows, the
+// workgroup's SIMD groups taking turns over them), the lanes past C/4
+// going through the loops idle so that every barrier is in uniform control
+// flow (A/B on lavapipe, Zen 5: `64x65536` training forward 21.5 ->
+// 10.9 ms, backward 32.3 -> 14.7 ms); the others have no barrier, and
+// their idle lanes return at once (idle lanes looping doubled the fixed
+// cost of `32x20`; lavapipe suspends at a barrier even where its branch is
+// not taken). Each pair shares one function, whose `sweep` argument is a
+// constant in each entry point.
 
 // A lane's rows in registers, in the two sizes of the *_regs64 and
 // *_regs256 entry points (the host picks the smallest that holds P.n).
@@ -91,15 +96,12 @@ fn grad_row4(q: u32, r: u32, x: vec4<f32>, g: vec4<f32>, l: GradLane4, line: arr
     store(q + r * (P().c / 4u), grad_input4(x, g, l.shift, l.scale, line[0], line[1]));
 }
 
-// Training forward with up to REG_ROWS_64 (REG_ROWS_256) rows in
-// registers: x read once.
-@compute @workgroup_size(WG)
-fn forward_columns4_regs64(ids: Ids) {
-    let q = column_lane(ids);
-    if (P().n > REG_ROWS_64) {
+// Training forward with up to REG_ROWS_64 rows in registers: x read once.
+fn forward_regs64(q: u32, sweep: bool) {
+    let live = q < P().c / 4u;
+    if (P().n > REG_ROWS_64 || (!live && !sweep)) {
         return;
     }
-    let live = q < P().c / 4u;
     var shift = vec4<f32>(0.0);
     if (live) {
         shift = lane_shift4(q);
@@ -111,7 +113,7 @@ fn forward_columns4_regs64(ids: Ids) {
             xs.v[r] = vec4<f32>(x4[q + r * (P().c / 4u)]);
             rows_fold_step(&f, xs.v[r], shift, r, false);
         }
-        if (sweep_turn(r)) {
+        if (sweep && sweep_turn(r)) {
             workgroupBarrier();
         }
     }
@@ -123,19 +125,28 @@ fn forward_columns4_regs64(ids: Ids) {
         if (live) {
             normalize_row4(q, r, xs.v[r], t);
         }
-        if (sweep_turn(r)) {
+        if (sweep && sweep_turn(r)) {
             workgroupBarrier();
         }
     }
 }
 
 @compute @workgroup_size(WG)
-fn forward_columns4_regs256(ids: Ids) {
-    let q = column_lane(ids);
-    if (P().n > REG_ROWS_256) {
+fn forward_columns4_regs64(ids: Ids) {
+    forward_regs64(column_lane(ids), false);
+}
+
+@compute @workgroup_size(WG)
+fn forward_columns4_regs64_sweep(ids: Ids) {
+    forward_regs64(column_lane(ids), true);
+}
+
+// Training forward with up to REG_ROWS_256 rows in registers: x read once.
+fn forward_regs256(q: u32, sweep: bool) {
+    let live = q < P().c / 4u;
+    if (P().n > REG_ROWS_256 || (!live && !sweep)) {
         return;
     }
-    let live = q < P().c / 4u;
     var shift = vec4<f32>(0.0);
     if (live) {
         shift = lane_shift4(q);
@@ -147,7 +158,7 @@ fn forward_columns4_regs256(ids: Ids) {
             xs.v[r] = vec4<f32>(x4[q + r * (P().c / 4u)]);
             rows_fold_step(&f, xs.v[r], shift, r, false);
         }
-        if (sweep_turn(r)) {
+        if (sweep && sweep_turn(r)) {
             workgroupBarrier();
         }
     }
@@ -159,21 +170,29 @@ fn forward_columns4_regs256(ids: Ids) {
         if (live) {
             normalize_row4(q, r, xs.v[r], t);
         }
-        if (sweep_turn(r)) {
+        if (sweep && sweep_turn(r)) {
             workgroupBarrier();
         }
     }
 }
 
-// Backward with up to REG_ROWS_64 (REG_ROWS_256) rows of x and dy in
-// registers: each read once.
 @compute @workgroup_size(WG)
-fn backward_columns4_regs64(ids: Ids) {
-    let q = column_lane(ids);
-    if (P().n > REG_ROWS_64) {
+fn forward_columns4_regs256(ids: Ids) {
+    forward_regs256(column_lane(ids), false);
+}
+
+@compute @workgroup_size(WG)
+fn forward_columns4_regs256_sweep(ids: Ids) {
+    forward_regs256(column_lane(ids), true);
+}
+
+// Backward with up to REG_ROWS_64 rows of x and dy in registers: each
+// read once.
+fn backward_regs64(q: u32, sweep: bool) {
+    let live = q < P().c / 4u;
+    if (P().n > REG_ROWS_64 || (!live && !sweep)) {
         return;
     }
-    let live = q < P().c / 4u;
     var l: GradLane4;
     if (live) {
         l = grad_lane4(q);
@@ -187,7 +206,7 @@ fn backward_columns4_regs64(ids: Ids) {
             gs.v[r] = vec4<f32>(dy4[i]);
             l = grad_add4(l, xs.v[r], gs.v[r]);
         }
-        if (sweep_turn(r)) {
+        if (sweep && sweep_turn(r)) {
             workgroupBarrier();
         }
     }
@@ -199,19 +218,29 @@ fn backward_columns4_regs64(ids: Ids) {
         if (live) {
             grad_row4(q, r, xs.v[r], gs.v[r], l, line);
         }
-        if (sweep_turn(r)) {
+        if (sweep && sweep_turn(r)) {
             workgroupBarrier();
         }
     }
 }
 
 @compute @workgroup_size(WG)
-fn backward_columns4_regs256(ids: Ids) {
-    let q = column_lane(ids);
-    if (P().n > REG_ROWS_256) {
+fn backward_columns4_regs64(ids: Ids) {
+    backward_regs64(column_lane(ids), false);
+}
+
+@compute @workgroup_size(WG)
+fn backward_columns4_regs64_sweep(ids: Ids) {
+    backward_regs64(column_lane(ids), true);
+}
+
+// Backward with up to REG_ROWS_256 rows of x and dy in registers: each
+// read once.
+fn backward_regs256(q: u32, sweep: bool) {
+    let live = q < P().c / 4u;
+    if (P().n > REG_ROWS_256 || (!live && !sweep)) {
         return;
     }
-    let live = q < P().c / 4u;
     var l: GradLane4;
     if (live) {
         l = grad_lane4(q);
@@ -225,7 +254,7 @@ fn backward_columns4_regs256(ids: Ids) {
             gs.v[r] = vec4<f32>(dy4[i]);
             l = grad_add4(l, xs.v[r], gs.v[r]);
         }
-        if (sweep_turn(r)) {
+        if (sweep && sweep_turn(r)) {
             workgroupBarrier();
         }
     }
@@ -237,8 +266,18 @@ fn backward_columns4_regs256(ids: Ids) {
         if (live) {
             grad_row4(q, r, xs.v[r], gs.v[r], l, line);
         }
-        if (sweep_turn(r)) {
+        if (sweep && sweep_turn(r)) {
             workgroupBarrier();
         }
     }
+}
+
+@compute @workgroup_size(WG)
+fn backward_columns4_regs256(ids: Ids) {
+    backward_regs256(column_lane(ids), false);
+}
+
+@compute @workgroup_size(WG)
+fn backward_columns4_regs256_sweep(ids: Ids) {
+    backward_regs256(column_lane(ids), true);
 }

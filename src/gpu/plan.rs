@@ -295,10 +295,17 @@ pub(crate) fn plan_exec(
 }
 
 impl ExecPlan {
-    /// The column kernels' entry points (`ColumnRegs`).
+    /// The column kernels' entry points (`ColumnRegs`), sweeping where
+    /// [`ExecPlan::columns_sweep`].
     pub fn column_regs(&self) -> ColumnRegs {
-        self.strategy
-            .column_regs(self.layout.n, self.column_reg_rows as usize)
+        let regs = self
+            .strategy
+            .column_regs(self.layout.n, self.column_reg_rows as usize);
+        if self.columns_sweep() {
+            regs.swept()
+        } else {
+            regs
+        }
     }
 
     /// Whether a forward takes the column kernels: their strategy, except
@@ -314,6 +321,18 @@ impl ExecPlan {
                 || self.column_reg_rows == 0
                 || self.layout.n <= strategy::COLUMN_SMALL_REG_ROWS
                 || self.layout.numel() <= strategy::COLUMN_SMALL)
+    }
+
+    /// Whether the four-channel column kernels take their sweeping
+    /// register entry points: on CPU adapters (which keep rows in
+    /// registers), for rows of at least 256 channels, as the rows
+    /// reductions do, of more than `COLUMN_SMALL` values (small inputs stay
+    /// in cache, and a sweep keeps its idle lanes in its loops).
+    pub fn columns_sweep(&self) -> bool {
+        self.strategy == Strategy::Columns
+            && self.column_reg_rows > 0
+            && self.layout.c.div_ceil(4) >= SWEEP_MIN_LANES
+            && self.layout.numel() > strategy::COLUMN_SMALL
     }
 
     /// Workgroups of the column kernels' dispatch.

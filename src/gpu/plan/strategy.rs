@@ -32,11 +32,16 @@ pub(crate) const COLUMN_STORAGE_BUFFERS: u32 = 6;
 /// keep up to 64 or 256 rows of a lane in registers (`*_regs64`,
 /// `*_regs256`: WGSL zero-fills a function's arrays, so each size is its
 /// own entry point).
+/// The four-channel kernels' register entry points also come sweeping
+/// (`*_sweep`, `Rows64Sweep` and `Rows256Sweep`: see `SWEEP_ROWS` in
+/// `shaders/common.wgsl`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum ColumnRegs {
     Plain,
     Rows64,
     Rows256,
+    Rows64Sweep,
+    Rows256Sweep,
 }
 
 impl ColumnRegs {
@@ -46,6 +51,17 @@ impl ColumnRegs {
             ColumnRegs::Plain => "",
             ColumnRegs::Rows64 => "_regs64",
             ColumnRegs::Rows256 => "_regs256",
+            ColumnRegs::Rows64Sweep => "_regs64_sweep",
+            ColumnRegs::Rows256Sweep => "_regs256_sweep",
+        }
+    }
+
+    /// The same entry point sweeping, where it has such a form.
+    pub fn swept(self) -> Self {
+        match self {
+            ColumnRegs::Rows64 => ColumnRegs::Rows64Sweep,
+            ColumnRegs::Rows256 => ColumnRegs::Rows256Sweep,
+            other => other,
         }
     }
 }

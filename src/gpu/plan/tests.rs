@@ -385,6 +385,19 @@ fn wide_rows_sweep_or_pair_lanes_on_cpu_adapters() {
     let p = chunked(100, 8196);
     assert!(p.chunks.iter().any(|c| c.lead != 0));
     assert!(p.chunks.iter().all(|c| !c.reduce.paired));
+    // The column kernels' register entry points sweep for rows of at least
+    // 256 channels past 2^16 values, on CPU adapters only.
+    let cols = |n: usize, c: usize, merge: MergeModel| {
+        plan_exec(&layout(n, c, 1), 4, lim, merge)
+            .expect("plan")
+            .column_regs()
+    };
+    use strategy::ColumnRegs::*;
+    assert_eq!(cols(64, 65_536, CPU), Rows64Sweep);
+    assert_eq!(cols(200, 4096, CPU), Rows256Sweep);
+    assert_eq!(cols(32, 20, CPU), Rows64);
+    assert_eq!(cols(32, 1024, CPU), Rows64);
+    assert_eq!(cols(16, 65_536, GPU), Plain);
     // A whole workgroup of lanes: one thread per lane over its segment.
     let wide = plan_exec(
         &layout(4096, 1024, 1),
