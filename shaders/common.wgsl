@@ -35,7 +35,6 @@ const FLAG_UPDATE_RUNNING: u32 = 1u;
 const FLAG_AFFINE: u32 = 2u;
 const FLAG_BATCH_STATS: u32 = 4u;
 const FLAG_FROM_STATE: u32 = 8u;
-const FLAG_SWEEP_ROWS: u32 = 16u;
 const FLAG_PAIRED_LANES: u32 = 32u;
 
 // Per-channel terms (the `terms` buffer), written by finalize.wgsl and read
@@ -105,10 +104,11 @@ const REG_ROWS_256: u32 = 256u;
 // reads the neighbouring bytes of the same rows. A barrier every
 // SWEEP_ROWS rows makes the groups take turns over those rows, so the
 // workgroup reads each row's stretch front to back (SWEEP_ROWS streams
-// that the prefetchers follow). Used by the kernels only CPU adapters take
-// (the *_regs* column kernels, the rows reductions with per-thread
-// partials and one thread per lane); the loops stay uniform across the
-// workgroup. (Between 2 and 32 rows made no difference on lavapipe.)
+// that the prefetchers follow). Only the *_sweep entry points, which only
+// CPU adapters take (the column kernels' registers, the rows reductions
+// with per-thread partials), have such barriers; their loops stay uniform
+// across the workgroup. (Between 2 and 32 rows made no difference on
+// lavapipe.)
 const SWEEP_ROWS: u32 = 8u;
 
 // Whether row r of a sweep closes a turn (the loops call

@@ -232,15 +232,13 @@ fn rows_state(s: Share) -> RowsState {
     return rows_moments(first, s.step * virtual_c(), count, shift);
 }
 
-// Whether the rows reductions sweep (FLAG_SWEEP_ROWS; SWEEP_ROWS,
-// common.wgsl): CPU adapters (per-thread partials), rows too wide for a
-// workgroup's lanes. Each thread folds its contiguous run of rows as
-// before, in a loop of the same length in every thread (the runs' length;
-// rows outside the thread's own are skipped) with a barrier every
-// SWEEP_ROWS rows.
-fn sweeping() -> bool {
-    return THREAD_PARTIALS && (P().flags & FLAG_SWEEP_ROWS) != 0u;
-}
+// The *_sweep entry points (ReducePlan::sweep on the host: CPU adapters,
+// per-thread partials, rows of at least 256 channels) sweep (SWEEP_ROWS,
+// common.wgsl): each thread folds its contiguous run of rows as the plain
+// ones do, in a loop of the same length in every thread (the runs'
+// length; rows outside the thread's own are skipped) with a barrier every
+// SWEEP_ROWS rows. Each pair of entry points shares one function whose
+// `sweep` argument is a constant, so the plain ones have no barrier.
 
 // The rows of every thread's run in a sweep (share_of), the same across
 // the workgroup.
@@ -280,14 +278,23 @@ fn sweep_state(s: Share) -> RowsState {
 
 @compute @workgroup_size(WG)
 fn moments_partial_rows(ids: Ids) {
+    moments_rows(ids, false);
+}
+
+@compute @workgroup_size(WG)
+fn moments_partial_rows_sweep(ids: Ids) {
+    moments_rows(ids, true);
+}
+
+fn moments_rows(ids: Ids, sweep: bool) {
     // Share.ch is the vec4 lane here; valid while its first channel exists.
     let s = share_of(ids.li, group_index(ids));
-    if (paired()) {
+    if (!sweep && paired()) {
         moments_paired(s);
         return;
     }
     var st: RowsState;
-    if (sweeping()) {
+    if (sweep) {
         st = sweep_state(s);
     } else {
         st = rows_state(s);
@@ -374,8 +381,17 @@ fn write_grad_sums(s: Share, g: GradSums) {
 
 @compute @workgroup_size(WG)
 fn grads_partial_rows(ids: Ids) {
+    grads_rows(ids, false);
+}
+
+@compute @workgroup_size(WG)
+fn grads_partial_rows_sweep(ids: Ids) {
+    grads_rows(ids, true);
+}
+
+fn grads_rows(ids: Ids, sweep: bool) {
     let s = share_of(ids.li, group_index(ids));
-    if (paired()) {
+    if (!sweep && paired()) {
         grads_paired(s);
         return;
     }
@@ -384,7 +400,7 @@ fn grads_partial_rows(ids: Ids) {
     if (live4(s)) {
         t = xhat_terms(s.ch);
     }
-    if (sweeping()) {
+    if (sweep) {
         sums = sweep_grads(s, t);
     } else if (live4(s)) {
         sums = lane_grads(s.ch, row_range(s), s.step, t);

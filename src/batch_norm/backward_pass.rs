@@ -106,7 +106,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                     terms: terms.clone(),
                     partials: partials.clone(),
                 };
-                rec.partial(variant, i + 1, step, ch.reduce.groups())?;
+                rec.partial(variant, i + 1, step, &ch.reduce)?;
             }
             let step = ChannelStep::GradsFinalize {
                 terms: terms.clone(),

@@ -116,7 +116,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                     head: head.clone(),
                     partials: partials.clone(),
                 };
-                rec.partial(variant, i + 1, step, ch.reduce.groups())?;
+                rec.partial(variant, i + 1, step, &ch.reduce)?;
             }
         }
         let (y, terms, epilogue) = match output {

@@ -11,7 +11,7 @@ use super::buffer::BufferSlice;
 use super::context::GpuContext;
 use super::params::PARAMS_BINDING;
 use super::pipelines::Kernel;
-use super::plan::{channel_groups, grid, vec4_groups, Slab, Variant};
+use super::plan::{channel_groups, grid, vec4_groups, ReducePlan, Slab, Variant};
 pub(crate) use super::steps::{ChannelStep, ColumnStep, Elementwise, Partial};
 use crate::error::Result;
 use crate::types::DType;
@@ -94,12 +94,13 @@ impl<'a, 'p> Recorder<'a, 'p> {
         variant: Variant,
         slot: usize,
         step: Partial,
-        groups: u32,
+        reduce: &ReducePlan,
     ) -> Result<()> {
         use Binding::*;
+        let (groups, sweep) = (reduce.groups(), reduce.sweep);
         let (kernel, bound) = match step {
             Partial::Moments { x, head, partials } => (
-                Kernel::MomentsPartial(variant),
+                Kernel::MomentsPartial(variant, sweep),
                 vec![(X, x), (Partials, partials), (Head, head)],
             ),
             Partial::Grads {
@@ -108,7 +109,7 @@ impl<'a, 'p> Recorder<'a, 'p> {
                 terms,
                 partials,
             } => (
-                Kernel::GradsPartial(variant),
+                Kernel::GradsPartial(variant, sweep),
                 vec![(X, x), (Dy, dy), (Terms, terms), (Partials, partials)],
             ),
         };

@@ -14,20 +14,13 @@ pub(crate) const FLAG_BATCH_STATS: u32 = 4;
 /// Eval normalize reading the module's state (bound as `terms`) instead of
 /// terms: no eval_prepare dispatch, no terms written.
 pub(crate) const FLAG_FROM_STATE: u32 = 8;
-/// Rows reductions that sweep (`ReducePlan::sweep`).
-pub(crate) const FLAG_SWEEP_ROWS: u32 = 16;
 /// Rows reductions with two lanes per thread (`ReducePlan::paired`).
 pub(crate) const FLAG_PAIRED_LANES: u32 = 32;
 
 // `P()` in shaders/common.wgsl indexes the params slots with
 // `flags >> 31`, which must stay 0.
 const _: () = assert!(
-    (FLAG_UPDATE_RUNNING
-        | FLAG_AFFINE
-        | FLAG_BATCH_STATS
-        | FLAG_FROM_STATE
-        | FLAG_SWEEP_ROWS
-        | FLAG_PAIRED_LANES)
+    (FLAG_UPDATE_RUNNING | FLAG_AFFINE | FLAG_BATCH_STATS | FLAG_FROM_STATE | FLAG_PAIRED_LANES)
         .leading_zeros()
         > 0
 );
@@ -185,8 +178,7 @@ impl ExecPlan {
                     FLAG_PAIRED_LANES
                 } else {
                     0
-                }
-                | if ch.reduce.sweep { FLAG_SWEEP_ROWS } else { 0 },
+                },
             ..base
         })
     }

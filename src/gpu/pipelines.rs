@@ -18,10 +18,12 @@ use crate::types::DType;
 /// One kernel of the library: an entry point with its variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Kernel {
-    /// Per-channel partial moments of `x`.
-    MomentsPartial(Variant),
-    /// Per-channel partial gradient sums of `dy`, `dy * x_hat`.
-    GradsPartial(Variant),
+    /// Per-channel partial moments of `x`; the rows entry point that
+    /// sweeps (`true`, [`ReducePlan::sweep`](super::plan::ReducePlan::sweep)).
+    MomentsPartial(Variant, bool),
+    /// Per-channel partial gradient sums of `dy`, `dy * x_hat` (sweeping:
+    /// `true`).
+    GradsPartial(Variant, bool),
     /// Merge moment partials; terms; running-statistics update (one
     /// workgroup per channel: `true`).
     MomentsFinalize(bool),
@@ -65,15 +67,15 @@ pub(crate) enum Kernel {
 
 impl Kernel {
     fn is_reduction(self) -> bool {
-        matches!(self, Kernel::MomentsPartial(_) | Kernel::GradsPartial(_))
+        matches!(self, Kernel::MomentsPartial(..) | Kernel::GradsPartial(..))
     }
 
     fn family(self, subgroups: bool) -> Family {
         match self {
-            Kernel::MomentsPartial(_) | Kernel::GradsPartial(_) if subgroups => {
+            Kernel::MomentsPartial(..) | Kernel::GradsPartial(..) if subgroups => {
                 Family::ReduceSubgroup
             }
-            Kernel::MomentsPartial(_) | Kernel::GradsPartial(_) => Family::ReduceTree,
+            Kernel::MomentsPartial(..) | Kernel::GradsPartial(..) => Family::ReduceTree,
             Kernel::Normalize(..) | Kernel::GradInput(..) | Kernel::EpilogueGrad(_) => {
                 Family::Elementwise
             }
@@ -92,10 +94,12 @@ impl Kernel {
             Kernel::ForwardColumn(_, r) => return format!("forward_columns{}", r.suffix()),
             Kernel::BackwardColumn(r) => return format!("backward_columns{}", r.suffix()),
             Kernel::BackwardColumns(r) => return format!("backward_columns4{}", r.suffix()),
-            Kernel::MomentsPartial(Rows | OddRows) => "moments_partial_rows",
-            Kernel::MomentsPartial(_) => "moments_partial",
-            Kernel::GradsPartial(Rows | OddRows) => "grads_partial_rows",
-            Kernel::GradsPartial(_) => "grads_partial",
+            Kernel::MomentsPartial(Rows | OddRows, false) => "moments_partial_rows",
+            Kernel::MomentsPartial(Rows | OddRows, true) => "moments_partial_rows_sweep",
+            Kernel::MomentsPartial(..) => "moments_partial",
+            Kernel::GradsPartial(Rows | OddRows, false) => "grads_partial_rows",
+            Kernel::GradsPartial(Rows | OddRows, true) => "grads_partial_rows_sweep",
+            Kernel::GradsPartial(..) => "grads_partial",
             Kernel::MomentsFinalize(false) => "moments_finalize",
             Kernel::MomentsFinalize(true) => "moments_finalize_groups",
             Kernel::EvalPrepare => "eval_prepare",
@@ -124,7 +128,9 @@ impl Kernel {
     /// `MASKED` in `reduce.wgsl`; `EPILOGUE`).
     fn constants(self, thread_partials: bool) -> Vec<(&'static str, f64)> {
         let width = match self {
-            Kernel::MomentsPartial(v) | Kernel::GradsPartial(v) if !v.four_channel_lanes() => {
+            Kernel::MomentsPartial(v, _) | Kernel::GradsPartial(v, _)
+                if !v.four_channel_lanes() =>
+            {
                 Some(v.width() as f64)
             }
             _ => None,
@@ -137,7 +143,8 @@ impl Kernel {
             c.push(("WIDTH", w));
             let masked = matches!(
                 self,
-                Kernel::MomentsPartial(Variant::Masked) | Kernel::GradsPartial(Variant::Masked)
+                Kernel::MomentsPartial(Variant::Masked, _)
+                    | Kernel::GradsPartial(Variant::Masked, _)
             );
             c.push(("MASKED", if masked { 1.0 } else { 0.0 }));
         }

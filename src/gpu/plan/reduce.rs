@@ -26,8 +26,8 @@ pub(crate) struct ReducePlan {
     /// row (see [`ReducePlan::paired`]); a workgroup then covers
     /// `2 * lanes_per_group` lanes.
     pub paired: bool,
-    /// The threads sweep their rows (`FLAG_SWEEP_ROWS`, per-thread
-    /// partials only): CPU adapters run a workgroup's invocations a SIMD
+    /// The threads sweep their rows (the `*_rows_sweep` entry points,
+    /// per-thread partials only): CPU adapters run a workgroup's invocations a SIMD
     /// group at a time, each through its whole loop until a barrier, so
     /// where each thread walks its rows a whole row apart, one group
     /// strides through all of its rows before the next reads the

@@ -122,7 +122,7 @@ fn every_shader_translates_to_every_backend() {
     // Per dtype: every entry point of the six families (reduce tree and
     // subgroups, finalize, elementwise, columns, columns4); then the five
     // baseline kernels.
-    assert_eq!(entries, dtypes().len() * 52 + 5);
+    assert_eq!(entries, dtypes().len() * 56 + 5);
 }
 
 #[test]
