@@ -295,52 +295,6 @@ pub(crate) fn plan_exec(
 }
 
 impl ExecPlan {
-    /// The column kernels' entry points (`ColumnRegs`), sweeping where
-    /// [`ExecPlan::columns_sweep`].
-    pub fn column_regs(&self) -> ColumnRegs {
-        let regs = self
-            .strategy
-            .column_regs(self.layout.n, self.column_reg_rows as usize);
-        if self.columns_sweep() {
-            regs.swept()
-        } else {
-            regs
-        }
-    }
-
-    /// Whether a forward takes the column kernels: their strategy, except
-    /// for running statistics (eval) of more than `COLUMN_SMALL` values on
-    /// CPU adapters beyond the rows the plain kernels keep in registers,
-    /// where the column kernel walks each lane's rows a whole row apart
-    /// and `eval_prepare -> normalize` streams instead (recorded eval,
-    /// lavapipe on Zen 5: `64x65536` 6.6 ms in the column kernel, even
-    /// sweeping, against 5.1 ms).
-    pub fn forward_columns(&self, batch_stats: bool) -> bool {
-        matches!(self.strategy, Strategy::Columns | Strategy::ColumnStats)
-            && (batch_stats
-                || self.column_reg_rows == 0
-                || self.layout.n <= strategy::COLUMN_SMALL_REG_ROWS
-                || self.layout.numel() <= strategy::COLUMN_SMALL)
-    }
-
-    /// Whether the four-channel column kernels take their sweeping
-    /// register entry points: on CPU adapters (which keep rows in
-    /// registers), for rows of at least 256 channels, as the rows
-    /// reductions do, of more than `COLUMN_SMALL` values (small inputs stay
-    /// in cache, and a sweep keeps its idle lanes in its loops).
-    pub fn columns_sweep(&self) -> bool {
-        self.strategy == Strategy::Columns
-            && self.column_reg_rows > 0
-            && self.layout.c.div_ceil(4) >= SWEEP_MIN_LANES
-            && self.layout.numel() > strategy::COLUMN_SMALL
-    }
-
-    /// Workgroups of the column kernels' dispatch.
-    pub fn column_groups(&self) -> u32 {
-        self.strategy
-            .column_groups(self.layout.c, self.column_lanes)
-    }
-
     /// Partial states written by all chunks (16 bytes each): rows of
     /// `C * folds` (virtual) channels.
     pub fn partial_count(&self) -> usize {
@@ -395,6 +349,8 @@ pub(crate) fn vec4_groups(count: usize) -> u32 {
 }
 
 mod reduce;
+#[cfg(test)]
+mod reduce_tests;
 mod slab;
 pub(crate) mod strategy;
 #[cfg(test)]

@@ -19,6 +19,9 @@ const REDUCE_ROWS: &str = include_str!("../../shaders/reduce_rows.wgsl");
 /// `shaders/reduce_paired.wgsl`: the rows reductions with two lanes per
 /// thread.
 const REDUCE_PAIRED: &str = include_str!("../../shaders/reduce_paired.wgsl");
+/// `shaders/reduce_sweep.wgsl`: the rows reductions' sweeps on CPU
+/// adapters (after `reduce_rows.wgsl`).
+const REDUCE_SWEEP: &str = include_str!("../../shaders/reduce_sweep.wgsl");
 /// `shaders/reduce_tree.wgsl`: reduction entry points, shared-memory tree.
 const REDUCE_TREE: &str = include_str!("../../shaders/reduce_tree.wgsl");
 /// `shaders/reduce_subgroup.wgsl`: reduction entry points, subgroups first.
@@ -97,6 +100,7 @@ impl Family {
                 REDUCE,
                 REDUCE_ROWS,
                 REDUCE_PAIRED,
+                REDUCE_SWEEP,
                 REDUCE_TREE,
             ],
             Family::ReduceSubgroup => &[
@@ -105,6 +109,7 @@ impl Family {
                 REDUCE,
                 REDUCE_ROWS,
                 REDUCE_PAIRED,
+                REDUCE_SWEEP,
                 REDUCE_SUBGROUP,
             ],
             Family::Finalize => &[MOMENTS, MOMENTS4, FINALIZE],

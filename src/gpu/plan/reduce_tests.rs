@@ -1,0 +1,89 @@
+//! Unit tests of the rows reductions' forms on CPU adapters: sweeps and
+//! paired lanes, and the chunks of whole rows the paired lanes need.
+
+use super::tests::{layout, limits, CPU, GPU};
+use super::*;
+
+/// Rows of at least 256 channels (virtual channels of odd C too) sweep and
+/// rows of 64 to 255 channels (C % 4 == 0) take paired lanes, where threads
+/// write their own partials (CPU adapters), never on GPUs, never for short
+/// rows; either plan still covers every lane once.
+#[test]
+fn wide_rows_sweep_or_pair_lanes_on_cpu_adapters() {
+    let lim = limits(1 << 30, 256, 65535);
+    let plan = |n: usize, c: usize, merge: MergeModel| {
+        let layout = Layout { n, c, l: 1 };
+        let plan = plan_exec(&layout, 4, lim, merge.with_columns(Some(false))).expect("plan");
+        let lanes = plan.variant.reduce_layout(&plan.layout).c.div_ceil(4) as u32;
+        for ch in &plan.chunks {
+            let r = ch.reduce;
+            assert!(r.lanes_per_group.is_power_of_two());
+            assert_eq!(r.lanes_per_group * r.threads_per_lane, WG);
+            assert!(r.tiles * r.lanes_per_tile() >= lanes, "{n}x{c}: {r:?}");
+            assert!(!(r.paired && r.sweep));
+            if r.paired {
+                assert!(r.lanes_per_group >= 8);
+            }
+            if r.paired || r.sweep {
+                assert!(plan.thread_partials);
+            }
+        }
+        let r = plan.chunks[0].reduce;
+        (r.paired, r.sweep)
+    };
+    for (n, c) in [
+        (4096, 1024),
+        (1000, 4096),
+        (16_384, 256),
+        (1000, 1021),
+        (1000, 65),
+    ] {
+        assert_eq!(plan(n, c, CPU), (false, true), "{n}x{c}");
+        assert_eq!(plan(n, c, GPU), (false, false), "{n}x{c}");
+    }
+    for (n, c) in [(300, 64), (100, 68), (65_536, 128)] {
+        assert_eq!(plan(n, c, CPU), (true, false), "{n}x{c}");
+        assert_eq!(plan(n, c, GPU), (false, false), "{n}x{c}");
+    }
+    for (n, c) in [(262_144, 16), (1000, 60), (1000, 3)] {
+        assert_eq!(plan(n, c, CPU), (false, false), "{n}x{c}");
+    }
+    // Several chunks of whole rows: paired.
+    let small = limits(1 << 20, 256, 65535);
+    let chunked = |n: usize, c: usize| {
+        let layout = Layout { n, c, l: 1 };
+        plan_exec(&layout, 4, small, CPU.with_columns(Some(false))).expect("plan")
+    };
+    let p = chunked(10_000, 68);
+    assert!(p.chunks.len() > 1 && p.thread_partials);
+    assert!(p
+        .chunks
+        .iter()
+        .all(|c| c.lead == 0 && c.count % 68 == 0 && c.reduce.paired));
+    // Rows long next to a chunk: cut by chunks (leads), never paired.
+    let p = chunked(100, 8196);
+    assert!(p.chunks.iter().any(|c| c.lead != 0));
+    assert!(p.chunks.iter().all(|c| !c.reduce.paired));
+    // The column kernels' register entry points sweep for rows of at least
+    // 256 channels past 2^16 values, on CPU adapters only.
+    let cols = |n: usize, c: usize, merge: MergeModel| {
+        plan_exec(&layout(n, c, 1), 4, lim, merge)
+            .expect("plan")
+            .column_regs()
+    };
+    use strategy::ColumnRegs::*;
+    assert_eq!(cols(64, 65_536, CPU), Rows64Sweep);
+    assert_eq!(cols(200, 4096, CPU), Rows256Sweep);
+    assert_eq!(cols(32, 20, CPU), Rows64);
+    assert_eq!(cols(32, 1024, CPU), Rows64);
+    assert_eq!(cols(16, 65_536, GPU), Plain);
+    // A whole workgroup of lanes: one thread per lane over its segment.
+    let wide = plan_exec(
+        &layout(4096, 1024, 1),
+        4,
+        lim,
+        CPU.with_columns(Some(false)),
+    );
+    let wide = wide.expect("plan").chunks[0].reduce;
+    assert_eq!((wide.lanes_per_group, wide.threads_per_lane), (WG, 1));
+}
