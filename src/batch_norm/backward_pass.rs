@@ -77,7 +77,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                 grad_bias,
                 out: dx.window(0, numel),
                 per_channel: exec.strategy == Strategy::ColumnStats,
-                regs: exec.column_regs(),
+                regs: exec.column_regs(false),
             };
             return rec.columns(step, exec.column_groups());
         }

@@ -96,7 +96,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                     per_channel: exec.strategy == Strategy::ColumnStats,
                     // Eval reads x once anyway.
                     regs: if plan.batch_stats {
-                        exec.column_regs()
+                        exec.column_regs(true)
                     } else {
                         ColumnRegs::Plain
                     },
