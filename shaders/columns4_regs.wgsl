@@ -12,9 +12,10 @@
 // flow (A/B on lavapipe, Zen 5: `64x65536` training forward 21.5 ->
 // 10.9 ms, backward 32.3 -> 14.7 ms); the others have no barrier, and
 // their idle lanes return at once (idle lanes looping doubled the fixed
-// cost of `32x20`; lavapipe suspends at a barrier even where its branch is
-// not taken). Each pair shares one function, whose `sweep` argument is a
-// constant in each entry point.
+// cost of `32x20`; one kernel with a barrier in a branch left untaken
+// after idle lanes had returned gave wrong results on lavapipe). Each
+// pair shares one function, whose `sweep` argument is a constant in each
+// entry point, so the compiler drops the other form's barriers.
 
 // A lane's rows in registers, in the two sizes of the *_regs64 and
 // *_regs256 entry points (the host picks the smallest that holds P.n).

@@ -176,18 +176,29 @@ fn plane_terms(ch: u32) -> NormTerms {
 // where a slab straddles two runs cost lavapipe, which ran that branch
 // masked for every slab, 40% of the odd-L shapes' eval.
 
+// The chunk element where the run after run r starts (at least the first
+// value of any vec4 whose first value lies in run r).
+fn run_end(r: u32) -> u32 {
+    return (r + 1u) * P().l - P().lead;
+}
+
+// Which values of vec4 i lie at or past element b (the next run's).
+fn past(i: u32, b: u32) -> vec4<bool> {
+    return vec4<u32>(i * 4u) + vec4<u32>(0u, 1u, 2u, 3u) >= vec4<u32>(b);
+}
+
 // normalize_one with t0's terms for the values before element b, t1's
 // from it.
 fn normalize_split(i: u32, b: u32, t0: NormTerms, t1: NormTerms) {
     if (in_tensor(i)) {
-        let m = vec4<u32>(i * 4u) + vec4<u32>(0u, 1u, 2u, 3u) >= vec4<u32>(b);
+        let m = past(i, b);
         normalize_one(i, NormTerms(select(t0.shift, t1.shift, m), select(t0.scale, t1.scale, m), select(t0.offset, t1.offset, m)));
     }
 }
 
 // The run slab from vec4 i, whose first value lies in run r.
 fn normalize_runs_slab(i: u32, r: u32) {
-    let b = (r + 1u) * P().l - P().lead;
+    let b = run_end(r);
     let t0 = plane_terms(r % P().c);
     let t1 = plane_terms((r + 1u) % P().c);
     normalize_split(i, b, t0, t1);
@@ -291,7 +302,7 @@ fn plane_grad_terms(ch: u32) -> GradTerms {
 // (normalize_split).
 fn grad_split(i: u32, b: u32, t0: GradTerms, t1: GradTerms) {
     if (in_tensor(i)) {
-        let m = vec4<u32>(i * 4u) + vec4<u32>(0u, 1u, 2u, 3u) >= vec4<u32>(b);
+        let m = past(i, b);
         grad_one(i, GradTerms(
             select(t0.shift, t1.shift, m),
             select(t0.scale, t1.scale, m),
@@ -304,7 +315,7 @@ fn grad_split(i: u32, b: u32, t0: GradTerms, t1: GradTerms) {
 // The run slab from vec4 i, whose first value lies in run r
 // (normalize_runs_slab).
 fn grad_runs_slab(i: u32, r: u32) {
-    let b = (r + 1u) * P().l - P().lead;
+    let b = run_end(r);
     let t0 = plane_grad_terms(r % P().c);
     let t1 = plane_grad_terms((r + 1u) % P().c);
     grad_split(i, b, t0, t1);

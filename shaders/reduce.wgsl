@@ -110,6 +110,13 @@ struct Share {
     valid: bool,
 }
 
+// With THREAD_PARTIALS: the units of each thread's contiguous run of its
+// segment (the last runs of a segment may be shorter, or empty), the same
+// in every thread of a workgroup.
+fn thread_run_len() -> u32 {
+    return (P().seg_len + P().threads_per_lane - 1u) / P().threads_per_lane;
+}
+
 fn share_of(li: u32, group: u32) -> Share {
     var s: Share;
     let tile = group % P().tiles;
@@ -121,7 +128,7 @@ fn share_of(li: u32, group: u32) -> Share {
         // CPU adapters run a workgroup's invocations a SIMD group at a time:
         // each thread folds one contiguous run of the segment, which streams
         // (interleaved threads would stride through memory).
-        let per = (P().seg_len + P().threads_per_lane - 1u) / P().threads_per_lane;
+        let per = thread_run_len();
         s.start = min(seg_end, s.seg * P().seg_len + s.ti * per);
         s.end = min(seg_end, s.start + per);
         s.step = 1u;

@@ -5,16 +5,10 @@
 // The *_sweep entry points (ReducePlan::sweep on the host: CPU adapters,
 // per-thread partials, rows of at least 256 channels) sweep (SWEEP_ROWS,
 // common.wgsl): each thread folds its contiguous run of rows as the plain
-// ones do, in a loop of the same length in every thread (the runs'
-// length; rows outside the thread's own are skipped) with a barrier every
+// ones do, in a loop of the same length in every thread (thread_run_len,
+// reduce.wgsl; rows outside the thread's own are skipped) with a barrier every
 // SWEEP_ROWS rows. Each pair of entry points shares one function whose
 // `sweep` argument is a constant, so the plain ones have no barrier.
-
-// The rows of every thread's run in a sweep (share_of), the same across
-// the workgroup.
-fn sweep_len() -> u32 {
-    return (P().seg_len + P().threads_per_lane - 1u) / P().threads_per_lane;
-}
 
 // The rows [x, y) share s folds in a sweep: row_range, empty for a lane
 // past the channels.
@@ -30,7 +24,7 @@ fn sweep_state(s: Share) -> RowsState {
     let rows = sweep_rows(s);
     var f = rows_fold_start(shift);
     var k = 0u;
-    for (var j = 0u; j < sweep_len(); j += 1u) {
+    for (var j = 0u; j < thread_run_len(); j += 1u) {
         let r = s.start + j;
         if (r >= rows.x && r < rows.y) {
             rows_fold_step(&f, load4(rows_offset(r, s.ch)), shift, k, false);
@@ -51,7 +45,7 @@ fn sweep_state(s: Share) -> RowsState {
 fn sweep_grads(s: Share, t: XhatTerms) -> GradSums {
     let rows = sweep_rows(s);
     var acc = GradSums(vec4<f32>(0.0), vec4<f32>(0.0));
-    for (var j = 0u; j < sweep_len(); j += 1u) {
+    for (var j = 0u; j < thread_run_len(); j += 1u) {
         let r = s.start + j;
         if (r >= rows.x && r < rows.y) {
             acc = grads_step(acc, rows_offset(r, s.ch), t);

@@ -172,7 +172,7 @@ pub(crate) fn plan_exec(
     // unpaired 2.9x a copy, `524288x64` in one paired 2.0x).
     let max_elems = match variant {
         Variant::Rows => {
-            let unit = row / variant::gcd(row, align_elems) * align_elems;
+            let unit = variant::lcm(row, align_elems);
             if unit <= max_elems / 2 {
                 max_elems / unit * unit
             } else {

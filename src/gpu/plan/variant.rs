@@ -142,11 +142,15 @@ impl Variant {
 
 /// `lcm(C * L, 4)`.
 fn lcm4(layout: &Layout) -> usize {
-    let w = (layout.c * layout.l).max(1);
-    w * 4 / gcd(w, 4)
+    lcm((layout.c * layout.l).max(1), 4)
 }
 
-pub(super) fn gcd(a: usize, b: usize) -> usize {
+/// The least common multiple of `a` and `b`, both positive.
+pub(super) fn lcm(a: usize, b: usize) -> usize {
+    a / gcd(a, b) * b
+}
+
+fn gcd(a: usize, b: usize) -> usize {
     if b == 0 {
         a
     } else {
