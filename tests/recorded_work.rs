@@ -357,7 +357,8 @@ fn an_eval_backward_after_a_late_recorded_training_forward_uses_the_eval_state()
 /// #16: a recorded eval forward of a large input with few rows (which
 /// CPU adapters normalise in `eval_prepare -> normalize` rather than the
 /// column kernel) and its recorded backward match the reference, after a
-/// training step moved the running statistics, for C % 4 == 0 and odd C.
+/// training step moved the running statistics, for C % 4 == 0 and odd C,
+/// with a rejected call between the forward and its backward.
 #[test]
 fn recorded_eval_of_few_wide_rows_matches_the_reference() {
     let Some(ctx) = common::context() else { return };
@@ -381,6 +382,10 @@ fn recorded_eval_of_few_wide_rows_matches_the_reference() {
         let (x1, dy) = (rng.normals(n * c, 2.0, 3.0), rng.normals(n * c, 0.0, 1.0));
         let mut e = encoder(&ctx);
         let y = bn.encode_forward(&mut e, &t(&x1)).expect("recorded eval");
+        // A rejected call between the forward and its backward changes
+        // nothing.
+        let bad = Tensor::from_slice(&ctx, &vec![1.0; 2 * (c + 1)], &[2, c + 1]).expect("bad");
+        assert!(bn.forward(&bad).is_err(), "channel count mismatch");
         let g = bn
             .encode_backward(&mut e, &t(&dy))
             .expect("recorded backward");

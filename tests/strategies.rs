@@ -359,3 +359,34 @@ fn odd_channel_rows_match_the_reference() {
         assert_matches_reference(&ctx, shape, &modes, 90 + i as u64, 1e4, 0.1);
     }
 }
+
+/// #16: the shapes at the edges of the CPU adapters' sweeps and of the
+/// recorded-eval split, in every mode, with data far from zero: 16 and 17
+/// rows (a training forward's column kernel sweeps from 17), 252 and 256
+/// channels (rows sweep from 256), odd C past 256 (virtual rows), two
+/// rows of many odd channels, one channel, and past 2^16 values against
+/// just below.
+#[test]
+fn sweep_edges_match_the_reference() {
+    for columns in [None, Some(false)] {
+        let Some(ctx) = context_with(columns) else {
+            return;
+        };
+        let modes = [true, true, false, true];
+        for (i, shape) in [
+            [16usize, 4100],
+            [17, 4100],
+            [16, 4096],
+            [300, 252],
+            [300, 256],
+            [257, 1021],
+            [2, 40_001],
+            [70_000, 1],
+        ]
+        .iter()
+        .enumerate()
+        {
+            assert_matches_reference(&ctx, shape, &modes, 140 + i as u64, 1e4, 0.1);
+        }
+    }
+}
