@@ -12,11 +12,20 @@ pub(crate) const WG: u32 = 256;
 pub(crate) const SLAB: usize = 8;
 /// A reduction pass on a GPU aims for about this many workgroups.
 const GPU_TARGET_GROUPS: usize = 512;
+/// The rows reductions (`Rows`, `OddRows`: several channels per thread) on
+/// a GPU aim for half as many, each thread folding twice the rows before
+/// its workgroup merges four channels' states per lane, the merge being
+/// the larger cost there (H100, per-dispatch timestamps: the moment pass
+/// of `262144x16` 29.4 -> 23.7 us, of `1398101x3` 32.0 -> 26.7 us; 128
+/// was slower again, and the one-channel planes were slower at 256).
+const GPU_ROWS_TARGET_GROUPS: usize = 256;
 /// How reduction threads merge their states, chosen per adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct MergeModel {
     /// Reduction passes aim for about this many workgroups.
     pub target_groups: usize,
+    /// The same for the rows reductions (`Variant::Rows`, `OddRows`).
+    pub rows_target_groups: usize,
     /// Threads may write their own partial states (no barriers).
     pub thread_partials: bool,
     /// Column kernels: `None` where they fill the device, `Some` forced.
@@ -35,10 +44,23 @@ impl MergeModel {
                 .clamp(16, GPU_TARGET_GROUPS),
             _ => GPU_TARGET_GROUPS,
         };
+        let rows_target_groups = match device_type {
+            Some(wgpu::DeviceType::Cpu) => target_groups,
+            _ => GPU_ROWS_TARGET_GROUPS,
+        };
         Self {
             target_groups,
+            rows_target_groups,
             thread_partials,
             columns: None,
+        }
+    }
+
+    /// The workgroups a reduction of `variant` aims for.
+    pub fn groups_for(&self, variant: Variant) -> usize {
+        match variant {
+            Variant::Rows | Variant::OddRows => self.rows_target_groups,
+            _ => self.target_groups,
         }
     }
 
@@ -130,7 +152,6 @@ pub(crate) fn plan_exec(
     let layout = &canonical(layout);
     let variant = Variant::of(layout);
     let max_groups = limits.max_groups();
-    let target = merge.target_groups;
     let numel = layout.numel();
     let row = layout.row();
     let align_elems = limits.align.max(16) as usize / elem_size;
@@ -155,7 +176,7 @@ pub(crate) fn plan_exec(
     // would not fit one binding, the masked or general reductions (C wide)
     // instead.
     let variant = if variant == Variant::OddRows {
-        let p = plan_reduce(layout, variant, max_groups, target);
+        let p = plan_reduce(layout, variant, max_groups, merge.groups_for(variant));
         let width = (layout.c * variant.folds(layout)) as u64;
         let rows = u64::from(p.segments) + u64::from(variant.tail_rows());
         if rows * width * 16 > limits.max_binding {
@@ -181,6 +202,7 @@ pub(crate) fn plan_exec(
         }
         _ => max_elems,
     };
+    let target = merge.groups_for(variant);
     let tiles = plan_reduce(layout, variant, max_groups, target).tiles as usize;
     if tiles > max_groups {
         return Err(format!(
@@ -289,7 +311,7 @@ pub(crate) fn plan_exec(
         head: row.min(max_elems),
         thread_partials,
         strategy,
-        column_lanes: strategy.column_lanes(layout.c, target),
+        column_lanes: strategy.column_lanes(layout.c, merge.target_groups),
         column_reg_rows: Strategy::reg_rows(merge) as u32,
     })
 }

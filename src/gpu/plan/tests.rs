@@ -13,11 +13,13 @@ pub(super) fn limits(max_binding: u64, align: u64, max_dim: u32) -> DeviceLimits
 
 pub(super) const GPU: MergeModel = MergeModel {
     target_groups: 512,
+    rows_target_groups: 256,
     thread_partials: false,
     columns: None,
 };
 pub(super) const CPU: MergeModel = MergeModel {
     target_groups: 16,
+    rows_target_groups: 16,
     thread_partials: true,
     columns: None,
 };
@@ -366,4 +368,23 @@ fn workgroup_finalize_only_for_many_states_of_few_channels_on_gpus() {
     // Many channels: a thread each fills the GPU.
     let wide = plan(4096, 16_384, GPU);
     assert!(!wide.finalize_groups(), "{wide:?}");
+}
+
+#[test]
+fn rows_reductions_aim_for_fewer_workgroups_on_gpus() {
+    let lim = limits(1 << 30, 256, 65535);
+    let tiles = |n, c, l, merge| {
+        let plan = plan_exec(&layout(n, c, l), 4, lim, merge).expect("plan");
+        (plan.variant, plan.chunks[0].reduce.groups())
+    };
+    // Several channels per thread: about GPU_ROWS_TARGET_GROUPS.
+    assert_eq!(tiles(262_144, 16, 1, GPU), (Variant::Rows, 256));
+    assert_eq!(tiles(1_398_101, 3, 1, GPU), (Variant::OddRows, 256));
+    // Planes of one channel and masked runs: about GPU_TARGET_GROUPS.
+    assert_eq!(tiles(2048, 64, 64, GPU), (Variant::Planes, 512));
+    let (variant, masked) = tiles(65_536, 3, 21, GPU);
+    assert_eq!(variant, Variant::Masked);
+    assert!(masked > 500, "{masked}");
+    // CPU adapters: their one target for rows too.
+    assert_eq!(tiles(262_144, 16, 1, CPU), (Variant::Rows, 16));
 }
