@@ -1,5 +1,6 @@
-//! Unit tests of the rows reductions' forms on CPU adapters: sweeps and
-//! paired lanes, and the chunks of whole rows the paired lanes need.
+//! Unit tests of the rows reductions' forms: sweeps and paired lanes on
+//! CPU adapters, the chunks of whole rows the paired lanes need, and the
+//! workgroups they aim for on GPUs.
 
 use super::tests::{layout, limits, CPU, GPU};
 use super::*;
@@ -96,4 +97,23 @@ fn wide_rows_sweep_or_pair_lanes_on_cpu_adapters() {
     );
     let wide = wide.expect("plan").chunks[0].reduce;
     assert_eq!((wide.lanes_per_group, wide.threads_per_lane), (WG, 1));
+}
+
+#[test]
+fn rows_reductions_aim_for_fewer_workgroups_on_gpus() {
+    let lim = limits(1 << 30, 256, 65535);
+    let tiles = |n, c, l, merge| {
+        let plan = plan_exec(&layout(n, c, l), 4, lim, merge).expect("plan");
+        (plan.variant, plan.chunks[0].reduce.groups())
+    };
+    // Several channels per thread: about GPU_ROWS_TARGET_GROUPS.
+    assert_eq!(tiles(262_144, 16, 1, GPU), (Variant::Rows, 256));
+    assert_eq!(tiles(1_398_101, 3, 1, GPU), (Variant::OddRows, 256));
+    // Planes of one channel and masked runs: about GPU_TARGET_GROUPS.
+    assert_eq!(tiles(2048, 64, 64, GPU), (Variant::Planes, 512));
+    let (variant, masked) = tiles(65_536, 3, 21, GPU);
+    assert_eq!(variant, Variant::Masked);
+    assert!(masked > 500, "{masked}");
+    // CPU adapters: their one target for rows too.
+    assert_eq!(tiles(262_144, 16, 1, CPU), (Variant::Rows, 16));
 }

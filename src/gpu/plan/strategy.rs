@@ -19,6 +19,18 @@ pub(crate) const COLUMN_SMALL_REG_ROWS: usize = 8;
 /// thread walks its rows one after another) where the split reductions
 /// run in parallel; CPU adapters take up to `COLUMN_MAX_ROWS`.
 const COLUMN_GPU_ROWS: usize = 16;
+/// Rows up to which a GPU's column kernels take inputs of at least
+/// `COLUMN_GPU_WIDE_LANES` four-channel lanes: there a thread's 17 to 32
+/// rows cost less than three dispatches over partial states (H100, three
+/// alternating runs, x a copy of 16 MiB: `32x131072` training forward
+/// 1.77-1.83 -> 1.57-1.58, backward 1.86-1.89 -> 1.77-1.83; `17x246724`
+/// 1.85-1.87 -> 1.48-1.51 and 1.91-1.95 -> 1.64-1.72; `32x32768` even;
+/// `32x8192` 7% slower, its lanes too few to fill the card).
+const COLUMN_GPU_WIDE_ROWS: usize = 32;
+/// Four-channel lanes (`C / 4`, C a multiple of 4: the one-channel lanes
+/// of odd C were not measured there) from which `COLUMN_GPU_WIDE_ROWS`
+/// applies.
+const COLUMN_GPU_WIDE_LANES: usize = 8192;
 /// Inputs of at most this many values are latency-bound: the column
 /// kernels do them in one dispatch.
 pub(crate) const COLUMN_SMALL: usize = 1 << 16;
@@ -90,7 +102,8 @@ impl Strategy {
     /// `storage_buffers` per kernel; otherwise split): columns where there
     /// are few rows (256 on CPU adapters, which the merge model's per-thread
     /// partials stand for, and where the column kernels keep them in
-    /// registers; 16 on GPUs) and enough lanes to fill a quarter of the
+    /// registers; on GPUs 16, or 32 for at least `COLUMN_GPU_WIDE_LANES`
+    /// four-channel lanes) and enough lanes to fill a quarter of the
     /// merge model's target workgroups, or few values in all (one dispatch
     /// instead of three; at most 64 rows on GPUs), unless forced. There, partial states
     /// (16 bytes per channel per thread) and the finalize dispatch would
@@ -115,6 +128,8 @@ impl Strategy {
         let fills = lanes.div_ceil(per_group) * 4 >= merge.target_groups;
         let (rows, small_rows) = if merge.thread_partials {
             (COLUMN_MAX_ROWS, COLUMN_MAX_ROWS)
+        } else if vec4_lanes && lanes >= COLUMN_GPU_WIDE_LANES {
+            (COLUMN_GPU_WIDE_ROWS, COLUMN_GPU_SMALL_ROWS)
         } else {
             (COLUMN_GPU_ROWS, COLUMN_GPU_SMALL_ROWS)
         };

@@ -319,12 +319,25 @@ fn column_kernels_take_few_rows_of_many_or_few_values() {
         assert_eq!(strategy(layout(2, 2_097_152, 1), on, few), Strategy::Split);
     }
     // Mid-sized inputs take columns only where their lanes fill the
-    // device, and on GPUs only for at most 16 rows.
+    // device, and on GPUs only for at most 16 rows, or 32 of at least
+    // 32768 channels (a multiple of 4).
     assert_eq!(strategy(layout(64, 16384, 1), CPU, big), Strategy::Columns);
     assert_eq!(strategy(layout(64, 2048, 1), CPU, big), Strategy::Columns);
     assert_eq!(strategy(layout(64, 16384, 1), GPU, big), Strategy::Split);
-    assert_eq!(strategy(layout(16, 65536, 1), GPU, big), Strategy::Columns);
-    assert_eq!(strategy(layout(32, 65536, 1), GPU, big), Strategy::Split);
+    assert_eq!(strategy(layout(16, 16384, 1), GPU, big), Strategy::Columns);
+    assert_eq!(strategy(layout(17, 16384, 1), GPU, big), Strategy::Split);
+    assert_eq!(strategy(layout(32, 32768, 1), GPU, big), Strategy::Columns);
+    assert_eq!(strategy(layout(33, 32768, 1), GPU, big), Strategy::Split);
+    assert_eq!(strategy(layout(32, 32764, 1), GPU, big), Strategy::Split);
+    assert_eq!(
+        strategy(layout(16, 246_723, 1), GPU, big),
+        Strategy::ColumnStats
+    );
+    assert_eq!(strategy(layout(17, 246_723, 1), GPU, big), Strategy::Split);
+    assert_eq!(
+        strategy(layout(32, 131_072, 1), GPU, big),
+        Strategy::Columns
+    );
 }
 
 /// The column kernels keep a lane's rows in registers on CPU adapters, in
@@ -368,23 +381,4 @@ fn workgroup_finalize_only_for_many_states_of_few_channels_on_gpus() {
     // Many channels: a thread each fills the GPU.
     let wide = plan(4096, 16_384, GPU);
     assert!(!wide.finalize_groups(), "{wide:?}");
-}
-
-#[test]
-fn rows_reductions_aim_for_fewer_workgroups_on_gpus() {
-    let lim = limits(1 << 30, 256, 65535);
-    let tiles = |n, c, l, merge| {
-        let plan = plan_exec(&layout(n, c, l), 4, lim, merge).expect("plan");
-        (plan.variant, plan.chunks[0].reduce.groups())
-    };
-    // Several channels per thread: about GPU_ROWS_TARGET_GROUPS.
-    assert_eq!(tiles(262_144, 16, 1, GPU), (Variant::Rows, 256));
-    assert_eq!(tiles(1_398_101, 3, 1, GPU), (Variant::OddRows, 256));
-    // Planes of one channel and masked runs: about GPU_TARGET_GROUPS.
-    assert_eq!(tiles(2048, 64, 64, GPU), (Variant::Planes, 512));
-    let (variant, masked) = tiles(65_536, 3, 21, GPU);
-    assert_eq!(variant, Variant::Masked);
-    assert!(masked > 500, "{masked}");
-    // CPU adapters: their one target for rows too.
-    assert_eq!(tiles(262_144, 16, 1, CPU), (Variant::Rows, 16));
 }
