@@ -35,7 +35,8 @@ pub(crate) struct MergeModel {
 impl MergeModel {
     /// Few workgroups and per-thread partials on CPU adapters (which run a
     /// few workgroups at a time and pay for every barrier); about 512
-    /// workgroups merging their threads elsewhere. See BENCHMARKS.md.
+    /// workgroups merging their threads elsewhere (256 for the rows
+    /// reductions). See BENCHMARKS.md.
     pub fn for_adapter(device_type: Option<wgpu::DeviceType>, thread_partials: bool) -> Self {
         let target_groups = match device_type {
             Some(wgpu::DeviceType::Cpu) => std::thread::available_parallelism()
