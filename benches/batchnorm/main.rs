@@ -36,6 +36,7 @@ mod chart;
 mod curves;
 mod fixture;
 mod gputime;
+mod small;
 
 use std::time::{Duration, Instant};
 
@@ -331,34 +332,6 @@ fn formats_section(ctx: &GpuContext) {
     }
 }
 
-fn small_section(ctx: &GpuContext) {
-    println!("\n### Small batches: fixed overhead\n");
-    println!("Each op is one submission; its time against one copy dispatch (also one submission) of the same tensor.\n");
-    println!("| shape | copy dispatch | train forward | eval forward | backward |");
-    println!("| --- | --- | --- | --- | --- |");
-    for shape in [&[32usize, 20][..], &[8, 512]] {
-        let mut f = Fixture::new(ctx, shape, CF);
-        let copy = f.time(Op::Copy, 51);
-        let cells: Vec<String> = [Op::Train, Op::Eval, Op::Backward]
-            .iter()
-            .map(|&op| {
-                let t = f.time(op, 51);
-                format!(
-                    "{:.3} ms, {:.2}x",
-                    ms(t),
-                    t.as_secs_f64() / copy.as_secs_f64()
-                )
-            })
-            .collect();
-        println!(
-            "| {} | {:.3} ms | {} |",
-            f.name(),
-            ms(copy),
-            cells.join(" | ")
-        );
-    }
-}
-
 fn main() {
     let mut options = ContextOptions::from_env().unwrap_or_else(|e| panic!("{e}"));
     if let Ok(v) = std::env::var("BN_COLUMNS") {
@@ -397,7 +370,7 @@ fn main() {
         formats_section(&ctx);
     }
     if has("small") {
-        small_section(&ctx);
+        small::small_section(&ctx);
     }
     if has("curves") {
         curves::curves_section(&ctx);
