@@ -292,6 +292,16 @@ pub(crate) fn plan_exec(
         {
             chunks = paired;
         }
+    } else if thread_partials && variant == Variant::Planes && layout.l >= SPREAD_MIN_L {
+        let spread: Vec<Chunk> = (chunks.iter())
+            .map(|c| Chunk {
+                reduce: plan_spread(&c.layout, variant, max_groups, target),
+                ..*c
+            })
+            .collect();
+        if thread_partials_fit(&spread) {
+            chunks = spread;
+        }
     }
     if thread_partials {
         partial_base = 0;
@@ -383,7 +393,7 @@ mod variant;
 mod variant_tests;
 
 pub(crate) use reduce::{plan_reduce, ReducePlan, PAIR_GAP};
-use reduce::{plan_sweep, PAIRED_MIN_LANES, SWEEP_MIN_LANES};
+use reduce::{plan_spread, plan_sweep, PAIRED_MIN_LANES, SPREAD_MIN_L, SWEEP_MIN_LANES};
 pub(crate) use slab::Slab;
 pub(crate) use strategy::{canonical, ColumnRegs, Strategy};
 pub(crate) use variant::Variant;

@@ -117,3 +117,24 @@ fn rows_reductions_aim_for_fewer_workgroups_on_gpus() {
     // CPU adapters: their one target for rows too.
     assert_eq!(tiles(262_144, 16, 1, CPU), (Variant::Rows, 16));
 }
+
+/// Planes of at least 1024 values spread a workgroup over eight channels
+/// where threads write their own partials (CPU adapters), never on GPUs,
+/// never for shorter planes; the spread plan still covers every lane.
+#[test]
+fn long_planes_spread_over_channels_on_cpu_adapters() {
+    let lim = limits(1 << 30, 256, 65535);
+    let lanes = |n, c, l, merge| {
+        let plan = plan_exec(&layout(n, c, l), 4, lim, merge).expect("plan");
+        assert_eq!(plan.variant, Variant::Planes);
+        let r = plan.chunks[0].reduce;
+        assert!(r.tiles * r.lanes_per_group >= c as u32, "{r:?}");
+        assert_eq!(r.threads_per_lane * r.lanes_per_group, WG, "{r:?}");
+        r.lanes_per_group
+    };
+    assert_eq!(lanes(128, 64, 1024, CPU), 8);
+    assert_eq!(lanes(3, 5, 4096, CPU), 8);
+    assert_eq!(lanes(3, 3, 4096, CPU), 4);
+    assert_eq!(lanes(128, 64, 1020, CPU), 1);
+    assert_eq!(lanes(128, 64, 1024, GPU), 1);
+}

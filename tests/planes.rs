@@ -1,0 +1,53 @@
+//! Long planes (`(N, C, L)` with `L % 4 == 0`, L of at least 1024): CPU
+//! adapters spread a reduction workgroup over eight channels there, GPUs
+//! keep one channel per workgroup. Both splits against the reference, with
+//! channel counts that fill a workgroup's eight lanes, leave some idle, or
+//! need a second tile, and data far from zero.
+
+mod common;
+
+use common::{assert_matches_reference, assert_matches_reference_in};
+use wgpu_batchnorm::{GpuContext, MemoryFormat, Rank2d};
+
+/// The default context and one with the other merge model: per-thread
+/// partials (CPU adapters) and workgroup merges (GPUs), whichever the
+/// adapter does not take by default.
+fn both_models() -> Vec<GpuContext> {
+    let Some(ctx) = common::context() else {
+        return Vec::new();
+    };
+    let mut options = common::options();
+    let thread_partials = ctx.reduction_merge() == wgpu_batchnorm::ReductionMerge::ThreadPartials;
+    options.tuning.thread_partials = Some(!thread_partials);
+    let other = GpuContext::with_options(options).expect("context");
+    vec![ctx, other]
+}
+
+#[test]
+fn long_planes_match_the_reference_in_either_split() {
+    let modes = [true, true, false, true];
+    for ctx in both_models() {
+        for (i, shape) in [
+            [2usize, 8, 1024],
+            [3, 5, 1024],
+            [2, 13, 1028],
+            [1, 3, 4096],
+            [4, 1, 2048],
+            [3, 17, 1020],
+        ]
+        .iter()
+        .enumerate()
+        {
+            assert_matches_reference(&ctx, shape, &modes, 400 + i as u64, 1e4, 0.1);
+        }
+        assert_matches_reference_in::<Rank2d>(
+            &ctx,
+            &[3, 11, 32, 32],
+            MemoryFormat::ChannelsFirst,
+            &modes,
+            410,
+            -3.0,
+            2.0,
+        );
+    }
+}
