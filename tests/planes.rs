@@ -1,6 +1,6 @@
-//! Long planes (`(N, C, L)` with `L % 4 == 0`, L of at least 1024): CPU
-//! adapters spread a reduction workgroup over eight channels there, GPUs
-//! keep one channel per workgroup. Both splits against the reference, with
+//! Planes (`(N, C, L)` with `L % 4 == 0`) of at least 1024 values or of
+//! at least 128 channels: CPU adapters spread a reduction workgroup over
+//! eight channels there, GPUs keep one channel per workgroup. Both splits against the reference, with
 //! channel counts that fill a workgroup's eight lanes, leave some idle, or
 //! need a second tile, and data far from zero.
 
@@ -24,7 +24,7 @@ fn both_models() -> Vec<GpuContext> {
 }
 
 #[test]
-fn long_planes_match_the_reference_in_either_split() {
+fn spread_planes_match_the_reference_in_either_split() {
     let modes = [true, true, false, true];
     for ctx in both_models() {
         for (i, shape) in [
@@ -34,6 +34,9 @@ fn long_planes_match_the_reference_in_either_split() {
             [1, 3, 4096],
             [4, 1, 2048],
             [3, 17, 1020],
+            [2, 130, 16],
+            [3, 257, 8],
+            [2, 127, 16],
         ]
         .iter()
         .enumerate()

@@ -10,67 +10,6 @@ use crate::semantics::Layout;
 pub(crate) const WG: u32 = 256;
 /// vec4s per elementwise invocation (`SLAB` in `shaders/elementwise.wgsl`).
 pub(crate) const SLAB: usize = 8;
-/// A reduction pass on a GPU aims for about this many workgroups.
-const GPU_TARGET_GROUPS: usize = 512;
-/// The rows reductions (`Rows`, `OddRows`: several channels per thread) on
-/// a GPU aim for half as many, each thread folding twice the rows before
-/// its workgroup merges four channels' states per lane, the merge being
-/// the larger cost there (H100, per-dispatch timestamps: the moment pass
-/// of `262144x16` 29.4 -> 23.7 us, of `1398101x3` 32.0 -> 26.7 us; 128
-/// was slower again, and the one-channel planes were slower at 256).
-const GPU_ROWS_TARGET_GROUPS: usize = 256;
-/// How reduction threads merge their states, chosen per adapter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct MergeModel {
-    /// Reduction passes aim for about this many workgroups.
-    pub target_groups: usize,
-    /// The same for the rows reductions (`Variant::Rows`, `OddRows`).
-    pub rows_target_groups: usize,
-    /// Threads may write their own partial states (no barriers).
-    pub thread_partials: bool,
-    /// Column kernels: `None` where they fill the device, `Some` forced.
-    pub columns: Option<bool>,
-}
-
-impl MergeModel {
-    /// Few workgroups and per-thread partials on CPU adapters (which run a
-    /// few workgroups at a time and pay for every barrier); about 512
-    /// workgroups merging their threads elsewhere (256 for the rows
-    /// reductions). See BENCHMARKS.md.
-    pub fn for_adapter(device_type: Option<wgpu::DeviceType>, thread_partials: bool) -> Self {
-        let target_groups = match device_type {
-            Some(wgpu::DeviceType::Cpu) => std::thread::available_parallelism()
-                .map_or(4, |n| n.get())
-                .saturating_mul(4)
-                .clamp(16, GPU_TARGET_GROUPS),
-            _ => GPU_TARGET_GROUPS,
-        };
-        let rows_target_groups = match device_type {
-            Some(wgpu::DeviceType::Cpu) => target_groups,
-            _ => GPU_ROWS_TARGET_GROUPS,
-        };
-        Self {
-            target_groups,
-            rows_target_groups,
-            thread_partials,
-            columns: None,
-        }
-    }
-
-    /// The workgroups a reduction of `variant` aims for.
-    pub fn groups_for(&self, variant: Variant) -> usize {
-        match variant {
-            Variant::Rows | Variant::OddRows => self.rows_target_groups,
-            _ => self.target_groups,
-        }
-    }
-
-    /// The same with the column kernels forced on or off.
-    pub fn with_columns(self, columns: Option<bool>) -> Self {
-        Self { columns, ..self }
-    }
-}
-
 /// One chunk of a tensor: an element range small enough for one storage
 /// binding, starting on an aligned offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,6 +195,20 @@ pub(crate) fn plan_exec(
             && thread_bytes <= limits.max_binding
             && thread_bytes <= ((numel * elem_size) as u64 / 4).max(1 << 20)
     };
+    // Planes spread over channels (their fewer partial states may fit
+    // where one channel per workgroup's would not).
+    if merge.thread_partials && variant == Variant::Planes && spreads(layout) {
+        let spread = |c: &Chunk| plan_spread(&c.layout, variant, max_groups, target);
+        let spread: Vec<Chunk> = (chunks.iter())
+            .map(|c| Chunk {
+                reduce: spread(c),
+                ..*c
+            })
+            .collect();
+        if thread_partials_fit(&spread) {
+            chunks = spread;
+        }
+    }
     let thread_partials = merge.thread_partials && thread_partials_fit(&chunks);
     // Rows (virtual rows too) of at least 256 channels sweep (any chunks:
     // a thread's rows stay its own); paired lanes: (N, C) of
@@ -291,16 +244,6 @@ pub(crate) fn plan_exec(
             && thread_partials_fit(&paired)
         {
             chunks = paired;
-        }
-    } else if thread_partials && variant == Variant::Planes && layout.l >= SPREAD_MIN_L {
-        let spread: Vec<Chunk> = (chunks.iter())
-            .map(|c| Chunk {
-                reduce: plan_spread(&c.layout, variant, max_groups, target),
-                ..*c
-            })
-            .collect();
-        if thread_partials_fit(&spread) {
-            chunks = spread;
         }
     }
     if thread_partials {
@@ -381,6 +324,7 @@ pub(crate) fn vec4_groups(count: usize) -> u32 {
     (count.div_ceil(4) as u32).div_ceil(WG)
 }
 
+mod merge;
 mod reduce;
 #[cfg(test)]
 mod reduce_tests;
@@ -392,8 +336,9 @@ mod variant;
 #[cfg(test)]
 mod variant_tests;
 
+pub(crate) use merge::MergeModel;
 pub(crate) use reduce::{plan_reduce, ReducePlan, PAIR_GAP};
-use reduce::{plan_spread, plan_sweep, PAIRED_MIN_LANES, SPREAD_MIN_L, SWEEP_MIN_LANES};
+use reduce::{plan_spread, plan_sweep, spreads, PAIRED_MIN_LANES, SWEEP_MIN_LANES};
 pub(crate) use slab::Slab;
 pub(crate) use strategy::{canonical, ColumnRegs, Strategy};
 pub(crate) use variant::Variant;

@@ -100,19 +100,32 @@ pub(crate) fn plan_reduce(
 
 /// Planes (`Variant::Planes`) of at least this many values spread a
 /// workgroup over several channels on CPU adapters ([`plan_spread`]).
-pub(super) const SPREAD_MIN_L: usize = 1024;
+const SPREAD_MIN_L: usize = 1024;
+/// Planes of this many channels or more spread too, whatever their
+/// length: one workgroup per channel would make C workgroups, each with
+/// its own 256 partial states per channel (lavapipe, Zen 5: training
+/// forward `8x2048x256` 24.4-25.2 -> 7.6-10.6 ms, `32x512x256` 9.8-10.2 ->
+/// 6.8-7.0, `64x256x256` 9.0-9.5 -> 6.5, `1024x256x16` 8.3-9.5 -> 6.3-6.5,
+/// `128x128x256` 7.1 -> 6.6-7.0).
+const SPREAD_MIN_C: usize = 128;
 /// Channels per workgroup there.
 const SPREAD_LANES: usize = 8;
 
+/// Whether planes of `layout` spread on CPU adapters ([`plan_spread`]).
+pub(super) fn spreads(layout: &Layout) -> bool {
+    layout.l >= SPREAD_MIN_L || layout.c >= SPREAD_MIN_C
+}
+
 /// The planes reductions' split on CPU adapters (per-thread partials) for
-/// planes of at least `SPREAD_MIN_L` values: `SPREAD_LANES` channels per
+/// planes of at least `SPREAD_MIN_L` values or at least `SPREAD_MIN_C`
+/// channels ([`spreads`]): `SPREAD_LANES` channels per
 /// workgroup instead of one, a SIMD group's threads taking the same planes
 /// of neighbouring channels, and an eighth of the partial states
 /// (lavapipe, Zen 5, per-dispatch timestamps: the moment pass of
 /// `128x64x1024` 5.4-5.9 -> 3.9-4.1 ms, its gradient pass 7.9-8.2 ->
-/// 6.2-7.0, `32x64x4096` 5.4-5.6 -> 3.8-3.9 and 8.3-8.5 -> 5.9-6.0; planes
-/// of 256 values were slower this way, 5.1-5.4 -> 6.4-6.9 ms, and those of
-/// 16 or 64 no faster).
+/// 6.2-7.0, `32x64x4096` 5.4-5.6 -> 3.8-3.9 and 8.3-8.5 -> 5.9-6.0; 64
+/// channels of 256 values were slower this way, 5.1-5.4 -> 6.4-6.9 ms,
+/// and of 16 or 64 values no faster).
 pub(crate) fn plan_spread(
     layout: &Layout,
     variant: Variant,

@@ -118,9 +118,9 @@ fn rows_reductions_aim_for_fewer_workgroups_on_gpus() {
     assert_eq!(tiles(262_144, 16, 1, CPU), (Variant::Rows, 16));
 }
 
-/// Planes of at least 1024 values spread a workgroup over eight channels
-/// where threads write their own partials (CPU adapters), never on GPUs,
-/// never for shorter planes; the spread plan still covers every lane.
+/// Planes of at least 1024 values, or of at least 128 channels, spread a
+/// workgroup over eight channels where threads write their own partials
+/// (CPU adapters), never on GPUs; the spread plan still covers every lane.
 #[test]
 fn long_planes_spread_over_channels_on_cpu_adapters() {
     let lim = limits(1 << 30, 256, 65535);
@@ -137,4 +137,13 @@ fn long_planes_spread_over_channels_on_cpu_adapters() {
     assert_eq!(lanes(3, 3, 4096, CPU), 4);
     assert_eq!(lanes(128, 64, 1020, CPU), 1);
     assert_eq!(lanes(128, 64, 1024, GPU), 1);
+    // Many channels spread whatever the planes' length.
+    assert_eq!(lanes(64, 128, 16, CPU), 8);
+    assert_eq!(lanes(64, 127, 16, CPU), 1);
+    assert_eq!(lanes(8, 2048, 256, GPU), 1);
+    // Spread, 2048 channels' partial states fit where one channel per
+    // workgroup's would not.
+    assert_eq!(lanes(8, 2048, 256, CPU), 8);
+    let wide = plan_exec(&layout(8, 2048, 256), 4, lim, CPU).expect("plan");
+    assert!(wide.thread_partials, "{wide:?}");
 }
