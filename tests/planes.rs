@@ -1,6 +1,7 @@
-//! Planes (`(N, C, L)` with `L % 4 == 0`) of at least 1024 values or of
-//! at least 128 channels: CPU adapters spread a reduction workgroup over
-//! eight channels there, GPUs keep one channel per workgroup. Both splits against the reference, with
+//! Planes (`(N, C, L)` with `L % 4 == 0`) of at least 1024 values, and
+//! planes or masked runs (odd L from 12) of at least 128 channels: CPU
+//! adapters spread a reduction workgroup over eight channels there, GPUs
+//! keep one channel per workgroup. Both splits against the reference, with
 //! channel counts that fill a workgroup's eight lanes, leave some idle, or
 //! need a second tile, and data far from zero.
 
@@ -37,6 +38,8 @@ fn spread_planes_match_the_reference_in_either_split() {
             [2, 130, 16],
             [3, 257, 8],
             [2, 127, 16],
+            [2, 130, 49],
+            [3, 257, 21],
         ]
         .iter()
         .enumerate()

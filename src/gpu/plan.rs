@@ -195,9 +195,9 @@ pub(crate) fn plan_exec(
             && thread_bytes <= limits.max_binding
             && thread_bytes <= ((numel * elem_size) as u64 / 4).max(1 << 20)
     };
-    // Planes spread over channels (their fewer partial states may fit
-    // where one channel per workgroup's would not).
-    if merge.thread_partials && variant == Variant::Planes && spreads(layout) {
+    // Planes and masked runs spread over channels (their fewer partial
+    // states may fit where one channel per workgroup's would not).
+    if merge.thread_partials && spreads(layout, variant) {
         let spread = |c: &Chunk| plan_spread(&c.layout, variant, max_groups, target);
         let spread: Vec<Chunk> = (chunks.iter())
             .map(|c| Chunk {

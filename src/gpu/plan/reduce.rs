@@ -99,26 +99,37 @@ pub(crate) fn plan_reduce(
 }
 
 /// Planes (`Variant::Planes`) of at least this many values spread a
-/// workgroup over several channels on CPU adapters ([`plan_spread`]).
+/// reduction workgroup over several channels on CPU adapters
+/// ([`plan_spread`]).
 const SPREAD_MIN_L: usize = 1024;
 /// Planes of this many channels or more spread too, whatever their
 /// length: one workgroup per channel would make C workgroups, each with
 /// its own 256 partial states per channel (lavapipe, Zen 5: training
 /// forward `8x2048x256` 24.4-25.2 -> 7.6-10.6 ms, `32x512x256` 9.8-10.2 ->
 /// 6.8-7.0, `64x256x256` 9.0-9.5 -> 6.5, `1024x256x16` 8.3-9.5 -> 6.3-6.5,
-/// `128x128x256` 7.1 -> 6.6-7.0).
+/// `128x128x256` 7.1 -> 6.6-7.0; masked runs: `32x2048x49` 23.5-24.1 ->
+/// 7.0-7.4, `128x512x49` 8.1-8.9 -> 5.4-6.4, backward `2048x128x15`
+/// 17.9-18.2 -> 14.2-16.0).
 const SPREAD_MIN_C: usize = 128;
 /// Channels per workgroup there.
 const SPREAD_LANES: usize = 8;
 
-/// Whether planes of `layout` spread on CPU adapters ([`plan_spread`]).
-pub(super) fn spreads(layout: &Layout) -> bool {
-    layout.l >= SPREAD_MIN_L || layout.c >= SPREAD_MIN_C
+/// Whether a reduction of `layout` in `variant` spreads on CPU adapters
+/// ([`plan_spread`]): planes of at least `SPREAD_MIN_L` values, and planes
+/// or masked runs of at least `SPREAD_MIN_C` channels (masked runs of
+/// fewer channels were mixed: `65536x3x21` backward 14.6-17.1 -> 11.9-12.0
+/// ms, `1024x64x49` 10.0-10.2 -> 11.2-11.6, `8x3x174763` 10.6-11.2 ->
+/// 11.7-12.9).
+pub(super) fn spreads(layout: &Layout, variant: Variant) -> bool {
+    match variant {
+        Variant::Planes => layout.l >= SPREAD_MIN_L || layout.c >= SPREAD_MIN_C,
+        Variant::Masked => layout.c >= SPREAD_MIN_C,
+        _ => false,
+    }
 }
 
-/// The planes reductions' split on CPU adapters (per-thread partials) for
-/// planes of at least `SPREAD_MIN_L` values or at least `SPREAD_MIN_C`
-/// channels ([`spreads`]): `SPREAD_LANES` channels per
+/// The planes' and masked runs' split on CPU adapters (per-thread
+/// partials) where [`spreads`] says so: `SPREAD_LANES` channels per
 /// workgroup instead of one, a SIMD group's threads taking the same planes
 /// of neighbouring channels, and an eighth of the partial states
 /// (lavapipe, Zen 5, per-dispatch timestamps: the moment pass of
