@@ -114,16 +114,25 @@ const SPREAD_MIN_C: usize = 128;
 /// Channels per workgroup there.
 const SPREAD_LANES: usize = 8;
 
+/// Masked runs shorter than this spread whatever their channels: a
+/// thread's short runs a whole row apart then lie next to its SIMD group's
+/// (lavapipe, Zen 5, per-dispatch: backward `65536x3x21` 15.2-16.1 ->
+/// 11.7-12.0 ms, `4096x64x15` 18.1-18.6 -> 12.9-13.9, `16384x16x13`
+/// 14.3-15.1 -> 10.9-11.6; whole ops, x a copy: `65536x3x21` training
+/// forward 2.52-2.62 -> 1.96-2.02, backward 4.02-4.30 -> 2.95-3.11; runs
+/// of 31 were mixed, `2048x64x31` training 7% slower, backward 10%
+/// faster; longer runs of few channels were slower: `1024x64x49` backward
+/// 10.0-10.2 -> 11.2-11.6 ms, `8x3x174763` 10.6-11.2 -> 11.7-12.9).
+const SPREAD_MASKED_MAX_L: usize = 24;
+
 /// Whether a reduction of `layout` in `variant` spreads on CPU adapters
-/// ([`plan_spread`]): planes of at least `SPREAD_MIN_L` values, and planes
-/// or masked runs of at least `SPREAD_MIN_C` channels (masked runs of
-/// fewer channels were mixed: `65536x3x21` backward 14.6-17.1 -> 11.9-12.0
-/// ms, `1024x64x49` 10.0-10.2 -> 11.2-11.6, `8x3x174763` 10.6-11.2 ->
-/// 11.7-12.9).
+/// ([`plan_spread`]): planes of at least `SPREAD_MIN_L` values, planes or
+/// masked runs of at least `SPREAD_MIN_C` channels, and masked runs
+/// shorter than `SPREAD_MASKED_MAX_L`.
 pub(super) fn spreads(layout: &Layout, variant: Variant) -> bool {
     match variant {
         Variant::Planes => layout.l >= SPREAD_MIN_L || layout.c >= SPREAD_MIN_C,
-        Variant::Masked => layout.c >= SPREAD_MIN_C,
+        Variant::Masked => layout.c >= SPREAD_MIN_C || layout.l < SPREAD_MASKED_MAX_L,
         _ => false,
     }
 }

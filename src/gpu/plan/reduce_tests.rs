@@ -118,10 +118,10 @@ fn rows_reductions_aim_for_fewer_workgroups_on_gpus() {
     assert_eq!(tiles(262_144, 16, 1, CPU), (Variant::Rows, 16));
 }
 
-/// Planes of at least 1024 values, and planes or masked runs of at least
-/// 128 channels, spread a workgroup over eight channels where threads
-/// write their own partials (CPU adapters), never on GPUs; the spread plan
-/// still covers every lane.
+/// Planes of at least 1024 values, planes or masked runs of at least 128
+/// channels, and masked runs shorter than 24, spread a workgroup over
+/// eight channels where threads write their own partials (CPU adapters),
+/// never on GPUs; the spread plan still covers every lane.
 #[test]
 fn long_planes_spread_over_channels_on_cpu_adapters() {
     let lim = limits(1 << 30, 256, 65535);
@@ -147,9 +147,15 @@ fn long_planes_spread_over_channels_on_cpu_adapters() {
     assert_eq!(lanes(8, 2048, 256, CPU), 8);
     let wide = plan_exec(&layout(8, 2048, 256), 4, lim, CPU).expect("plan");
     assert!(wide.thread_partials, "{wide:?}");
-    // Masked runs (odd L) spread for many channels only.
-    for (c, want) in [(128, 8), (64, 1)] {
-        let plan = plan_exec(&layout(32, c, 49), 4, lim, CPU).expect("plan");
+    // Masked runs (odd L) spread for many channels or short runs.
+    for (c, l, want) in [
+        (128, 49, 8),
+        (64, 49, 1),
+        (64, 23, 8),
+        (64, 25, 1),
+        (3, 21, 4),
+    ] {
+        let plan = plan_exec(&layout(32, c, l), 4, lim, CPU).expect("plan");
         assert_eq!(plan.variant, Variant::Masked);
         assert_eq!(plan.chunks[0].reduce.lanes_per_group, want, "{plan:?}");
     }
