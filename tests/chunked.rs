@@ -70,3 +70,16 @@ fn paired_lanes_span_chunks_of_whole_rows() {
     compare(&ctx, &[10_000, 68], 11);
     compare(&ctx, &[5_000, 128], 12);
 }
+
+/// Chunks of planes and masked runs that spread a workgroup over eight
+/// channels on CPU adapters: many channels, short masked runs, and long
+/// planes cut by a chunk mid-run (plan tests check the plan).
+#[test]
+fn spread_reductions_span_chunks() {
+    let Some(ctx) = binding_context(1 << 20) else {
+        return;
+    };
+    compare(&ctx, &[40, 130, 100], 13);
+    compare(&ctx, &[8000, 3, 21], 14);
+    compare(&ctx, &[40, 3, 4100], 15);
+}

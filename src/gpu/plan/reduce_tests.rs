@@ -159,4 +159,11 @@ fn long_planes_spread_over_channels_on_cpu_adapters() {
         assert_eq!(plan.variant, Variant::Masked);
         assert_eq!(plan.chunks[0].reduce.lanes_per_group, want, "{plan:?}");
     }
+    // In chunks too (tests/chunked.rs runs these).
+    let small = limits(1 << 20, 256, 65535);
+    for (n, c, l, want) in [(40, 130, 100, 8), (8000, 3, 21, 4), (40, 3, 4100, 4)] {
+        let plan = plan_exec(&layout(n, c, l), 4, small, CPU).expect("plan");
+        assert!(plan.chunks.len() > 1 && plan.thread_partials, "{plan:?}");
+        assert!(plan.chunks.iter().all(|k| k.reduce.lanes_per_group == want));
+    }
 }
