@@ -4,7 +4,9 @@
 // over one segment of each lane's values. A lane is one channel, or, for the
 // `*_rows` entry points, a vec4 of four consecutive channels.
 // For (N, C) inputs consecutive threads take consecutive channels (coalesced
-// rows); for (N, C, L) inputs one channel per workgroup. Within a segment:
+// rows); for (N, C, L) inputs one channel per workgroup (with
+// THREAD_PARTIALS, up to eight for many channels, long planes or short
+// masked runs: plan_spread in src/gpu/plan/reduce.rs). Within a segment:
 //   - workgroup merge (GPUs): consecutive threads take consecutive values
 //     (coalesced), a workgroup tree (or subgroups) merges the threads of a
 //     channel, and one partial per (segment, channel) is written;

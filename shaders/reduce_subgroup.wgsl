@@ -2,7 +2,7 @@
 // (compiled only for devices with Features::SUBGROUP).
 //
 // When one channel owns the whole workgroup (lanes_per_group == 1, the
-// (N, C, L) layout) and the subgroup size is fixed, each subgroup first
+// (N, C, L) layout on GPUs) and the subgroup size is fixed, each subgroup first
 // combines its invocations with subgroupAdd —
 // moments through Chan's formula in summed form: n = sum n_i,
 // mean = sum n_i * mean_i / n, M2 = sum (M2_i + n_i * (mean_i - mean)^2) —

@@ -71,8 +71,8 @@ fn paired_lanes_span_chunks_of_whole_rows() {
     compare(&ctx, &[5_000, 128], 12);
 }
 
-/// Chunks of planes and masked runs that spread a workgroup over eight
-/// channels on CPU adapters: many channels, short masked runs, and long
+/// Chunks of planes and masked runs that spread a workgroup over up to
+/// eight channels on CPU adapters: many channels, short masked runs, and long
 /// planes cut by a chunk mid-run (plan tests check the plan).
 #[test]
 fn spread_reductions_span_chunks() {

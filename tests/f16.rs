@@ -104,6 +104,9 @@ fn f16_matches_f32(shape: &[usize], offset: f64, seed: u64) {
 #[test]
 fn f16_planes_layout_matches_f32() {
     f16_matches_f32(&[16, 6, 12], 0.5, 1);
+    // Many channels, and short masked runs: spread on CPU adapters.
+    f16_matches_f32(&[2, 130, 16], 0.5, 5);
+    f16_matches_f32(&[4, 5, 21], -0.5, 6);
 }
 
 #[test]

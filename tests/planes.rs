@@ -1,7 +1,8 @@
 //! Planes (`(N, C, L)` with `L % 4 == 0`) of at least 1024 values, planes
-//! or masked runs (odd L from 12) of at least 128 channels, and masked
-//! runs shorter than 24: CPU adapters spread a reduction workgroup over
-//! eight channels there, GPUs keep one channel per workgroup. Both splits against the reference, with
+//! or masked runs (odd L, or L % 4 == 2, from 12) of at least 128
+//! channels, and masked runs of 12 to 23 values: CPU adapters spread a
+//! reduction workgroup over up to eight channels there, GPUs keep one
+//! channel per workgroup. Both splits against the reference, with
 //! channel counts that fill a workgroup's eight lanes, leave some idle, or
 //! need a second tile, and data far from zero.
 
@@ -41,6 +42,8 @@ fn spread_planes_match_the_reference_in_either_split() {
             [2, 130, 49],
             [3, 257, 21],
             [40, 3, 21],
+            [3, 257, 22],
+            [5, 6, 14],
             [9, 11, 23],
             [9, 11, 25],
         ]

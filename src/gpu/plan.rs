@@ -151,7 +151,6 @@ pub(crate) fn plan_exec(
         ));
     }
     let mut chunks = Vec::new();
-    let mut partial_base = 0u32;
     let mut start = 0;
     while start < numel {
         let count = max_elems.min(numel - start);
@@ -172,12 +171,10 @@ pub(crate) fn plan_exec(
             lead,
             layout: sub,
             reduce,
-            partial_base,
+            // Set below, once the splits are final.
+            partial_base: 0,
             slab: Slab::of(count, row, plane, run),
         });
-        partial_base = partial_base
-            .checked_add(reduce.segments)
-            .ok_or_else(|| "too many reduction segments".to_string())?;
         start += count;
     }
     // Per-thread partials: threads_per_lane rows of partials per segment,
@@ -246,12 +243,19 @@ pub(crate) fn plan_exec(
             chunks = paired;
         }
     }
-    if thread_partials {
-        partial_base = 0;
-        for c in &mut chunks {
-            c.partial_base = partial_base;
-            partial_base += c.reduce.segments * c.reduce.threads_per_lane;
-        }
+    // Partial rows from the chunks' final splits (spread or paired ones
+    // may differ from the first): a row per segment, or per thread.
+    let mut partial_base = 0u32;
+    for c in &mut chunks {
+        c.partial_base = partial_base;
+        let rows = if thread_partials {
+            c.reduce.threads_per_lane
+        } else {
+            1
+        };
+        partial_base = (c.reduce.segments.checked_mul(rows))
+            .and_then(|r| partial_base.checked_add(r))
+            .ok_or_else(|| "too many reduction segments".to_string())?;
     }
     let strategy = Strategy::of(layout, merge, chunks.len() == 1, limits.storage_buffers);
     let partial_rows = partial_base

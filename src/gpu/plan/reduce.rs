@@ -104,14 +104,16 @@ pub(crate) fn plan_reduce(
 const SPREAD_MIN_L: usize = 1024;
 /// Planes of this many channels or more spread too, whatever their
 /// length: one workgroup per channel would make C workgroups, each with
-/// its own 256 partial states per channel (lavapipe, Zen 5: training
-/// forward `8x2048x256` 24.4-25.2 -> 7.6-10.6 ms, `32x512x256` 9.8-10.2 ->
-/// 6.8-7.0, `64x256x256` 9.0-9.5 -> 6.5, `1024x256x16` 8.3-9.5 -> 6.3-6.5,
-/// `128x128x256` 7.1 -> 6.6-7.0; masked runs: `32x2048x49` 23.5-24.1 ->
-/// 7.0-7.4, `128x512x49` 8.1-8.9 -> 5.4-6.4, backward `2048x128x15`
-/// 17.9-18.2 -> 14.2-16.0).
+/// its own 256 partial states per channel (lavapipe, Zen 5, per-dispatch
+/// timestamps, training forward: `8x2048x256` 24.4-25.2 -> 7.6-10.6 ms,
+/// `32x512x256` 9.8-10.2 -> 6.8-7.0, `64x256x256` 9.0-9.5 -> 6.5,
+/// `128x128x256` 7.1 -> 6.6-7.0; `1024x256x16` 8.3-9.5 -> 6.3-6.5 there
+/// but within noise as a whole op in the bench; masked runs:
+/// `32x2048x49` 23.5-24.1 -> 7.0-7.4, `128x512x49` 8.1-8.9 -> 5.4-6.4,
+/// backward `2048x128x15` 17.9-18.2 -> 14.2-16.0).
 const SPREAD_MIN_C: usize = 128;
-/// Channels per workgroup there.
+/// Channels per workgroup there at most (fewer where C is smaller: the
+/// next power of two).
 const SPREAD_LANES: usize = 8;
 
 /// Masked runs shorter than this spread whatever their channels: a
@@ -125,22 +127,33 @@ const SPREAD_LANES: usize = 8;
 /// 10.0-10.2 -> 11.2-11.6 ms, `8x3x174763` 10.6-11.2 -> 11.7-12.9).
 const SPREAD_MASKED_MAX_L: usize = 24;
 
-/// Whether a reduction of `layout` in `variant` spreads on CPU adapters
-/// ([`plan_spread`]): planes of at least `SPREAD_MIN_L` values, planes or
-/// masked runs of at least `SPREAD_MIN_C` channels, and masked runs
-/// shorter than `SPREAD_MASKED_MAX_L`.
+/// Masked runs (odd L, or L % 4 == 2) shorter than this do not spread:
+/// the masked reductions take them only where the virtual rows do not fit
+/// (chunked tensors), and they were not measured spread.
+const SPREAD_MASKED_MIN_L: usize = 12;
+
+/// Whether a reduction of `layout` in `variant` spreads where threads
+/// write their own partials (CPU adapters' default, or
+/// `Tuning::thread_partials`; [`plan_spread`]): planes of at least
+/// `SPREAD_MIN_L` values, planes or masked runs of at least `SPREAD_MIN_C`
+/// channels, and masked runs shorter than `SPREAD_MASKED_MAX_L`.
 pub(super) fn spreads(layout: &Layout, variant: Variant) -> bool {
     match variant {
         Variant::Planes => layout.l >= SPREAD_MIN_L || layout.c >= SPREAD_MIN_C,
-        Variant::Masked => layout.c >= SPREAD_MIN_C || layout.l < SPREAD_MASKED_MAX_L,
+        Variant::Masked => {
+            layout.l >= SPREAD_MASKED_MIN_L
+                && (layout.c >= SPREAD_MIN_C || layout.l < SPREAD_MASKED_MAX_L)
+        }
         _ => false,
     }
 }
 
 /// The planes' and masked runs' split on CPU adapters (per-thread
-/// partials) where [`spreads`] says so: `SPREAD_LANES` channels per
+/// partials) where [`spreads`] says so: up to `SPREAD_LANES` channels per
 /// workgroup instead of one, a SIMD group's threads taking the same planes
-/// of neighbouring channels, and an eighth of the partial states
+/// of neighbouring channels, and up to an eighth of the partial states
+/// (where C is at least eight times the target workgroups; fewer tiles
+/// take more segments)
 /// (lavapipe, Zen 5, per-dispatch timestamps: the moment pass of
 /// `128x64x1024` 5.4-5.9 -> 3.9-4.1 ms, its gradient pass 7.9-8.2 ->
 /// 6.2-7.0, `32x64x4096` 5.4-5.6 -> 3.8-3.9 and 8.3-8.5 -> 5.9-6.0; 64

@@ -119,8 +119,8 @@ fn rows_reductions_aim_for_fewer_workgroups_on_gpus() {
 }
 
 /// Planes of at least 1024 values, planes or masked runs of at least 128
-/// channels, and masked runs shorter than 24, spread a workgroup over
-/// eight channels where threads write their own partials (CPU adapters),
+/// channels, and masked runs of 12 to 23 values, spread a workgroup over
+/// up to eight channels where threads write their own partials (CPU adapters),
 /// never on GPUs; the spread plan still covers every lane.
 #[test]
 fn long_planes_spread_over_channels_on_cpu_adapters() {
@@ -159,6 +159,11 @@ fn long_planes_spread_over_channels_on_cpu_adapters() {
         assert_eq!(plan.variant, Variant::Masked);
         assert_eq!(plan.chunks[0].reduce.lanes_per_group, want, "{plan:?}");
     }
+    // Masked runs below 12 (chunked odd rows) keep one channel each.
+    let tiny = limits(64 * 1024, 256, 65535);
+    let short = plan_exec(&layout(20_000, 3, 7), 4, tiny, CPU).expect("plan");
+    assert_eq!(short.variant, Variant::Masked);
+    assert!(short.chunks.iter().all(|k| k.reduce.lanes_per_group == 1));
     // In chunks too (tests/chunked.rs runs these).
     let small = limits(1 << 20, 256, 65535);
     for (n, c, l, want) in [(40, 130, 100, 8), (8000, 3, 21, 4), (40, 3, 4100, 4)] {

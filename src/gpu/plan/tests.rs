@@ -24,7 +24,8 @@ pub(super) const CPU: MergeModel = MergeModel {
     columns: None,
 };
 
-/// Every unit of every lane belongs to exactly one segment.
+/// Every unit of every lane belongs to exactly one segment, in the usual
+/// split and the spread one.
 #[test]
 fn reductions_cover_every_value_once() {
     for (n, c, l) in [
@@ -38,9 +39,13 @@ fn reductions_cover_every_value_once() {
         (77, 6, 1),
     ] {
         let layout = Layout { n, c, l };
-        for target in [1, 16, 512] {
+        for (target, spread) in [(1, false), (16, false), (512, false), (16, true), (2, true)] {
             let variant = Variant::of(&layout);
-            let p = plan_reduce(&layout, variant, 1 << 20, target);
+            let p = if spread {
+                reduce::plan_spread(&layout, variant, 1 << 20, target)
+            } else {
+                plan_reduce(&layout, variant, 1 << 20, target)
+            };
             let units = variant.units(&layout).max(1) as u32;
             assert!(p.segments * p.seg_len >= units, "{layout:?}");
             assert!((p.segments - 1) * p.seg_len < units, "{layout:?}");
