@@ -1,5 +1,6 @@
 //! GPU module against the CPU reference on random shapes, configs, data and
-//! train/eval sequences (proptest), covering both reduction layouts.
+//! train/eval sequences (proptest), covering both reduction layouts and
+//! the spread reductions (many channels, long planes).
 
 mod common;
 #[path = "random/nd.rs"]
@@ -29,6 +30,15 @@ fn case() -> impl Strategy<Value = Case> {
         prop_oneof![
             (0usize..48, 1usize..70).prop_map(|(n, c)| vec![n, c]),
             (0usize..12, 1usize..20, 0usize..40).prop_map(|(n, c, l)| vec![n, c, l]),
+            // Many channels, and long planes: the spread reductions on CPU
+            // adapters (plan_spread).
+            (
+                1usize..4,
+                120usize..260,
+                prop_oneof![Just(4usize), Just(8), Just(13), Just(16), Just(22)]
+            )
+                .prop_map(|(n, c, l)| vec![n, c, l]),
+            (1usize..3, 1usize..10, 1020usize..1100).prop_map(|(n, c, l)| vec![n, c, l]),
         ],
         (
             prop_oneof![Just(1e-5), Just(1e-3), Just(0.5)],
