@@ -92,6 +92,12 @@ pub(crate) fn plan_exec(
     let layout = &canonical(layout);
     let variant = Variant::of(layout);
     let max_groups = limits.max_groups();
+    // The workgroups a variant's reduction aims for (its tiles do not
+    // depend on the target).
+    let target_of = |variant: Variant| {
+        let tiles = plan_reduce(layout, variant, max_groups, 1).tiles as usize;
+        merge.groups_for(variant, tiles)
+    };
     let numel = layout.numel();
     let row = layout.row();
     let align_elems = limits.align.max(16) as usize / elem_size;
@@ -116,7 +122,7 @@ pub(crate) fn plan_exec(
     // would not fit one binding, the masked or general reductions (C wide)
     // instead.
     let variant = if variant == Variant::OddRows {
-        let p = plan_reduce(layout, variant, max_groups, merge.groups_for(variant));
+        let p = plan_reduce(layout, variant, max_groups, target_of(variant));
         let width = (layout.c * variant.folds(layout)) as u64;
         let rows = u64::from(p.segments) + u64::from(variant.tail_rows());
         if rows * width * 16 > limits.max_binding {
@@ -142,7 +148,7 @@ pub(crate) fn plan_exec(
         }
         _ => max_elems,
     };
-    let target = merge.groups_for(variant);
+    let target = target_of(variant);
     let tiles = plan_reduce(layout, variant, max_groups, target).tiles as usize;
     if tiles > max_groups {
         return Err(format!(

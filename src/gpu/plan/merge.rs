@@ -12,6 +12,10 @@ const GPU_TARGET_GROUPS: usize = 512;
 /// of `262144x16` 29.4 -> 23.7 us, of `1398101x3` 32.0 -> 26.7 us; 128
 /// was slower again, and the one-channel planes were slower at 256).
 const GPU_ROWS_TARGET_GROUPS: usize = 256;
+/// Tiles up to which the rows target applies (1024 channels, or virtual
+/// channels, at 64 lanes of four per workgroup: `4096x1024` was the widest
+/// measured).
+const ROWS_TARGET_MAX_TILES: usize = 4;
 /// How reduction threads merge their states, chosen per adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct MergeModel {
@@ -29,7 +33,7 @@ impl MergeModel {
     /// Few workgroups and per-thread partials on CPU adapters (which run a
     /// few workgroups at a time and pay for every barrier); about 512
     /// workgroups merging their threads elsewhere (256 for the rows
-    /// reductions). See BENCHMARKS.md.
+    /// reductions of up to 1024 channels). See BENCHMARKS.md.
     pub fn for_adapter(device_type: Option<wgpu::DeviceType>, thread_partials: bool) -> Self {
         let target_groups = match device_type {
             Some(wgpu::DeviceType::Cpu) => std::thread::available_parallelism()
@@ -50,10 +54,16 @@ impl MergeModel {
         }
     }
 
-    /// The workgroups a reduction of `variant` aims for.
-    pub fn groups_for(&self, variant: Variant) -> usize {
+    /// The workgroups a reduction of `variant` over `tiles` tiles (of
+    /// lanes) aims for: the rows target up to `ROWS_TARGET_MAX_TILES`
+    /// tiles, where it was measured; wider rows keep the usual target,
+    /// and with it their finalize's form (a workgroup per channel from 64
+    /// partial states on GPUs).
+    pub fn groups_for(&self, variant: Variant, tiles: usize) -> usize {
         match variant {
-            Variant::Rows | Variant::OddRows => self.rows_target_groups,
+            Variant::Rows | Variant::OddRows if tiles <= ROWS_TARGET_MAX_TILES => {
+                self.rows_target_groups
+            }
             _ => self.target_groups,
         }
     }

@@ -109,6 +109,12 @@ fn rows_reductions_aim_for_fewer_workgroups_on_gpus() {
     // Several channels per thread: about GPU_ROWS_TARGET_GROUPS.
     assert_eq!(tiles(262_144, 16, 1, GPU), (Variant::Rows, 256));
     assert_eq!(tiles(1_398_101, 3, 1, GPU), (Variant::OddRows, 256));
+    // Up to four tiles of 64 lanes (1024 channels); wider rows keep the
+    // usual target, and their workgroup finalize.
+    assert_eq!(tiles(4096, 1024, 1, GPU), (Variant::Rows, 256));
+    assert_eq!(tiles(4096, 2048, 1, GPU), (Variant::Rows, 512));
+    let wide = plan_exec(&layout(4096, 2048, 1), 4, lim, GPU).expect("plan");
+    assert!(wide.finalize_groups(), "{wide:?}");
     // Planes of one channel and masked runs: about GPU_TARGET_GROUPS.
     assert_eq!(tiles(2048, 64, 64, GPU), (Variant::Planes, 512));
     let (variant, masked) = tiles(65_536, 3, 21, GPU);
