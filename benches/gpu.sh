@@ -20,7 +20,9 @@
 #   (cd bench-peers && cargo build --release)  # bench-peers/target/release/bench-peers
 #   BN_GPU_BINS=bins BN_COMMIT=$(git rev-parse --short HEAD) bash benches/gpu.sh
 #
-# with the files copied to bins/batchnorm and bins/bench-peers.
+# with the files copied to bins/batchnorm and bins/bench-peers
+# (benches/gpu_pack.sh packs the bench and the test binaries; without
+# bench-peers the Burn section says so).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -69,7 +71,11 @@ export BN_CURVES_DIR=${BN_CURVES_DIR:-$PWD/$dir}
     echo "## Against Burn"
     echo
     if [ -n "${BN_GPU_BINS:-}" ]; then
-        "$BN_GPU_BINS/bench-peers" 2>&1
+        if [ -x "$BN_GPU_BINS/bench-peers" ]; then
+            "$BN_GPU_BINS/bench-peers" 2>&1
+        else
+            echo "(no bench-peers in $BN_GPU_BINS: the Burn peer was not built for this run)"
+        fi
     else
         (cd bench-peers && cargo run --release 2>&1)
     fi
