@@ -13,14 +13,7 @@ cd "$(dirname "$0")/.."
 bins=${BN_GPU_BINS:?set BN_GPU_BINS to the folder of test binaries}
 logs=${BN_GPU_LOGS:-/tmp/gpu-test-logs}
 mkdir -p "$logs"
-if ! ldconfig -p 2>/dev/null | grep -q libvulkan && compgen -G ".gl/*.deb" >/dev/null; then
-    for f in .gl/*.deb; do dpkg -x "$f" /; done
-    ldconfig
-fi
-icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$icd" ]; then
-    export VK_DRIVER_FILES="$icd"
-fi
+source benches/gpu_env.sh
 # The data the tests read lies under the path they were built in.
 if [ -f "$bins/MANIFEST_DIR" ]; then
     built=$(cat "$bins/MANIFEST_DIR")

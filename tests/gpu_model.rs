@@ -8,24 +8,16 @@
 mod common;
 
 use common::assert_matches_reference;
-use wgpu_batchnorm::GpuContext;
-
-/// The test context with the GPU merge model and the column kernels
-/// chosen by its rules; `None` where there is no adapter.
-fn gpu_model() -> Option<GpuContext> {
-    common::context()?;
-    let mut options = common::options();
-    options.tuning.thread_partials = Some(false);
-    options.tuning.columns = None;
-    Some(GpuContext::with_options(options).expect("context"))
-}
 
 /// Up to 32 rows of at least 32768 channels (a multiple of 4) take the
 /// column kernels on GPUs, 16 rows otherwise: each side of both limits,
 /// odd C at 17 rows, and data far from zero.
 #[test]
 fn wide_rows_on_either_side_of_the_column_limits_match_the_reference() {
-    let Some(ctx) = gpu_model() else { return };
+    // The GPU merge model, the column kernels chosen by its rules.
+    let Some(ctx) = common::context_tuned(Some(false), None) else {
+        return;
+    };
     let modes = [true, true, false, true];
     for (i, shape) in [
         [16usize, 32_764],

@@ -9,26 +9,16 @@
 mod common;
 
 use common::{assert_matches_reference, assert_matches_reference_in};
-use wgpu_batchnorm::{GpuContext, MemoryFormat, Rank2d};
-
-/// The default context and one with the other merge model: per-thread
-/// partials (CPU adapters) and workgroup merges (GPUs), whichever the
-/// adapter does not take by default.
-fn both_models() -> Vec<GpuContext> {
-    let Some(ctx) = common::context() else {
-        return Vec::new();
-    };
-    let mut options = common::options();
-    let thread_partials = ctx.reduction_merge() == wgpu_batchnorm::ReductionMerge::ThreadPartials;
-    options.tuning.thread_partials = Some(!thread_partials);
-    let other = GpuContext::with_options(options).expect("context");
-    vec![ctx, other]
-}
+use wgpu_batchnorm::{MemoryFormat, Rank2d};
 
 #[test]
 fn spread_planes_match_the_reference_in_either_split() {
     let modes = [true, true, false, true];
-    for ctx in both_models() {
+    // Per-thread partials (CPU adapters) and workgroup merges (GPUs).
+    for thread_partials in [true, false] {
+        let Some(ctx) = common::context_tuned(Some(thread_partials), None) else {
+            return;
+        };
         for (i, shape) in [
             [2usize, 8, 1024],
             [3, 5, 1024],

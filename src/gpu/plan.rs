@@ -92,11 +92,11 @@ pub(crate) fn plan_exec(
     let layout = &canonical(layout);
     let variant = Variant::of(layout);
     let max_groups = limits.max_groups();
-    // The workgroups a variant's reduction aims for (its tiles do not
-    // depend on the target).
-    let target_of = |variant: Variant| {
+    // A variant's reduction tiles (they do not depend on the target) and
+    // the workgroups it aims for.
+    let tiles_and_target = |variant: Variant| {
         let tiles = plan_reduce(layout, variant, max_groups, 1).tiles as usize;
-        merge.groups_for(variant, tiles)
+        (tiles, merge.groups_for(variant, tiles))
     };
     let numel = layout.numel();
     let row = layout.row();
@@ -122,7 +122,7 @@ pub(crate) fn plan_exec(
     // would not fit one binding, the masked or general reductions (C wide)
     // instead.
     let variant = if variant == Variant::OddRows {
-        let p = plan_reduce(layout, variant, max_groups, target_of(variant));
+        let p = plan_reduce(layout, variant, max_groups, tiles_and_target(variant).1);
         let width = (layout.c * variant.folds(layout)) as u64;
         let rows = u64::from(p.segments) + u64::from(variant.tail_rows());
         if rows * width * 16 > limits.max_binding {
@@ -148,8 +148,7 @@ pub(crate) fn plan_exec(
         }
         _ => max_elems,
     };
-    let target = target_of(variant);
-    let tiles = plan_reduce(layout, variant, max_groups, target).tiles as usize;
+    let (tiles, target) = tiles_and_target(variant);
     if tiles > max_groups {
         return Err(format!(
             "{} channels need {tiles} workgroups; the device dispatches at most {max_groups}",
@@ -201,13 +200,9 @@ pub(crate) fn plan_exec(
     // Planes and masked runs spread over channels (their fewer partial
     // states may fit where one channel per workgroup's would not).
     if merge.thread_partials && spreads(layout, variant) {
-        let spread = |c: &Chunk| plan_spread(&c.layout, variant, max_groups, target);
-        let spread: Vec<Chunk> = (chunks.iter())
-            .map(|c| Chunk {
-                reduce: spread(c),
-                ..*c
-            })
-            .collect();
+        let spread = resplit(&chunks, |c| {
+            plan_spread(&c.layout, variant, max_groups, target)
+        });
         if thread_partials_fit(&spread) {
             chunks = spread;
         }
@@ -220,13 +215,9 @@ pub(crate) fn plan_exec(
     let rows_variant = matches!(variant, Variant::Rows | Variant::OddRows);
     let lanes = variant.reduce_layout(layout).c.div_ceil(4);
     if thread_partials && rows_variant && lanes >= SWEEP_MIN_LANES {
-        let swept: Vec<Chunk> = chunks
-            .iter()
-            .map(|c| Chunk {
-                reduce: plan_sweep(&c.layout, variant, max_groups, target),
-                ..*c
-            })
-            .collect();
+        let swept = resplit(&chunks, |c| {
+            plan_sweep(&c.layout, variant, max_groups, target)
+        });
         if thread_partials_fit(&swept) {
             chunks = swept;
         }
@@ -236,13 +227,7 @@ pub(crate) fn plan_exec(
         && chunks.iter().all(|c| c.lead == 0 && c.count % row == 0)
         && lanes >= PAIRED_MIN_LANES
     {
-        let paired: Vec<Chunk> = chunks
-            .iter()
-            .map(|c| Chunk {
-                reduce: c.reduce.paired(),
-                ..*c
-            })
-            .collect();
+        let paired = resplit(&chunks, |c| c.reduce.paired());
         if paired.iter().all(|c| c.reduce.lanes_per_group >= PAIR_GAP)
             && thread_partials_fit(&paired)
         {
@@ -311,6 +296,17 @@ impl ExecPlan {
 const FINALIZE_GROUP_STATES: usize = 64;
 /// Channels up to which GPUs merge with a workgroup per channel.
 const FINALIZE_GROUP_MAX_C: usize = 8192;
+
+/// `chunks` with each chunk's reduction split replaced by `split(chunk)`
+/// (the sweeps, paired lanes and spread planes of CPU adapters).
+fn resplit(chunks: &[Chunk], split: impl Fn(&Chunk) -> ReducePlan) -> Vec<Chunk> {
+    (chunks.iter())
+        .map(|c| Chunk {
+            reduce: split(c),
+            ..*c
+        })
+        .collect()
+}
 
 /// Splits `groups` workgroups over a 2-D grid within the per-dimension
 /// limit (`plan_exec` keeps every dispatch within `max_dim^2` groups).

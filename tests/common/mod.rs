@@ -72,8 +72,17 @@ pub fn context() -> Option<GpuContext> {
 /// or chosen per adapter (`None`); `None` where there is no adapter.
 #[track_caller]
 pub fn context_with(columns: Option<bool>) -> Option<GpuContext> {
+    context_tuned(options().tuning.thread_partials, columns)
+}
+
+/// The test context with per-thread partials and the column kernels each
+/// forced (`Some`) or chosen per adapter (`None`); `None` where there is
+/// no adapter.
+#[track_caller]
+pub fn context_tuned(thread_partials: Option<bool>, columns: Option<bool>) -> Option<GpuContext> {
     context()?;
     let mut options = options();
+    options.tuning.thread_partials = thread_partials;
     options.tuning.columns = columns;
     Some(GpuContext::with_options(options).expect("context"))
 }
