@@ -83,6 +83,12 @@ fn column_kernels_keep_edge_values_to_their_channels() {
             vec![65, 8],
             vec![200, 7],
             vec![256, 12],
+            // Spread reductions on CPU adapters: many channels, long
+            // planes, short masked runs, masked runs of many channels.
+            vec![3, 130, 16],
+            vec![3, 9, 1024],
+            vec![5, 6, 13],
+            vec![3, 129, 21],
         ];
         for shape in shapes {
             let (n, c) = (shape[0], shape[1]);
