@@ -108,6 +108,10 @@ fn fused_epilogue_equals_its_parts() {
     fused_equals_parts(&ctx, [2, 4, 13, 11], 82);
     // (N, C) of odd C in few rows: one channel per thread, single values.
     fused_equals_parts(&ctx, [6, 5, 1, 1], 83);
+    // (N, C) of 9 and 12 rows of many channels: on CPU adapters the column
+    // kernel sweeps where it adds a residual (the plain forward does not).
+    fused_equals_parts(&ctx, [9, 8192, 1, 1], 84);
+    fused_equals_parts(&ctx, [12, 8192, 1, 1], 85);
 }
 
 fn fused_equals_parts(ctx: &GpuContext, shape: [usize; 4], seed: u64) {

@@ -9,7 +9,7 @@ use super::{BatchNorm, Saved, SpatialRank};
 use crate::error::Result;
 use crate::gpu::buffer::BufferSlice;
 use crate::gpu::launch::{ChannelStep, ColumnStep, Elementwise, Partial, Recorder};
-use crate::gpu::plan::Strategy;
+use crate::gpu::plan::{ColumnPass, Strategy};
 use crate::gpu::tensor::Tensor;
 
 impl<R: SpatialRank> BatchNorm<R> {
@@ -77,7 +77,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                 grad_bias,
                 out: dx.window(0, numel),
                 per_channel: exec.strategy == Strategy::ColumnStats,
-                regs: exec.column_regs(false),
+                regs: exec.column_regs(ColumnPass::Backward),
             };
             return rec.columns(step, exec.column_groups());
         }

@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::gpu::buffer::{BufferSlice, OwnedBuffer};
 use crate::gpu::launch::{ChannelStep, ColumnStep, Elementwise, Partial, Recorder};
 use crate::gpu::params::FLAG_FROM_STATE;
-use crate::gpu::plan::{canonical, ColumnRegs, ExecPlan, Strategy, Variant};
+use crate::gpu::plan::{canonical, ColumnPass, ColumnRegs, ExecPlan, Strategy, Variant};
 use crate::gpu::tensor::Tensor;
 use crate::semantics::ForwardPlan;
 
@@ -96,7 +96,9 @@ impl<R: SpatialRank> BatchNorm<R> {
                     per_channel: exec.strategy == Strategy::ColumnStats,
                     // Eval reads x once anyway.
                     regs: if plan.batch_stats {
-                        exec.column_regs(true)
+                        exec.column_regs(ColumnPass::Forward {
+                            residual: epilogue.0.is_some(),
+                        })
                     } else {
                         ColumnRegs::Plain
                     },

@@ -346,5 +346,5 @@ pub(crate) use merge::MergeModel;
 pub(crate) use reduce::{plan_reduce, ReducePlan, PAIR_GAP};
 use reduce::{plan_spread, plan_sweep, spreads, PAIRED_MIN_LANES, SWEEP_MIN_LANES};
 pub(crate) use slab::Slab;
-pub(crate) use strategy::{canonical, ColumnRegs, Strategy};
+pub(crate) use strategy::{canonical, ColumnPass, ColumnRegs, Strategy};
 pub(crate) use variant::Variant;

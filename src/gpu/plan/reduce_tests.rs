@@ -70,12 +70,12 @@ fn wide_rows_sweep_or_pair_lanes_on_cpu_adapters() {
     let cols = |n: usize, c: usize, merge: MergeModel| {
         plan_exec(&layout(n, c, 1), 4, lim, merge)
             .expect("plan")
-            .column_regs(false)
+            .column_regs(ColumnPass::Backward)
     };
-    let fwd = |n: usize, c: usize| {
+    let fwd = |n: usize, c: usize, residual: bool| {
         plan_exec(&layout(n, c, 1), 4, lim, CPU)
             .expect("plan")
-            .column_regs(true)
+            .column_regs(ColumnPass::Forward { residual })
     };
     use strategy::ColumnRegs::*;
     assert_eq!(cols(64, 65_536, CPU), Rows64Sweep);
@@ -83,11 +83,15 @@ fn wide_rows_sweep_or_pair_lanes_on_cpu_adapters() {
     assert_eq!(cols(32, 20, CPU), Rows64);
     assert_eq!(cols(32, 1024, CPU), Rows64);
     assert_eq!(cols(16, 65_536, GPU), Plain);
-    // A training forward sweeps only from 17 rows.
+    // A training forward sweeps only from 17 rows, or from 9 adding a
+    // residual.
     assert_eq!(cols(16, 262_144, CPU), Rows64Sweep);
-    assert_eq!(fwd(16, 262_144), Rows64);
-    assert_eq!(fwd(17, 65_536), Rows64Sweep);
-    assert_eq!(fwd(64, 65_536), Rows64Sweep);
+    assert_eq!(fwd(16, 262_144, false), Rows64);
+    assert_eq!(fwd(17, 65_536, false), Rows64Sweep);
+    assert_eq!(fwd(64, 65_536, false), Rows64Sweep);
+    assert_eq!(fwd(9, 262_144, true), Rows64Sweep);
+    assert_eq!(fwd(16, 262_144, true), Rows64Sweep);
+    assert_eq!(fwd(8, 262_144, true), Plain);
     // A whole workgroup of lanes: one thread per lane over its segment.
     let wide = plan_exec(
         &layout(4096, 1024, 1),

@@ -40,6 +40,9 @@ const COLUMN_GPU_SMALL_ROWS: usize = 64;
 /// Rows from which a training forward's column kernel sweeps (three turns
 /// of `SWEEP_ROWS`; see [`ExecPlan::column_regs`]).
 const FORWARD_SWEEP_MIN_ROWS: usize = 17;
+/// The same for a training forward that adds a residual: every row count
+/// the register entry points take (past the plain kernel's 8).
+const RESIDUAL_SWEEP_MIN_ROWS: usize = COLUMN_SMALL_REG_ROWS + 1;
 /// Storage buffers the column kernels bind at most (`backward_columns4`).
 pub(crate) const COLUMN_STORAGE_BUFFERS: u32 = 6;
 
@@ -79,6 +82,16 @@ impl ColumnRegs {
             other => other,
         }
     }
+}
+
+/// The column kernel a plan's entry points are asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ColumnPass {
+    /// A training forward, adding a residual or not.
+    Forward {
+        residual: bool,
+    },
+    Backward,
 }
 
 /// How an op gathers its per-channel statistics (or gradient sums).
@@ -202,16 +215,24 @@ impl Strategy {
 /// The column kernels' choices for a planned op.
 impl ExecPlan {
     /// The column kernels' entry points (`ColumnRegs`) for a training
-    /// forward (`forward`) or a backward, sweeping where
-    /// [`ExecPlan::columns_sweep`], the forward only beyond
-    /// `FORWARD_SWEEP_MIN_ROWS` rows (lavapipe, Zen 5: `16x262144` training
-    /// forward 8.6-10.8 ms plain, 11.2-11.8 ms sweeping; its backward
-    /// 20 -> 14 ms sweeping; `32x131072` forward 15.7-17.5 -> 9.8-10.3 ms).
-    pub fn column_regs(&self, forward: bool) -> ColumnRegs {
+    /// forward or a backward, sweeping where [`ExecPlan::columns_sweep`],
+    /// the forward only from `FORWARD_SWEEP_MIN_ROWS` rows (lavapipe, Zen
+    /// 5: `16x262144` training forward 8.6-10.8 ms plain, 11.2-11.8 ms
+    /// sweeping; its backward 20 -> 14 ms sweeping; `32x131072` forward
+    /// 15.7-17.5 -> 9.8-10.3 ms), or from `RESIDUAL_SWEEP_MIN_ROWS` where it
+    /// adds a residual: a SIMD group walking its lanes' rows alone then
+    /// reads and writes three rows' streams a whole row apart, which took
+    /// 15-37 ms for `16x262144`, `12x349524` and `10x419428` training +
+    /// residual + ReLU, 15-18 ms sweeping.
+    pub fn column_regs(&self, pass: ColumnPass) -> ColumnRegs {
         let regs = self
             .strategy
             .column_regs(self.layout.n, self.column_reg_rows as usize);
-        let rows = !forward || self.layout.n >= FORWARD_SWEEP_MIN_ROWS;
+        let rows = match pass {
+            ColumnPass::Backward => true,
+            ColumnPass::Forward { residual: false } => self.layout.n >= FORWARD_SWEEP_MIN_ROWS,
+            ColumnPass::Forward { residual: true } => self.layout.n >= RESIDUAL_SWEEP_MIN_ROWS,
+        };
         if self.columns_sweep() && rows {
             regs.swept()
         } else {
