@@ -82,37 +82,18 @@ fn in_range(v: vec4<f32>) -> bool {
     return all(abs(v) <= vec4<f32>(RESCALE_LIMIT));
 }
 
-// Values e .. e + 3 of x: one vec4 where e % 4 == 0, else the two it
-// spans (the rows of (N, C) inputs with C % 4 != 0). Past the tensor's end
-// the second load reads whatever the bound buffer holds there: only lanes
-// past the last channel use it.
+// Values e .. e + 3 of x, e a multiple of 4: the four-channel lanes
+// are whole aligned vec4s (rows of C % 4 == 0, whose chunks start on vec4
+// boundaries, or the virtual rows of odd C in one chunk; src/gpu/plan.rs).
+// (Loads of either alignment, which branched on e % 4 in every step, cost
+// lavapipe 5-12% of the rows reductions' partial passes.)
 fn load4(e: u32) -> vec4<f32> {
-    let v = e / 4u;
-    let a = vec4<f32>(x4[v]);
-    let p = e % 4u;
-    if (p == 0u) {
-        return a;
-    }
-    return shifted4(a, vec4<f32>(x4[v + 1u]), p);
+    return vec4<f32>(x4[e / 4u]);
 }
 
 // The same for dy.
 fn load4_dy(e: u32) -> vec4<f32> {
-    let v = e / 4u;
-    let a = vec4<f32>(dy4[v]);
-    let p = e % 4u;
-    if (p == 0u) {
-        return a;
-    }
-    return shifted4(a, vec4<f32>(dy4[v + 1u]), p);
-}
-
-// Components p .. p + 3 of (a, b), p in 1 .. 3.
-fn shifted4(a: vec4<f32>, b: vec4<f32>, p: u32) -> vec4<f32> {
-    let one = vec4<f32>(a.y, a.z, a.w, b.x);
-    let two = vec4<f32>(a.z, a.w, b.x, b.y);
-    let three = vec4<f32>(a.w, b.x, b.y, b.z);
-    return select(select(one, two, p == 2u), three, p == 3u);
+    return vec4<f32>(dy4[e / 4u]);
 }
 
 // The units of four channels' tags (1 where poisoned).
@@ -153,7 +134,7 @@ struct RowsState {
 
 // Four channels' states over `count` runs of four consecutive values of x
 // (x4, common.wgsl), starting at element `first` and then every `stride`
-// elements (any alignment: see load4), relative to `shift`. The fast pass keeps
+// elements (both multiples of 4: see load4), relative to `shift`. The fast pass keeps
 // the starting units; only where its result is not finite does the careful
 // pass run, which raises exponents before any value could overflow and
 // records NaN/infinite values.

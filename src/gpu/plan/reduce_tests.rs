@@ -182,3 +182,49 @@ fn long_planes_spread_over_channels_on_cpu_adapters() {
         assert!(plan.chunks.iter().all(|k| k.reduce.lanes_per_group == want));
     }
 }
+
+/// The four-channel lanes load whole aligned vec4s (`load4` in
+/// `shaders/moments4.wgsl`): every chunk of rows starts a multiple of 4
+/// elements into its first row, and the virtual rows of odd C stay in one
+/// chunk, for any binding size, alignment and element size.
+#[test]
+fn four_channel_lanes_start_on_vec4_boundaries() {
+    let mut cut_rows = 0;
+    for (max_binding, align) in [(1 << 30, 256), (1 << 20, 256), (100_000, 4), (4096, 16)] {
+        for (n, c, l) in [
+            (10_000, 68, 1),
+            (1000, 4096, 1),
+            (3000, 1020, 1),
+            (200_003, 3, 1),
+            (5000, 15, 1),
+            (777, 6, 3),
+            (1, 8, 1),
+        ] {
+            for elem in [2, 4] {
+                let lim = limits(max_binding, align, 65535);
+                let Ok(plan) = plan_exec(&Layout { n, c, l }, elem, lim, CPU) else {
+                    continue;
+                };
+                if !plan.variant.four_channel_lanes() {
+                    continue;
+                }
+                let at = format!(
+                    "{n}x{c}x{l} elem {elem} binding {max_binding}: {:?}",
+                    plan.variant
+                );
+                assert!(
+                    plan.chunks
+                        .iter()
+                        .all(|ch| ch.lead % 4 == 0 && ch.start % 4 == 0),
+                    "{at}"
+                );
+                if plan.variant == Variant::OddRows {
+                    assert_eq!(plan.chunks.len(), 1, "{at}");
+                }
+                cut_rows += plan.chunks.iter().filter(|ch| ch.lead != 0).count();
+            }
+        }
+    }
+    // Some chunks start inside a row.
+    assert!(cut_rows > 0);
+}
