@@ -37,10 +37,17 @@ for leg in ${BN_GPU_LEGS:-default partials columns nocolumns}; do
     esac
     dir=$(mktemp -d)
     start=$(date +%s)
+    # A binary that fails, crashes, hangs (timeout: 124) or cannot start
+    # fails the leg, whatever its log says.
     echo "$list" | env "${env[@]}" xargs -P4 -I{} sh -c \
-        'timeout 300 "$0/{}" >"$1/{}.log" 2>&1 || echo "  {} exit $?"' "$bins" "$dir"
+        'timeout 300 "$0/{}" >"$1/{}.log" 2>&1 || { rc=$?; echo "  {} exit $rc"; exit 1; }' \
+        "$bins" "$dir" || status=1
     if [ -x "$bins/$alone" ]; then
-        env "${env[@]}" timeout 300 "$bins/$alone" >"$dir/$alone.log" 2>&1 || echo "  $alone exit $?"
+        env "${env[@]}" timeout 300 "$bins/$alone" >"$dir/$alone.log" 2>&1 ||
+            { echo "  $alone exit $?"; status=1; }
+    else
+        echo "  $alone missing from $bins"
+        status=1
     fi
     summary=$(cat "$dir"/*.log | grep -h '^test result' |
         awk '{p+=$4; f+=$6; i+=$8} END {print p" passed, "f" failed, "i" ignored"}')

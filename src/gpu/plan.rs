@@ -182,6 +182,13 @@ pub(crate) fn plan_exec(
         });
         start += count;
     }
+    // The four-channel lanes load whole aligned vec4s (`load4`): a chunk
+    // starting off a vec4 boundary of its rows would read wrong values.
+    if variant.four_channel_lanes() && chunks.iter().any(|c| c.lead % 4 != 0) {
+        return Err(format!(
+            "{layout:?}: a chunk of rows starts off a vec4 boundary"
+        ));
+    }
     // Per-thread partials: threads_per_lane rows of partials per segment,
     // taken only where they stay small next to the tensor (they are
     // written and read once more).
