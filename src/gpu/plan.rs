@@ -241,6 +241,13 @@ pub(crate) fn plan_exec(
             chunks = paired;
         }
     }
+    // Per-thread partials: each thread folds at least THREAD_MIN_UNITS
+    // units where its lane has them.
+    if thread_partials {
+        chunks = resplit(&chunks, |c| {
+            c.reduce.thicker(variant.units(&c.layout), THREAD_MIN_UNITS)
+        });
+    }
     // Partial rows from the chunks' final splits (spread or paired ones
     // may differ from the first): a row per segment, or per thread.
     let mut partial_base = 0u32;
@@ -351,7 +358,9 @@ mod variant_tests;
 
 pub(crate) use merge::MergeModel;
 pub(crate) use reduce::{plan_reduce, ReducePlan, PAIR_GAP};
-use reduce::{plan_spread, plan_sweep, spreads, PAIRED_MIN_LANES, SWEEP_MIN_LANES};
+use reduce::{
+    plan_spread, plan_sweep, spreads, PAIRED_MIN_LANES, SWEEP_MIN_LANES, THREAD_MIN_UNITS,
+};
 pub(crate) use slab::Slab;
 pub(crate) use strategy::{canonical, ColumnPass, ColumnRegs, Strategy};
 pub(crate) use variant::Variant;

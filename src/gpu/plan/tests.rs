@@ -25,7 +25,7 @@ pub(super) const CPU: MergeModel = MergeModel {
 };
 
 /// Every unit of every lane belongs to exactly one segment, in the usual
-/// split and the spread one.
+/// split, the spread one and either made thicker (per-thread partials).
 #[test]
 fn reductions_cover_every_value_once() {
     for (n, c, l) in [
@@ -47,16 +47,21 @@ fn reductions_cover_every_value_once() {
                 plan_reduce(&layout, variant, 1 << 20, target)
             };
             let units = variant.units(&layout).max(1) as u32;
-            assert!(p.segments * p.seg_len >= units, "{layout:?}");
-            assert!((p.segments - 1) * p.seg_len < units, "{layout:?}");
-            assert_eq!(p.lanes_per_group * p.threads_per_lane, WG);
-            // Four-channel lanes over the (virtual) channels of a row.
-            let lanes = if variant.four_channel_lanes() {
-                variant.reduce_layout(&layout).c.div_ceil(4)
-            } else {
-                c
-            } as u32;
-            assert!(p.tiles * p.lanes_per_tile() >= lanes);
+            let thick = p.thicker(units as usize, reduce::THREAD_MIN_UNITS);
+            assert!(thick.segments <= p.segments, "{layout:?}");
+            assert!(thick.segments <= units.div_ceil(thick.threads_per_lane * 64).max(1));
+            for p in [p, thick] {
+                assert!(p.segments * p.seg_len >= units, "{layout:?}");
+                assert!((p.segments - 1) * p.seg_len < units, "{layout:?}");
+                assert_eq!(p.lanes_per_group * p.threads_per_lane, WG);
+                // Four-channel lanes over the (virtual) channels of a row.
+                let lanes = if variant.four_channel_lanes() {
+                    variant.reduce_layout(&layout).c.div_ceil(4)
+                } else {
+                    c
+                } as u32;
+                assert!(p.tiles * p.lanes_per_tile() >= lanes);
+            }
         }
     }
 }
