@@ -5,7 +5,7 @@
 // `*_rows` entry points, a vec4 of four consecutive channels.
 // For (N, C) inputs consecutive threads take consecutive channels (coalesced
 // rows); for (N, C, L) inputs one channel per workgroup (with
-// THREAD_PARTIALS, up to eight for many channels, long planes or short
+// THREAD_PARTIALS, up to eight for many channels, long or small planes or short
 // masked runs: plan_spread in src/gpu/plan/reduce.rs). Within a segment:
 //   - workgroup merge (GPUs): consecutive threads take consecutive values
 //     (coalesced), a workgroup tree (or subgroups) merges the threads of a

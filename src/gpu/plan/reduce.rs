@@ -141,6 +141,17 @@ const SPREAD_MIN_C: usize = 128;
 /// next power of two).
 const SPREAD_LANES: usize = 8;
 
+/// Planes with fewer vec4s per channel than this spread whatever their
+/// length and channels: one channel per workgroup gave each thread of a
+/// small input a few vec4s and its own partial state, as many states as
+/// a quarter of the data, merged by one thread per channel (lavapipe,
+/// Zen 5, per-dispatch, moment partials / their finalize: `256x64x16`
+/// 0.32-0.33 -> 0.19 ms / 0.26 -> 0.06-0.07, `64x64x64` 0.31-0.33 -> 0.20
+/// / 0.27-0.28 -> 0.07-0.11, `128x32x64` 0.25-0.26 -> 0.17-0.19 /
+/// 0.16-0.19 -> 0.06-0.08; gradient partials 0.43-0.49 -> 0.25-0.30;
+/// `2048x64x64`, past the bound, unchanged). A whole workgroup of
+/// threads, each folding `THREAD_MIN_UNITS`.
+const SPREAD_MAX_SMALL_UNITS: usize = WG as usize * THREAD_MIN_UNITS;
 /// Masked runs shorter than this spread whatever their channels: a
 /// thread's short runs a whole row apart then lie next to its SIMD group's
 /// (lavapipe, Zen 5, per-dispatch: backward `65536x3x21` 15.2-16.1 ->
@@ -160,11 +171,16 @@ const SPREAD_MASKED_MIN_L: usize = 12;
 /// Whether a reduction of `layout` in `variant` spreads where threads
 /// write their own partials (CPU adapters' default, or
 /// `Tuning::thread_partials`; [`plan_spread`]): planes of at least
-/// `SPREAD_MIN_L` values, planes or masked runs of at least `SPREAD_MIN_C`
-/// channels, and masked runs shorter than `SPREAD_MASKED_MAX_L`.
+/// `SPREAD_MIN_L` values or of fewer than `SPREAD_MAX_SMALL_UNITS` vec4s a
+/// channel, planes or masked runs of at least `SPREAD_MIN_C` channels, and
+/// masked runs shorter than `SPREAD_MASKED_MAX_L`.
 pub(super) fn spreads(layout: &Layout, variant: Variant) -> bool {
     match variant {
-        Variant::Planes => layout.l >= SPREAD_MIN_L || layout.c >= SPREAD_MIN_C,
+        Variant::Planes => {
+            layout.l >= SPREAD_MIN_L
+                || layout.c >= SPREAD_MIN_C
+                || variant.units(layout) < SPREAD_MAX_SMALL_UNITS
+        }
         Variant::Masked => {
             layout.l >= SPREAD_MASKED_MIN_L
                 && (layout.c >= SPREAD_MIN_C || layout.l < SPREAD_MASKED_MAX_L)

@@ -128,8 +128,9 @@ fn rows_reductions_aim_for_fewer_workgroups_on_gpus() {
     assert_eq!(tiles(262_144, 16, 1, CPU), (Variant::Rows, 16));
 }
 
-/// Planes of at least 1024 values, planes or masked runs of at least 128
-/// channels, and masked runs of 12 to 23 values, spread a workgroup over
+/// Planes of at least 1024 values or of few vec4s a channel, planes or
+/// masked runs of at least 128 channels, and masked runs of 12 to 23
+/// values, spread a workgroup over
 /// up to eight channels where threads write their own partials (CPU adapters),
 /// never on GPUs; the spread plan still covers every lane.
 #[test]
@@ -150,7 +151,12 @@ fn long_planes_spread_over_channels_on_cpu_adapters() {
     assert_eq!(lanes(128, 64, 1024, GPU), 1);
     // Many channels spread whatever the planes' length.
     assert_eq!(lanes(64, 128, 16, CPU), 8);
-    assert_eq!(lanes(64, 127, 16, CPU), 1);
+    assert_eq!(lanes(4096, 127, 16, CPU), 1);
+    // Small planes spread: under 256 * 64 vec4s a channel.
+    assert_eq!(lanes(64, 64, 64, CPU), 8);
+    assert_eq!(lanes(64, 127, 16, CPU), 8);
+    assert_eq!(lanes(2048, 64, 64, CPU), 1);
+    assert_eq!(lanes(64, 64, 64, GPU), 1);
     assert_eq!(lanes(8, 2048, 256, GPU), 1);
     // Spread, 2048 channels' partial states fit where one channel per
     // workgroup's would not.
