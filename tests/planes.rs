@@ -1,7 +1,7 @@
-//! Planes (`(N, C, L)` with `L % 4 == 0`) of at least 1024 values or of
-//! few vec4s a channel (small inputs), planes
+//! Planes (`(N, C, L)` with `L % 4 == 0`) of at least 1024 values, planes
 //! or masked runs (odd L, or L % 4 == 2, from 12) of at least 128
-//! channels, and masked runs of 12 to 23 values: CPU adapters spread a
+//! channels or of few vec4s a channel (small inputs), and masked runs of
+//! 12 to 23 values: CPU adapters spread a
 //! reduction workgroup over up to eight channels there, GPUs keep one
 //! channel per workgroup. Both splits against the reference, with
 //! channel counts that fill a workgroup's eight lanes, leave some idle, or

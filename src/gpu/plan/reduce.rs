@@ -149,9 +149,19 @@ const SPREAD_LANES: usize = 8;
 /// 0.32-0.33 -> 0.19 ms / 0.26 -> 0.06-0.07, `64x64x64` 0.31-0.33 -> 0.20
 /// / 0.27-0.28 -> 0.07-0.11, `128x32x64` 0.25-0.26 -> 0.17-0.19 /
 /// 0.16-0.19 -> 0.06-0.08; gradient partials 0.43-0.49 -> 0.25-0.30;
-/// `2048x64x64`, past the bound, unchanged). A whole workgroup of
-/// threads, each folding `THREAD_MIN_UNITS`.
+/// `2048x64x64`, past the bound, unchanged; whole ops, x a copy, near
+/// the bound: `1000x64x64` training 2.79-3.40 -> 2.46-2.70, backward
+/// 7.05-7.36 -> 4.14-4.89). A whole workgroup of threads, each folding
+/// `THREAD_MIN_UNITS`.
 const SPREAD_MAX_SMALL_UNITS: usize = WG as usize * THREAD_MIN_UNITS;
+/// The same for masked runs (from `SPREAD_MASKED_MIN_L`), in masked vec4
+/// units a channel: moment partials `64x64x49` 0.46 -> 0.23-0.25 ms,
+/// `16x64x101` 0.36-0.38 -> 0.18-0.20, gradient partials 0.65-0.68 ->
+/// 0.33-0.34 and 0.45-0.51 -> 0.22-0.26; whole ops, x a copy: training
+/// `64x64x49` 2.68-4.77 -> 1.56-2.07, backward 3.55-4.14 -> 2.17-2.51;
+/// `1024x64x49` (13312 units) was slower spread, training 2.29-2.69 ->
+/// 3.02-3.08.
+const SPREAD_MASKED_MAX_SMALL_UNITS: usize = WG as usize * 16;
 /// Masked runs shorter than this spread whatever their channels: a
 /// thread's short runs a whole row apart then lie next to its SIMD group's
 /// (lavapipe, Zen 5, per-dispatch: backward `65536x3x21` 15.2-16.1 ->
@@ -171,9 +181,10 @@ const SPREAD_MASKED_MIN_L: usize = 12;
 /// Whether a reduction of `layout` in `variant` spreads where threads
 /// write their own partials (CPU adapters' default, or
 /// `Tuning::thread_partials`; [`plan_spread`]): planes of at least
-/// `SPREAD_MIN_L` values or of fewer than `SPREAD_MAX_SMALL_UNITS` vec4s a
-/// channel, planes or masked runs of at least `SPREAD_MIN_C` channels, and
-/// masked runs shorter than `SPREAD_MASKED_MAX_L`.
+/// `SPREAD_MIN_L` values, planes or masked runs of at least `SPREAD_MIN_C`
+/// channels or of few vec4s a channel (`SPREAD_MAX_SMALL_UNITS`,
+/// `SPREAD_MASKED_MAX_SMALL_UNITS`), and masked runs shorter than
+/// `SPREAD_MASKED_MAX_L`.
 pub(super) fn spreads(layout: &Layout, variant: Variant) -> bool {
     match variant {
         Variant::Planes => {
@@ -183,7 +194,9 @@ pub(super) fn spreads(layout: &Layout, variant: Variant) -> bool {
         }
         Variant::Masked => {
             layout.l >= SPREAD_MASKED_MIN_L
-                && (layout.c >= SPREAD_MIN_C || layout.l < SPREAD_MASKED_MAX_L)
+                && (layout.c >= SPREAD_MIN_C
+                    || layout.l < SPREAD_MASKED_MAX_L
+                    || variant.units(layout) < SPREAD_MASKED_MAX_SMALL_UNITS)
         }
         _ => false,
     }

@@ -164,14 +164,16 @@ fn long_planes_spread_over_channels_on_cpu_adapters() {
     let wide = plan_exec(&layout(8, 2048, 256), 4, lim, CPU).expect("plan");
     assert!(wide.thread_partials, "{wide:?}");
     // Masked runs (odd L) spread for many channels or short runs.
-    for (c, l, want) in [
-        (128, 49, 8),
-        (64, 49, 1),
-        (64, 23, 8),
-        (64, 25, 1),
-        (3, 21, 4),
+    // (Small ones whatever their channels: 32 rows of 49 have 416 units.)
+    for (n, c, l, want) in [
+        (32, 128, 49, 8),
+        (400, 64, 49, 1),
+        (32, 64, 49, 8),
+        (32, 64, 23, 8),
+        (700, 64, 25, 1),
+        (32, 3, 21, 4),
     ] {
-        let plan = plan_exec(&layout(32, c, l), 4, lim, CPU).expect("plan");
+        let plan = plan_exec(&layout(n, c, l), 4, lim, CPU).expect("plan");
         assert_eq!(plan.variant, Variant::Masked);
         assert_eq!(plan.chunks[0].reduce.lanes_per_group, want, "{plan:?}");
     }
