@@ -92,6 +92,19 @@ fn wide_rows_sweep_or_pair_lanes_on_cpu_adapters() {
     assert_eq!(fwd(9, 262_144, true), Rows64Sweep);
     assert_eq!(fwd(16, 262_144, true), Rows64Sweep);
     assert_eq!(fwd(8, 262_144, true), Plain);
+    // Tiny column inputs (at most 8 rows of at most 256 lanes, CPU
+    // adapters): one workgroup of them all; more rows or lanes: a quarter
+    // of the target's workgroups at least.
+    let groups = |n: usize, c: usize, merge: MergeModel| {
+        plan_exec(&layout(n, c, 1), 4, lim, merge)
+            .expect("plan")
+            .column_groups()
+    };
+    assert_eq!(groups(8, 512, CPU), 1);
+    assert_eq!(groups(2, 1024, CPU), 1);
+    assert_eq!(groups(9, 512, CPU), 4);
+    assert_eq!(groups(8, 2048, CPU), 4);
+    assert_eq!(groups(8, 512, GPU), 4);
     // A whole workgroup of lanes: one thread per lane over its segment.
     let wide = plan_exec(
         &layout(4096, 1024, 1),
