@@ -274,7 +274,8 @@ pub(crate) fn plan_exec(
         head: row.min(max_elems),
         thread_partials,
         strategy,
-        // Tiny column inputs on CPU adapters: one workgroup of every lane
+        // Tiny column inputs where threads write their own partials (CPU
+        // adapters' merge model): one workgroup of every lane
         // (lavapipe, Zen 5, x a copy, three alternations: `8x512` training
         // 1.48-2.08 -> 1.32-1.68, `2x512` 1.58-2.16 -> 1.26-1.59, `8x1024`
         // 1.57-1.63 -> 1.38-1.50; backward alike), where a quarter of the

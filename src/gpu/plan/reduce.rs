@@ -76,7 +76,10 @@ impl ReducePlan {
     /// merge. Within the segments: the same lanes and threads.
     pub(super) fn thicker(self, units: usize, min: usize) -> Self {
         let threads = self.threads_per_lane.max(1) as usize;
-        let max_segments = units.div_ceil(threads * min.max(1)).max(1);
+        // Whole shares of `min` per thread: each segment then has at
+        // least `threads * min` units (the last one too, seg_len rounding
+        // up).
+        let max_segments = (units / (threads * min.max(1))).max(1);
         if self.segments as usize <= max_segments {
             return self;
         }
@@ -175,7 +178,8 @@ const SPREAD_MASKED_MAX_L: usize = 24;
 
 /// Masked runs (odd L, or L % 4 == 2) shorter than this do not spread:
 /// the masked reductions take them only where the virtual rows do not fit
-/// (chunked tensors), and they were not measured spread.
+/// (chunked tensors, or virtual rows too wide: many channels), and they
+/// were not measured spread.
 const SPREAD_MASKED_MIN_L: usize = 12;
 
 /// Whether a reduction of `layout` in `variant` spreads where threads
