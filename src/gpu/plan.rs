@@ -274,21 +274,7 @@ pub(crate) fn plan_exec(
         head: row.min(max_elems),
         thread_partials,
         strategy,
-        // Tiny column inputs where threads write their own partials (CPU
-        // adapters' merge model): one workgroup of every lane
-        // (lavapipe, Zen 5, x a copy, three alternations: `8x512` training
-        // 1.48-2.08 -> 1.32-1.68, `2x512` 1.58-2.16 -> 1.26-1.59, `8x1024`
-        // 1.57-1.63 -> 1.38-1.50; backward alike), where a quarter of the
-        // target's workgroups of 32 live lanes ran mostly idle invocations.
-        column_lanes: if merge.thread_partials
-            && layout.n <= COLUMN_SMALL_REG_ROWS
-            && layout.numel() <= COLUMN_SMALL
-            && strategy.lanes(layout.c) <= WG as usize
-        {
-            WG
-        } else {
-            strategy.column_lanes(layout.c, merge.target_groups)
-        },
+        column_lanes: strategy.column_lanes(layout, merge),
         column_reg_rows: Strategy::reg_rows(merge) as u32,
     })
 }
@@ -377,5 +363,4 @@ use reduce::{
 };
 pub(crate) use slab::Slab;
 pub(crate) use strategy::{canonical, ColumnPass, ColumnRegs, Strategy};
-use strategy::{COLUMN_SMALL, COLUMN_SMALL_REG_ROWS};
 pub(crate) use variant::Variant;

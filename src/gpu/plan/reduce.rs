@@ -214,9 +214,10 @@ pub(super) fn spreads(layout: &Layout, variant: Variant) -> bool {
 /// take more segments)
 /// (lavapipe, Zen 5, per-dispatch timestamps: the moment pass of
 /// `128x64x1024` 5.4-5.9 -> 3.9-4.1 ms, its gradient pass 7.9-8.2 ->
-/// 6.2-7.0, `32x64x4096` 5.4-5.6 -> 3.8-3.9 and 8.3-8.5 -> 5.9-6.0; 64
-/// channels of 256 values were slower this way, 5.1-5.4 -> 6.4-6.9 ms,
-/// and of 16 or 64 values no faster).
+/// 6.2-7.0, `32x64x4096` 5.4-5.6 -> 3.8-3.9 and 8.3-8.5 -> 5.9-6.0; in
+/// 16 MiB inputs 64 channels of 256 values were slower this way, 5.1-5.4
+/// -> 6.4-6.9 ms, and of 16 or 64 values no faster: small inputs of such
+/// planes spread, see `SPREAD_MAX_SMALL_UNITS`).
 pub(crate) fn plan_spread(
     layout: &Layout,
     variant: Variant,

@@ -137,7 +137,7 @@ impl Strategy {
             Strategy::ColumnStats
         };
         let lanes = candidate.lanes(layout.c);
-        let per_group = candidate.column_lanes(layout.c, merge.target_groups) as usize;
+        let per_group = candidate.column_lanes(layout, merge) as usize;
         let fills = lanes.div_ceil(per_group) * 4 >= merge.target_groups;
         let (rows, small_rows) = if merge.thread_partials {
             (COLUMN_MAX_ROWS, COLUMN_MAX_ROWS)
@@ -159,13 +159,28 @@ impl Strategy {
         }
     }
 
-    /// Lanes per workgroup of the column kernels over `c` channels: a
-    /// whole workgroup where the lanes fill a quarter of `target`
-    /// workgroups anyway, else fewer (at least 32), so that small inputs
-    /// still spread over several workgroups (a CPU adapter runs each on
-    /// one thread).
-    pub fn column_lanes(self, c: usize, target: usize) -> u32 {
-        let per = self.lanes(c) / (target / 4).max(1);
+    /// Lanes per workgroup of the column kernels over `layout`: a whole
+    /// workgroup where the lanes fill a quarter of the merge model's
+    /// target workgroups anyway, else fewer (at least 32), so that small
+    /// inputs still spread over several workgroups (a CPU adapter runs
+    /// each on one thread). Tiny inputs where threads write their own
+    /// partials (CPU adapters' merge model; at most 8 rows of at most a
+    /// workgroup of lanes, at most `COLUMN_SMALL` values) take one
+    /// workgroup of every lane (lavapipe, Zen 5, x a copy, three
+    /// alternations: `8x512` training 1.48-2.08 -> 1.32-1.68, `2x512`
+    /// 1.58-2.16 -> 1.26-1.59, `8x1024` 1.57-1.63 -> 1.38-1.50; backward
+    /// alike), where a quarter of the target's workgroups of 32 live lanes
+    /// ran mostly idle invocations.
+    pub fn column_lanes(self, layout: &Layout, merge: MergeModel) -> u32 {
+        let lanes = self.lanes(layout.c);
+        let tiny = merge.thread_partials
+            && layout.n <= COLUMN_SMALL_REG_ROWS
+            && layout.numel() <= COLUMN_SMALL
+            && lanes <= WG as usize;
+        if tiny {
+            return WG;
+        }
+        let per = lanes / (merge.target_groups / 4).max(1);
         per.next_power_of_two().clamp(32, WG as usize) as u32
     }
 

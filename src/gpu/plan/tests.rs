@@ -49,7 +49,11 @@ fn reductions_cover_every_value_once() {
             let units = variant.units(&layout).max(1) as u32;
             let thick = p.thicker(units as usize, reduce::THREAD_MIN_UNITS);
             assert!(thick.segments <= p.segments, "{layout:?}");
-            assert!(thick.segments == 1 || thick.seg_len >= thick.threads_per_lane * 64);
+            assert!(
+                thick.segments == 1
+                    || thick.seg_len as usize
+                        >= thick.threads_per_lane as usize * reduce::THREAD_MIN_UNITS
+            );
             for p in [p, thick] {
                 assert!(p.segments * p.seg_len >= units, "{layout:?}");
                 assert!((p.segments - 1) * p.seg_len < units, "{layout:?}");
