@@ -1,10 +1,12 @@
-// Column kernels for (N, C) inputs with C % 4 == 0 and few rows next to
-// their channels (wide layers, small batches): one thread owns four
-// consecutive channels (one vec4 of every row) over all N rows, so the
-// whole op is one dispatch with no partial states and no workgroup merge,
-// and the rows a thread reads twice are still in its cache. Every access
-// is a whole vec4, per-channel values included (state, terms and
-// gradients are C-value sections, so four channels are one vec4).
+// Column kernels for (N, C) inputs with few rows next to their channels
+// (wide layers, small batches): one thread owns four consecutive channels
+// (lane q: channels 4q .. 4q + 3) over all N rows, so the whole op is one
+// dispatch with no partial states and no workgroup merge, and the rows a
+// thread reads twice are still in its cache. Lanes reach their values
+// through the accessors of lanes4.wgsl (C % 4 == 0: whole aligned vec4s,
+// per-channel values included, since state, terms and gradients are
+// C-value sections) or lanes4_odd.wgsl (other C: single values, the last
+// lane's missing channels never written); one module per accessor file.
 //
 // forward_columns4:  batch statistics (or, in eval, the running
 //   statistics), the saved terms and the running update exactly as
@@ -13,7 +15,7 @@
 // backward_columns4: (sum dy, sum dy * x_hat) -> grad_weight, grad_bias
 //   (as grads_finalize), then dx = scale * (dy + slope * (x - shift) +
 //   intercept).
-// Lane q's rows are C / 4 vec4s apart; there is one chunk (lead = 0).
+// There is one chunk (lead = 0).
 // Up to REG_ROWS rows, both kernels read x (and dy) once and keep the
 // lane's values in registers; the *_regs64 and *_regs256 entry points do
 // so for up to 64 and 256 rows (training forward and backward on CPU
@@ -22,17 +24,6 @@
 // each size has its own entry points (one kernel with two sizes made
 // (2, 2097152) backward 2x slower on lavapipe, arrays of 256 rows made
 // (16, 262144) backward 16% slower than arrays of 64).
-
-@group(0) @binding(3) var<storage, read_write> terms4: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read_write> state4: array<vec4<f32>>;
-@group(0) @binding(8) var<storage, read_write> grad_weight4: array<vec4<f32>>;
-@group(0) @binding(9) var<storage, read_write> grad_bias4: array<vec4<f32>>;
-
-// Section k (C values: weight, bias, running_mean, running_var; or a
-// TERM_*) of lane q, as a vec4 index.
-fn section(k: u32, q: u32) -> u32 {
-    return k * (P().c / 4u) + q;
-}
 
 // channel_stats and stats_base (moments.wgsl) for four channels sharing a
 // count.
@@ -65,19 +56,19 @@ fn channel_stats4(st: RowsState, shift: vec4<f32>, n: f32, eps: f32) -> Stats4 {
 fn update_running4(q: u32, base: vec4<f32>, rel: vec4<f32>, unbiased: vec4<f32>) {
     if ((P().flags & FLAG_UPDATE_RUNNING) != 0u) {
         let m = P().momentum;
-        let old_mean = state4[section(2u, q)];
-        let old_var = state4[section(3u, q)];
+        let old_mean = state_of(2u, q);
+        let old_var = state_of(3u, q);
         let exact = vec4<bool>(m == 1.0);
-        state4[section(2u, q)] = select(
+        set_state(2u, q, select(
             (1.0 - m) * old_mean + m * (base + rel),
             old_mean + m * ((base - old_mean) + rel),
             finite4(old_mean) & !exact,
-        );
-        state4[section(3u, q)] = select(
+        ));
+        set_state(3u, q, select(
             (1.0 - m) * old_var + m * unbiased,
             old_var + m * (unbiased - old_var),
             finite4(old_var) & !exact,
-        );
+        ));
     }
 }
 
@@ -92,15 +83,15 @@ fn set_terms4(q: u32, shift: vec4<f32>, mean: vec4<f32>, invstd: vec4<f32>) -> N
     var w = vec4<f32>(1.0);
     var b = vec4<f32>(0.0);
     if ((P().flags & FLAG_AFFINE) != 0u) {
-        w = state4[section(0u, q)];
-        b = state4[section(1u, q)];
+        w = state_of(0u, q);
+        b = state_of(1u, q);
     }
     let scale = w * invstd;
     let offset = select(b - mean * scale, b, mean == vec4<f32>(0.0));
-    terms4[section(TERM_SHIFT, q)] = shift;
-    terms4[section(TERM_MEAN, q)] = mean;
-    terms4[section(TERM_INVSTD, q)] = invstd;
-    terms4[section(TERM_SCALE, q)] = scale;
+    set_term(TERM_SHIFT, q, shift);
+    set_term(TERM_MEAN, q, mean);
+    set_term(TERM_INVSTD, q, invstd);
+    set_term(TERM_SCALE, q, scale);
     // No TERM_OFFSET: only the normalize kernels read it, right after the
     // finalize step that writes it; a column kernel normalises itself.
     return NormTerms4(shift, scale, offset);
@@ -124,21 +115,21 @@ fn lane_terms4(q: u32, regs: bool, xs: ptr<function, Regs>) -> NormTerms4 {
         // The shift: the lane's first row where finite (as shift_of).
         var first = (*xs).v[0];
         if (!regs) {
-            first = vec4<f32>(x4[q]);
+            first = row_x(q, 0u);
         }
         let shift = select(vec4<f32>(0.0), first, finite4(first));
         var st: RowsState;
         if (regs) {
             st = regs_moments(xs, shift);
         } else {
-            st = rows_moments(4u * q, P().c, P().n, shift);
+            st = lane_moments(q, shift);
         }
         let s = channel_stats4(st, shift, f32(P().count), P().eps);
         update_running4(q, s.shift, s.mean, s.unbiased);
         return set_terms4(q, s.shift, s.mean, s.invstd);
     }
-    let invstd = 1.0 / sqrt(state4[section(3u, q)] + vec4<f32>(P().eps));
-    return set_terms4(q, state4[section(2u, q)], vec4<f32>(0.0), invstd);
+    let invstd = 1.0 / sqrt(state_of(3u, q) + vec4<f32>(P().eps));
+    return set_terms4(q, state_of(2u, q), vec4<f32>(0.0), invstd);
 }
 
 // rows_moments (moments.wgsl) over the P.n values in registers.
@@ -158,44 +149,58 @@ fn regs_fold(xs: ptr<function, Regs>, shift: vec4<f32>, careful: bool) -> RowsSt
     return RowsState(f32(P().n), f.mean, f.m2, f.tag);
 }
 
+// rows_moments (moments4.wgsl) over lane q's rows, through the accessors.
+fn lane_moments(q: u32, shift: vec4<f32>) -> RowsState {
+    let fast = lane_fold(q, shift, false);
+    if (fast_state_ok(fast.mean, fast.m2)) {
+        return fast;
+    }
+    return lane_fold(q, shift, true);
+}
+
+fn lane_fold(q: u32, shift: vec4<f32>, careful: bool) -> RowsState {
+    var f = rows_fold_start(shift);
+    for (var r = 0u; r < P().n; r += 1u) {
+        rows_fold_step(&f, row_x(q, r), shift, r, careful);
+    }
+    return RowsState(f32(P().n), f.mean, f.m2, f.tag);
+}
+
 @compute @workgroup_size(WG)
 fn forward_columns4(ids: Ids) {
     let q = column_lane(ids);
-    let lanes = P().c / 4u;
-    if (q >= lanes) {
+    if (q >= lane_count()) {
         return;
     }
     var xs: Regs;
     let regs = P().n <= REG_ROWS;
     if (regs) {
         for (var r = 0u; r < P().n; r += 1u) {
-            xs.v[r] = vec4<f32>(x4[q + r * lanes]);
+            xs.v[r] = row_x(q, r);
         }
     }
     let t = lane_terms4(q, regs, &xs);
     for (var r = 0u; r < P().n; r += 1u) {
-        let i = q + r * lanes;
         var x = vec4<f32>(0.0);
         if (regs) {
             x = xs.v[r];
         } else {
-            x = vec4<f32>(x4[i]);
+            x = row_x(q, r);
         }
-        store_normalized(i, shifted_affine4(x, t.shift, t.scale, t.offset));
+        row_store_normalized(q, r, shifted_affine4(x, t.shift, t.scale, t.offset));
     }
 }
 
 @compute @workgroup_size(WG)
 fn backward_columns4(ids: Ids) {
     let q = column_lane(ids);
-    let lanes = P().c / 4u;
-    if (q >= lanes) {
+    if (q >= lane_count()) {
         return;
     }
-    let shift = terms4[section(TERM_SHIFT, q)];
-    let mean = terms4[section(TERM_MEAN, q)];
-    let invstd = terms4[section(TERM_INVSTD, q)];
-    let scale = terms4[section(TERM_SCALE, q)];
+    let shift = term_of(TERM_SHIFT, q);
+    let mean = term_of(TERM_MEAN, q);
+    let invstd = term_of(TERM_INVSTD, q);
+    let scale = term_of(TERM_SCALE, q);
     var sdy = vec4<f32>(0.0);
     var sdyx = vec4<f32>(0.0);
     // Up to REG_ROWS rows: x and dy read once, kept in registers.
@@ -203,9 +208,8 @@ fn backward_columns4(ids: Ids) {
     var gs: Regs;
     let regs = P().n <= REG_ROWS;
     for (var r = 0u; r < P().n; r += 1u) {
-        let i = q + r * lanes;
-        let g = vec4<f32>(dy4[i]);
-        let x = vec4<f32>(x4[i]);
+        let g = row_dy(q, r);
+        let x = row_x(q, r);
         if (regs) {
             xs.v[r] = x;
             gs.v[r] = g;
@@ -213,8 +217,7 @@ fn backward_columns4(ids: Ids) {
         sdy += g;
         sdyx += g * x_hat4(x, shift, mean, invstd);
     }
-    grad_bias4[q] = sdy;
-    grad_weight4[q] = sdyx;
+    set_grads(q, sdy, sdyx);
     // grad_input_line (finalize.wgsl): 0 in eval.
     var slope = vec4<f32>(0.0);
     var intercept = vec4<f32>(0.0);
@@ -224,16 +227,15 @@ fn backward_columns4(ids: Ids) {
         intercept = -(sdy / n) - slope * mean;
     }
     for (var r = 0u; r < P().n; r += 1u) {
-        let i = q + r * lanes;
         var x = vec4<f32>(0.0);
         var g = vec4<f32>(0.0);
         if (regs) {
             x = xs.v[r];
             g = gs.v[r];
         } else {
-            x = vec4<f32>(x4[i]);
-            g = vec4<f32>(dy4[i]);
+            x = row_x(q, r);
+            g = row_dy(q, r);
         }
-        store(i, grad_input4(x, g, shift, scale, slope, intercept));
+        row_store(q, r, grad_input4(x, g, shift, scale, slope, intercept));
     }
 }

@@ -29,7 +29,7 @@ struct Regs256 {
 
 // The shift of lane q: its first row where finite (as shift_of).
 fn lane_shift4(q: u32) -> vec4<f32> {
-    let first = vec4<f32>(x4[q]);
+    let first = row_x(q, 0u);
     return select(vec4<f32>(0.0), first, finite4(first));
 }
 
@@ -39,7 +39,7 @@ fn lane_shift4(q: u32) -> vec4<f32> {
 fn batch_terms4(q: u32, shift: vec4<f32>, f: RowsFold) -> NormTerms4 {
     var st = RowsState(f32(P().n), f.mean, f.m2, f.tag);
     if (!fast_state_ok(st.mean, st.m2)) {
-        st = rows_fold(4u * q, P().c, P().n, shift, true);
+        st = lane_fold(q, shift, true);
     }
     let s = channel_stats4(st, shift, f32(P().count), P().eps);
     update_running4(q, s.shift, s.mean, s.unbiased);
@@ -47,7 +47,7 @@ fn batch_terms4(q: u32, shift: vec4<f32>, f: RowsFold) -> NormTerms4 {
 }
 
 fn normalize_row4(q: u32, r: u32, x: vec4<f32>, t: NormTerms4) {
-    store_normalized(q + r * (P().c / 4u), shifted_affine4(x, t.shift, t.scale, t.offset));
+    row_store_normalized(q, r, shifted_affine4(x, t.shift, t.scale, t.offset));
 }
 
 // A backward lane's saved terms and its gradient sums.
@@ -63,10 +63,10 @@ struct GradLane4 {
 fn grad_lane4(q: u32) -> GradLane4 {
     let z = vec4<f32>(0.0);
     return GradLane4(
-        terms4[section(TERM_SHIFT, q)],
-        terms4[section(TERM_MEAN, q)],
-        terms4[section(TERM_INVSTD, q)],
-        terms4[section(TERM_SCALE, q)],
+        term_of(TERM_SHIFT, q),
+        term_of(TERM_MEAN, q),
+        term_of(TERM_INVSTD, q),
+        term_of(TERM_SCALE, q),
         z,
         z,
     );
@@ -82,8 +82,7 @@ fn grad_add4(l: GradLane4, x: vec4<f32>, g: vec4<f32>) -> GradLane4 {
 // Writes grad_weight and grad_bias; returns the grad_input line (slope,
 // intercept; 0 in eval) as grad_input_line in finalize.wgsl.
 fn grad_line4(q: u32, l: GradLane4) -> array<vec4<f32>, 2> {
-    grad_bias4[q] = l.sdy;
-    grad_weight4[q] = l.sdyx;
+    set_grads(q, l.sdy, l.sdyx);
     var line: array<vec4<f32>, 2>;
     if ((P().flags & FLAG_BATCH_STATS) != 0u) {
         let n = f32(P().count);
@@ -94,12 +93,12 @@ fn grad_line4(q: u32, l: GradLane4) -> array<vec4<f32>, 2> {
 }
 
 fn grad_row4(q: u32, r: u32, x: vec4<f32>, g: vec4<f32>, l: GradLane4, line: array<vec4<f32>, 2>) {
-    store(q + r * (P().c / 4u), grad_input4(x, g, l.shift, l.scale, line[0], line[1]));
+    row_store(q, r, grad_input4(x, g, l.shift, l.scale, line[0], line[1]));
 }
 
 // Training forward with up to REG_ROWS_64 rows in registers: x read once.
 fn forward_regs64(q: u32, sweep: bool) {
-    let live = q < P().c / 4u;
+    let live = q < lane_count();
     if (P().n > REG_ROWS_64 || (!live && !sweep)) {
         return;
     }
@@ -111,7 +110,7 @@ fn forward_regs64(q: u32, sweep: bool) {
     var f = rows_fold_start(shift);
     for (var r = 0u; r < P().n; r += 1u) {
         if (live) {
-            xs.v[r] = vec4<f32>(x4[q + r * (P().c / 4u)]);
+            xs.v[r] = row_x(q, r);
             rows_fold_step(&f, xs.v[r], shift, r, false);
         }
         if (sweep && sweep_turn(r)) {
@@ -144,7 +143,7 @@ fn forward_columns4_regs64_sweep(ids: Ids) {
 
 // Training forward with up to REG_ROWS_256 rows in registers: x read once.
 fn forward_regs256(q: u32, sweep: bool) {
-    let live = q < P().c / 4u;
+    let live = q < lane_count();
     if (P().n > REG_ROWS_256 || (!live && !sweep)) {
         return;
     }
@@ -156,7 +155,7 @@ fn forward_regs256(q: u32, sweep: bool) {
     var f = rows_fold_start(shift);
     for (var r = 0u; r < P().n; r += 1u) {
         if (live) {
-            xs.v[r] = vec4<f32>(x4[q + r * (P().c / 4u)]);
+            xs.v[r] = row_x(q, r);
             rows_fold_step(&f, xs.v[r], shift, r, false);
         }
         if (sweep && sweep_turn(r)) {
@@ -190,7 +189,7 @@ fn forward_columns4_regs256_sweep(ids: Ids) {
 // Backward with up to REG_ROWS_64 rows of x and dy in registers: each
 // read once.
 fn backward_regs64(q: u32, sweep: bool) {
-    let live = q < P().c / 4u;
+    let live = q < lane_count();
     if (P().n > REG_ROWS_64 || (!live && !sweep)) {
         return;
     }
@@ -202,9 +201,8 @@ fn backward_regs64(q: u32, sweep: bool) {
     var gs: Regs64;
     for (var r = 0u; r < P().n; r += 1u) {
         if (live) {
-            let i = q + r * (P().c / 4u);
-            xs.v[r] = vec4<f32>(x4[i]);
-            gs.v[r] = vec4<f32>(dy4[i]);
+            xs.v[r] = row_x(q, r);
+            gs.v[r] = row_dy(q, r);
             l = grad_add4(l, xs.v[r], gs.v[r]);
         }
         if (sweep && sweep_turn(r)) {
@@ -238,7 +236,7 @@ fn backward_columns4_regs64_sweep(ids: Ids) {
 // Backward with up to REG_ROWS_256 rows of x and dy in registers: each
 // read once.
 fn backward_regs256(q: u32, sweep: bool) {
-    let live = q < P().c / 4u;
+    let live = q < lane_count();
     if (P().n > REG_ROWS_256 || (!live && !sweep)) {
         return;
     }
@@ -250,9 +248,8 @@ fn backward_regs256(q: u32, sweep: bool) {
     var gs: Regs256;
     for (var r = 0u; r < P().n; r += 1u) {
         if (live) {
-            let i = q + r * (P().c / 4u);
-            xs.v[r] = vec4<f32>(x4[i]);
-            gs.v[r] = vec4<f32>(dy4[i]);
+            xs.v[r] = row_x(q, r);
+            gs.v[r] = row_dy(q, r);
             l = grad_add4(l, xs.v[r], gs.v[r]);
         }
         if (sweep && sweep_turn(r)) {

@@ -112,6 +112,10 @@ fn f16_planes_layout_matches_f32() {
 #[test]
 fn f16_rows_layout_matches_f32() {
     f16_matches_f32(&[64, 8], -1.0, 2);
+    // Odd C in 17 to 256 rows of many channels: four channels per thread,
+    // each f16 value read and written on its own, on CPU adapters.
+    f16_matches_f32(&[20, 4099], 0.5, 7);
+    f16_matches_f32(&[40, 2050], -0.5, 8);
 }
 
 #[test]

@@ -76,10 +76,10 @@ impl<R: SpatialRank> BatchNorm<R> {
                 grad_weight,
                 grad_bias,
                 out: dx.window(0, numel),
-                per_channel: exec.strategy == Strategy::ColumnStats,
+                kernel: exec.column_kernel(ColumnPass::Backward),
                 regs: exec.column_regs(ColumnPass::Backward),
             };
-            return rec.columns(step, exec.column_groups());
+            return rec.columns(step, exec.column_groups(ColumnPass::Backward));
         }
         if let BackwardMode::Merged { merged, .. } = mode {
             let step = ChannelStep::GradsApply {
@@ -97,7 +97,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                 grad_weight,
                 grad_bias,
             };
-            rec.columns(step, exec.column_groups())?;
+            rec.columns(step, exec.column_groups(ColumnPass::Backward))?;
         } else {
             for (i, ch) in exec.chunks.iter().enumerate() {
                 let step = Partial::Grads {

@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::gpu::buffer::{BufferSlice, OwnedBuffer};
 use crate::gpu::launch::{ChannelStep, ColumnStep, Elementwise, Partial, Recorder};
 use crate::gpu::params::FLAG_FROM_STATE;
-use crate::gpu::plan::{canonical, ColumnPass, ColumnRegs, ExecPlan, Strategy, Variant};
+use crate::gpu::plan::{canonical, ColumnPass, ColumnRegs, ExecPlan, Variant};
 use crate::gpu::tensor::Tensor;
 use crate::semantics::ForwardPlan;
 
@@ -86,6 +86,9 @@ impl<R: SpatialRank> BatchNorm<R> {
                 y, terms, epilogue, ..
             } = output
             {
+                let pass = ColumnPass::Forward {
+                    residual: epilogue.0.is_some(),
+                };
                 let step = ColumnStep::Forward {
                     x: x.window(0, layout.numel()),
                     terms: BufferSlice::whole(&terms.buffer),
@@ -93,17 +96,15 @@ impl<R: SpatialRank> BatchNorm<R> {
                     out: y.window(0, layout.numel()),
                     residual: epilogue.0.map(|r| r.window(0, layout.numel())),
                     epilogue: epilogue.1,
-                    per_channel: exec.strategy == Strategy::ColumnStats,
+                    kernel: exec.column_kernel(pass),
                     // Eval reads x once anyway.
                     regs: if plan.batch_stats {
-                        exec.column_regs(ColumnPass::Forward {
-                            residual: epilogue.0.is_some(),
-                        })
+                        exec.column_regs(pass)
                     } else {
                         ColumnRegs::Plain
                     },
                 };
-                return rec.columns(step, exec.column_groups());
+                return rec.columns(step, exec.column_groups(pass));
             }
         }
         let reduce = plan.batch_stats

@@ -11,7 +11,7 @@ use super::buffer::BufferSlice;
 use super::context::GpuContext;
 use super::params::PARAMS_BINDING;
 use super::pipelines::Kernel;
-use super::plan::{channel_groups, grid, vec4_groups, ReducePlan, Slab, Variant};
+use super::plan::{channel_groups, grid, vec4_groups, ColumnKernel, ReducePlan, Slab, Variant};
 pub(crate) use super::steps::{ChannelStep, ColumnStep, Elementwise, Partial};
 use crate::error::Result;
 use crate::types::DType;
@@ -216,15 +216,15 @@ impl<'a, 'p> Recorder<'a, 'p> {
                 out,
                 residual,
                 epilogue,
-                per_channel,
+                kernel,
                 regs,
             } => {
                 // Without a residual the binding holds x (read, not used).
                 let residual = residual.unwrap_or_else(|| x.clone());
-                let kernel = if per_channel {
-                    Kernel::ForwardColumn(epilogue, regs)
-                } else {
-                    Kernel::ForwardColumns(epilogue, regs)
+                let kernel = match kernel {
+                    ColumnKernel::PerChannel => Kernel::ForwardColumn(epilogue, regs),
+                    ColumnKernel::Aligned4 => Kernel::ForwardColumns(epilogue, regs, true),
+                    ColumnKernel::Odd4 => Kernel::ForwardColumns(epilogue, regs, false),
                 };
                 (
                     kernel,
@@ -244,13 +244,13 @@ impl<'a, 'p> Recorder<'a, 'p> {
                 grad_weight,
                 grad_bias,
                 out,
-                per_channel,
+                kernel,
                 regs,
             } => (
-                if per_channel {
-                    Kernel::BackwardColumn(regs)
-                } else {
-                    Kernel::BackwardColumns(regs)
+                match kernel {
+                    ColumnKernel::PerChannel => Kernel::BackwardColumn(regs),
+                    ColumnKernel::Aligned4 => Kernel::BackwardColumns(regs, true),
+                    ColumnKernel::Odd4 => Kernel::BackwardColumns(regs, false),
                 },
                 vec![
                     (X, x),

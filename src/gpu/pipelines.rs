@@ -49,8 +49,9 @@ pub(crate) enum Kernel {
     EpilogueGrad(u32),
     /// Statistics, terms, running update and normalize with the
     /// `EPILOGUE` bits, four channels per thread ([`Strategy::Columns`]);
-    /// with rows in registers per [`ColumnRegs`] (every column kernel).
-    ForwardColumns(u32, ColumnRegs),
+    /// with rows in registers per [`ColumnRegs`] (every column kernel);
+    /// `true`: `C % 4 == 0` (whole vec4s), else single values.
+    ForwardColumns(u32, ColumnRegs, bool),
     /// Statistics, terms, running update and normalize with the
     /// `EPILOGUE` bits, one channel per thread ([`Strategy::ColumnStats`]).
     ForwardColumn(u32, ColumnRegs),
@@ -58,8 +59,8 @@ pub(crate) enum Kernel {
     /// per thread.
     BackwardColumn(ColumnRegs),
     /// Gradient sums, grad_weight, grad_bias and grad_input, four channels
-    /// per thread.
-    BackwardColumns(ColumnRegs),
+    /// per thread (`true`: `C % 4 == 0`).
+    BackwardColumns(ColumnRegs, bool),
     /// Gradient sums, grad_weight, grad_bias and grad_input terms, one
     /// channel per thread.
     GradsColumns,
@@ -82,7 +83,10 @@ impl Kernel {
             Kernel::ForwardColumn(..) | Kernel::BackwardColumn(_) | Kernel::GradsColumns => {
                 Family::Columns
             }
-            Kernel::ForwardColumns(..) | Kernel::BackwardColumns(_) => Family::Columns4,
+            Kernel::ForwardColumns(_, _, true) | Kernel::BackwardColumns(_, true) => {
+                Family::Columns4
+            }
+            Kernel::ForwardColumns(..) | Kernel::BackwardColumns(..) => Family::Columns4Odd,
             _ => Family::Finalize,
         }
     }
@@ -90,10 +94,10 @@ impl Kernel {
     fn entry_point(self) -> String {
         use Variant::*;
         let name = match self {
-            Kernel::ForwardColumns(_, r) => return format!("forward_columns4{}", r.suffix()),
+            Kernel::ForwardColumns(_, r, _) => return format!("forward_columns4{}", r.suffix()),
             Kernel::ForwardColumn(_, r) => return format!("forward_columns{}", r.suffix()),
             Kernel::BackwardColumn(r) => return format!("backward_columns{}", r.suffix()),
-            Kernel::BackwardColumns(r) => return format!("backward_columns4{}", r.suffix()),
+            Kernel::BackwardColumns(r, _) => return format!("backward_columns4{}", r.suffix()),
             Kernel::MomentsPartial(Rows | OddRows, false) => "moments_partial_rows",
             Kernel::MomentsPartial(Rows | OddRows, true) => "moments_partial_rows_sweep",
             Kernel::MomentsPartial(..) => "moments_partial",
@@ -150,7 +154,7 @@ impl Kernel {
         }
         if let Kernel::Normalize(_, _, bits)
         | Kernel::EpilogueGrad(bits)
-        | Kernel::ForwardColumns(bits, _)
+        | Kernel::ForwardColumns(bits, ..)
         | Kernel::ForwardColumn(bits, _) = self
         {
             c.push(("EPILOGUE", f64::from(bits)));

@@ -351,6 +351,8 @@ mod reduce_tests;
 mod slab;
 pub(crate) mod strategy;
 #[cfg(test)]
+mod strategy_tests;
+#[cfg(test)]
 mod tests;
 mod variant;
 #[cfg(test)]
@@ -362,5 +364,5 @@ use reduce::{
     plan_spread, plan_sweep, spreads, PAIRED_MIN_LANES, SWEEP_MIN_LANES, THREAD_MIN_UNITS,
 };
 pub(crate) use slab::Slab;
-pub(crate) use strategy::{canonical, ColumnPass, ColumnRegs, Strategy};
+pub(crate) use strategy::{canonical, ColumnKernel, ColumnPass, ColumnRegs, Strategy};
 pub(crate) use variant::Variant;

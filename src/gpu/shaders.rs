@@ -39,6 +39,11 @@ const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
 const COLUMNS: &str = include_str!("../../shaders/columns.wgsl");
 /// `shaders/columns4.wgsl`: one thread per four channels, the whole op.
 const COLUMNS4: &str = include_str!("../../shaders/columns4.wgsl");
+/// `shaders/lanes4.wgsl`: the four-channel lanes' accessors for
+/// `C % 4 == 0` (whole vec4s).
+const LANES4: &str = include_str!("../../shaders/lanes4.wgsl");
+/// `shaders/lanes4_odd.wgsl`: the same for other `C` (single values).
+const LANES4_ODD: &str = include_str!("../../shaders/lanes4_odd.wgsl");
 /// `shaders/columns4_regs.wgsl`: the same with the rows in registers.
 const COLUMNS4_REGS: &str = include_str!("../../shaders/columns4_regs.wgsl");
 /// `shaders/dtype_f32.wgsl`: `alias elem = f32;`.
@@ -63,20 +68,23 @@ pub(crate) enum Family {
     Elementwise,
     /// Statistics (or gradient sums) by one thread per channel.
     Columns,
-    /// The whole op by one thread per four channels.
+    /// The whole op by one thread per four channels, `C % 4 == 0`.
     Columns4,
+    /// The same for other `C`, each value read and written on its own.
+    Columns4Odd,
 }
 
 impl Family {
     /// Every family, for tests that compile them all.
     #[cfg(test)]
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 7] = [
         Family::ReduceTree,
         Family::ReduceSubgroup,
         Family::Finalize,
         Family::Elementwise,
         Family::Columns,
         Family::Columns4,
+        Family::Columns4Odd,
     ];
 
     /// Short name for labels.
@@ -88,6 +96,7 @@ impl Family {
             Family::Elementwise => "elementwise",
             Family::Columns => "columns",
             Family::Columns4 => "columns4",
+            Family::Columns4Odd => "columns4-odd",
         }
     }
 
@@ -115,7 +124,23 @@ impl Family {
             Family::Finalize => &[MOMENTS, MOMENTS4, FINALIZE],
             Family::Elementwise => &[EPILOGUE, STORE4, ELEMENTWISE],
             Family::Columns => &[MOMENTS, MOMENTS4, FINALIZE, EPILOGUE, COLUMNS],
-            Family::Columns4 => &[MOMENTS, MOMENTS4, EPILOGUE, STORE4, COLUMNS4, COLUMNS4_REGS],
+            Family::Columns4 => &[
+                MOMENTS,
+                MOMENTS4,
+                EPILOGUE,
+                STORE4,
+                LANES4,
+                COLUMNS4,
+                COLUMNS4_REGS,
+            ],
+            Family::Columns4Odd => &[
+                MOMENTS,
+                MOMENTS4,
+                EPILOGUE,
+                LANES4_ODD,
+                COLUMNS4,
+                COLUMNS4_REGS,
+            ],
         }
     }
 }

@@ -3,7 +3,7 @@
 //! binds.
 
 use super::buffer::BufferSlice;
-use super::plan::ColumnRegs;
+use super::plan::{ColumnKernel, ColumnRegs};
 
 /// The partial reductions, with the buffers each binds.
 pub(crate) enum Partial {
@@ -73,8 +73,7 @@ pub(crate) enum ChannelStep {
 /// The column kernels (`columns.wgsl`), with the buffers each binds.
 pub(crate) enum ColumnStep {
     /// Statistics (or running statistics), terms, running update and
-    /// `out = act((x - shift) * scale + offset + residual)`; one channel
-    /// per thread with `per_channel`, else four.
+    /// `out = act((x - shift) * scale + offset + residual)`.
     Forward {
         x: BufferSlice,
         terms: BufferSlice,
@@ -82,12 +81,12 @@ pub(crate) enum ColumnStep {
         out: BufferSlice,
         residual: Option<BufferSlice>,
         epilogue: u32,
-        per_channel: bool,
+        /// Channels per thread and how they are read.
+        kernel: ColumnKernel,
         /// Rows kept in registers (`ExecPlan::column_regs`).
         regs: ColumnRegs,
     },
-    /// Gradient sums, grad_weight, grad_bias and `out = dx`; one channel
-    /// per thread with `per_channel`, else four.
+    /// Gradient sums, grad_weight, grad_bias and `out = dx`.
     Backward {
         x: BufferSlice,
         dy: BufferSlice,
@@ -95,7 +94,8 @@ pub(crate) enum ColumnStep {
         grad_weight: BufferSlice,
         grad_bias: BufferSlice,
         out: BufferSlice,
-        per_channel: bool,
+        /// Channels per thread and how they are read.
+        kernel: ColumnKernel,
         /// Rows kept in registers (`ExecPlan::column_regs`).
         regs: ColumnRegs,
     },

@@ -98,7 +98,7 @@ fn wide_rows_sweep_or_pair_lanes_on_cpu_adapters() {
     let groups = |n: usize, c: usize, merge: MergeModel| {
         plan_exec(&layout(n, c, 1), 4, lim, merge)
             .expect("plan")
-            .column_groups()
+            .column_groups(ColumnPass::Backward)
     };
     assert_eq!(groups(8, 512, CPU), 1);
     assert_eq!(groups(2, 1024, CPU), 1);

@@ -43,6 +43,18 @@ const FORWARD_SWEEP_MIN_ROWS: usize = 17;
 /// The same for a training forward that adds a residual: every row count
 /// the register entry points take (past the plain kernel's 8).
 const RESIDUAL_SWEEP_MIN_ROWS: usize = COLUMN_SMALL_REG_ROWS + 1;
+/// Rows from which `C % 4 != 0` takes four-channel lanes on CPU adapters,
+/// where the four-channel kernels sweep (`lanes4_odd.wgsl`; lavapipe, Zen
+/// 5, three alternations, x a copy: backward `32x131071` 6.9-7.3 ->
+/// 4.2-4.5, `64x65535` 6.0-6.8 -> 4.1-4.6, `128x32767` 6.6-6.9 ->
+/// 4.4-4.6; training + residual + ReLU `32x131071` 7.4-8.1 -> 4.1-4.5;
+/// at 16 rows (`16x262143`) one channel per thread was faster: backward
+/// 3.2-3.5 against 4.4-4.7).
+const ODD_FOUR_MIN_ROWS: usize = FORWARD_SWEEP_MIN_ROWS;
+/// Rows from which a training forward without a residual takes those
+/// lanes too (below, one channel per thread: `32x131071` 2.3-2.5x a copy
+/// against 2.9-3.3x; `128x32767` 3.4-4.4 against 3.0-3.3).
+const ODD_FOUR_FORWARD_MIN_ROWS: usize = 33;
 /// Storage buffers the column kernels bind at most (`backward_columns4`).
 pub(crate) const COLUMN_STORAGE_BUFFERS: u32 = 6;
 
@@ -94,15 +106,39 @@ pub(crate) enum ColumnPass {
     Backward,
 }
 
+/// How a column kernel's threads own channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ColumnKernel {
+    /// One channel per thread (`columns.wgsl`).
+    PerChannel,
+    /// Four channels per thread, `C % 4 == 0`: whole aligned vec4s
+    /// (`columns4.wgsl` with `lanes4.wgsl`).
+    Aligned4,
+    /// Four channels per thread, other `C`: single values
+    /// (`columns4.wgsl` with `lanes4_odd.wgsl`).
+    Odd4,
+}
+
+impl ColumnKernel {
+    /// The column strategy whose lanes the kernel has.
+    fn lanes(self) -> Strategy {
+        match self {
+            ColumnKernel::PerChannel => Strategy::ColumnStats,
+            ColumnKernel::Aligned4 | ColumnKernel::Odd4 => Strategy::Columns,
+        }
+    }
+}
+
 /// How an op gathers its per-channel statistics (or gradient sums).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Strategy {
     /// Partial reductions over segments, a finalize step that merges
     /// them, then the elementwise pass: any layout, any size.
     Split,
-    /// `(N, C)` with few rows, `C % 4 == 0`, one chunk: one thread per
-    /// four channels over all rows, the whole op in one dispatch
-    /// (`columns4.wgsl`).
+    /// `(N, C)` with few rows, one chunk: one thread per four channels
+    /// over all rows, the whole op in one dispatch (`columns4.wgsl`);
+    /// `C % 4 == 0`, or other `C` from `ODD_FOUR_MIN_ROWS` rows on CPU
+    /// adapters, where the kernels sweep (see [`ExecPlan::column_kernel`]).
     Columns,
     /// `(N, C)` with few rows, other `C`, one chunk: one thread per
     /// channel over all rows, the whole op in one dispatch, single values
@@ -131,7 +167,14 @@ impl Strategy {
             return Strategy::Split;
         }
         let vec4_lanes = layout.c.is_multiple_of(4);
-        let candidate = if vec4_lanes {
+        // Other C: four-channel lanes where their kernels sweep (as
+        // `ExecPlan::columns_sweep`, with the rows' registers of CPU
+        // adapters).
+        let odd_four = merge.thread_partials
+            && layout.n >= ODD_FOUR_MIN_ROWS
+            && layout.c.div_ceil(4) >= SWEEP_MIN_LANES
+            && layout.numel() > COLUMN_SMALL;
+        let candidate = if vec4_lanes || odd_four {
             Strategy::Columns
         } else {
             Strategy::ColumnStats
@@ -152,10 +195,8 @@ impl Strategy {
             .unwrap_or((fills && layout.n <= rows) || small);
         if layout.l != 1 || layout.n > COLUMN_MAX_ROWS || !wanted {
             Strategy::Split
-        } else if vec4_lanes {
-            Strategy::Columns
         } else {
-            Strategy::ColumnStats
+            candidate
         }
     }
 
@@ -221,7 +262,7 @@ impl Strategy {
     /// Lanes of the column kernels (threads of their dispatch).
     pub fn lanes(self, c: usize) -> usize {
         match self {
-            Strategy::Columns => c / 4,
+            Strategy::Columns => c.div_ceil(4),
             Strategy::Split | Strategy::ColumnStats => c,
         }
     }
@@ -240,15 +281,16 @@ impl ExecPlan {
     /// 15-37 ms for `16x262144`, `12x349524` and `10x419428` training +
     /// residual + ReLU, 15-18 ms sweeping.
     pub fn column_regs(&self, pass: ColumnPass) -> ColumnRegs {
-        let regs = self
-            .strategy
+        let kernel = self.column_kernel(pass);
+        let regs = kernel
+            .lanes()
             .column_regs(self.layout.n, self.column_reg_rows as usize);
         let rows = match pass {
             ColumnPass::Backward => true,
             ColumnPass::Forward { residual: false } => self.layout.n >= FORWARD_SWEEP_MIN_ROWS,
             ColumnPass::Forward { residual: true } => self.layout.n >= RESIDUAL_SWEEP_MIN_ROWS,
         };
-        if self.columns_sweep() && rows {
+        if self.columns_sweep() && rows && kernel != ColumnKernel::PerChannel {
             regs.swept()
         } else {
             regs
@@ -282,9 +324,27 @@ impl ExecPlan {
             && self.layout.numel() > COLUMN_SMALL
     }
 
-    /// Workgroups of the column kernels' dispatch.
-    pub fn column_groups(&self) -> u32 {
-        self.strategy
+    /// The column kernel of `pass` (eval: `Forward`): one channel per
+    /// thread, or four (whole vec4s where `C % 4 == 0`); other `C` in four
+    /// channels per thread except for a training forward without a
+    /// residual below `ODD_FOUR_FORWARD_MIN_ROWS` rows, which one channel
+    /// per thread does faster (with the plan's lanes per workgroup).
+    pub fn column_kernel(&self, pass: ColumnPass) -> ColumnKernel {
+        let plain_forward = pass == ColumnPass::Forward { residual: false };
+        match self.strategy {
+            Strategy::Columns if self.layout.c.is_multiple_of(4) => ColumnKernel::Aligned4,
+            Strategy::Columns if plain_forward && self.layout.n < ODD_FOUR_FORWARD_MIN_ROWS => {
+                ColumnKernel::PerChannel
+            }
+            Strategy::Columns => ColumnKernel::Odd4,
+            Strategy::Split | Strategy::ColumnStats => ColumnKernel::PerChannel,
+        }
+    }
+
+    /// Workgroups of the column kernel's dispatch for `pass`.
+    pub fn column_groups(&self, pass: ColumnPass) -> u32 {
+        self.column_kernel(pass)
+            .lanes()
             .column_groups(self.layout.c, self.column_lanes)
     }
 }

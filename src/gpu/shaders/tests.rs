@@ -119,10 +119,10 @@ fn every_shader_translates_to_every_backend() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-    // Per dtype: every entry point of the six families (reduce tree and
-    // subgroups, finalize, elementwise, columns, columns4); then the five
-    // baseline kernels.
-    assert_eq!(entries, dtypes().len() * 56 + 5);
+    // Per dtype: every entry point of the seven families (reduce tree and
+    // subgroups, finalize, elementwise, columns, columns4 and its odd-C
+    // form, 10 each); then the five baseline kernels.
+    assert_eq!(entries, dtypes().len() * 66 + 5);
 }
 
 #[test]
@@ -222,7 +222,7 @@ fn shared_constants_agree_with_the_rust_side() {
 /// storage buffers per stage as the column kernel that binds the most.
 #[test]
 fn column_kernels_bind_at_most_the_storage_buffers_the_planner_assumes() {
-    for family in [Family::Columns, Family::Columns4] {
+    for family in [Family::Columns, Family::Columns4, Family::Columns4Odd] {
         let source = module_source(family, DType::F32);
         let (module, info) = parse("columns", &source, Capabilities::default()).expect("parse");
         for (i, ep) in module.entry_points.iter().enumerate() {

@@ -1,0 +1,137 @@
+// The four-channel column kernels' accessors (columns4.wgsl,
+// columns4_regs.wgsl) for C % 4 != 0: lane q's channels 4q .. 4q + 3
+// start anywhere in a vec4, so every value is read and written on its own
+// (each thread writes whole memory locations, as in columns.wgsl). The
+// last lane has fewer than four channels: its dead components read
+// channel 4q's values (always live) and are never written, so a lane's
+// arithmetic stays vec4 and no value outside the tensor is touched.
+
+@group(0) @binding(3) var<storage, read_write> terms4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> state1: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out1: array<elem>;
+@group(0) @binding(8) var<storage, read_write> grad_weight1: array<f32>;
+@group(0) @binding(9) var<storage, read_write> grad_bias1: array<f32>;
+// x and dy as single values (x4 and dy4 of common.wgsl, which no entry
+// point of this module reads).
+@group(0) @binding(1) var<storage, read> x_elems: array<elem>;
+@group(0) @binding(2) var<storage, read> dy_elems: array<elem>;
+// The residual added before the activation (x itself when none).
+@group(0) @binding(12) var<storage, read> residual1: array<elem>;
+
+// Lanes of the dispatch: ceil(C / 4).
+fn lane_count() -> u32 {
+    return (P().c + 3u) / 4u;
+}
+
+// Which of lane q's components are channels.
+fn live4(q: u32) -> vec4<bool> {
+    return vec4<u32>(4u * q) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(P().c);
+}
+
+// The offsets from channel 4q that lane q's components read: 0 for dead
+// ones.
+fn reads4(q: u32) -> vec4<u32> {
+    return select(vec4<u32>(0u), vec4<u32>(0u, 1u, 2u, 3u), live4(q));
+}
+
+fn state_of(k: u32, q: u32) -> vec4<f32> {
+    let e = k * P().c + 4u * q;
+    let o = reads4(q);
+    return vec4<f32>(state1[e + o.x], state1[e + o.y], state1[e + o.z], state1[e + o.w]);
+}
+
+fn set_state(k: u32, q: u32, v: vec4<f32>) {
+    let e = k * P().c + 4u * q;
+    let live = live4(q);
+    state1[e] = v.x;
+    if (live.y) {
+        state1[e + 1u] = v.y;
+    }
+    if (live.z) {
+        state1[e + 2u] = v.z;
+    }
+    if (live.w) {
+        state1[e + 3u] = v.w;
+    }
+}
+
+// Terms are sections of C rounded up to a multiple of 4 (common.wgsl), so
+// a lane's terms are one aligned vec4 (the last lane's dead components are
+// the section's padding).
+fn term_of(k: u32, q: u32) -> vec4<f32> {
+    return terms4[k * (padded_channels() / 4u) + q];
+}
+
+fn set_term(k: u32, q: u32, v: vec4<f32>) {
+    terms4[k * (padded_channels() / 4u) + q] = v;
+}
+
+fn set_grads(q: u32, sdy: vec4<f32>, sdyx: vec4<f32>) {
+    let e = 4u * q;
+    let live = live4(q);
+    grad_bias1[e] = sdy.x;
+    grad_weight1[e] = sdyx.x;
+    if (live.y) {
+        grad_bias1[e + 1u] = sdy.y;
+        grad_weight1[e + 1u] = sdyx.y;
+    }
+    if (live.z) {
+        grad_bias1[e + 2u] = sdy.z;
+        grad_weight1[e + 2u] = sdyx.z;
+    }
+    if (live.w) {
+        grad_bias1[e + 3u] = sdy.w;
+        grad_weight1[e + 3u] = sdyx.w;
+    }
+}
+
+// Element of lane q's channel 4q in row r.
+fn row_at(q: u32, r: u32) -> u32 {
+    return r * P().c + 4u * q;
+}
+
+fn x1(e: u32) -> f32 {
+    return f32(x_elems[e]);
+}
+
+fn dy1(e: u32) -> f32 {
+    return f32(dy_elems[e]);
+}
+
+fn row_x(q: u32, r: u32) -> vec4<f32> {
+    let e = row_at(q, r);
+    let o = reads4(q);
+    return vec4<f32>(x1(e + o.x), x1(e + o.y), x1(e + o.z), x1(e + o.w));
+}
+
+fn row_dy(q: u32, r: u32) -> vec4<f32> {
+    let e = row_at(q, r);
+    let o = reads4(q);
+    return vec4<f32>(dy1(e + o.x), dy1(e + o.y), dy1(e + o.z), dy1(e + o.w));
+}
+
+fn row_store(q: u32, r: u32, v: vec4<f32>) {
+    let e = row_at(q, r);
+    let live = live4(q);
+    out1[e] = elem(v.x);
+    if (live.y) {
+        out1[e + 1u] = elem(v.y);
+    }
+    if (live.z) {
+        out1[e + 2u] = elem(v.z);
+    }
+    if (live.w) {
+        out1[e + 3u] = elem(v.w);
+    }
+}
+
+// Through the epilogue (with row r's residual).
+fn row_store_normalized(q: u32, r: u32, v: vec4<f32>) {
+    var res = vec4<f32>(0.0);
+    if ((EPILOGUE & EPILOGUE_RESIDUAL) != 0u) {
+        let e = row_at(q, r);
+        let o = reads4(q);
+        res = vec4<f32>(f32(residual1[e + o.x]), f32(residual1[e + o.y]), f32(residual1[e + o.z]), f32(residual1[e + o.w]));
+    }
+    row_store(q, r, epilogue_of(v, res));
+}

@@ -1,0 +1,67 @@
+//! Unit tests of the column kernels' choice for odd C.
+
+use super::tests::{limits, CPU, GPU};
+use super::*;
+use crate::semantics::Layout;
+
+/// `(N, C)` of `C % 4 != 0` takes four-channel lanes only on CPU adapters,
+/// from 17 rows, where they sweep (at least 64 lanes, more than 2^16
+/// values); a training forward without a residual only from 33 rows (one
+/// channel per thread below, with the plan's lanes per workgroup), and
+/// every dispatch covers every lane.
+#[test]
+fn odd_channels_take_four_channel_lanes_where_they_sweep() {
+    use ColumnKernel::*;
+    let lim = limits(1 << 30, 256, 65535);
+    let plan = |n: usize, c: usize, merge: MergeModel| {
+        plan_exec(&Layout { n, c, l: 1 }, 4, lim, merge).expect("plan")
+    };
+    let back = ColumnPass::Backward;
+    let fwd = ColumnPass::Forward { residual: false };
+    let res = ColumnPass::Forward { residual: true };
+    let kernels = |p: &ExecPlan| {
+        (
+            p.column_kernel(fwd),
+            p.column_kernel(res),
+            p.column_kernel(back),
+        )
+    };
+    assert_eq!(kernels(&plan(17, 3857, CPU)), (PerChannel, Odd4, Odd4));
+    assert_eq!(kernels(&plan(32, 131_071, CPU)), (PerChannel, Odd4, Odd4));
+    assert_eq!(kernels(&plan(33, 2050, CPU)), (Odd4, Odd4, Odd4));
+    assert_eq!(kernels(&plan(256, 1021, CPU)), (Odd4, Odd4, Odd4));
+    // 16 rows, 2^16 values, fewer than 64 lanes: one channel each; GPUs:
+    // one channel each or the split reductions.
+    for p in [
+        plan(16, 262_143, CPU),
+        plan(17, 3855, CPU),
+        plan(200, 251, CPU),
+        plan(17, 3857, GPU),
+    ] {
+        assert_ne!(p.strategy, Strategy::Columns, "{p:?}");
+        assert_eq!(kernels(&p), (PerChannel, PerChannel, PerChannel));
+    }
+    // C % 4 == 0 keeps whole vec4s.
+    assert_eq!(
+        kernels(&plan(32, 131_072, CPU)),
+        (Aligned4, Aligned4, Aligned4)
+    );
+    for (n, c) in [(17, 3857), (20, 4099), (33, 2050), (64, 1025), (256, 1021)] {
+        let p = plan(n, c, CPU);
+        for pass in [fwd, res, back] {
+            // Four-channel lanes sweep; one channel per thread does not
+            // (columns.wgsl has no sweeping entry points).
+            let regs = p.column_regs(pass);
+            let swept = matches!(regs, ColumnRegs::Rows64Sweep | ColumnRegs::Rows256Sweep);
+            assert_eq!(swept, p.column_kernel(pass) == Odd4, "{n}x{c} {pass:?}");
+            let lanes = match p.column_kernel(pass) {
+                PerChannel => c,
+                _ => c.div_ceil(4),
+            };
+            let groups = p.column_groups(pass) as usize;
+            let per_group = p.column_lanes as usize;
+            assert!(groups * per_group >= lanes, "{n}x{c} {pass:?}");
+            assert!((groups - 1) * per_group < lanes, "{n}x{c} {pass:?}");
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! #16: `(N, C)` inputs of `C % 4 != 0` in 17 to 256 rows of many channels
+//! take four channels per thread on CPU adapters (`lanes4_odd.wgsl`: each
+//! value read and written on its own, the last lane short of one to three
+//! channels), forced here on any adapter with per-thread partials. Every
+//! mode against the reference; edge values kept to their channels, those
+//! of the last lane included; the state and gradients of each channel
+//! (a dead component written past the last channel would land on the next
+//! section's first channel) checked channel by channel; the fused
+//! residual + ReLU against its parts.
+
+mod common;
+
+use common::{assert_matches_reference, check_close, context_tuned, f64s, Rng};
+use wgpu_batchnorm::{
+    cpu, BatchNorm1d, BatchNorm2d, BatchNormConfig, Epilogue, GpuContext, Tensor,
+};
+
+/// The shapes: each `C % 4`, the first value count past 2^16 (17 rows),
+/// plain forwards one channel per thread (up to 32 rows) and four (from
+/// 33), the arrays of 64 and of 256 rows, and the most rows (256).
+const SHAPES: [[usize; 2]; 6] = [
+    [17, 3857],
+    [20, 4099],
+    [33, 2050],
+    [64, 1025],
+    [100, 1023],
+    [256, 1021],
+];
+
+#[test]
+fn odd_channels_in_four_channel_lanes_match_the_reference() {
+    for thread_partials in [Some(true), None] {
+        let Some(ctx) = context_tuned(thread_partials, None) else {
+            return;
+        };
+        let modes = [true, true, false, true];
+        for (i, shape) in SHAPES.iter().enumerate() {
+            assert_matches_reference(&ctx, shape, &modes, 300 + i as u64, 0.0, 1.0);
+            assert_matches_reference(&ctx, shape, &modes, 310 + i as u64, 1e4, 0.1);
+        }
+    }
+}
+
+/// Data whose channels at both ends hold edge values: NaN in the first and
+/// the last channel, a constant 1e21, values of both signs at 3e37 (their
+/// squares overflow f32), an outlier far past its channel's scale, tiny
+/// values; the rest normal around 1e3 (far from zero; eval's output is
+/// exact to the f32 running mean's rounding, which at 1e4 would be 1e-3 of
+/// these outputs).
+fn edge_data(shape: [usize; 2], seed: u64) -> Vec<f32> {
+    let [n, c] = shape;
+    let mut x = Rng(seed).normals(n * c, 1e3, 0.5);
+    for (i, v) in x.iter_mut().enumerate() {
+        let (r, ch) = (i / c, i % c);
+        *v = match (ch, c - 1 - ch) {
+            (0, _) if r == 2 => f32::NAN,
+            (_, 0) if r == n - 1 => f32::NAN,
+            (_, 1) => 1e21,
+            (_, 2) | (5, _) if r % 2 == 0 => 3e37,
+            (_, 2) | (5, _) => -3e37,
+            (6, _) if r == n / 2 => 3e30,
+            (_, 3) | (7, _) => 1e-30 * r as f32,
+            _ => *v,
+        };
+    }
+    x
+}
+
+/// Channel by channel (so that one channel's error is not hidden by
+/// another's larger values; per-channel vectors value by value, `c` their
+/// length): `got` within `tol` of `want` relative to the channel's largest
+/// finite value (at least 1), NaN exactly where `want` has NaN.
+fn check_channels(what: &str, got: &[f32], want: &[f32], c: usize, tol: f64) {
+    for ch in 0..c {
+        let pick = |v: &[f32]| v.iter().skip(ch).step_by(c).copied().collect::<Vec<f32>>();
+        let at = format!("{what} channel {ch}");
+        check_close(&at, &pick(got), &f64s(&pick(want)), tol).expect("channel");
+    }
+}
+
+#[test]
+fn odd_channel_lanes_keep_edge_values_to_their_channels() {
+    let Some(ctx) = context_tuned(Some(true), None) else {
+        return;
+    };
+    for (i, shape) in SHAPES.iter().enumerate() {
+        let (shape, c) = (shape.to_vec(), shape[1]);
+        let x = edge_data([shape[0], c], 40 + i as u64);
+        let dy = Rng(50 + i as u64).normals(x.len(), 0.0, 1.0);
+        for config in [
+            BatchNormConfig::new(c),
+            BatchNormConfig::new(c).affine(false).momentum(None),
+        ] {
+            let mut gpu = BatchNorm1d::new(&ctx, config.clone()).expect("module");
+            let mut reference = cpu::BatchNorm1d::new(config).expect("module");
+            for step in 0..3 {
+                if step == 2 {
+                    gpu.eval();
+                    reference.eval();
+                }
+                let at = |what: &str| format!("{shape:?} step {step} {what}");
+                let tx = Tensor::from_slice(&ctx, &x, &shape).expect("x");
+                let y = gpu.forward(&tx).expect("forward").to_vec().expect("read");
+                let want = reference.forward(&x, &shape).expect("cpu");
+                check_channels(&at("y"), &y, &want, c, 2e-4);
+                let g = gpu
+                    .backward(&Tensor::from_slice(&ctx, &dy, &shape).expect("dy"))
+                    .expect("backward");
+                let cg = reference.backward(&dy).expect("cpu backward");
+                let gi = g.grad_input.to_vec().expect("read");
+                check_channels(&at("dx"), &gi, &cg.grad_input, c, 1e-3);
+                for (name, got, want) in [
+                    ("grad_weight", g.grad_weight, cg.grad_weight),
+                    ("grad_bias", g.grad_bias, cg.grad_bias),
+                ] {
+                    if let (Some(got), Some(want)) = (got, want) {
+                        let got = got.to_vec().expect("read");
+                        check_channels(&at(name), &got, &want, c, 1e-3);
+                    }
+                }
+                for (name, got, want) in [
+                    ("running_mean", gpu.running_mean(), reference.running_mean()),
+                    ("running_var", gpu.running_var(), reference.running_var()),
+                ] {
+                    let got = got.expect("read").expect("tracked");
+                    let want = want.expect("tracked");
+                    check_channels(&at(name), &got, &want, c, 1e-5);
+                }
+            }
+        }
+    }
+}
+
+/// Training + residual + ReLU in four-channel lanes (from 17 rows, where
+/// the plain forward of up to 32 rows goes one channel per thread) equals
+/// batch norm, add and ReLU, and so do their gradients.
+#[test]
+fn odd_channel_lanes_fuse_the_epilogue_exactly() {
+    let Some(ctx) = context_tuned(Some(true), None) else {
+        return;
+    };
+    for (i, [n, c]) in SHAPES.iter().copied().enumerate() {
+        fused_equals_parts(&ctx, [n, c, 1, 1], 60 + i as u64);
+    }
+}
+
+fn fused_equals_parts(ctx: &GpuContext, shape: [usize; 4], seed: u64) {
+    let numel: usize = shape.iter().product();
+    let mut rng = Rng(seed);
+    let (x, r, dy) = (
+        rng.normals(numel, 3.0, 2.0),
+        rng.normals(numel, 0.0, 1.0),
+        rng.normals(numel, 0.0, 1.0),
+    );
+    let t = |v: &[f32]| Tensor::from_slice(ctx, v, &shape).expect("t");
+    let (tx, tr) = (t(&x), t(&r));
+    let config = BatchNormConfig::new(shape[1]);
+    let mut fused = BatchNorm2d::new(ctx, config.clone()).expect("bn");
+    let y = fused
+        .forward_fused(&tx, Epilogue::relu().with_residual(&tr))
+        .expect("fused")
+        .to_vec()
+        .expect("read");
+    let g = fused.backward(&t(&dy)).expect("backward");
+    let mut plain = BatchNorm2d::new(ctx, config).expect("bn");
+    let bn = plain.forward(&tx).expect("fwd").to_vec().expect("read");
+    let pre: Vec<f32> = bn.iter().zip(&r).map(|(a, b)| a + b).collect();
+    let want: Vec<f32> = pre.iter().map(|v| v.max(0.0)).collect();
+    let at = |what: &str| format!("{shape:?} {what}");
+    check_channels(&at("fused output"), &y, &want, shape[1], 1e-6);
+    let masked: Vec<f32> = dy
+        .iter()
+        .zip(&pre)
+        .map(|(&g, &p)| if p > 0.0 { g } else { 0.0 })
+        .collect();
+    let gp = plain.backward(&t(&masked)).expect("backward");
+    let (gi, want_gi) = (
+        g.grad_input.to_vec().expect("read"),
+        gp.grad_input.to_vec().expect("read"),
+    );
+    check_channels(&at("fused dx"), &gi, &want_gi, shape[1], 1e-5);
+    for (got, want) in [(g.grad_weight, gp.grad_weight), (g.grad_bias, gp.grad_bias)] {
+        let (got, want) = (got.expect("affine"), want.expect("affine"));
+        let got = got.to_vec().expect("read");
+        let want = want.to_vec().expect("read");
+        check_channels(&at("fused params"), &got, &want, shape[1], 1e-5);
+    }
+}
