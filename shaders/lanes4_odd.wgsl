@@ -1,7 +1,8 @@
 // The four-channel column kernels' accessors (columns4.wgsl,
 // columns4_regs.wgsl) for C % 4 != 0: lane q's channels 4q .. 4q + 3
 // start anywhere in a vec4, so every value is read and written on its own
-// (each thread writes whole memory locations, as in columns.wgsl). The
+// (each thread writes whole memory locations, as in columns.wgsl; x and
+// dy one component of their vec4 at a time). The
 // last lane has fewer than four channels: its dead components read
 // channel 4q's values (always live) and are never written, so a lane's
 // arithmetic stays vec4 and no value outside the tensor is touched.
@@ -11,10 +12,6 @@
 @group(0) @binding(6) var<storage, read_write> out1: array<elem>;
 @group(0) @binding(8) var<storage, read_write> grad_weight1: array<f32>;
 @group(0) @binding(9) var<storage, read_write> grad_bias1: array<f32>;
-// x and dy as single values (x4 and dy4 of common.wgsl, which no entry
-// point of this module reads).
-@group(0) @binding(1) var<storage, read> x_elems: array<elem>;
-@group(0) @binding(2) var<storage, read> dy_elems: array<elem>;
 // The residual added before the activation (x itself when none).
 @group(0) @binding(12) var<storage, read> residual1: array<elem>;
 
@@ -90,12 +87,15 @@ fn row_at(q: u32, r: u32) -> u32 {
     return r * P().c + 4u * q;
 }
 
+// Value e of x, and of dy (one component of x4 and dy4, common.wgsl: a
+// second declaration of their bindings as single values would put two
+// buffers on one register in HLSL, whose writer keeps unused globals).
 fn x1(e: u32) -> f32 {
-    return f32(x_elems[e]);
+    return f32(x4[e / 4u][e % 4u]);
 }
 
 fn dy1(e: u32) -> f32 {
-    return f32(dy_elems[e]);
+    return f32(dy4[e / 4u][e % 4u]);
 }
 
 fn row_x(q: u32, r: u32) -> vec4<f32> {

@@ -1,7 +1,8 @@
 //! #16: `(N, C)` inputs of `C % 4 != 0` in 17 to 256 rows of many channels
 //! take four channels per thread on CPU adapters (`lanes4_odd.wgsl`: each
 //! value read and written on its own, the last lane short of one to three
-//! channels), forced here on any adapter with per-thread partials. Every
+//! channels), forced here on any adapter (per-thread partials and the
+//! column kernels forced on; without, the kernels the adapter picks). Every
 //! mode against the reference; edge values kept to their channels, those
 //! of the last lane included; the state and gradients of each channel
 //! (a dead component written past the last channel would land on the next
@@ -29,8 +30,8 @@ const SHAPES: [[usize; 2]; 6] = [
 
 #[test]
 fn odd_channels_in_four_channel_lanes_match_the_reference() {
-    for thread_partials in [Some(true), None] {
-        let Some(ctx) = context_tuned(thread_partials, None) else {
+    for forced in [Some(true), None] {
+        let Some(ctx) = context_tuned(forced, forced) else {
             return;
         };
         let modes = [true, true, false, true];
@@ -80,7 +81,7 @@ fn check_channels(what: &str, got: &[f32], want: &[f32], c: usize, tol: f64) {
 
 #[test]
 fn odd_channel_lanes_keep_edge_values_to_their_channels() {
-    let Some(ctx) = context_tuned(Some(true), None) else {
+    let Some(ctx) = context_tuned(Some(true), Some(true)) else {
         return;
     };
     for (i, shape) in SHAPES.iter().enumerate() {
@@ -136,7 +137,7 @@ fn odd_channel_lanes_keep_edge_values_to_their_channels() {
 /// batch norm, add and ReLU, and so do their gradients.
 #[test]
 fn odd_channel_lanes_fuse_the_epilogue_exactly() {
-    let Some(ctx) = context_tuned(Some(true), None) else {
+    let Some(ctx) = context_tuned(Some(true), Some(true)) else {
         return;
     };
     for (i, [n, c]) in SHAPES.iter().copied().enumerate() {

@@ -174,14 +174,21 @@ impl Strategy {
             && layout.n >= ODD_FOUR_MIN_ROWS
             && layout.c.div_ceil(4) >= SWEEP_MIN_LANES
             && layout.numel() > COLUMN_SMALL;
+        let fills = |candidate: Strategy| {
+            let per_group = candidate.column_lanes(layout, merge) as usize;
+            candidate.lanes(layout.c).div_ceil(per_group) * 4 >= merge.target_groups
+        };
+        // Odd C's four-channel lanes where they fill the device (or the
+        // column kernels are forced on), else its one-channel lanes (four
+        // times as many).
+        let odd_four = odd_four && (merge.columns == Some(true) || fills(Strategy::Columns));
         let candidate = if vec4_lanes || odd_four {
             Strategy::Columns
         } else {
             Strategy::ColumnStats
         };
         let lanes = candidate.lanes(layout.c);
-        let per_group = candidate.column_lanes(layout, merge) as usize;
-        let fills = lanes.div_ceil(per_group) * 4 >= merge.target_groups;
+        let fills = fills(candidate);
         let (rows, small_rows) = if merge.thread_partials {
             (COLUMN_MAX_ROWS, COLUMN_MAX_ROWS)
         } else if vec4_lanes && lanes >= COLUMN_GPU_WIDE_LANES {

@@ -41,6 +41,19 @@ fn odd_channels_take_four_channel_lanes_where_they_sweep() {
         assert_ne!(p.strategy, Strategy::Columns, "{p:?}");
         assert_eq!(kernels(&p), (PerChannel, PerChannel, PerChannel));
     }
+    // A larger CPU (64 target workgroups): four-channel lanes too few to
+    // fill it take one channel per thread, unless the column kernels are
+    // forced on.
+    let wide = MergeModel {
+        target_groups: 64,
+        rows_target_groups: 64,
+        ..CPU
+    };
+    assert_eq!(plan(256, 1021, wide).strategy, Strategy::ColumnStats);
+    assert_eq!(plan(256, 4093, wide).strategy, Strategy::Columns);
+    let forced = wide.with_columns(Some(true));
+    assert_eq!(plan(256, 1021, forced).strategy, Strategy::Columns);
+    assert_eq!(plan(16, 4093, forced).strategy, Strategy::ColumnStats);
     // C % 4 == 0 keeps whole vec4s.
     assert_eq!(
         kernels(&plan(32, 131_072, CPU)),

@@ -243,6 +243,31 @@ fn column_kernels_bind_at_most_the_storage_buffers_the_planner_assumes() {
     }
 }
 
+/// No module declares two globals at one binding: WGSL allows it where no
+/// entry point uses both, but naga's HLSL writer keeps unused globals, so
+/// DX12 would see two buffers on one register.
+#[test]
+fn every_binding_is_declared_once_per_module() {
+    for (name, dtype, source) in modules() {
+        let caps = if dtype == DType::F32 {
+            Capabilities::default()
+        } else {
+            Capabilities::SHADER_FLOAT16
+        };
+        let caps = caps | Capabilities::SUBGROUP;
+        let (module, _) = parse(&name, &source, caps).expect("parse");
+        let mut seen = std::collections::HashMap::new();
+        for (_, g) in module.global_variables.iter() {
+            if let Some(b) = &g.binding {
+                let key = (b.group, b.binding);
+                if let Some(other) = seen.insert(key, g.name.clone()) {
+                    panic!("{name}: {other:?} and {:?} at {key:?}", g.name);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn params_block_agrees_with_the_rust_struct() {
     use std::mem::offset_of;
