@@ -187,3 +187,66 @@ fn fused_equals_parts(ctx: &GpuContext, shape: [usize; 4], seed: u64) {
         check_channels(&at("fused params"), &got, &want, shape[1], 1e-5);
     }
 }
+
+/// Recorded work (`encode_forward`, `encode_backward` into the
+/// application's encoder) in four-channel lanes: a training forward of one
+/// channel per thread (20 rows) or four (40), a rejected call, then the
+/// backward in four, twice in a row (the running statistics move between),
+/// against the reference.
+#[test]
+fn odd_channel_lanes_in_recorded_work_match_the_reference() {
+    let Some(ctx) = context_tuned(Some(true), Some(true)) else {
+        return;
+    };
+    for (i, shape) in [[20usize, 4099], [40, 2050]].iter().enumerate() {
+        let (shape, c) = (shape.to_vec(), shape[1]);
+        let numel: usize = shape.iter().product();
+        let mut rng = Rng(70 + i as u64);
+        let mut gpu = BatchNorm1d::new(&ctx, BatchNormConfig::new(c)).expect("module");
+        let mut reference = cpu::BatchNorm1d::new(BatchNormConfig::new(c)).expect("module");
+        let w = rng.normals(c, 1.0, 0.3);
+        gpu.set_weight(&w).expect("weight");
+        reference.set_weight(&w).expect("weight");
+        for step in 0..2 {
+            let x = rng.normals(numel, 50.0, 4.0);
+            let dy = rng.normals(x.len(), 0.0, 1.0);
+            let t = |v: &[f32]| Tensor::from_slice(&ctx, v, &shape).expect("tensor");
+            let mut e = ctx.device().create_command_encoder(
+                &wgpu_batchnorm::wgpu::CommandEncoderDescriptor {
+                    label: Some("test/recorded"),
+                },
+            );
+            let y = gpu
+                .encode_forward(&mut e, &t(&x))
+                .expect("recorded forward");
+            let bad = Tensor::from_slice(&ctx, &vec![1.0; 2 * (c + 1)], &[2, c + 1]).expect("bad");
+            assert!(gpu.forward(&bad).is_err(), "channel count mismatch");
+            let g = gpu
+                .encode_backward(&mut e, &t(&dy))
+                .expect("recorded backward");
+            ctx.queue().submit([e.finish()]);
+            let at = |what: &str| format!("{shape:?} step {step} {what}");
+            let want = reference.forward(&x, &shape).expect("cpu forward");
+            check_channels(&at("y"), &y.to_vec().expect("read"), &want, c, 2e-4);
+            let cg = reference.backward(&dy).expect("cpu backward");
+            let gi = g.grad_input.to_vec().expect("read");
+            check_channels(&at("dx"), &gi, &cg.grad_input, c, 1e-3);
+            let gw = g.grad_weight.expect("affine").to_vec().expect("read");
+            check_channels(
+                &at("grad_weight"),
+                &gw,
+                &cg.grad_weight.expect("affine"),
+                c,
+                1e-3,
+            );
+            let rm = gpu.running_mean().expect("read").expect("tracked");
+            check_channels(
+                &at("running_mean"),
+                &rm,
+                &reference.running_mean().expect("tracked"),
+                c,
+                1e-5,
+            );
+        }
+    }
+}
