@@ -191,9 +191,17 @@ pub(crate) fn plan_exec(
     }
     // Per-thread partials: threads_per_lane rows of partials per segment,
     // taken only where they stay small next to the tensor (they are
-    // written and read once more).
+    // written and read once more), counted for the splits as they run:
+    // with each thread folding at least THREAD_MIN_UNITS units where its
+    // lane has them (`ReducePlan::thicker`, applied below).
     let partial_width = (layout.c * variant.folds(layout)) as u64;
+    let thicker = |chunks: &[Chunk]| {
+        resplit(chunks, |c| {
+            c.reduce.thicker(variant.units(&c.layout), THREAD_MIN_UNITS)
+        })
+    };
     let thread_partials_fit = |chunks: &[Chunk]| {
+        let chunks = &thicker(chunks);
         let thread_rows: u64 = chunks
             .iter()
             .map(|c| u64::from(c.reduce.segments) * u64::from(c.reduce.threads_per_lane))
@@ -244,9 +252,7 @@ pub(crate) fn plan_exec(
     // Per-thread partials: each thread folds at least THREAD_MIN_UNITS
     // units where its lane has them.
     if thread_partials {
-        chunks = resplit(&chunks, |c| {
-            c.reduce.thicker(variant.units(&c.layout), THREAD_MIN_UNITS)
-        });
+        chunks = thicker(&chunks);
     }
     // Partial rows from the chunks' final splits (spread or paired ones
     // may differ from the first): a row per segment, or per thread.
