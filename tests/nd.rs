@@ -104,66 +104,14 @@ fn channels_last_equals_channels_first() {
 #[test]
 fn fused_epilogue_equals_its_parts() {
     let Some(ctx) = common::context() else { return };
-    fused_equals_parts(&ctx, [6, 4, 3, 5], 81);
-    fused_equals_parts(&ctx, [2, 4, 13, 11], 82);
+    common::fused_equals_parts(&ctx, [6, 4, 3, 5], 81);
+    common::fused_equals_parts(&ctx, [2, 4, 13, 11], 82);
     // (N, C) of odd C in few rows: one channel per thread, single values.
-    fused_equals_parts(&ctx, [6, 5, 1, 1], 83);
+    common::fused_equals_parts(&ctx, [6, 5, 1, 1], 83);
     // (N, C) of 9 and 12 rows of many channels: on CPU adapters the column
     // kernel sweeps where it adds a residual (the plain forward does not).
-    fused_equals_parts(&ctx, [9, 8192, 1, 1], 84);
-    fused_equals_parts(&ctx, [12, 8192, 1, 1], 85);
-}
-
-fn fused_equals_parts(ctx: &GpuContext, shape: [usize; 4], seed: u64) {
-    let numel: usize = shape.iter().product();
-    let mut rng = common::Rng(seed);
-    let (x, r, dy) = (
-        rng.normals(numel, 0.0, 2.0),
-        rng.normals(numel, 0.0, 1.0),
-        rng.normals(numel, 0.0, 1.0),
-    );
-    let t = |v: &[f32]| Tensor::from_slice(ctx, v, &shape).expect("t");
-    let (tx, tr) = (t(&x), t(&r));
-    let mut fused = BatchNorm2d::new(ctx, BatchNormConfig::new(shape[1])).expect("bn");
-    let y = read(
-        &fused
-            .forward_fused(&tx, Epilogue::relu().with_residual(&tr))
-            .expect("fwd"),
-    );
-    let g = fused.backward(&t(&dy)).expect("backward");
-    // The parts: plain batch norm, then add and ReLU on the host.
-    let mut plain = BatchNorm2d::new(ctx, BatchNormConfig::new(shape[1])).expect("bn");
-    let bn = read(&plain.forward(&tx).expect("fwd"));
-    let pre: Vec<f32> = bn.iter().zip(&r).map(|(a, b)| a + b).collect();
-    let want: Vec<f64> = pre.iter().map(|&v| f64::from(v.max(0.0))).collect();
-    common::check_close("fused output", &y, &want, 1e-6).expect("output");
-    let masked: Vec<f32> = dy
-        .iter()
-        .zip(&pre)
-        .map(|(&g, &p)| if p > 0.0 { g } else { 0.0 })
-        .collect();
-    let gp = plain.backward(&t(&masked)).expect("backward");
-    let gr = read(g.grad_residual.as_ref().expect("residual"));
-    common::check_close("grad_residual", &gr, &common::f64s(&masked), 0.0).expect("mask");
-    common::check_close(
-        "grad_input",
-        &read(&g.grad_input),
-        &common::f64s(&read(&gp.grad_input)),
-        1e-5,
-    )
-    .expect("grad_input");
-    // The ReLU alone, in eval, with the running statistics.
-    fused.eval();
-    plain.eval();
-    let y = read(&fused.forward_fused(&tx, Epilogue::relu()).expect("fwd"));
-    let bn = read(&plain.forward(&tx).expect("fwd"));
-    let want: Vec<f64> = bn.iter().map(|&v| f64::from(v.max(0.0))).collect();
-    common::check_close("eval relu", &y, &want, 0.0).expect("eval relu");
-    assert!(fused
-        .backward(&t(&dy))
-        .expect("backward")
-        .grad_residual
-        .is_none());
+    common::fused_equals_parts(&ctx, [9, 8192, 1, 1], 84);
+    common::fused_equals_parts(&ctx, [12, 8192, 1, 1], 85);
 }
 
 #[test]

@@ -12,9 +12,7 @@
 mod common;
 
 use common::{assert_matches_reference, check_close, context_tuned, f64s, Rng};
-use wgpu_batchnorm::{
-    cpu, BatchNorm1d, BatchNorm2d, BatchNormConfig, Epilogue, GpuContext, Tensor,
-};
+use wgpu_batchnorm::{cpu, BatchNorm1d, BatchNormConfig, Tensor};
 
 /// The shapes: each `C % 4`, the first value count past 2^16 (17 rows),
 /// plain forwards one channel per thread (up to 32 rows) and four (from
@@ -141,50 +139,7 @@ fn odd_channel_lanes_fuse_the_epilogue_exactly() {
         return;
     };
     for (i, [n, c]) in SHAPES.iter().copied().enumerate() {
-        fused_equals_parts(&ctx, [n, c, 1, 1], 60 + i as u64);
-    }
-}
-
-fn fused_equals_parts(ctx: &GpuContext, shape: [usize; 4], seed: u64) {
-    let numel: usize = shape.iter().product();
-    let mut rng = Rng(seed);
-    let (x, r, dy) = (
-        rng.normals(numel, 3.0, 2.0),
-        rng.normals(numel, 0.0, 1.0),
-        rng.normals(numel, 0.0, 1.0),
-    );
-    let t = |v: &[f32]| Tensor::from_slice(ctx, v, &shape).expect("t");
-    let (tx, tr) = (t(&x), t(&r));
-    let config = BatchNormConfig::new(shape[1]);
-    let mut fused = BatchNorm2d::new(ctx, config.clone()).expect("bn");
-    let y = fused
-        .forward_fused(&tx, Epilogue::relu().with_residual(&tr))
-        .expect("fused")
-        .to_vec()
-        .expect("read");
-    let g = fused.backward(&t(&dy)).expect("backward");
-    let mut plain = BatchNorm2d::new(ctx, config).expect("bn");
-    let bn = plain.forward(&tx).expect("fwd").to_vec().expect("read");
-    let pre: Vec<f32> = bn.iter().zip(&r).map(|(a, b)| a + b).collect();
-    let want: Vec<f32> = pre.iter().map(|v| v.max(0.0)).collect();
-    let at = |what: &str| format!("{shape:?} {what}");
-    check_channels(&at("fused output"), &y, &want, shape[1], 1e-6);
-    let masked: Vec<f32> = dy
-        .iter()
-        .zip(&pre)
-        .map(|(&g, &p)| if p > 0.0 { g } else { 0.0 })
-        .collect();
-    let gp = plain.backward(&t(&masked)).expect("backward");
-    let (gi, want_gi) = (
-        g.grad_input.to_vec().expect("read"),
-        gp.grad_input.to_vec().expect("read"),
-    );
-    check_channels(&at("fused dx"), &gi, &want_gi, shape[1], 1e-5);
-    for (got, want) in [(g.grad_weight, gp.grad_weight), (g.grad_bias, gp.grad_bias)] {
-        let (got, want) = (got.expect("affine"), want.expect("affine"));
-        let got = got.to_vec().expect("read");
-        let want = want.to_vec().expect("read");
-        check_channels(&at("fused params"), &got, &want, shape[1], 1e-5);
+        common::fused_equals_parts(&ctx, [n, c, 1, 1], 60 + i as u64);
     }
 }
 

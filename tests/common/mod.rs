@@ -4,7 +4,8 @@
 use std::io::Write;
 
 use wgpu_batchnorm::{
-    cpu, BatchNorm, BatchNormConfig, ContextOptions, GpuContext, MemoryFormat, SpatialRank, Tensor,
+    cpu, BatchNorm, BatchNorm2d, BatchNormConfig, ContextOptions, Epilogue, GpuContext,
+    MemoryFormat, SpatialRank, Tensor,
 };
 
 /// `ContextOptions::from_env()`, with `BN_THREAD_PARTIALS=0` or `=1`
@@ -302,4 +303,64 @@ fn reorder(data: &[f32], shape: &[usize], to_last: bool) -> Vec<f32> {
         }
     }
     out
+}
+
+/// A fused training forward (residual add + ReLU) of a `BatchNorm2d`
+/// over `shape` equals batch norm, add and ReLU on the host, and its
+/// backward the parts' (grad_residual the masked dy exactly); in eval the
+/// ReLU alone equals batch norm then ReLU exactly.
+pub fn fused_equals_parts(ctx: &GpuContext, shape: [usize; 4], seed: u64) {
+    let numel: usize = shape.iter().product();
+    let mut rng = Rng(seed);
+    let (x, r, dy) = (
+        rng.normals(numel, 0.0, 2.0),
+        rng.normals(numel, 0.0, 1.0),
+        rng.normals(numel, 0.0, 1.0),
+    );
+    let t = |v: &[f32]| Tensor::from_slice(ctx, v, &shape).expect("t");
+    let (tx, tr) = (t(&x), t(&r));
+    let mut fused = BatchNorm2d::new(ctx, BatchNormConfig::new(shape[1])).expect("bn");
+    let y = read_tensor(
+        &fused
+            .forward_fused(&tx, Epilogue::relu().with_residual(&tr))
+            .expect("fwd"),
+    );
+    let g = fused.backward(&t(&dy)).expect("backward");
+    // The parts: plain batch norm, then add and ReLU on the host.
+    let mut plain = BatchNorm2d::new(ctx, BatchNormConfig::new(shape[1])).expect("bn");
+    let bn = read_tensor(&plain.forward(&tx).expect("fwd"));
+    let pre: Vec<f32> = bn.iter().zip(&r).map(|(a, b)| a + b).collect();
+    let want: Vec<f64> = pre.iter().map(|&v| f64::from(v.max(0.0))).collect();
+    check_close("fused output", &y, &want, 1e-6).expect("output");
+    let masked: Vec<f32> = dy
+        .iter()
+        .zip(&pre)
+        .map(|(&g, &p)| if p > 0.0 { g } else { 0.0 })
+        .collect();
+    let gp = plain.backward(&t(&masked)).expect("backward");
+    let gr = read_tensor(g.grad_residual.as_ref().expect("residual"));
+    check_close("grad_residual", &gr, &f64s(&masked), 0.0).expect("mask");
+    check_close(
+        "grad_input",
+        &read_tensor(&g.grad_input),
+        &f64s(&read_tensor(&gp.grad_input)),
+        1e-5,
+    )
+    .expect("grad_input");
+    // The ReLU alone, in eval, with the running statistics.
+    fused.eval();
+    plain.eval();
+    let y = read_tensor(&fused.forward_fused(&tx, Epilogue::relu()).expect("fwd"));
+    let bn = read_tensor(&plain.forward(&tx).expect("fwd"));
+    let want: Vec<f64> = bn.iter().map(|&v| f64::from(v.max(0.0))).collect();
+    check_close("eval relu", &y, &want, 0.0).expect("eval relu");
+    assert!(fused
+        .backward(&t(&dy))
+        .expect("backward")
+        .grad_residual
+        .is_none());
+}
+
+fn read_tensor(t: &Tensor) -> Vec<f32> {
+    t.to_vec().expect("read")
 }
