@@ -7,12 +7,12 @@
 //! of the last lane included; the state and gradients of each channel
 //! (a dead component written past the last channel would land on the next
 //! section's first channel) checked channel by channel; the fused
-//! residual + ReLU against its parts.
+//! residual + ReLU against its parts, a ReLU alone, and recorded work.
 
 mod common;
 
 use common::{assert_matches_reference, check_close, context_tuned, f64s, Rng};
-use wgpu_batchnorm::{cpu, BatchNorm1d, BatchNormConfig, Tensor};
+use wgpu_batchnorm::{cpu, BatchNorm1d, BatchNormConfig, Epilogue, Tensor};
 
 /// The shapes: each `C % 4`, the first value count past 2^16 (17 rows),
 /// plain forwards one channel per thread (up to 32 rows) and four (from
@@ -140,6 +140,41 @@ fn odd_channel_lanes_fuse_the_epilogue_exactly() {
     };
     for (i, [n, c]) in SHAPES.iter().copied().enumerate() {
         common::fused_equals_parts(&ctx, [n, c, 1, 1], 60 + i as u64);
+    }
+}
+
+/// A training forward with a ReLU alone: four-channel lanes from 33 rows
+/// (below, one channel per thread), equal to batch norm then ReLU exactly,
+/// and its backward to the masked gradient's.
+#[test]
+fn odd_channel_lanes_take_a_relu_alone() {
+    let Some(ctx) = context_tuned(Some(true), Some(true)) else {
+        return;
+    };
+    for (i, [n, c]) in SHAPES.iter().copied().enumerate() {
+        let shape = [n, c];
+        let mut rng = Rng(90 + i as u64);
+        let (x, dy) = (rng.normals(n * c, 1.0, 2.0), rng.normals(n * c, 0.0, 1.0));
+        let t = |v: &[f32]| Tensor::from_slice(&ctx, v, &shape).expect("tensor");
+        let read = |t: &Tensor| t.to_vec().expect("read");
+        let mut fused = BatchNorm1d::new(&ctx, BatchNormConfig::new(c)).expect("module");
+        let mut plain = BatchNorm1d::new(&ctx, BatchNormConfig::new(c)).expect("module");
+        let y = read(
+            &fused
+                .forward_fused(&t(&x), Epilogue::relu())
+                .expect("fused"),
+        );
+        let bn = read(&plain.forward(&t(&x)).expect("plain"));
+        let want: Vec<f32> = bn.iter().map(|v| v.max(0.0)).collect();
+        check_channels(&format!("{shape:?} relu"), &y, &want, c, 0.0);
+        let masked: Vec<f32> = dy
+            .iter()
+            .zip(&bn)
+            .map(|(&g, &v)| if v > 0.0 { g } else { 0.0 })
+            .collect();
+        let g = read(&fused.backward(&t(&dy)).expect("backward").grad_input);
+        let want = read(&plain.backward(&t(&masked)).expect("backward").grad_input);
+        check_channels(&format!("{shape:?} relu dx"), &g, &want, c, 1e-5);
     }
 }
 

@@ -176,6 +176,15 @@ fn shard_large_offset_stays_exact() {
     shards_match_single_device(&[64, 3, 8], &[40, 24], 1e4);
 }
 
+/// #16: odd C in 17 to 256 rows of many channels, which CPU adapters
+/// reduce in four-channel column lanes on one device and through the
+/// split reductions for a shard's gradient sums.
+#[test]
+fn shard_odd_wide_rows_match_one_device() {
+    shards_match_single_device(&[34, 4099], &[17, 17], 1.0);
+    shards_match_single_device(&[60, 2051], &[20, 40], -2.0);
+}
+
 #[test]
 fn shard_one_value_per_device_is_fine_when_the_batch_has_more() {
     shards_match_single_device(&[3, 6], &[1, 2], 2.0);

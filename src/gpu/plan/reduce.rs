@@ -76,9 +76,9 @@ impl ReducePlan {
     /// merge. Within the segments: the same lanes and threads.
     pub(super) fn thicker(self, units: usize, min: usize) -> Self {
         let threads = self.threads_per_lane.max(1) as usize;
-        // Whole shares of `min` per thread: each segment then has at
-        // least `threads * min` units (the last one too, seg_len rounding
-        // up).
+        // Whole shares of `min` per thread: each segment but the last
+        // then has at least `threads * min` units (seg_len rounds up; the
+        // last holds what is left, possibly less).
         let max_segments = (units / (threads * min.max(1))).max(1);
         if self.segments as usize <= max_segments {
             return self;

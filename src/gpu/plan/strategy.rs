@@ -43,8 +43,9 @@ const FORWARD_SWEEP_MIN_ROWS: usize = 17;
 /// The same for a training forward that adds a residual: every row count
 /// the register entry points take (past the plain kernel's 8).
 const RESIDUAL_SWEEP_MIN_ROWS: usize = COLUMN_SMALL_REG_ROWS + 1;
-/// Rows from which `C % 4 != 0` takes four-channel lanes on CPU adapters,
-/// where the four-channel kernels sweep (`lanes4_odd.wgsl`; lavapipe, Zen
+/// Rows from which `C % 4 != 0` takes four-channel lanes where threads
+/// write their own partials (CPU adapters' merge model, or
+/// `Tuning::thread_partials` forced), where the four-channel kernels sweep (`lanes4_odd.wgsl`; lavapipe, Zen
 /// 5, three alternations, x a copy: backward `32x131071` 6.9-7.3 ->
 /// 4.2-4.5, `64x65535` 6.0-6.8 -> 4.1-4.6, `128x32767` 6.6-6.9 ->
 /// 4.4-4.6; training + residual + ReLU `32x131071` 7.4-8.1 -> 4.1-4.5;
@@ -137,8 +138,9 @@ pub(crate) enum Strategy {
     Split,
     /// `(N, C)` with few rows, one chunk: one thread per four channels
     /// over all rows, the whole op in one dispatch (`columns4.wgsl`);
-    /// `C % 4 == 0`, or other `C` from `ODD_FOUR_MIN_ROWS` rows on CPU
-    /// adapters, where the kernels sweep (see [`ExecPlan::column_kernel`]).
+    /// `C % 4 == 0`, or other `C` from `ODD_FOUR_MIN_ROWS` rows with
+    /// per-thread partials (CPU adapters), where the kernels sweep (see
+    /// [`ExecPlan::column_kernel`]).
     Columns,
     /// `(N, C)` with few rows, other `C`, one chunk: one thread per
     /// channel over all rows, the whole op in one dispatch, single values

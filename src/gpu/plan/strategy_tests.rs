@@ -78,3 +78,37 @@ fn odd_channels_take_four_channel_lanes_where_they_sweep() {
         }
     }
 }
+
+/// tests/odd_lanes.rs forces per-thread partials and the column kernels on
+/// any adapter: there every one of its shapes takes four-channel lanes
+/// (the backward and the residual forward; the plain forward from 33
+/// rows), whatever the merge model's target workgroups.
+#[test]
+fn odd_lane_tests_reach_the_four_channel_lanes_on_every_adapter() {
+    let lim = limits(1 << 30, 256, 65535);
+    let forced = |m: MergeModel| {
+        MergeModel {
+            thread_partials: true,
+            ..m
+        }
+        .with_columns(Some(true))
+    };
+    for merge in [forced(CPU), forced(GPU)] {
+        for (n, c) in [
+            (17, 3857),
+            (20, 4099),
+            (33, 2050),
+            (64, 1025),
+            (100, 1023),
+            (256, 1021),
+        ] {
+            let p = plan_exec(&Layout { n, c, l: 1 }, 4, lim, merge).expect("plan");
+            assert_eq!(p.strategy, Strategy::Columns, "{n}x{c} {merge:?}");
+            for pass in [ColumnPass::Backward, ColumnPass::Forward { residual: true }] {
+                assert_eq!(p.column_kernel(pass), ColumnKernel::Odd4, "{n}x{c}");
+            }
+            let plain = p.column_kernel(ColumnPass::Forward { residual: false });
+            assert_eq!(plain == ColumnKernel::Odd4, n >= 33, "{n}x{c}");
+        }
+    }
+}
