@@ -167,4 +167,6 @@ pub(crate) fn module_source(family: Family, dtype: DType) -> String {
 }
 
 #[cfg(test)]
+mod binding_tests;
+#[cfg(test)]
 mod tests;

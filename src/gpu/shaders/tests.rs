@@ -12,7 +12,7 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 
 const BASELINES: &str = include_str!("../../../shaders/baselines.wgsl");
 
-fn dtypes() -> Vec<DType> {
+pub(super) fn dtypes() -> Vec<DType> {
     vec![
         DType::F32,
         #[cfg(feature = "f16")]
@@ -21,7 +21,7 @@ fn dtypes() -> Vec<DType> {
 }
 
 /// Every module the library builds: `(label, dtype, source)`.
-fn modules() -> Vec<(String, DType, String)> {
+pub(super) fn modules() -> Vec<(String, DType, String)> {
     let mut all = Vec::new();
     for dtype in dtypes() {
         for family in Family::ALL {
@@ -35,7 +35,7 @@ fn modules() -> Vec<(String, DType, String)> {
     all
 }
 
-fn parse(
+pub(super) fn parse(
     name: &str,
     source: &str,
     caps: Capabilities,
@@ -216,56 +216,6 @@ fn shared_constants_agree_with_the_rust_side() {
     assert_eq!(params::TERM_FLOATS, params::TERMS + 4 * kinds);
     let (copy, _) = parse("baselines", BASELINES, Capabilities::default()).expect("parse");
     assert_eq!(wgsl_u32(&copy, "WG"), plan::WG);
-}
-
-/// The column strategy is chosen only where the device has as many
-/// storage buffers per stage as the column kernel that binds the most.
-#[test]
-fn column_kernels_bind_at_most_the_storage_buffers_the_planner_assumes() {
-    for family in [Family::Columns, Family::Columns4, Family::Columns4Odd] {
-        let source = module_source(family, DType::F32);
-        let (module, info) = parse("columns", &source, Capabilities::default()).expect("parse");
-        for (i, ep) in module.entry_points.iter().enumerate() {
-            let uses = info.get_entry_point(i);
-            let storage = module
-                .global_variables
-                .iter()
-                .filter(|(h, g)| {
-                    matches!(g.space, naga::AddressSpace::Storage { .. }) && !uses[*h].is_empty()
-                })
-                .count() as u32;
-            assert!(
-                storage <= plan::strategy::COLUMN_STORAGE_BUFFERS,
-                "{} binds {storage} storage buffers",
-                ep.name
-            );
-        }
-    }
-}
-
-/// No module declares two globals at one binding: WGSL allows it where no
-/// entry point uses both, but naga's HLSL writer keeps unused globals, so
-/// DX12 would see two buffers on one register.
-#[test]
-fn every_binding_is_declared_once_per_module() {
-    for (name, dtype, source) in modules() {
-        let caps = if dtype == DType::F32 {
-            Capabilities::default()
-        } else {
-            Capabilities::SHADER_FLOAT16
-        };
-        let caps = caps | Capabilities::SUBGROUP;
-        let (module, _) = parse(&name, &source, caps).expect("parse");
-        let mut seen = std::collections::HashMap::new();
-        for (_, g) in module.global_variables.iter() {
-            if let Some(b) = &g.binding {
-                let key = (b.group, b.binding);
-                if let Some(other) = seen.insert(key, g.name.clone()) {
-                    panic!("{name}: {other:?} and {:?} at {key:?}", g.name);
-                }
-            }
-        }
-    }
 }
 
 #[test]
