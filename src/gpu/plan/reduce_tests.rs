@@ -67,16 +67,11 @@ fn wide_rows_sweep_or_pair_lanes_on_cpu_adapters() {
     assert!(p.chunks.iter().all(|c| !c.reduce.paired));
     // The column kernels' register entry points sweep for rows of at least
     // 256 channels past 2^16 values, on CPU adapters only.
-    let cols = |n: usize, c: usize, merge: MergeModel| {
-        plan_exec(&layout(n, c, 1), 4, lim, merge)
-            .expect("plan")
-            .column_regs(ColumnPass::Backward)
+    let plan = |n: usize, c: usize, merge: MergeModel| {
+        plan_exec(&layout(n, c, 1), 4, lim, merge).expect("plan")
     };
-    let fwd = |n: usize, c: usize, residual: bool| {
-        plan_exec(&layout(n, c, 1), 4, lim, CPU)
-            .expect("plan")
-            .column_regs(ColumnPass::Forward { residual })
-    };
+    let cols = |n, c, merge| plan(n, c, merge).column_regs(ColumnPass::Backward);
+    let fwd = |n, c, residual| plan(n, c, CPU).column_regs(ColumnPass::Forward { residual });
     use strategy::ColumnRegs::*;
     assert_eq!(cols(64, 65_536, CPU), Rows64Sweep);
     assert_eq!(cols(200, 4096, CPU), Rows256Sweep);
@@ -95,11 +90,7 @@ fn wide_rows_sweep_or_pair_lanes_on_cpu_adapters() {
     // Tiny column inputs (at most 8 rows of at most 256 lanes, CPU
     // adapters): one workgroup of them all; more rows or lanes: a quarter
     // of the target's workgroups at least.
-    let groups = |n: usize, c: usize, merge: MergeModel| {
-        plan_exec(&layout(n, c, 1), 4, lim, merge)
-            .expect("plan")
-            .column_groups(ColumnPass::Backward)
-    };
+    let groups = |n, c, merge| plan(n, c, merge).column_groups(ColumnPass::Backward);
     assert_eq!(groups(8, 512, CPU), 1);
     assert_eq!(groups(2, 1024, CPU), 1);
     assert_eq!(groups(9, 512, CPU), 4);

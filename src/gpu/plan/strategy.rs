@@ -45,12 +45,12 @@ const FORWARD_SWEEP_MIN_ROWS: usize = 17;
 const RESIDUAL_SWEEP_MIN_ROWS: usize = COLUMN_SMALL_REG_ROWS + 1;
 /// Rows from which `C % 4 != 0` takes four-channel lanes where threads
 /// write their own partials (CPU adapters' merge model, or
-/// `Tuning::thread_partials` forced), where the four-channel kernels sweep (`lanes4_odd.wgsl`; lavapipe, Zen
-/// 5, three alternations, x a copy: backward `32x131071` 6.9-7.3 ->
-/// 4.2-4.5, `64x65535` 6.0-6.8 -> 4.1-4.6, `128x32767` 6.6-6.9 ->
-/// 4.4-4.6; training + residual + ReLU `32x131071` 7.4-8.1 -> 4.1-4.5;
-/// at 16 rows (`16x262143`) one channel per thread was faster: backward
-/// 3.2-3.5 against 4.4-4.7).
+/// `Tuning::thread_partials` forced) and those lanes sweep
+/// (`lanes4_odd.wgsl`; lavapipe, Zen 5, three alternations, x a copy:
+/// backward `32x131071` 6.9-7.3 -> 4.2-4.5, `64x65535` 6.0-6.8 ->
+/// 4.1-4.6, `128x32767` 6.6-6.9 -> 4.4-4.6; training + residual + ReLU
+/// `32x131071` 7.4-8.1 -> 4.1-4.5; at 16 rows (`16x262143`) one channel
+/// per thread was faster: backward 3.2-3.5 against 4.4-4.7).
 const ODD_FOUR_MIN_ROWS: usize = FORWARD_SWEEP_MIN_ROWS;
 /// Rows from which a training forward without a residual takes those
 /// lanes too (below, one channel per thread: `32x131071` 2.3-2.5x a copy
@@ -169,21 +169,17 @@ impl Strategy {
             return Strategy::Split;
         }
         let vec4_lanes = layout.c.is_multiple_of(4);
-        // Other C: four-channel lanes where their kernels sweep (as
-        // `ExecPlan::columns_sweep`, with the rows' registers of CPU
-        // adapters).
-        let odd_four = merge.thread_partials
-            && layout.n >= ODD_FOUR_MIN_ROWS
-            && layout.c.div_ceil(4) >= SWEEP_MIN_LANES
-            && layout.numel() > COLUMN_SMALL;
         let fills = |candidate: Strategy| {
             let per_group = candidate.column_lanes(layout, merge) as usize;
             candidate.lanes(layout.c).div_ceil(per_group) * 4 >= merge.target_groups
         };
-        // Odd C's four-channel lanes where they fill the device (or the
-        // column kernels are forced on), else its one-channel lanes (four
-        // times as many).
-        let odd_four = odd_four && (merge.columns == Some(true) || fills(Strategy::Columns));
+        // Other C: four-channel lanes where they sweep (with the rows'
+        // registers of per-thread partials) and fill the device (or the
+        // column kernels are forced on), else one channel per thread (four
+        // times as many lanes).
+        let odd_four = layout.n >= ODD_FOUR_MIN_ROWS
+            && lanes_sweep(layout, merge.thread_partials)
+            && (merge.columns == Some(true) || fills(Strategy::Columns));
         let candidate = if vec4_lanes || odd_four {
             Strategy::Columns
         } else {
@@ -299,7 +295,7 @@ impl ExecPlan {
             ColumnPass::Forward { residual: false } => self.layout.n >= FORWARD_SWEEP_MIN_ROWS,
             ColumnPass::Forward { residual: true } => self.layout.n >= RESIDUAL_SWEEP_MIN_ROWS,
         };
-        if self.columns_sweep() && rows && kernel != ColumnKernel::PerChannel {
+        if self.columns_sweep(kernel) && rows {
             regs.swept()
         } else {
             regs
@@ -321,16 +317,11 @@ impl ExecPlan {
                 || self.layout.numel() <= COLUMN_SMALL)
     }
 
-    /// Whether the four-channel column kernels take their sweeping
-    /// register entry points: on CPU adapters (which keep rows in
-    /// registers), for rows of at least 256 channels, as the rows
-    /// reductions do, of more than `COLUMN_SMALL` values (small inputs stay
-    /// in cache, and a sweep keeps its idle lanes in its loops).
-    pub fn columns_sweep(&self) -> bool {
-        self.strategy == Strategy::Columns
-            && self.column_reg_rows > 0
-            && self.layout.c.div_ceil(4) >= SWEEP_MIN_LANES
-            && self.layout.numel() > COLUMN_SMALL
+    /// Whether `kernel` takes its sweeping register entry points: the
+    /// four-channel kernels where their lanes sweep ([`lanes_sweep`], with
+    /// rows in registers); one channel per thread has no such entry points.
+    pub fn columns_sweep(&self, kernel: ColumnKernel) -> bool {
+        kernel != ColumnKernel::PerChannel && lanes_sweep(&self.layout, self.column_reg_rows > 0)
     }
 
     /// The column kernel of `pass` (eval: `Forward`): one channel per
@@ -356,6 +347,15 @@ impl ExecPlan {
             .lanes()
             .column_groups(self.layout.c, self.column_lanes)
     }
+}
+
+/// Whether four-channel column lanes over `layout` sweep: where they keep
+/// a lane's rows in registers (`registers`: per-thread partials, CPU
+/// adapters), for rows of at least 256 channels, as the rows reductions
+/// do, of more than `COLUMN_SMALL` values (small inputs stay in cache, and
+/// a sweep keeps its idle lanes in its loops).
+fn lanes_sweep(layout: &Layout, registers: bool) -> bool {
+    registers && layout.c.div_ceil(4) >= SWEEP_MIN_LANES && layout.numel() > COLUMN_SMALL
 }
 
 /// The layout the kernels walk for `layout`: one channel's values are all
