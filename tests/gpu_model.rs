@@ -89,7 +89,7 @@ fn eval_of_few_rows_of_many_channels_matches_the_reference() {
                     .to_vec()
                     .expect("read");
                 let want = reference.forward(&x, &shape).expect("cpu eval forward");
-                close_each(&at("eval output"), &y, &want, c, 2e-5);
+                common::check_per_channel(&at("eval output"), &y, &want, c, 2e-5);
                 if step == 1 {
                     continue;
                 }
@@ -99,26 +99,8 @@ fn eval_of_few_rows_of_many_channels_matches_the_reference() {
                     .expect("backward");
                 let cg = reference.backward(&dy).expect("cpu backward");
                 let gi = g.grad_input.to_vec().expect("read");
-                close_each(&at("eval grad_input"), &gi, &cg.grad_input, c, 2e-5);
+                common::check_per_channel(&at("eval grad_input"), &gi, &cg.grad_input, c, 2e-5);
             }
         }
-    }
-}
-
-/// Each value of an `(N, c)` tensor within `rel` of its reference,
-/// relative to the largest of its channel (and at least 1): a channel of
-/// large outputs does not widen the others' tolerance.
-fn close_each(what: &str, got: &[f32], want: &[f32], c: usize, rel: f64) {
-    assert_eq!(got.len(), want.len(), "{what}");
-    let mut scale = vec![1.0f64; c];
-    for (i, &w) in want.iter().enumerate() {
-        scale[i % c] = scale[i % c].max(f64::from(w).abs());
-    }
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let (g, w) = (f64::from(g), f64::from(w));
-        assert!(
-            (g - w).abs() <= rel * scale[i % c],
-            "{what}: value {i}: {g} against {w}"
-        );
     }
 }

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{assert_matches_reference, check_close, context_tuned, f64s, Rng};
+use common::{assert_matches_reference, check_per_channel, context_tuned, Rng};
 use wgpu_batchnorm::{cpu, BatchNorm1d, BatchNormConfig, Epilogue, Tensor};
 
 /// The shapes: each `C % 4`, the first value count past 2^16 (17 rows),
@@ -65,18 +65,6 @@ fn edge_data(shape: [usize; 2], seed: u64) -> Vec<f32> {
     x
 }
 
-/// Channel by channel (so that one channel's error is not hidden by
-/// another's larger values; per-channel vectors value by value, `c` their
-/// length): `got` within `tol` of `want` relative to the channel's largest
-/// finite value (at least 1), NaN exactly where `want` has NaN.
-fn check_channels(what: &str, got: &[f32], want: &[f32], c: usize, tol: f64) {
-    for ch in 0..c {
-        let pick = |v: &[f32]| v.iter().skip(ch).step_by(c).copied().collect::<Vec<f32>>();
-        let at = format!("{what} channel {ch}");
-        check_close(&at, &pick(got), &f64s(&pick(want)), tol).expect("channel");
-    }
-}
-
 #[test]
 fn odd_channel_lanes_keep_edge_values_to_their_channels() {
     let Some(ctx) = context_tuned(Some(true), Some(true)) else {
@@ -101,20 +89,20 @@ fn odd_channel_lanes_keep_edge_values_to_their_channels() {
                 let tx = Tensor::from_slice(&ctx, &x, &shape).expect("x");
                 let y = gpu.forward(&tx).expect("forward").to_vec().expect("read");
                 let want = reference.forward(&x, &shape).expect("cpu");
-                check_channels(&at("y"), &y, &want, c, 2e-4);
+                check_per_channel(&at("y"), &y, &want, c, 2e-4);
                 let g = gpu
                     .backward(&Tensor::from_slice(&ctx, &dy, &shape).expect("dy"))
                     .expect("backward");
                 let cg = reference.backward(&dy).expect("cpu backward");
                 let gi = g.grad_input.to_vec().expect("read");
-                check_channels(&at("dx"), &gi, &cg.grad_input, c, 1e-3);
+                check_per_channel(&at("dx"), &gi, &cg.grad_input, c, 1e-3);
                 for (name, got, want) in [
                     ("grad_weight", g.grad_weight, cg.grad_weight),
                     ("grad_bias", g.grad_bias, cg.grad_bias),
                 ] {
                     if let (Some(got), Some(want)) = (got, want) {
                         let got = got.to_vec().expect("read");
-                        check_channels(&at(name), &got, &want, c, 1e-3);
+                        check_per_channel(&at(name), &got, &want, c, 1e-3);
                     }
                 }
                 for (name, got, want) in [
@@ -123,7 +111,7 @@ fn odd_channel_lanes_keep_edge_values_to_their_channels() {
                 ] {
                     let got = got.expect("read").expect("tracked");
                     let want = want.expect("tracked");
-                    check_channels(&at(name), &got, &want, c, 1e-5);
+                    check_per_channel(&at(name), &got, &want, c, 1e-5);
                 }
             }
         }
@@ -166,7 +154,7 @@ fn odd_channel_lanes_take_a_relu_alone() {
         );
         let bn = read(&plain.forward(&t(&x)).expect("plain"));
         let want: Vec<f32> = bn.iter().map(|v| v.max(0.0)).collect();
-        check_channels(&format!("{shape:?} relu"), &y, &want, c, 0.0);
+        check_per_channel(&format!("{shape:?} relu"), &y, &want, c, 0.0);
         let masked: Vec<f32> = dy
             .iter()
             .zip(&bn)
@@ -174,7 +162,7 @@ fn odd_channel_lanes_take_a_relu_alone() {
             .collect();
         let g = read(&fused.backward(&t(&dy)).expect("backward").grad_input);
         let want = read(&plain.backward(&t(&masked)).expect("backward").grad_input);
-        check_channels(&format!("{shape:?} relu dx"), &g, &want, c, 1e-5);
+        check_per_channel(&format!("{shape:?} relu dx"), &g, &want, c, 1e-5);
     }
 }
 
@@ -217,12 +205,12 @@ fn odd_channel_lanes_in_recorded_work_match_the_reference() {
             ctx.queue().submit([e.finish()]);
             let at = |what: &str| format!("{shape:?} step {step} {what}");
             let want = reference.forward(&x, &shape).expect("cpu forward");
-            check_channels(&at("y"), &y.to_vec().expect("read"), &want, c, 2e-4);
+            check_per_channel(&at("y"), &y.to_vec().expect("read"), &want, c, 2e-4);
             let cg = reference.backward(&dy).expect("cpu backward");
             let gi = g.grad_input.to_vec().expect("read");
-            check_channels(&at("dx"), &gi, &cg.grad_input, c, 1e-3);
+            check_per_channel(&at("dx"), &gi, &cg.grad_input, c, 1e-3);
             let gw = g.grad_weight.expect("affine").to_vec().expect("read");
-            check_channels(
+            check_per_channel(
                 &at("grad_weight"),
                 &gw,
                 &cg.grad_weight.expect("affine"),
@@ -230,7 +218,7 @@ fn odd_channel_lanes_in_recorded_work_match_the_reference() {
                 1e-3,
             );
             let rm = gpu.running_mean().expect("read").expect("tracked");
-            check_channels(
+            check_per_channel(
                 &at("running_mean"),
                 &rm,
                 &reference.running_mean().expect("tracked"),

@@ -142,6 +142,18 @@ pub fn check_close(what: &str, got: &[f32], want: &[f64], tol: f64) -> Result<()
     Ok(())
 }
 
+/// Channel by channel (so that one channel's error is not hidden by
+/// another's larger values; per-channel vectors value by value, `c` their
+/// length): `got` within `tol` of `want` relative to the channel's largest
+/// finite value (at least 1), NaN exactly where `want` has NaN.
+pub fn check_per_channel(what: &str, got: &[f32], want: &[f32], c: usize, tol: f64) {
+    for ch in 0..c {
+        let pick = |v: &[f32]| v.iter().skip(ch).step_by(c).copied().collect::<Vec<f32>>();
+        let at = format!("{what} channel {ch}");
+        check_close(&at, &pick(got), &f64s(&pick(want)), tol).expect("channel");
+    }
+}
+
 /// f32 values as f64.
 pub fn f64s(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| f64::from(x)).collect()
