@@ -11,7 +11,7 @@ use super::buffer::BufferSlice;
 use super::context::GpuContext;
 use super::params::PARAMS_BINDING;
 use super::pipelines::Kernel;
-use super::plan::{channel_groups, grid, vec4_groups, ColumnKernel, ReducePlan, Slab, Variant};
+use super::plan::{channel_groups, grid, vec4_groups, ReducePlan, Slab, Variant};
 pub(crate) use super::steps::{ChannelStep, ColumnStep, Elementwise, Partial};
 use crate::error::Result;
 use crate::types::DType;
@@ -221,13 +221,8 @@ impl<'a, 'p> Recorder<'a, 'p> {
             } => {
                 // Without a residual the binding holds x (read, not used).
                 let residual = residual.unwrap_or_else(|| x.clone());
-                let kernel = match kernel {
-                    ColumnKernel::PerChannel => Kernel::ForwardColumn(epilogue, regs),
-                    ColumnKernel::Aligned4 => Kernel::ForwardColumns(epilogue, regs, true),
-                    ColumnKernel::Odd4 => Kernel::ForwardColumns(epilogue, regs, false),
-                };
                 (
-                    kernel,
+                    Kernel::ForwardColumns(epilogue, regs, kernel),
                     vec![
                         (X, x),
                         (Terms, terms),
@@ -247,11 +242,7 @@ impl<'a, 'p> Recorder<'a, 'p> {
                 kernel,
                 regs,
             } => (
-                match kernel {
-                    ColumnKernel::PerChannel => Kernel::BackwardColumn(regs),
-                    ColumnKernel::Aligned4 => Kernel::BackwardColumns(regs, true),
-                    ColumnKernel::Odd4 => Kernel::BackwardColumns(regs, false),
-                },
+                Kernel::BackwardColumns(regs, kernel),
                 vec![
                     (X, x),
                     (Dy, dy),

@@ -7,9 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::driver_lock::serialized;
-#[cfg(doc)]
-use super::plan::Strategy;
-use super::plan::{ColumnRegs, Variant};
+use super::plan::{ColumnKernel, ColumnRegs, Variant};
 use super::scope::checked;
 use super::shaders::{module_source, Family};
 use crate::error::{Error, Result};
@@ -48,19 +46,13 @@ pub(crate) enum Kernel {
     /// The output gradient through the epilogue with the `EPILOGUE` bits.
     EpilogueGrad(u32),
     /// Statistics, terms, running update and normalize with the
-    /// `EPILOGUE` bits, four channels per thread ([`Strategy::Columns`]);
-    /// with rows in registers per [`ColumnRegs`] (every column kernel);
-    /// `true`: `C % 4 == 0` (whole vec4s), else single values.
-    ForwardColumns(u32, ColumnRegs, bool),
-    /// Statistics, terms, running update and normalize with the
-    /// `EPILOGUE` bits, one channel per thread ([`Strategy::ColumnStats`]).
-    ForwardColumn(u32, ColumnRegs),
-    /// Gradient sums, grad_weight, grad_bias and grad_input, one channel
-    /// per thread.
-    BackwardColumn(ColumnRegs),
-    /// Gradient sums, grad_weight, grad_bias and grad_input, four channels
-    /// per thread (`true`: `C % 4 == 0`).
-    BackwardColumns(ColumnRegs, bool),
+    /// `EPILOGUE` bits, in the lanes of the [`ColumnKernel`] (one channel
+    /// per thread, or four: whole vec4s for `C % 4 == 0`, else single
+    /// values); with rows in registers per [`ColumnRegs`].
+    ForwardColumns(u32, ColumnRegs, ColumnKernel),
+    /// Gradient sums, grad_weight, grad_bias and grad_input, in the lanes
+    /// of the [`ColumnKernel`].
+    BackwardColumns(ColumnRegs, ColumnKernel),
     /// Gradient sums, grad_weight, grad_bias and grad_input terms, one
     /// channel per thread.
     GradsColumns,
@@ -80,13 +72,12 @@ impl Kernel {
             Kernel::Normalize(..) | Kernel::GradInput(..) | Kernel::EpilogueGrad(_) => {
                 Family::Elementwise
             }
-            Kernel::ForwardColumn(..) | Kernel::BackwardColumn(_) | Kernel::GradsColumns => {
-                Family::Columns
-            }
-            Kernel::ForwardColumns(_, _, true) | Kernel::BackwardColumns(_, true) => {
-                Family::Columns4
-            }
-            Kernel::ForwardColumns(..) | Kernel::BackwardColumns(..) => Family::Columns4Odd,
+            Kernel::ForwardColumns(_, _, k) | Kernel::BackwardColumns(_, k) => match k {
+                ColumnKernel::PerChannel => Family::Columns,
+                ColumnKernel::Aligned4 => Family::Columns4,
+                ColumnKernel::Odd4 => Family::Columns4Odd,
+            },
+            Kernel::GradsColumns => Family::Columns,
             _ => Family::Finalize,
         }
     }
@@ -94,10 +85,12 @@ impl Kernel {
     fn entry_point(self) -> String {
         use Variant::*;
         let name = match self {
-            Kernel::ForwardColumns(_, r, _) => return format!("forward_columns4{}", r.suffix()),
-            Kernel::ForwardColumn(_, r) => return format!("forward_columns{}", r.suffix()),
-            Kernel::BackwardColumn(r) => return format!("backward_columns{}", r.suffix()),
-            Kernel::BackwardColumns(r, _) => return format!("backward_columns4{}", r.suffix()),
+            Kernel::ForwardColumns(_, r, k) => {
+                return format!("forward_columns{}{}", lanes_suffix(k), r.suffix())
+            }
+            Kernel::BackwardColumns(r, k) => {
+                return format!("backward_columns{}{}", lanes_suffix(k), r.suffix())
+            }
             Kernel::MomentsPartial(Rows | OddRows, false) => "moments_partial_rows",
             Kernel::MomentsPartial(Rows | OddRows, true) => "moments_partial_rows_sweep",
             Kernel::MomentsPartial(..) => "moments_partial",
@@ -154,12 +147,20 @@ impl Kernel {
         }
         if let Kernel::Normalize(_, _, bits)
         | Kernel::EpilogueGrad(bits)
-        | Kernel::ForwardColumns(bits, ..)
-        | Kernel::ForwardColumn(bits, _) = self
+        | Kernel::ForwardColumns(bits, ..) = self
         {
             c.push(("EPILOGUE", f64::from(bits)));
         }
         c
+    }
+}
+
+/// The column kernels' entry-point infix: `4` for four channels per
+/// thread (`columns4.wgsl`, the same names in both of its modules).
+fn lanes_suffix(kernel: ColumnKernel) -> &'static str {
+    match kernel {
+        ColumnKernel::PerChannel => "",
+        ColumnKernel::Aligned4 | ColumnKernel::Odd4 => "4",
     }
 }
 

@@ -108,7 +108,7 @@ pub(crate) enum ColumnPass {
 }
 
 /// How a column kernel's threads own channels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum ColumnKernel {
     /// One channel per thread (`columns.wgsl`).
     PerChannel,
