@@ -16,14 +16,16 @@ use wgpu_batchnorm::{cpu, BatchNorm1d, BatchNormConfig, Epilogue, Tensor};
 
 /// The shapes: each `C % 4`, the first value count past 2^16 (17 rows),
 /// plain forwards one channel per thread (up to 32 rows) and four (from
-/// 33), the arrays of 64 and of 256 rows, and the most rows (256).
-const SHAPES: [[usize; 2]; 6] = [
+/// 33), the arrays of 64 and of 256 rows, the most rows (256), and the
+/// fewest lanes (65, the last of one channel).
+const SHAPES: [[usize; 2]; 7] = [
     [17, 3857],
     [20, 4099],
     [33, 2050],
     [64, 1025],
     [100, 1023],
     [256, 1021],
+    [256, 257],
 ];
 
 #[test]

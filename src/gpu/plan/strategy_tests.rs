@@ -101,6 +101,7 @@ fn odd_lane_tests_reach_the_four_channel_lanes_on_every_adapter() {
             (64, 1025),
             (100, 1023),
             (256, 1021),
+            (256, 257),
         ] {
             let p = plan_exec(&Layout { n, c, l: 1 }, 4, lim, merge).expect("plan");
             assert_eq!(p.strategy, Strategy::Columns, "{n}x{c} {merge:?}");
