@@ -97,17 +97,13 @@ fn column_grad_sums(ch: u32, a: vec3<f32>) -> vec2<f32> {
     return st;
 }
 
-fn saved_terms(ch: u32) -> vec3<f32> {
-    return vec3<f32>(get_term(TERM_SHIFT, ch), get_term(TERM_MEAN, ch), get_term(TERM_INVSTD, ch));
-}
-
 @compute @workgroup_size(WG)
 fn backward_columns(ids: Ids) {
     let ch = column_lane(ids);
     if (ch >= P().c) {
         return;
     }
-    let a = saved_terms(ch);
+    let a = saved_grad_terms(ch);
     let l = grad_line1(ch, a, column_grad_sums(ch, a));
     for (var r = 0u; r < P().n; r += 1u) {
         let e = r * P().c + ch;
@@ -121,7 +117,8 @@ fn grads_columns(ids: Ids) {
     if (ch >= P().c) {
         return;
     }
-    finish_grads(ch, column_grad_sums(ch, saved_terms(ch)));
+    let a = saved_grad_terms(ch);
+    finish_totals(ch, grad_totals1(ch, a, column_grad_sums(ch, a)));
 }
 
 struct Regs1x64 {
@@ -168,22 +165,23 @@ fn normalize_value(ch: u32, r: u32, x: f32, t: vec3<f32>) {
 struct GradLine1 {
     a: vec3<f32>,
     scale: f32,
-    line: vec2<f32>,
+    line: vec3<f32>, // (dx_shift, slope, intercept): grad_input_line
 }
 
 fn grad_term1(x: f32, g: f32, a: vec3<f32>) -> vec2<f32> {
     return vec2<f32>(g, g * x_hat4(vec4<f32>(x), vec4<f32>(a.x), vec4<f32>(a.y), vec4<f32>(a.z)).x);
 }
 
+// (Sums that overflowed are redone carefully: grad_totals1.)
 fn grad_line1(ch: u32, a: vec3<f32>, st: vec2<f32>) -> GradLine1 {
-    grad_weight[ch] = st.y;
-    grad_bias[ch] = st.x;
-    let n = f32(P().count);
-    return GradLine1(a, get_term(TERM_SCALE, ch), grad_input_line(ch, st.x / n, st.y / n));
+    let t = grad_totals1(ch, a, st);
+    grad_weight[ch] = t.sdyx;
+    grad_bias[ch] = t.sdy;
+    return GradLine1(a, get_term(TERM_SCALE, ch), grad_input_line(ch, t.mdy, t.mdyx));
 }
 
 fn grad_value1(ch: u32, r: u32, x: f32, g: f32, l: GradLine1) {
-    let dx = grad_input4(vec4<f32>(x), vec4<f32>(g), vec4<f32>(l.a.x), vec4<f32>(l.scale), vec4<f32>(l.line.x), vec4<f32>(l.line.y));
+    let dx = grad_input4(vec4<f32>(x), vec4<f32>(g), vec4<f32>(l.line.x), vec4<f32>(l.scale), vec4<f32>(l.line.y), vec4<f32>(l.line.z));
     store1(r * P().c + ch, dx.x);
 }
 
@@ -235,7 +233,7 @@ fn backward_columns_regs64(ids: Ids) {
     if (ch >= P().c || P().n > REG_ROWS_64) {
         return;
     }
-    let a = saved_terms(ch);
+    let a = saved_grad_terms(ch);
     var xs: Regs1x64;
     var gs: Regs1x64;
     var st = vec2<f32>(0.0);
@@ -256,7 +254,7 @@ fn backward_columns_regs256(ids: Ids) {
     if (ch >= P().c || P().n > REG_ROWS_256) {
         return;
     }
-    let a = saved_terms(ch);
+    let a = saved_grad_terms(ch);
     var xs: Regs1x256;
     var gs: Regs1x256;
     var st = vec2<f32>(0.0);

@@ -217,15 +217,10 @@ fn backward_columns4(ids: Ids) {
         sdy += g;
         sdyx += g * x_hat4(x, shift, mean, invstd);
     }
-    set_grads(q, sdy, sdyx);
-    // grad_input_line (finalize.wgsl): 0 in eval.
-    var slope = vec4<f32>(0.0);
-    var intercept = vec4<f32>(0.0);
-    if ((P().flags & FLAG_BATCH_STATS) != 0u) {
-        let n = f32(P().count);
-        slope = -invstd * (sdyx / n);
-        intercept = -(sdy / n) - slope * mean;
-    }
+    // Sums that overflowed are redone carefully (grads_careful.wgsl).
+    let t = grad_totals4(q, sdy, sdyx, shift, mean, invstd);
+    set_grads(q, t.sdy, t.sdyx);
+    let line = dx_line4(shift, mean, invstd, t.mdy, t.mdyx);
     for (var r = 0u; r < P().n; r += 1u) {
         var x = vec4<f32>(0.0);
         var g = vec4<f32>(0.0);
@@ -236,6 +231,6 @@ fn backward_columns4(ids: Ids) {
             x = row_x(q, r);
             g = row_dy(q, r);
         }
-        row_store(q, r, grad_input4(x, g, shift, scale, slope, intercept));
+        row_store(q, r, grad_input4(x, g, line.shift, scale, line.slope, line.intercept));
     }
 }

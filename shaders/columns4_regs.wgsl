@@ -79,21 +79,17 @@ fn grad_add4(l: GradLane4, x: vec4<f32>, g: vec4<f32>) -> GradLane4 {
     return m;
 }
 
-// Writes grad_weight and grad_bias; returns the grad_input line (slope,
-// intercept; 0 in eval) as grad_input_line in finalize.wgsl.
-fn grad_line4(q: u32, l: GradLane4) -> array<vec4<f32>, 2> {
-    set_grads(q, l.sdy, l.sdyx);
-    var line: array<vec4<f32>, 2>;
-    if ((P().flags & FLAG_BATCH_STATS) != 0u) {
-        let n = f32(P().count);
-        line[0] = -l.invstd * (l.sdyx / n);
-        line[1] = -(l.sdy / n) - line[0] * l.mean;
-    }
-    return line;
+// Writes grad_weight and grad_bias; returns the grad_input line (dx_line4
+// in common.wgsl, as grad_input_line in finalize.wgsl). Sums that
+// overflowed are redone carefully (grads_careful.wgsl).
+fn grad_line4(q: u32, l: GradLane4) -> DxLine4 {
+    let t = grad_totals4(q, l.sdy, l.sdyx, l.shift, l.mean, l.invstd);
+    set_grads(q, t.sdy, t.sdyx);
+    return dx_line4(l.shift, l.mean, l.invstd, t.mdy, t.mdyx);
 }
 
-fn grad_row4(q: u32, r: u32, x: vec4<f32>, g: vec4<f32>, l: GradLane4, line: array<vec4<f32>, 2>) {
-    row_store(q, r, grad_input4(x, g, l.shift, l.scale, line[0], line[1]));
+fn grad_row4(q: u32, r: u32, x: vec4<f32>, g: vec4<f32>, l: GradLane4, line: DxLine4) {
+    row_store(q, r, grad_input4(x, g, line.shift, l.scale, line.slope, line.intercept));
 }
 
 // Training forward with up to REG_ROWS_64 rows in registers: x read once.
@@ -209,7 +205,7 @@ fn backward_regs64(q: u32, sweep: bool) {
             workgroupBarrier();
         }
     }
-    var line: array<vec4<f32>, 2>;
+    var line: DxLine4;
     if (live) {
         line = grad_line4(q, l);
     }
@@ -256,7 +252,7 @@ fn backward_regs256(q: u32, sweep: bool) {
             workgroupBarrier();
         }
     }
-    var line: array<vec4<f32>, 2>;
+    var line: DxLine4;
     if (live) {
         line = grad_line4(q, l);
     }

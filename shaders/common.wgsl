@@ -36,6 +36,7 @@ const FLAG_AFFINE: u32 = 2u;
 const FLAG_BATCH_STATS: u32 = 4u;
 const FLAG_FROM_STATE: u32 = 8u;
 const FLAG_PAIRED_LANES: u32 = 32u;
+const FLAG_FIRST_CHUNK: u32 = 64u; // the first chunk of a tensor (grads_rescue)
 
 // Per-channel terms (the `terms` buffer), written by finalize.wgsl and read
 // by the other kernels,
@@ -47,13 +48,14 @@ const TERM_INVSTD: u32 = 2u;  // 1 / sqrt(var + eps)
 const TERM_SCALE: u32 = 3u;   // weight * invstd
 const TERM_OFFSET: u32 = 4u;  // bias - (mean - shift) * scale
 const TERM_DX_SLOPE: u32 = 5u; // -invstd * mean(dy * x_hat) (0 in eval)
-const TERM_DX_INTERCEPT: u32 = 6u; // -mean(dy) - slope * (mean - shift) (0 in eval): dx = scale * (dy + slope * (x - shift) + intercept)
-const TERMS: u32 = 7u;
+const TERM_DX_INTERCEPT: u32 = 6u; // -mean(dy) - slope * (mean - shift), or -mean(dy) where the line goes through the mean (dx_line4; 0 in eval): dx = scale * (dy + (slope * (x - dx_shift) + intercept))
+const TERM_DX_SHIFT: u32 = 7u; // the shift of grad_input's line (dx_line4): shift, or shift + mean where slope * mean overflows; NaN from grads_finalize marks sums for grads_rescue
+const TERMS: u32 = 8u;
 
 // After the TERMS sections, the same terms again one vec4 per channel, for
 // kernels where a vec4 of the tensor lies within one channel (one load
 // instead of one per term): CP vec4s (shift, scale, offset, 0) for
-// normalize, then CP vec4s (shift, scale, slope, intercept) for grad_input.
+// normalize, then CP vec4s (dx_shift, scale, slope, intercept) for grad_input.
 const PACKED_NORMALIZE: u32 = 0u;
 const PACKED_GRAD: u32 = 1u;
 
@@ -187,16 +189,47 @@ fn shifted_affine4(x: vec4<f32>, shift: vec4<f32>, a: vec4<f32>, b: vec4<f32>) -
     return select(d * a + b, x * a + (b - shift * a), !finite4(d) & finite4(x));
 }
 
-// dx = scale * (dy + slope * (x - shift) + intercept) (the grad_input
+// dx = scale * (dy + (slope * (x - shift) + intercept)) (the grad_input
 // terms, grad_input_line in finalize.wgsl; shifted_affine4 where x - shift
-// overflows). In eval (no batch statistics) dx = scale * dy = dy * weight *
+// overflows): the line, -mean(dy) - x_hat * mean(dy * x_hat), is taken
+// whole before dy joins it, since its two parts may be far larger than
+// their sum where dy is huge (dy + intercept alone overflowed f32 for dy
+// of 3e38 whose dx was 2.4e38). In eval (no batch statistics) dx = scale * dy = dy * weight *
 // invstd alone, x unused: a NaN or infinite x leaves dx finite there, as in
 // PyTorch's eval backward.
 fn grad_input4(x: vec4<f32>, dy: vec4<f32>, shift: vec4<f32>, scale: vec4<f32>, slope: vec4<f32>, intercept: vec4<f32>) -> vec4<f32> {
     if ((P().flags & FLAG_BATCH_STATS) == 0u) {
         return scale * dy;
     }
-    return scale * shifted_affine4(x, shift, slope, dy + intercept);
+    return scale * (dy + shifted_affine4(x, shift, slope, intercept));
+}
+
+// grad_input's line, -mean(dy) - x_hat * mean(dy * x_hat) =
+// slope * (x - shift) + intercept with slope = -invstd * mean(dy * x_hat),
+// intercept = -mean(dy) - slope * mean (mean relative to the shift): 0 in
+// eval. The line is taken before the multiplication by scale: slope stays
+// a normal f32 for every std below 2^126, where scale * invstd (about
+// 1 / var) would fall below f32's normal range from std ~ 1e19 on and be
+// flushed to zero on adapters that flush subnormals. Where the intercept
+// is not finite (slope * mean past f32's range: mean(dy * x_hat) near its
+// limit, a shift far from the mean in stds; or infinite means, of an
+// infinite dy) the line goes through the mean instead: shift + mean,
+// intercept -mean(dy), so that each value's term is -x_hat * mean(dy *
+// x_hat) as in the reference (inf - inf would make every value NaN).
+struct DxLine4 {
+    shift: vec4<f32>,
+    slope: vec4<f32>,
+    intercept: vec4<f32>,
+}
+
+fn dx_line4(shift: vec4<f32>, mean: vec4<f32>, invstd: vec4<f32>, mdy: vec4<f32>, mdyx: vec4<f32>) -> DxLine4 {
+    if ((P().flags & FLAG_BATCH_STATS) == 0u) {
+        return DxLine4(shift, vec4<f32>(0.0), vec4<f32>(0.0));
+    }
+    let slope = -invstd * mdyx;
+    let intercept = -mdy - slope * mean;
+    let far = !finite4(intercept);
+    return DxLine4(select(shift, shift + mean, far), slope, select(intercept, -mdy, far));
 }
 
 // x_hat = ((x - shift) - mean) * invstd (mean relative to the shift), as

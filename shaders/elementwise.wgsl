@@ -351,7 +351,7 @@ fn grad_input_rows(ids: Ids) {
     if (in_tensor(i)) {
         let q = rows_lane(i);
         grad_slab(i, GradTerms(
-            term4(TERM_SHIFT, q),
+            term4(TERM_DX_SHIFT, q),
             term4(TERM_SCALE, q),
             term4(TERM_DX_SLOPE, q),
             term4(TERM_DX_INTERCEPT, q),

@@ -13,12 +13,23 @@
 // moments_export:   a shard's merged moments, for statistics across devices.
 // moments_apply:    terms (and the running update) from merged moments.
 // grads_finalize:   merges the gradient partials: grad_weight = sum(dy * x_hat),
-//   grad_bias = sum(dy), and grad_input's slope and intercept (zero in eval).
+//   grad_bias = sum(dy), and grad_input's line: dx_shift, slope and
+//   intercept (dx_line4 in common.wgsl; slope and intercept zero in eval).
 // grads_apply:      the same from gradient sums merged across devices.
+// grads_rescue:     after grads_finalize, once per chunk (the chunk's
+//   params): channels whose sums came out non-finite (an overflow, or NaN
+//   and infinite inputs; grads_finalize marks them: a NaN TERM_DX_SHIFT) are
+//   summed again carefully (grads_careful.wgsl), carried from chunk to
+//   chunk in the partials buffer (two vec4s per channel, no longer read by
+//   then). Four storage bindings (x, dy, terms, partials), as every
+//   kernel of the split path: WebGPU's downlevel limit.
+// grads_rescue_finish: grad_weight, grad_bias and the grad_input terms of
+//   the marked channels from the carried sums.
 // moments_finalize_groups, grads_finalize_groups: moments_finalize and
 //   grads_finalize with one workgroup per channel (GPUs, many partial rows).
 
-@group(0) @binding(4) var<storage, read> partials: array<vec4<f32>>;
+// (read_write for grads_rescue, which carries its sums between chunks.)
+@group(0) @binding(4) var<storage, read_write> partials: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> state: array<f32>;
 @group(0) @binding(3) var<storage, read_write> terms: array<f32>;
 @group(0) @binding(8) var<storage, read_write> grad_weight: array<f32>;
@@ -252,37 +263,84 @@ fn grads_finalize_groups(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
 }
 
 // grad_weight, grad_bias and the grad_input terms of channel ch from its
-// sums (sum dy, sum dy * x_hat) over the batch.
+// sums (sum dy, sum dy * x_hat) over the batch; non-finite ones are
+// marked for grads_rescue.
 fn finish_grads(ch: u32, st: vec2<f32>) {
-    grad_weight[ch] = st.y;
-    grad_bias[ch] = st.x;
     let n = f32(P().count);
-    set_grad_input_terms(ch, st.x / n, st.y / n);
+    finish_totals(ch, GradTotals(st.x, st.y, st.x / n, st.y / n));
+    if (!(is_finite(st.x) && is_finite(st.y))) {
+        set_term(TERM_DX_SHIFT, ch, bitcast<f32>(0x7fc00000u));
+    }
+}
+
+// Whether grads_finalize marked channel ch for grads_rescue (a NaN
+// dx_shift, which grads_rescue_finish overwrites; a dx_shift that is not
+// finite for other reasons comes from sums that are not finite either).
+fn marked_for_rescue(ch: u32) -> bool {
+    return !is_finite(get_term(TERM_DX_SHIFT, ch));
+}
+
+fn finish_totals(ch: u32, t: GradTotals) {
+    grad_weight[ch] = t.sdyx;
+    grad_bias[ch] = t.sdy;
+    set_grad_input_terms(ch, t.mdy, t.mdyx);
+}
+
+fn saved_grad_terms(ch: u32) -> vec3<f32> {
+    return vec3<f32>(get_term(TERM_SHIFT, ch), get_term(TERM_MEAN, ch), get_term(TERM_INVSTD, ch));
+}
+
+fn carried_sums(ch: u32) -> CarefulPair {
+    return CarefulPair(careful_unpack(partials[2u * ch]), careful_unpack(partials[2u * ch + 1u]));
+}
+
+@compute @workgroup_size(WG)
+fn grads_rescue(ids: Ids) {
+    let ch = global_index(ids);
+    if (ch >= P().c || !marked_for_rescue(ch)) {
+        return;
+    }
+    var acc = careful_channel(ch, saved_grad_terms(ch));
+    if ((P().flags & FLAG_FIRST_CHUNK) == 0u) {
+        acc = careful_merge_pair(carried_sums(ch), acc);
+    }
+    partials[2u * ch] = careful_pack(acc.dy);
+    partials[2u * ch + 1u] = careful_pack(acc.dyx);
+}
+
+@compute @workgroup_size(WG)
+fn grads_rescue_finish(ids: Ids) {
+    let ch = global_index(ids);
+    if (ch >= P().c || !marked_for_rescue(ch)) {
+        return;
+    }
+    finish_totals(ch, careful_totals(carried_sums(ch)));
 }
 
 // grad_input = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat)) with
-// x_hat = ((x - shift) - mean) * invstd, as scale * (dy + slope * (x - shift)
-// + intercept): returns (slope, intercept), both 0 in eval (no batch terms).
-// The line is taken before the multiplication by scale: slope = -invstd *
-// mean(dy * x_hat) stays a normal f32 for every std below 2^126, where
-// scale * invstd (about 1 / var) would fall below f32's normal range from
-// std ~ 1e19 on and be flushed to zero on adapters that flush subnormals.
-fn grad_input_line(ch: u32, mean_dy: f32, mean_dyx: f32) -> vec2<f32> {
-    if ((P().flags & FLAG_BATCH_STATS) == 0u) {
-        return vec2<f32>(0.0);
-    }
-    let slope = -get_term(TERM_INVSTD, ch) * mean_dyx;
-    return vec2<f32>(slope, -mean_dy - slope * get_term(TERM_MEAN, ch));
+// x_hat = ((x - shift) - mean) * invstd, as scale * (dy + (slope * (x -
+// dx_shift) + intercept)): returns (dx_shift, slope, intercept) (dx_line4
+// in common.wgsl; slope and intercept 0 in eval).
+fn grad_input_line(ch: u32, mean_dy: f32, mean_dyx: f32) -> vec3<f32> {
+    let l = dx_line4(
+        vec4<f32>(get_term(TERM_SHIFT, ch)),
+        vec4<f32>(get_term(TERM_MEAN, ch)),
+        vec4<f32>(get_term(TERM_INVSTD, ch)),
+        vec4<f32>(mean_dy),
+        vec4<f32>(mean_dyx),
+    );
+    return vec3<f32>(l.shift.x, l.slope.x, l.intercept.x);
 }
 
 fn set_grad_input_terms(ch: u32, mean_dy: f32, mean_dyx: f32) {
     let line = grad_input_line(ch, mean_dy, mean_dyx);
-    set_term(TERM_DX_SLOPE, ch, line.x);
-    set_term(TERM_DX_INTERCEPT, ch, line.y);
+    set_term(TERM_DX_SHIFT, ch, line.x);
+    set_term(TERM_DX_SLOPE, ch, line.y);
+    set_term(TERM_DX_INTERCEPT, ch, line.z);
     set_packed(
         PACKED_GRAD,
         ch,
-        vec4<f32>(get_term(TERM_SHIFT, ch), get_term(TERM_SCALE, ch), line.x, line.y),
+        vec4<f32>(line.x, get_term(TERM_SCALE, ch), line.y, line.z),
     );
 }
 

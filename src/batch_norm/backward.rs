@@ -1,5 +1,6 @@
 //! The backward pass of the last successful forward: one compute pass of
-//! `grads_partial* -> grads_finalize -> grad_input*`, or
+//! `grads_partial* -> grads_finalize -> grads_rescue* -> grads_rescue_finish
+//! -> grad_input*` (the rescue: sums that overflowed f32, redone carefully), or
 //! `grads_apply -> grad_input*` with gradient sums merged across devices.
 
 use super::workspace::Target;

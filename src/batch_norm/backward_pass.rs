@@ -1,5 +1,6 @@
 //! The backward compute pass: through the fused epilogue (if any), then
-//! `grads_partial* -> grads_finalize -> grad_input*`, or
+//! `grads_partial* -> grads_finalize -> grads_rescue* -> grads_rescue_finish
+//! -> grad_input*` (the rescue: sums that overflowed f32, redone carefully), or
 //! `grads_apply -> grad_input*` with gradient sums merged across devices.
 
 use super::backward::BackwardMode;
@@ -8,7 +9,7 @@ use super::workspace::{Op, Prepared, Target};
 use super::{BatchNorm, Saved, SpatialRank};
 use crate::error::Result;
 use crate::gpu::buffer::BufferSlice;
-use crate::gpu::launch::{ChannelStep, ColumnStep, Elementwise, Partial, Recorder};
+use crate::gpu::launch::{ChannelStep, ColumnStep, Elementwise, GradsRescue, Partial, Recorder};
 use crate::gpu::plan::{ColumnPass, Strategy};
 use crate::gpu::tensor::Tensor;
 
@@ -110,10 +111,28 @@ impl<R: SpatialRank> BatchNorm<R> {
             }
             let step = ChannelStep::GradsFinalize {
                 terms: terms.clone(),
+                partials: partials.clone(),
+                grad_weight: grad_weight.clone(),
+                grad_bias: grad_bias.clone(),
+                groups: exec.finalize_groups(),
+            };
+            rec.channels(step, c)?;
+            // Sums that overflowed f32, redone carefully chunk by chunk
+            // (threads return at once where every sum is finite).
+            for (i, ch) in exec.chunks.iter().enumerate() {
+                let step = GradsRescue {
+                    x: x.window(ch.start, ch.count),
+                    dy: dy.window(ch.start, ch.count),
+                    terms: terms.clone(),
+                    partials: partials.clone(),
+                };
+                rec.grads_rescue(i + 1, step, c)?;
+            }
+            let step = ChannelStep::GradsRescueFinish {
+                terms: terms.clone(),
                 partials,
                 grad_weight,
                 grad_bias,
-                groups: exec.finalize_groups(),
             };
             rec.channels(step, c)?;
         }

@@ -10,8 +10,8 @@
 //! encoder (`encode_forward`, `encode_backward`) may run later than later
 //! forwards: its buffer waits until every such encoder has finished on the
 //! GPU or was dropped unsubmitted ([`EncoderUses`]), and only then serves
-//! another forward. Recycling matters most where the terms are large (60
-//! bytes per channel: 120 MiB for two million channels) and forwards are
+//! another forward. Recycling matters most where the terms are large (64
+//! bytes per channel: 128 MiB for two million channels) and forwards are
 //! recorded into encoders step after step.
 //!
 //! Recorded work also reads its own uniforms (shape, `eps`, momentum

@@ -84,7 +84,8 @@ impl Workspace {
 
     /// The partial-state buffer, grown to hold `plan`'s partials.
     pub fn partials(&mut self, ctx: &GpuContext, plan: &ExecPlan) -> Result<wgpu::Buffer> {
-        let need = (plan.partial_count().max(1) as u64) * 16;
+        // At least two vec4s per channel: grads_rescue carries its sums there.
+        let need = (plan.partial_count().max(2 * plan.layout.c).max(1) as u64) * 16;
         let limit = ctx.device().limits().max_storage_buffer_binding_size;
         if need > limit {
             return Err(Error::TooLarge(format!(

@@ -12,7 +12,7 @@ use super::context::GpuContext;
 use super::params::PARAMS_BINDING;
 use super::pipelines::Kernel;
 use super::plan::{channel_groups, grid, vec4_groups, ReducePlan, Slab, Variant};
-pub(crate) use super::steps::{ChannelStep, ColumnStep, Elementwise, Partial};
+pub(crate) use super::steps::{ChannelStep, ColumnStep, Elementwise, GradsRescue, Partial};
 use crate::error::Result;
 use crate::types::DType;
 
@@ -179,6 +179,20 @@ impl<'a, 'p> Recorder<'a, 'p> {
                     (GradBias, grad_bias),
                 ],
             ),
+            ChannelStep::GradsRescueFinish {
+                terms,
+                partials,
+                grad_weight,
+                grad_bias,
+            } => (
+                Kernel::GradsRescueFinish,
+                vec![
+                    (Terms, terms),
+                    (Partials, partials),
+                    (GradWeight, grad_weight),
+                    (GradBias, grad_bias),
+                ],
+            ),
             ChannelStep::GradsApply {
                 terms,
                 grad_weight,
@@ -199,6 +213,21 @@ impl<'a, 'p> Recorder<'a, 'p> {
             _ => channel_groups(channels),
         };
         self.dispatch(kernel, 0, bound, groups)
+    }
+}
+
+impl<'a, 'p> Recorder<'a, 'p> {
+    /// `grads_rescue` over chunk `slot - 1`, one thread per channel.
+    pub fn grads_rescue(&mut self, slot: usize, step: GradsRescue, channels: usize) -> Result<()> {
+        use Binding::*;
+        let GradsRescue {
+            x,
+            dy,
+            terms,
+            partials,
+        } = step;
+        let bound = vec![(X, x), (Dy, dy), (Terms, terms), (Partials, partials)];
+        self.dispatch(Kernel::GradsRescue, slot, bound, channel_groups(channels))
     }
 }
 

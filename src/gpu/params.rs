@@ -16,11 +16,18 @@ pub(crate) const FLAG_BATCH_STATS: u32 = 4;
 pub(crate) const FLAG_FROM_STATE: u32 = 8;
 /// Rows reductions with two lanes per thread (`ReducePlan::paired`).
 pub(crate) const FLAG_PAIRED_LANES: u32 = 32;
+/// The first chunk of a tensor (`grads_rescue` starts its sums there).
+pub(crate) const FLAG_FIRST_CHUNK: u32 = 64;
 
 // `P()` in shaders/common.wgsl indexes the params slots with
 // `flags >> 31`, which must stay 0.
 const _: () = assert!(
-    (FLAG_UPDATE_RUNNING | FLAG_AFFINE | FLAG_BATCH_STATS | FLAG_FROM_STATE | FLAG_PAIRED_LANES)
+    (FLAG_UPDATE_RUNNING
+        | FLAG_AFFINE
+        | FLAG_BATCH_STATS
+        | FLAG_FROM_STATE
+        | FLAG_PAIRED_LANES
+        | FLAG_FIRST_CHUNK)
         .leading_zeros()
         > 0
 );
@@ -32,7 +39,7 @@ pub(crate) const EPILOGUE_RELU: u32 = 2;
 
 /// Per-channel term sections the finalize kernels write (`TERMS` in
 /// `common.wgsl`).
-pub(crate) const TERMS: usize = 7;
+pub(crate) const TERMS: usize = 8;
 /// f32 values per (padded) channel in the terms buffer: the `TERMS`
 /// sections and two packed vec4s (`PACKED_*` in `common.wgsl`).
 pub(crate) const TERM_FLOATS: usize = TERMS + 8;
@@ -178,7 +185,8 @@ impl ExecPlan {
                     FLAG_PAIRED_LANES
                 } else {
                     0
-                },
+                }
+                | if k == 0 { FLAG_FIRST_CHUNK } else { 0 },
             ..base
         })
     }

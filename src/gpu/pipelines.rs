@@ -36,6 +36,11 @@ pub(crate) enum Kernel {
     GradsFinalize(bool),
     /// The same from gradient sums merged across devices.
     GradsApply,
+    /// Gradient sums redone carefully where they came out non-finite, over
+    /// one chunk (`grads_careful.wgsl`).
+    GradsRescue,
+    /// grad_weight, grad_bias and grad_input terms from those sums.
+    GradsRescueFinish,
     /// `y = act((x - shift) * scale + offset + residual)` over run slabs
     /// (`true`, [`Slab::runs`](super::plan::Slab::runs)) or strided ones,
     /// with the `EPILOGUE` bits.
@@ -105,6 +110,8 @@ impl Kernel {
             Kernel::GradsFinalize(false) => "grads_finalize",
             Kernel::GradsFinalize(true) => "grads_finalize_groups",
             Kernel::GradsApply => "grads_apply",
+            Kernel::GradsRescue => "grads_rescue",
+            Kernel::GradsRescueFinish => "grads_rescue_finish",
             Kernel::Normalize(Planes, false, _) => "normalize_planes",
             Kernel::Normalize(Planes, true, _) => "normalize_planes_runs",
             Kernel::Normalize(Rows, ..) => "normalize_rows",

@@ -29,6 +29,9 @@ const REDUCE_SUBGROUP: &str = include_str!("../../shaders/reduce_subgroup.wgsl")
 /// `shaders/finalize.wgsl`: one thread per channel, or one workgroup per
 /// channel (`*_finalize_groups`).
 const FINALIZE: &str = include_str!("../../shaders/finalize.wgsl");
+/// `shaders/grads_careful.wgsl`: the gradient sums' slow path (sums that
+/// overflowed f32, redone in scaled units).
+const GRADS_CAREFUL: &str = include_str!("../../shaders/grads_careful.wgsl");
 /// `shaders/epilogue.wgsl`: the fused epilogue of the normalize kernels.
 const EPILOGUE: &str = include_str!("../../shaders/epilogue.wgsl");
 /// `shaders/store4.wgsl`: the vec4 output (and residual) through it.
@@ -121,12 +124,20 @@ impl Family {
                 REDUCE_SWEEP,
                 REDUCE_SUBGROUP,
             ],
-            Family::Finalize => &[MOMENTS, MOMENTS4, FINALIZE],
+            Family::Finalize => &[MOMENTS, MOMENTS4, GRADS_CAREFUL, FINALIZE],
             Family::Elementwise => &[EPILOGUE, STORE4, ELEMENTWISE],
-            Family::Columns => &[MOMENTS, MOMENTS4, FINALIZE, EPILOGUE, COLUMNS],
+            Family::Columns => &[
+                MOMENTS,
+                MOMENTS4,
+                GRADS_CAREFUL,
+                FINALIZE,
+                EPILOGUE,
+                COLUMNS,
+            ],
             Family::Columns4 => &[
                 MOMENTS,
                 MOMENTS4,
+                GRADS_CAREFUL,
                 EPILOGUE,
                 STORE4,
                 LANES4,
@@ -136,6 +147,7 @@ impl Family {
             Family::Columns4Odd => &[
                 MOMENTS,
                 MOMENTS4,
+                GRADS_CAREFUL,
                 EPILOGUE,
                 LANES4_ODD,
                 COLUMNS4,

@@ -61,6 +61,14 @@ pub(crate) enum ChannelStep {
         grad_bias: BufferSlice,
         groups: bool,
     },
+    /// grad_weight, grad_bias and the grad_input terms of the channels
+    /// `GradsRescue` summed again, from its carried sums.
+    GradsRescueFinish {
+        terms: BufferSlice,
+        partials: BufferSlice,
+        grad_weight: BufferSlice,
+        grad_bias: BufferSlice,
+    },
     /// The same from gradient sums merged across devices.
     GradsApply {
         terms: BufferSlice,
@@ -68,6 +76,17 @@ pub(crate) enum ChannelStep {
         grad_bias: BufferSlice,
         merged: BufferSlice,
     },
+}
+
+/// Gradient sums redone carefully over one chunk, for the channels whose
+/// sums `GradsFinalize` left non-finite (`grads_rescue`: one thread per
+/// channel, the sums carried from chunk to chunk in `partials`, two vec4s
+/// per channel; `ChannelStep::GradsRescueFinish` then writes the outputs).
+pub(crate) struct GradsRescue {
+    pub x: BufferSlice,
+    pub dy: BufferSlice,
+    pub terms: BufferSlice,
+    pub partials: BufferSlice,
 }
 
 /// The column kernels (`columns.wgsl`), with the buffers each binds.

@@ -121,8 +121,10 @@ fn every_shader_translates_to_every_backend() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     // Per dtype: every entry point of the seven families (reduce tree and
     // subgroups, finalize, elementwise, columns, columns4 and its odd-C
-    // form, 10 each); then the five baseline kernels.
-    assert_eq!(entries, dtypes().len() * 66 + 5);
+    // form; finalize.wgsl's, grads_rescue and grads_rescue_finish among
+    // them, twice: in the finalize and columns modules); then the five
+    // baseline kernels.
+    assert_eq!(entries, dtypes().len() * 70 + 5);
 }
 
 #[test]
@@ -204,6 +206,10 @@ fn shared_constants_agree_with_the_rust_side() {
     assert_eq!(
         wgsl_u32(&module, "FLAG_PAIRED_LANES"),
         params::FLAG_PAIRED_LANES
+    );
+    assert_eq!(
+        wgsl_u32(&module, "FLAG_FIRST_CHUNK"),
+        params::FLAG_FIRST_CHUNK
     );
     assert_eq!(
         wgsl_u32(&module, "EPILOGUE_RESIDUAL"),

@@ -1,0 +1,250 @@
+//! Gradient sums past f32's range: dy near its limit (of both signs, so
+//! that f32 sums overflow where the reference's f64 sums cancel), and, in
+//! eval, x_hat itself past f32's range (x far from a running mean, a tiny
+//! running variance). Every strategy redoes such sums carefully
+//! (`shaders/grads_careful.wgsl`) and must match the reference: no NaN
+//! where it is finite, no infinity of the wrong sign, and grad_input from
+//! means that stay finite where the sums do not. Also across chunks (the
+//! rescue carries its sums from chunk to chunk) and with NaN or infinite
+//! inputs (which take the slow path too and keep their IEEE results).
+
+mod common;
+
+use common::{check_close, context_tuned, Rng};
+use wgpu_batchnorm::{cpu, wgpu, BatchNorm1d, BatchNormConfig, GpuContext, Tensor};
+
+/// How a case's values are made extreme (even channels only; odd channels
+/// stay ordinary, and must stay exact beside them).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    /// Eval: x = f32::MAX against a running mean of -3e38 (x - mean past
+    /// f32's range, x_hat 6.4e36 within it).
+    FarFromRunningMean,
+    /// Eval: eps 1e-30 and running variance 0 (invstd 1e15) with x about
+    /// 1e30 and dy about 1e-20: x_hat past f32's range, dy * x_hat not.
+    TinyVariance,
+    /// dy about 2e37: sums past f32's range, means within it.
+    HugeDy,
+    /// dy = +-3e38 by row parity: grad_bias cancels exactly in f64.
+    CancellingDy,
+    /// HugeDy plus one +inf in dy: the sums are +-inf (or NaN) as in f64.
+    InfiniteDy,
+}
+
+/// Runs one training or eval step and compares the gradients channel by
+/// channel (grad_input too, except for `CancellingDy`, whose grad_input
+/// lies within a factor of two of f32's limit: see README's limits).
+fn case(ctx: &GpuContext, shape: &[usize], kind: Kind, train: bool) {
+    let numel: usize = shape.iter().product();
+    let (c, l) = (shape[1], shape[2..].iter().product::<usize>());
+    let mut rng = Rng(numel as u64 * 31 + kind as u64);
+    let mut x = rng.normals(numel, 0.0, 1.0);
+    let mut dy = rng.normals(numel, 0.0, 1.0);
+    let (mut mean, mut var) = (vec![0.3f32; c], vec![2.0f32; c]);
+    let mut cfg = BatchNormConfig::new(c);
+    for i in 0..numel {
+        let (row, ch) = (i / (l * c), (i / l) % c);
+        if ch % 2 == 1 {
+            continue;
+        }
+        match kind {
+            Kind::FarFromRunningMean => {
+                x[i] = f32::MAX;
+                (mean[ch], var[ch]) = (-3e38, 1e4);
+            }
+            Kind::TinyVariance => {
+                (x[i], dy[i]) = (x[i] * 1e30, dy[i] * 1e-20);
+                var[ch] = 0.0;
+            }
+            Kind::HugeDy => dy[i] *= 2e37,
+            Kind::CancellingDy => dy[i] = if row % 2 == 0 { 3e38 } else { -3e38 },
+            Kind::InfiniteDy => {
+                dy[i] = if row == 1 {
+                    f32::INFINITY
+                } else {
+                    dy[i] * 2e37
+                }
+            }
+        }
+    }
+    if kind == Kind::TinyVariance {
+        cfg.eps = 1e-30;
+    }
+    let mut gpu = BatchNorm1d::new(ctx, cfg.clone()).expect("module");
+    let mut reference = cpu::BatchNorm1d::new(cfg).expect("cpu");
+    gpu.set_running_mean(&mean).expect("mean");
+    gpu.set_running_var(&var).expect("var");
+    reference.set_running_mean(&mean).expect("mean");
+    reference.set_running_var(&var).expect("var");
+    if !train {
+        gpu.eval();
+        reference.eval();
+    }
+    gpu.forward(&Tensor::from_slice(ctx, &x, shape).expect("x"))
+        .expect("forward");
+    reference.forward(&x, shape).expect("cpu forward");
+    let g = gpu
+        .backward(&Tensor::from_slice(ctx, &dy, shape).expect("dy"))
+        .expect("backward");
+    let want = reference.backward(&dy).expect("cpu backward");
+    let at = format!("{kind:?} train {train} {shape:?}");
+    let per_channel = |what: &str, got: &[f32], want: &[f32], width: usize| {
+        let (mut gots, mut wants) = (vec![Vec::new(); c], vec![Vec::new(); c]);
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            gots[(i / width) % c].push(g);
+            wants[(i / width) % c].push(f64::from(w));
+        }
+        for ch in 0..c {
+            check_close(
+                &format!("{at} {what} channel {ch}"),
+                &gots[ch],
+                &wants[ch],
+                1e-3,
+            )
+            .expect("matches the reference");
+        }
+    };
+    let gw = g.grad_weight.expect("affine").to_vec().expect("read");
+    let gb = g.grad_bias.expect("affine").to_vec().expect("read");
+    per_channel("grad_weight", &gw, &want.grad_weight.expect("affine"), 1);
+    per_channel("grad_bias", &gb, &want.grad_bias.expect("affine"), 1);
+    if kind != Kind::CancellingDy {
+        let dx = g.grad_input.to_vec().expect("read");
+        per_channel("grad_input", &dx, &want.grad_input, l);
+    }
+}
+
+const KINDS: [(Kind, bool); 7] = [
+    (Kind::FarFromRunningMean, false),
+    (Kind::TinyVariance, false),
+    (Kind::HugeDy, false),
+    (Kind::HugeDy, true),
+    (Kind::CancellingDy, true),
+    (Kind::InfiniteDy, false),
+    (Kind::InfiniteDy, true),
+];
+
+/// Every strategy: the split reductions (per-thread partials or not: the
+/// rescue after the finalize step) and the column kernels (one channel
+/// per thread, four, four of odd C; rows in registers or not).
+#[test]
+fn overflowing_gradient_sums_match_the_reference() {
+    let shapes: [&[usize]; 12] = [
+        &[64, 2],
+        &[6, 2],
+        &[16, 2, 5],
+        &[64, 8],
+        &[300, 8],
+        &[9, 7],
+        &[6, 1024],
+        &[32, 1024],
+        &[200, 1024],
+        &[32, 4095],
+        &[4096, 4],
+        &[40, 4, 8],
+    ];
+    for (threads, columns) in [(true, false), (false, false), (true, true)] {
+        let Some(ctx) = context_tuned(Some(threads), Some(columns)) else {
+            return;
+        };
+        for shape in shapes {
+            for (kind, train) in KINDS {
+                case(&ctx, shape, kind, train);
+            }
+        }
+    }
+}
+
+/// Tensors in many chunks (64 KiB bindings): the careful sums of a channel
+/// whose values span several chunks, some starting inside a row, carried
+/// from chunk to chunk; on a device with WebGPU's downlevel limits (four
+/// storage buffers per stage, which the rescue kernels fit).
+#[test]
+fn overflowing_sums_across_chunks_match_the_reference() {
+    if common::context().is_none() {
+        return;
+    }
+    let mut opts = common::options();
+    opts.limits = Some(wgpu::Limits {
+        max_storage_buffer_binding_size: 64 * 1024,
+        ..wgpu::Limits::downlevel_defaults()
+    });
+    let ctx = GpuContext::with_options(opts).expect("context with small bindings");
+    for shape in [&[3000usize, 37][..], &[40, 3, 500], &[3, 2, 20_001]] {
+        for (kind, train) in KINDS {
+            case(&ctx, shape, kind, train);
+        }
+    }
+}
+
+/// f16 tensors (read as f32 by the careful walk): in eval, values against
+/// a running mean of -3e38 with a running variance of 0 give x_hat past
+/// f32's range (x - mean = 3e38, invstd 316) while dy * x_hat is not.
+#[cfg(feature = "f16")]
+#[test]
+fn overflowing_sums_of_f16_tensors_match_the_reference() {
+    use half::f16;
+    for columns in [false, true] {
+        let Some(ctx) = context_tuned(None, Some(columns)) else {
+            return;
+        };
+        if !common::f16_or_skip(&ctx) {
+            return;
+        }
+        for shape in [&[64usize, 8][..], &[32, 1024], &[16, 6, 5]] {
+            let numel: usize = shape.iter().product();
+            let c = shape[1];
+            let mut rng = Rng(numel as u64);
+            let half = |v: Vec<f32>| v.into_iter().map(f16::from_f32).collect::<Vec<_>>();
+            let x16 = half(rng.normals(numel, 0.0, 100.0));
+            let dy16 = half(rng.normals(numel, 0.0, 1e-3));
+            let f32s = |v: &[f16]| v.iter().map(|h| h.to_f32()).collect::<Vec<_>>();
+            let (x, dy) = (f32s(&x16), f32s(&dy16));
+            let mean: Vec<f32> = (0..c)
+                .map(|ch| if ch % 2 == 0 { -3e38 } else { 0.5 })
+                .collect();
+            let var = vec![0.0f32; c];
+            let cfg = BatchNormConfig::new(c);
+            let mut gpu = BatchNorm1d::new(&ctx, cfg.clone()).expect("module");
+            let mut reference = cpu::BatchNorm1d::new(cfg).expect("cpu");
+            gpu.set_running_mean(&mean).expect("mean");
+            gpu.set_running_var(&var).expect("var");
+            reference.set_running_mean(&mean).expect("mean");
+            reference.set_running_var(&var).expect("var");
+            gpu.eval();
+            reference.eval();
+            gpu.forward(&Tensor::from_f16(&ctx, &x16, shape).expect("x"))
+                .expect("forward");
+            reference.forward(&x, shape).expect("cpu forward");
+            let g = gpu
+                .backward(&Tensor::from_f16(&ctx, &dy16, shape).expect("dy"))
+                .expect("backward");
+            let want = reference.backward(&dy).expect("cpu backward");
+            let at = format!("f16 columns {columns} {shape:?}");
+            let gw = g.grad_weight.expect("affine").to_vec().expect("read");
+            let gb = g.grad_bias.expect("affine").to_vec().expect("read");
+            common::check_per_channel(
+                &format!("{at} grad_weight"),
+                &gw,
+                &want.grad_weight.expect("affine"),
+                c,
+                1e-3,
+            );
+            common::check_per_channel(
+                &format!("{at} grad_bias"),
+                &gb,
+                &want.grad_bias.expect("affine"),
+                c,
+                1e-3,
+            );
+            let dx = g.grad_input.to_vec().expect("read");
+            check_close(
+                &format!("{at} grad_input"),
+                &dx,
+                &common::f64s(&want.grad_input),
+                3e-3,
+            )
+            .expect("grad_input");
+        }
+    }
+}
