@@ -270,6 +270,8 @@ fn finish_grads(ch: u32, st: vec2<f32>) {
     finish_totals(ch, GradTotals(st.x, st.y, st.x / n, st.y / n));
     if (!(is_finite(st.x) && is_finite(st.y))) {
         set_term(TERM_DX_SHIFT, ch, bitcast<f32>(0x7fc00000u));
+        // Every such thread writes the same value (the host cleared it).
+        partials[P().rescue_flag] = vec4<f32>(1.0);
     }
 }
 
@@ -294,27 +296,41 @@ fn carried_sums(ch: u32) -> CarefulPair {
     return CarefulPair(careful_unpack(partials[2u * ch]), careful_unpack(partials[2u * ch + 1u]));
 }
 
+// The rescue kernels run on a capped grid (RESCUE_GROUPS workgroups at
+// most, src/gpu/plan.rs), each thread taking channels a grid apart: nothing to do (the
+// flag down) costs one load per thread, whatever C.
+fn rescue_stride(ids: Ids) -> u32 {
+    return ids.nwg.x * ids.nwg.y * WG;
+}
+
 @compute @workgroup_size(WG)
 fn grads_rescue(ids: Ids) {
-    let ch = global_index(ids);
-    if (ch >= P().c || !marked_for_rescue(ch)) {
+    if (partials[P().rescue_flag].x == 0.0) {
         return;
     }
-    var acc = careful_channel(ch, saved_grad_terms(ch));
-    if ((P().flags & FLAG_FIRST_CHUNK) == 0u) {
-        acc = careful_merge_pair(carried_sums(ch), acc);
+    for (var ch = global_index(ids); ch < P().c; ch += rescue_stride(ids)) {
+        if (!marked_for_rescue(ch)) {
+            continue;
+        }
+        var acc = careful_channel(ch, saved_grad_terms(ch));
+        if ((P().flags & FLAG_FIRST_CHUNK) == 0u) {
+            acc = careful_merge_pair(carried_sums(ch), acc);
+        }
+        partials[2u * ch] = careful_pack(acc.dy);
+        partials[2u * ch + 1u] = careful_pack(acc.dyx);
     }
-    partials[2u * ch] = careful_pack(acc.dy);
-    partials[2u * ch + 1u] = careful_pack(acc.dyx);
 }
 
 @compute @workgroup_size(WG)
 fn grads_rescue_finish(ids: Ids) {
-    let ch = global_index(ids);
-    if (ch >= P().c || !marked_for_rescue(ch)) {
+    if (partials[P().rescue_flag].x == 0.0) {
         return;
     }
-    finish_totals(ch, careful_totals(carried_sums(ch)));
+    for (var ch = global_index(ids); ch < P().c; ch += rescue_stride(ids)) {
+        if (marked_for_rescue(ch)) {
+            finish_totals(ch, careful_totals(carried_sums(ch)));
+        }
+    }
 }
 
 // grad_input = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat)) with

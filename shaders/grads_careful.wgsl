@@ -213,6 +213,9 @@ struct GradTotals4 {
     mdyx: vec4<f32>,
 }
 
+// (The slow path's code is not free where it is not taken: lavapipe runs
+// part of it masked, about 25% of the column backward of 2 to 4 rows of
+// millions of channels, where a lane's own work is smallest.)
 fn grad_totals4(q: u32, sdy: vec4<f32>, sdyx: vec4<f32>, shift: vec4<f32>, mean: vec4<f32>, invstd: vec4<f32>) -> GradTotals4 {
     let n = f32(P().count);
     var t = GradTotals4(sdy, sdyx, sdy / n, sdyx / n);
@@ -220,16 +223,23 @@ fn grad_totals4(q: u32, sdy: vec4<f32>, sdyx: vec4<f32>, shift: vec4<f32>, mean:
     if (all(ok)) {
         return t;
     }
+    // Components picked and replaced without dynamic vector indexing,
+    // which compilers may lower to memory.
+    let bad = select(vec4<f32>(1.0), vec4<f32>(0.0), ok);
     for (var k = 0u; k < 4u; k += 1u) {
         let ch = 4u * q + k;
-        if (ok[k] || ch >= P().c) {
+        if (pick(bad, k) == 0.0 || ch >= P().c) {
             continue;
         }
-        let c = careful_totals(careful_channel(ch, vec3<f32>(shift[k], mean[k], invstd[k])));
-        t.sdy[k] = c.sdy;
-        t.sdyx[k] = c.sdyx;
-        t.mdy[k] = c.mdy;
-        t.mdyx[k] = c.mdyx;
+        let a = vec3<f32>(pick(shift, k), pick(mean, k), pick(invstd, k));
+        let c = careful_totals(careful_channel(ch, a));
+        let at = vec4<u32>(0u, 1u, 2u, 3u) == vec4<u32>(k);
+        t = GradTotals4(
+            select(t.sdy, vec4<f32>(c.sdy), at),
+            select(t.sdyx, vec4<f32>(c.sdyx), at),
+            select(t.mdy, vec4<f32>(c.mdy), at),
+            select(t.mdyx, vec4<f32>(c.mdyx), at),
+        );
     }
     return t;
 }

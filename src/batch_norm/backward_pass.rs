@@ -37,6 +37,9 @@ impl<R: SpatialRank> BatchNorm<R> {
         } = self.prepare_op(encoder, (&layout, dy_in.dtype()), ops, target)?;
         let (c, variant) = (layout.c, exec.variant);
         let x = &saved.input;
+        // grads_rescue's flag down (grads_finalize raises it).
+        let flag = exec.rescue_flag() as u64 * 16;
+        encoder.clear_buffer(&partials.buffer, partials.offset + flag, Some(16));
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("batchnorm/backward"),
             timestamp_writes: None,

@@ -84,8 +84,10 @@ impl Workspace {
 
     /// The partial-state buffer, grown to hold `plan`'s partials.
     pub fn partials(&mut self, ctx: &GpuContext, plan: &ExecPlan) -> Result<wgpu::Buffer> {
-        // At least two vec4s per channel: grads_rescue carries its sums there.
-        let need = (plan.partial_count().max(2 * plan.layout.c).max(1) as u64) * 16;
+        // The partial states, or two vec4s per channel where grads_rescue
+        // carries its sums, then the rescue's flag (cleared before each
+        // backward: COPY_DST).
+        let need = (plan.rescue_flag() as u64 + 1) * 16;
         let limit = ctx.device().limits().max_storage_buffer_binding_size;
         if need > limit {
             return Err(Error::TooLarge(format!(
@@ -96,7 +98,8 @@ impl Workspace {
         if let Some(p) = self.partials.as_ref().filter(|p| p.size() >= need) {
             return Ok(p.buffer.clone());
         }
-        let grown = ctx.alloc("batchnorm/partials", need, wgpu::BufferUsages::STORAGE)?;
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+        let grown = ctx.alloc("batchnorm/partials", need, usage)?;
         let buffer = grown.buffer.clone();
         self.partials = Some(grown);
         Ok(buffer)

@@ -11,7 +11,7 @@ use super::buffer::BufferSlice;
 use super::context::GpuContext;
 use super::params::PARAMS_BINDING;
 use super::pipelines::Kernel;
-use super::plan::{channel_groups, grid, vec4_groups, ReducePlan, Slab, Variant};
+use super::plan::{channel_groups, grid, rescue_groups, vec4_groups, ReducePlan, Slab, Variant};
 pub(crate) use super::steps::{ChannelStep, ColumnStep, Elementwise, GradsRescue, Partial};
 use crate::error::Result;
 use crate::types::DType;
@@ -210,6 +210,7 @@ impl<'a, 'p> Recorder<'a, 'p> {
         };
         let groups = match kernel {
             Kernel::MomentsFinalize(true) | Kernel::GradsFinalize(true) => channels as u32,
+            Kernel::GradsRescueFinish => rescue_groups(channels),
             _ => channel_groups(channels),
         };
         self.dispatch(kernel, 0, bound, groups)
@@ -227,7 +228,7 @@ impl<'a, 'p> Recorder<'a, 'p> {
             partials,
         } = step;
         let bound = vec![(X, x), (Dy, dy), (Terms, terms), (Partials, partials)];
-        self.dispatch(Kernel::GradsRescue, slot, bound, channel_groups(channels))
+        self.dispatch(Kernel::GradsRescue, slot, bound, rescue_groups(channels))
     }
 }
 

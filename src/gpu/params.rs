@@ -94,6 +94,10 @@ pub(crate) struct Params {
     /// Virtual channels per channel in the partial states (`C * folds`
     /// per partial row; more than 1 for `Variant::OddRows`).
     pub folds: u32,
+    /// Index (in vec4s) in the partials buffer of the flag `grads_finalize`
+    /// raises where a channel needs `grads_rescue` (cleared by the host
+    /// before each backward; `ExecPlan::rescue_flag`).
+    pub rescue_flag: u32,
 }
 
 /// Size of one [`Params`] block.
@@ -155,6 +159,7 @@ impl ExecPlan {
         Params {
             partial_rows: self.partial_rows,
             folds: self.folds() as u32,
+            rescue_flag: self.rescue_flag() as u32,
             ..Params::base(&self.layout, &first, s)
         }
     }
@@ -180,6 +185,7 @@ impl ExecPlan {
             subgroups,
             column_lanes: self.column_lanes,
             folds: self.folds() as u32,
+            rescue_flag: self.rescue_flag() as u32,
             flags: s.flags
                 | if ch.reduce.paired {
                     FLAG_PAIRED_LANES

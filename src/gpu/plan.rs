@@ -74,6 +74,13 @@ impl DeviceLimits {
         }
     }
 
+    /// Bytes the partial states may take in their binding: all of it but
+    /// the vec4 of `grads_rescue`'s flag after them
+    /// ([`ExecPlan::rescue_flag`]).
+    fn partial_budget(&self) -> u64 {
+        self.max_binding.saturating_sub(16)
+    }
+
     /// Workgroups one dispatch may have on a 2-D grid.
     fn max_groups(&self) -> usize {
         (u64::from(self.max_dim) * u64::from(self.max_dim)).min(u64::from(u32::MAX)) as usize
@@ -125,7 +132,7 @@ pub(crate) fn plan_exec(
         let p = plan_reduce(layout, variant, max_groups, tiles_and_target(variant).1);
         let width = (layout.c * variant.folds(layout)) as u64;
         let rows = u64::from(p.segments) + u64::from(variant.tail_rows());
-        if rows * width * 16 > limits.max_binding {
+        if rows * width * 16 > limits.partial_budget() {
             Variant::run_fallback(layout)
         } else {
             variant
@@ -209,7 +216,7 @@ pub(crate) fn plan_exec(
             + u64::from(variant.tail_rows());
         let thread_bytes = thread_rows * partial_width * 16;
         thread_rows <= u64::from(u32::MAX)
-            && thread_bytes <= limits.max_binding
+            && thread_bytes <= limits.partial_budget()
             && thread_bytes <= ((numel * elem_size) as u64 / 4).max(1 << 20)
     };
     // Planes and masked runs spread over channels (their fewer partial
@@ -292,6 +299,13 @@ impl ExecPlan {
         self.partial_rows as usize * self.layout.c * self.folds()
     }
 
+    /// The vec4 in the partials buffer after the partial states and the
+    /// sums `grads_rescue` carries (two vec4s per channel): the flag
+    /// `grads_finalize` raises where a channel's sums need the rescue.
+    pub fn rescue_flag(&self) -> usize {
+        self.partial_count().max(2 * self.layout.c)
+    }
+
     /// Virtual channels per channel in the partial states.
     pub fn folds(&self) -> usize {
         self.variant.folds(&self.layout)
@@ -344,6 +358,17 @@ pub(crate) fn grid(groups: u32, max_dim: u32) -> (u32, u32) {
 pub(crate) fn channel_groups(c: usize) -> u32 {
     (c as u32).div_ceil(WG)
 }
+
+/// Workgroups of the rescue kernels (`grads_rescue`, `grads_rescue_finish`):
+/// one thread per channel up to `RESCUE_GROUPS` workgroups, whose threads
+/// then take channels a grid apart (their work is one load per thread
+/// where no sum needs the rescue, whatever C).
+pub(crate) fn rescue_groups(c: usize) -> u32 {
+    channel_groups(c).min(RESCUE_GROUPS)
+}
+
+/// At most this many workgroups per rescue dispatch.
+pub(crate) const RESCUE_GROUPS: u32 = 64;
 
 /// Workgroups for one invocation per vec4 of `count` elements.
 pub(crate) fn vec4_groups(count: usize) -> u32 {

@@ -249,6 +249,7 @@ fn params_block_agrees_with_the_rust_struct() {
         ("partial_rows", offset_of!(Params, partial_rows)),
         ("column_lanes", offset_of!(Params, column_lanes)),
         ("folds", offset_of!(Params, folds)),
+        ("rescue_flag", offset_of!(Params, rescue_flag)),
     ];
     let source = module_source(Family::Finalize, DType::F32);
     let (module, _) = parse("finalize", &source, Capabilities::default()).expect("parse");
