@@ -45,13 +45,23 @@ fn careful_empty() -> CarefulPair {
     return CarefulPair(Careful(0.0, 0.0, -1000), Careful(0.0, 0.0, -1000));
 }
 
-// v * 2^k for any integer k: +-inf past f32's range, 0 (or subnormal)
-// below it. (Three exact factors; ldexp is undefined past the range.)
+// v * 2^k for any integer k: +-inf past f32's range, +-0 (or subnormal)
+// below it; 0, infinities and NaN as they are. One ldexp within f32's
+// range (ldexp is undefined past it), no chain of factors (which GL
+// drivers may reassociate: inf * (2^-126 * 2^-126) made NaN there).
 fn scale2(v: f32, k: i32) -> f32 {
-    let a = clamp(k, -126, 127);
-    let b = clamp(k - a, -126, 127);
-    let c = clamp(k - a - b, -126, 127);
-    return v * pow2(a) * pow2(b) * pow2(c);
+    if (v == 0.0 || !is_finite(v)) {
+        return v;
+    }
+    let p = frexp(v);
+    let e = p.exp + k;
+    if (e > 128) {
+        return select(bitcast<f32>(0xff800000u), bitcast<f32>(0x7f800000u), v > 0.0);
+    }
+    if (e < -149) {
+        return v * 0.0;
+    }
+    return ldexp(p.fract, e);
 }
 
 // s + v with its rounding error added to comp (Neumaier).
