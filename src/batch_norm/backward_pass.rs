@@ -37,9 +37,20 @@ impl<R: SpatialRank> BatchNorm<R> {
         } = self.prepare_op(encoder, (&layout, dy_in.dtype()), ops, target)?;
         let (c, variant) = (layout.c, exec.variant);
         let x = &saved.input;
-        // grads_rescue's flag down (grads_finalize raises it).
-        let flag = exec.rescue_flag() as u64 * 16;
-        encoder.clear_buffer(&partials.buffer, partials.offset + flag, Some(16));
+        // grads_rescue's flag down (grads_finalize raises it), where the
+        // split reductions run: not for sums merged across devices, nor
+        // for the column kernels (one dispatch, whose careful sums are
+        // their own).
+        let split = match exec.strategy {
+            _ if matches!(mode, BackwardMode::Merged { .. }) => false,
+            Strategy::ColumnStats => false,
+            Strategy::Columns => mode.dx().is_none(),
+            _ => true,
+        };
+        if split {
+            let flag = exec.rescue_flag() as u64 * 16;
+            encoder.clear_buffer(&partials.buffer, partials.offset + flag, Some(16));
+        }
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("batchnorm/backward"),
             timestamp_writes: None,
