@@ -53,7 +53,7 @@ fn scale2(v: f32, k: i32) -> f32 {
     if (v == 0.0 || !is_finite(v)) {
         return v;
     }
-    let p = frexp(v);
+    let p = frexp_exact(v);
     let e = p.exp + k;
     if (e > 128) {
         return select(bitcast<f32>(0xff800000u), bitcast<f32>(0x7f800000u), v > 0.0);
@@ -61,7 +61,26 @@ fn scale2(v: f32, k: i32) -> f32 {
     if (e < -149) {
         return v * 0.0;
     }
-    return ldexp(p.fract, e);
+    // 2 * fract in [1, 2) at e - 1 <= 127: HLSL's ldexp is x * exp2(e),
+    // and exp2(128) is inf.
+    return ldexp(2.0 * p.fract, e - 1);
+}
+
+// frexp for subnormal values too (WGSL leaves them undefined; Mesa's
+// lowering reads the exponent bits as they are): scaled by 2^64 first.
+// (Zero stays zero; infinities and NaN are the callers' to skip.)
+struct Frexp {
+    fract: f32,
+    exp: i32,
+}
+
+fn frexp_exact(v: f32) -> Frexp {
+    if ((bitcast<u32>(v) & 0x7f800000u) == 0u && v != 0.0) {
+        let p = frexp(v * 18446744073709551616.0);
+        return Frexp(p.fract, p.exp - 64);
+    }
+    let p = frexp(v);
+    return Frexp(p.fract, p.exp);
 }
 
 // s + v with its rounding error added to comp (Neumaier).
@@ -130,7 +149,7 @@ fn careful_unpack(v: vec4<f32>) -> Careful {
 // 2 * (x / 2 - shift / 2 - mean / 2) * invstd (no overflow for any
 // finite x and terms).
 fn careful_step(acc: CarefulPair, x: f32, g: f32, a: vec3<f32>) -> CarefulPair {
-    let fg = frexp(g);
+    let fg = frexp_exact(g);
     var dy = acc.dy;
     if (is_finite(g)) {
         dy = careful_add(dy, fg.fract, fg.exp);
@@ -140,8 +159,8 @@ fn careful_step(acc: CarefulPair, x: f32, g: f32, a: vec3<f32>) -> CarefulPair {
     let half = (x * 0.5 - a.x * 0.5) - a.y * 0.5;
     var dyx = acc.dyx;
     if (is_finite(half) && is_finite(a.z)) {
-        let fd = frexp(half);
-        let fi = frexp(a.z);
+        let fd = frexp_exact(half);
+        let fi = frexp_exact(a.z);
         if (is_finite(g)) {
             dyx = careful_add(dyx, fg.fract * fd.fract * fi.fract, fg.exp + fd.exp + fi.exp + 1);
         } else {

@@ -248,3 +248,58 @@ fn overflowing_sums_of_f16_tensors_match_the_reference() {
         }
     }
 }
+
+/// Subnormal dy (1e-40) against x_hat past f32's range (eval, running
+/// variance 0, eps 1e-30, x about 1e30): the careful sums take each
+/// subnormal's exact fraction and exponent (WGSL leaves `frexp` of
+/// subnormals undefined). Only where the adapter keeps subnormals (CPU
+/// adapters; GPUs may flush them to zero, as WGSL allows).
+#[test]
+fn subnormal_gradients_keep_their_terms() {
+    for columns in [false, true] {
+        let Some(ctx) = context_tuned(None, Some(columns)) else {
+            return;
+        };
+        let cpu_adapter = ctx
+            .adapter_info()
+            .is_some_and(|i| i.device_type == wgpu::DeviceType::Cpu);
+        if !cpu_adapter {
+            common::skip(
+                "subnormal_gradients_keep_their_terms",
+                "adapter may flush subnormals",
+            );
+            return;
+        }
+        let (shape, c) = ([64usize, 8], 8);
+        let mut rng = Rng(3);
+        let x: Vec<f32> = rng
+            .normals(512, 0.0, 1.0)
+            .iter()
+            .map(|v| v * 1e30)
+            .collect();
+        let dy: Vec<f32> = rng
+            .normals(512, 0.0, 1.0)
+            .iter()
+            .map(|v| v * 1e-40)
+            .collect();
+        let mut cfg = BatchNormConfig::new(c);
+        cfg.eps = 1e-30;
+        let mut gpu = BatchNorm1d::new(&ctx, cfg.clone()).expect("module");
+        let mut reference = cpu::BatchNorm1d::new(cfg).expect("cpu");
+        gpu.set_running_var(&[0.0; 8]).expect("var");
+        reference.set_running_var(&[0.0; 8]).expect("var");
+        gpu.eval();
+        reference.eval();
+        gpu.forward(&Tensor::from_slice(&ctx, &x, &shape).expect("x"))
+            .expect("forward");
+        reference.forward(&x, &shape).expect("cpu forward");
+        let g = gpu
+            .backward(&Tensor::from_slice(&ctx, &dy, &shape).expect("dy"))
+            .expect("backward");
+        let want = reference.backward(&dy).expect("cpu backward");
+        let gw = g.grad_weight.expect("affine").to_vec().expect("read");
+        let want = common::f64s(&want.grad_weight.expect("affine"));
+        check_close(&format!("columns {columns} grad_weight"), &gw, &want, 1e-4)
+            .expect("matches the reference");
+    }
+}
