@@ -38,15 +38,6 @@ fn store1(e: u32, v: f32) {
     out[e] = elem(v);
 }
 
-// Value e of x, and of dy (one component read, not its vec4).
-fn x_at(e: u32) -> f32 {
-    return f32(x4[e / 4u][e % 4u]);
-}
-
-fn dy_at(e: u32) -> f32 {
-    return f32(dy4[e / 4u][e % 4u]);
-}
-
 
 fn column_fold(ch: u32, shift: f32, careful: bool) -> vec4<f32> {
     var f = fold_start(shift);

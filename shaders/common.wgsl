@@ -125,6 +125,17 @@ fn sweep_turn(r: u32) -> bool {
 @group(0) @binding(1) var<storage, read> x4: array<vec4<elem>>;
 @group(0) @binding(2) var<storage, read> dy4: array<vec4<elem>>;
 
+// Value e of x, and of dy: one component of x4 and dy4 (a second
+// declaration of their bindings as single values would put two buffers on
+// one register in HLSL, whose writer keeps unused globals).
+fn x_at(e: u32) -> f32 {
+    return f32(x4[e / 4u][e % 4u]);
+}
+
+fn dy_at(e: u32) -> f32 {
+    return f32(dy4[e / 4u][e % 4u]);
+}
+
 // Tensors larger than one storage binding are processed in chunks: element
 // ranges that start on an aligned offset. A chunk's Params describe the rows
 // it overlaps (n, units), its length (numel), where it starts inside its

@@ -266,8 +266,7 @@ fn grads_finalize_groups(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
 // sums (sum dy, sum dy * x_hat) over the batch; non-finite ones are
 // marked for grads_rescue.
 fn finish_grads(ch: u32, st: vec2<f32>) {
-    let n = f32(P().count);
-    finish_totals(ch, GradTotals(st.x, st.y, st.x / n, st.y / n));
+    finish_totals(ch, plain_totals(st));
     if (!(is_finite(st.x) && is_finite(st.y))) {
         set_term(TERM_DX_SHIFT, ch, bitcast<f32>(0x7fc00000u));
         // Every such thread writes the same value (the host cleared it).

@@ -21,7 +21,7 @@
 //
 // The walk covers the dispatch's window of the tensor (P().n rows from
 // P().lead, P().numel values: one chunk, or the whole tensor), reading
-// single values of x4 and dy4.
+// single values (x_at, dy_at).
 
 // Terms are at most 2^CAREFUL_HEADROOM in a sum's units.
 const CAREFUL_HEADROOM: i32 = 94;
@@ -173,14 +173,6 @@ fn careful_step(acc: CarefulPair, x: f32, g: f32, a: vec3<f32>) -> CarefulPair {
     return CarefulPair(dy, dyx);
 }
 
-fn careful_x(e: u32) -> f32 {
-    return f32(x4[e / 4u][e % 4u]);
-}
-
-fn careful_dy(e: u32) -> f32 {
-    return f32(dy4[e / 4u][e % 4u]);
-}
-
 // Channel ch's careful sums over the dispatch's window: its values
 // (r * C + ch) * L + l of the rows the window overlaps, within
 // [lead, lead + numel) of them (each run clamped to the window, so a long
@@ -195,7 +187,7 @@ fn careful_channel(ch: u32, a: vec3<f32>) -> CarefulPair {
         let last = min(base + P().l, end);
         for (var g = first; g < last; g += 1u) {
             let e = g - P().lead;
-            acc = careful_step(acc, careful_x(e), careful_dy(e), a);
+            acc = careful_step(acc, x_at(e), dy_at(e), a);
         }
         if (is_nan(acc.dy.s) && is_nan(acc.dyx.s)) {
             break;
@@ -218,6 +210,12 @@ struct GradTotals {
     mdyx: f32,
 }
 
+// The totals of finite sums st = (sum dy, sum dy * x_hat).
+fn plain_totals(st: vec2<f32>) -> GradTotals {
+    let n = f32(P().count);
+    return GradTotals(st.x, st.y, st.x / n, st.y / n);
+}
+
 fn careful_totals(p: CarefulPair) -> GradTotals {
     let n = f32(P().count);
     return GradTotals(careful_value(p.dy), careful_value(p.dyx), careful_mean(p.dy, n), careful_mean(p.dyx, n));
@@ -228,8 +226,7 @@ fn careful_totals(p: CarefulPair) -> GradTotals {
 // finite.
 fn grad_totals1(ch: u32, a: vec3<f32>, st: vec2<f32>) -> GradTotals {
     if (is_finite(st.x) && is_finite(st.y)) {
-        let n = f32(P().count);
-        return GradTotals(st.x, st.y, st.x / n, st.y / n);
+        return plain_totals(st);
     }
     return careful_totals(careful_channel(ch, a));
 }

@@ -87,27 +87,16 @@ fn row_at(q: u32, r: u32) -> u32 {
     return r * P().c + 4u * q;
 }
 
-// Value e of x, and of dy (one component of x4 and dy4, common.wgsl: a
-// second declaration of their bindings as single values would put two
-// buffers on one register in HLSL, whose writer keeps unused globals).
-fn x1(e: u32) -> f32 {
-    return f32(x4[e / 4u][e % 4u]);
-}
-
-fn dy1(e: u32) -> f32 {
-    return f32(dy4[e / 4u][e % 4u]);
-}
-
 fn row_x(q: u32, r: u32) -> vec4<f32> {
     let e = row_at(q, r);
     let o = reads4(q);
-    return vec4<f32>(x1(e + o.x), x1(e + o.y), x1(e + o.z), x1(e + o.w));
+    return vec4<f32>(x_at(e + o.x), x_at(e + o.y), x_at(e + o.z), x_at(e + o.w));
 }
 
 fn row_dy(q: u32, r: u32) -> vec4<f32> {
     let e = row_at(q, r);
     let o = reads4(q);
-    return vec4<f32>(dy1(e + o.x), dy1(e + o.y), dy1(e + o.z), dy1(e + o.w));
+    return vec4<f32>(dy_at(e + o.x), dy_at(e + o.y), dy_at(e + o.z), dy_at(e + o.w));
 }
 
 fn row_store(q: u32, r: u32, v: vec4<f32>) {

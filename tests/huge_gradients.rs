@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{check_close, context_tuned, Rng};
+use common::{check_channels, check_close, context_tuned, Rng};
 use wgpu_batchnorm::{cpu, wgpu, BatchNorm1d, BatchNormConfig, GpuContext, Tensor};
 
 /// How a case's values are made extreme (even channels only; odd channels
@@ -70,16 +70,7 @@ fn case(ctx: &GpuContext, shape: &[usize], kind: Kind, train: bool) {
     if kind == Kind::TinyVariance {
         cfg.eps = 1e-30;
     }
-    let mut gpu = BatchNorm1d::new(ctx, cfg.clone()).expect("module");
-    let mut reference = cpu::BatchNorm1d::new(cfg).expect("cpu");
-    gpu.set_running_mean(&mean).expect("mean");
-    gpu.set_running_var(&var).expect("var");
-    reference.set_running_mean(&mean).expect("mean");
-    reference.set_running_var(&var).expect("var");
-    if !train {
-        gpu.eval();
-        reference.eval();
-    }
+    let (mut gpu, mut reference) = pair(ctx, cfg, (&mean, &var), train);
     gpu.forward(&Tensor::from_slice(ctx, &x, shape).expect("x"))
         .expect("forward");
     reference.forward(&x, shape).expect("cpu forward");
@@ -88,30 +79,45 @@ fn case(ctx: &GpuContext, shape: &[usize], kind: Kind, train: bool) {
         .expect("backward");
     let want = reference.backward(&dy).expect("cpu backward");
     let at = format!("{kind:?} train {train} {shape:?}");
-    let per_channel = |what: &str, got: &[f32], want: &[f32], width: usize| {
-        let (mut gots, mut wants) = (vec![Vec::new(); c], vec![Vec::new(); c]);
-        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-            gots[(i / width) % c].push(g);
-            wants[(i / width) % c].push(f64::from(w));
-        }
-        for ch in 0..c {
-            check_close(
-                &format!("{at} {what} channel {ch}"),
-                &gots[ch],
-                &wants[ch],
-                1e-3,
-            )
-            .expect("matches the reference");
-        }
-    };
     let gw = g.grad_weight.expect("affine").to_vec().expect("read");
     let gb = g.grad_bias.expect("affine").to_vec().expect("read");
-    per_channel("grad_weight", &gw, &want.grad_weight.expect("affine"), 1);
-    per_channel("grad_bias", &gb, &want.grad_bias.expect("affine"), 1);
+    let (gw_want, gb_want) = (
+        want.grad_weight.expect("affine"),
+        want.grad_bias.expect("affine"),
+    );
+    check_channels(&format!("{at} grad_weight"), &gw, &gw_want, (c, 1), 1e-3);
+    check_channels(&format!("{at} grad_bias"), &gb, &gb_want, (c, 1), 1e-3);
     if kind != Kind::CancellingDy {
         let dx = g.grad_input.to_vec().expect("read");
-        per_channel("grad_input", &dx, &want.grad_input, l);
+        check_channels(
+            &format!("{at} grad_input"),
+            &dx,
+            &want.grad_input,
+            (c, l),
+            1e-3,
+        );
     }
+}
+
+/// The GPU module and its CPU reference with `cfg` and these running
+/// statistics, in training or eval.
+fn pair(
+    ctx: &GpuContext,
+    cfg: BatchNormConfig,
+    (mean, var): (&[f32], &[f32]),
+    train: bool,
+) -> (BatchNorm1d, cpu::BatchNorm1d) {
+    let mut gpu = BatchNorm1d::new(ctx, cfg.clone()).expect("module");
+    let mut reference = cpu::BatchNorm1d::new(cfg).expect("cpu");
+    gpu.set_running_mean(mean).expect("mean");
+    gpu.set_running_var(var).expect("var");
+    reference.set_running_mean(mean).expect("mean");
+    reference.set_running_var(var).expect("var");
+    if !train {
+        gpu.eval();
+        reference.eval();
+    }
+    (gpu, reference)
 }
 
 const KINDS: [(Kind, bool); 7] = [
@@ -205,14 +211,7 @@ fn overflowing_sums_of_f16_tensors_match_the_reference() {
                 .collect();
             let var = vec![0.0f32; c];
             let cfg = BatchNormConfig::new(c);
-            let mut gpu = BatchNorm1d::new(&ctx, cfg.clone()).expect("module");
-            let mut reference = cpu::BatchNorm1d::new(cfg).expect("cpu");
-            gpu.set_running_mean(&mean).expect("mean");
-            gpu.set_running_var(&var).expect("var");
-            reference.set_running_mean(&mean).expect("mean");
-            reference.set_running_var(&var).expect("var");
-            gpu.eval();
-            reference.eval();
+            let (mut gpu, mut reference) = pair(&ctx, cfg, (&mean, &var), false);
             gpu.forward(&Tensor::from_f16(&ctx, &x16, shape).expect("x"))
                 .expect("forward");
             reference.forward(&x, shape).expect("cpu forward");
@@ -284,12 +283,7 @@ fn subnormal_gradients_keep_their_terms() {
             .collect();
         let mut cfg = BatchNormConfig::new(c);
         cfg.eps = 1e-30;
-        let mut gpu = BatchNorm1d::new(&ctx, cfg.clone()).expect("module");
-        let mut reference = cpu::BatchNorm1d::new(cfg).expect("cpu");
-        gpu.set_running_var(&[0.0; 8]).expect("var");
-        reference.set_running_var(&[0.0; 8]).expect("var");
-        gpu.eval();
-        reference.eval();
+        let (mut gpu, mut reference) = pair(&ctx, cfg, (&[0.0; 8], &[0.0; 8]), false);
         gpu.forward(&Tensor::from_slice(&ctx, &x, &shape).expect("x"))
             .expect("forward");
         reference.forward(&x, &shape).expect("cpu forward");

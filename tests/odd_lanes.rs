@@ -191,11 +191,7 @@ fn odd_channel_lanes_in_recorded_work_match_the_reference() {
             let x = rng.normals(numel, 50.0, 4.0);
             let dy = rng.normals(x.len(), 0.0, 1.0);
             let t = |v: &[f32]| Tensor::from_slice(&ctx, v, &shape).expect("tensor");
-            let mut e = ctx.device().create_command_encoder(
-                &wgpu_batchnorm::wgpu::CommandEncoderDescriptor {
-                    label: Some("test/recorded"),
-                },
-            );
+            let mut e = common::encoder(&ctx);
             let y = gpu
                 .encode_forward(&mut e, &t(&x))
                 .expect("recorded forward");

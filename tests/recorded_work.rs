@@ -5,10 +5,12 @@
 //! issue #16: the buffers are recycled once their encoders are done).
 
 mod common;
+
+use common::encoder;
 #[path = "recorded_work/recycling.rs"]
 mod recycling;
 
-use wgpu_batchnorm::{cpu, wgpu, BatchNorm1d, BatchNormConfig, Error, GpuContext, Tensor};
+use wgpu_batchnorm::{cpu, wgpu, BatchNorm1d, BatchNormConfig, Error, Tensor};
 
 fn f64s(v: &[f32]) -> Vec<f64> {
     common::f64s(v)
@@ -109,14 +111,6 @@ fn recorded_work_never_shares_a_recycled_terms_buffer() {
         1e-5,
     )
     .expect("the last forward's terms");
-}
-
-/// A new command encoder on `ctx`.
-fn encoder(ctx: &GpuContext) -> wgpu::CommandEncoder {
-    ctx.device()
-        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("test/recorded"),
-        })
 }
 
 /// Recorded work and the module's own submissions never share uniforms:

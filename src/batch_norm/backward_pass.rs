@@ -37,16 +37,17 @@ impl<R: SpatialRank> BatchNorm<R> {
         } = self.prepare_op(encoder, (&layout, dy_in.dtype()), ops, target)?;
         let (c, variant) = (layout.c, exec.variant);
         let x = &saved.input;
-        // grads_rescue's flag down (grads_finalize raises it), where the
-        // split reductions run: not for sums merged across devices, nor
-        // for the column kernels (one dispatch, whose careful sums are
-        // their own).
-        let split = match exec.strategy {
-            _ if matches!(mode, BackwardMode::Merged { .. }) => false,
-            Strategy::ColumnStats => false,
-            Strategy::Columns => mode.dx().is_none(),
-            _ => true,
-        };
+        // Which kernels make the sums: merged across devices (none), the
+        // whole backward in the column kernels, the column sums alone, or
+        // the split reductions.
+        let own_sums = !matches!(mode, BackwardMode::Merged { .. });
+        let columns = matches!(exec.strategy, Strategy::Columns | Strategy::ColumnStats);
+        let column_backward = own_sums && columns && mode.dx().is_some();
+        let column_sums = own_sums && exec.strategy == Strategy::ColumnStats;
+        let split = own_sums && !column_backward && !column_sums;
+        // grads_rescue's flag down (grads_finalize raises it) where the
+        // split reductions run (the column kernels' careful sums are their
+        // own).
         if split {
             let flag = exec.rescue_flag() as u64 * 16;
             encoder.clear_buffer(&partials.buffer, partials.offset + flag, Some(16));
@@ -81,9 +82,7 @@ impl<R: SpatialRank> BatchNorm<R> {
         };
         let (grad_weight, grad_bias) = (gw.binding(), gb.binding());
         let numel = layout.numel();
-        let own_sums = !matches!(mode, BackwardMode::Merged { .. });
-        let columns = matches!(exec.strategy, Strategy::Columns | Strategy::ColumnStats);
-        if let (true, true, Some(dx)) = (columns, own_sums, mode.dx()) {
+        if let (true, Some(dx)) = (column_backward, mode.dx()) {
             let step = ColumnStep::Backward {
                 x: x.window(0, numel),
                 dy: dy.window(0, numel),
@@ -104,7 +103,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                 merged: BufferSlice::whole(merged),
             };
             rec.channels(step, c)?;
-        } else if exec.strategy == Strategy::ColumnStats {
+        } else if column_sums {
             let step = ColumnStep::Grads {
                 x: x.window(0, numel),
                 dy: dy.window(0, numel),

@@ -143,15 +143,34 @@ pub fn check_close(what: &str, got: &[f32], want: &[f64], tol: f64) -> Result<()
 }
 
 /// Channel by channel (so that one channel's error is not hidden by
-/// another's larger values; per-channel vectors value by value, `c` their
-/// length): `got` within `tol` of `want` relative to the channel's largest
-/// finite value (at least 1), NaN exactly where `want` has NaN.
+/// another's larger values; `(N, C)` tensors and per-channel vectors, `c`
+/// channels): `got` within `tol` of `want` relative to the channel's
+/// largest finite value (at least 1), NaN exactly where `want` has NaN.
 pub fn check_per_channel(what: &str, got: &[f32], want: &[f32], c: usize, tol: f64) {
-    for ch in 0..c {
-        let pick = |v: &[f32]| v.iter().skip(ch).step_by(c).copied().collect::<Vec<f32>>();
-        let at = format!("{what} channel {ch}");
-        check_close(&at, &pick(got), &f64s(&pick(want)), tol).expect("channel");
+    check_channels(what, got, want, (c, 1), tol);
+}
+
+/// [`check_per_channel`] for `(N, C, L)` tensors: runs of `l` values per
+/// channel.
+pub fn check_channels(what: &str, got: &[f32], want: &[f32], (c, l): (usize, usize), tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let (mut gots, mut wants) = (vec![Vec::new(); c], vec![Vec::new(); c]);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        gots[(i / l) % c].push(g);
+        wants[(i / l) % c].push(f64::from(w));
     }
+    for ch in 0..c {
+        let at = format!("{what} channel {ch}");
+        check_close(&at, &gots[ch], &wants[ch], tol).expect("channel");
+    }
+}
+
+/// A command encoder for recorded work (`encode_forward`, ...).
+pub fn encoder(ctx: &GpuContext) -> wgpu_batchnorm::wgpu::CommandEncoder {
+    ctx.device()
+        .create_command_encoder(&wgpu_batchnorm::wgpu::CommandEncoderDescriptor {
+            label: Some("test/recorded"),
+        })
 }
 
 /// f32 values as f64.
