@@ -135,7 +135,7 @@ const KINDS: [(Kind, bool); 7] = [
 /// per thread, four, four of odd C; rows in registers or not).
 #[test]
 fn overflowing_gradient_sums_match_the_reference() {
-    let shapes: [&[usize]; 12] = [
+    let shapes: [&[usize]; 14] = [
         &[64, 2],
         &[6, 2],
         &[16, 2, 5],
@@ -148,6 +148,9 @@ fn overflowing_gradient_sums_match_the_reference() {
         &[32, 4095],
         &[4096, 4],
         &[40, 4, 8],
+        // C = 1, and one channel of odd L.
+        &[4096, 1],
+        &[3, 1, 7],
     ];
     for (threads, columns) in [(true, false), (false, false), (true, true)] {
         let Some(ctx) = context_tuned(Some(threads), Some(columns)) else {
