@@ -13,7 +13,13 @@
 // backward_columns: (sum dy, sum dy * x_hat) -> grad_weight, grad_bias and
 //   the grad_input terms as grads_finalize, then dx = scale * (dy + slope *
 //   (x - shift) + intercept).
-// grads_columns:    the same without dx.
+// grads_columns:    the same without dx (sums that came out non-finite:
+//   marked for grads_rescue as by grads_finalize).
+// backward_columns_rescue: after backward_columns* (or backward_columns4*),
+//   where one raised the rescue flag (rescue_flag.wgsl): the channels of
+//   non-finite sums again, carefully, with their dx.
+// Small tensors (INLINE_RESCUE) keep the op one dispatch: their backward
+// and grads kernels redo such sums themselves.
 // Channel ch's rows are C values apart; there is one chunk (lead = 0).
 // The *_regs64 and *_regs256 entry points: the training forward and the
 // backward with the channel's values kept in registers, x (and dy) read
@@ -109,7 +115,35 @@ fn grads_columns(ids: Ids) {
         return;
     }
     let a = saved_grad_terms(ch);
-    finish_totals(ch, grad_totals1(ch, a, column_grad_sums(ch, a)));
+    let st = column_grad_sums(ch, a);
+    if (INLINE_RESCUE) {
+        finish_totals(ch, grad_totals1(ch, a, st));
+    } else {
+        finish_grads(ch, st);
+    }
+}
+
+// After any column backward (every lane width): the channels whose f32
+// sums came out non-finite (their grad_weight or grad_bias, written as
+// they were), summed again carefully (careful_channel), with their
+// grad_weight, grad_bias and dx; on the rescue's capped grid
+// (rescue_stride), returning at once where the flag is down.
+@compute @workgroup_size(WG)
+fn backward_columns_rescue(ids: Ids) {
+    if (!rescue_flag_up()) {
+        return;
+    }
+    for (var ch = global_index(ids); ch < P().c; ch += rescue_stride(ids)) {
+        if (is_finite(grad_weight[ch]) && is_finite(grad_bias[ch])) {
+            continue;
+        }
+        let a = saved_grad_terms(ch);
+        let l = totals_line1(ch, a, careful_totals(careful_channel(ch, a)));
+        for (var r = 0u; r < P().n; r += 1u) {
+            let e = r * P().c + ch;
+            grad_value1(ch, r, x_at(e), dy_at(e), l);
+        }
+    }
 }
 
 struct Regs1x64 {
@@ -163,9 +197,22 @@ fn grad_term1(x: f32, g: f32, a: vec3<f32>) -> vec2<f32> {
     return vec2<f32>(g, g * x_hat4(vec4<f32>(x), vec4<f32>(a.x), vec4<f32>(a.y), vec4<f32>(a.z)).x);
 }
 
-// (Sums that overflowed are redone carefully: grad_totals1.)
+// From the f32 sums st: with INLINE_RESCUE, redone here where they are
+// not finite (grad_totals1); else raising the rescue flag there
+// (grad_weight and grad_bias, written as they are, tell
+// backward_columns_rescue to redo the channel).
 fn grad_line1(ch: u32, a: vec3<f32>, st: vec2<f32>) -> GradLine1 {
-    let t = grad_totals1(ch, a, st);
+    if (INLINE_RESCUE) {
+        return totals_line1(ch, a, grad_totals1(ch, a, st));
+    }
+    if (!(is_finite(st.x) && is_finite(st.y))) {
+        raise_rescue_flag();
+    }
+    return totals_line1(ch, a, plain_totals(st));
+}
+
+// Writes grad_weight and grad_bias from the totals t; returns the line.
+fn totals_line1(ch: u32, a: vec3<f32>, t: GradTotals) -> GradLine1 {
     grad_weight[ch] = t.sdyx;
     grad_bias[ch] = t.sdy;
     return GradLine1(a, get_term(TERM_SCALE, ch), grad_input_line(ch, t.mdy, t.mdyx));

@@ -14,7 +14,10 @@
 //   y = act((x - shift) * scale + offset + residual).
 // backward_columns4: (sum dy, sum dy * x_hat) -> grad_weight, grad_bias
 //   (as grads_finalize), then dx = scale * (dy + slope * (x - shift) +
-//   intercept).
+//   intercept). Sums that came out non-finite raise the rescue flag
+//   (rescue_flag.wgsl): backward_columns_rescue (columns.wgsl) redoes
+//   those channels after the kernel, grad_weight, grad_bias and dx; or,
+//   for small tensors (INLINE_RESCUE), the kernel itself.
 // There is one chunk (lead = 0).
 // Up to REG_ROWS rows, both kernels read x (and dy) once and keep the
 // lane's values in registers; the *_regs64 and *_regs256 entry points do
@@ -95,6 +98,22 @@ fn set_terms4(q: u32, shift: vec4<f32>, mean: vec4<f32>, invstd: vec4<f32>) -> N
     // No TERM_OFFSET: only the normalize kernels read it, right after the
     // finalize step that writes it; a column kernel normalises itself.
     return NormTerms4(shift, scale, offset);
+}
+
+// Lane q's totals from its f32 sums: with INLINE_RESCUE, sums that are
+// not finite redone here (grad_totals4); else they raise the rescue flag
+// (the lane's grad_weight and grad_bias, written as they are, tell
+// backward_columns_rescue which channels to redo; the missing channels of
+// a last odd lane repeat its first, live one).
+fn lane_totals4(q: u32, sdy: vec4<f32>, sdyx: vec4<f32>, shift: vec4<f32>, mean: vec4<f32>, invstd: vec4<f32>) -> GradTotals4 {
+    if (INLINE_RESCUE) {
+        return grad_totals4(q, sdy, sdyx, shift, mean, invstd);
+    }
+    if (!all(finite4(sdy) & finite4(sdyx))) {
+        raise_rescue_flag();
+    }
+    let n = f32(P().count);
+    return GradTotals4(sdy, sdyx, sdy / n, sdyx / n);
 }
 
 // Rows up to which the column kernels keep a lane's values in registers
@@ -217,8 +236,7 @@ fn backward_columns4(ids: Ids) {
         sdy += g;
         sdyx += g * x_hat4(x, shift, mean, invstd);
     }
-    // Sums that overflowed are redone carefully (grads_careful.wgsl).
-    let t = grad_totals4(q, sdy, sdyx, shift, mean, invstd);
+    let t = lane_totals4(q, sdy, sdyx, shift, mean, invstd);
     set_grads(q, t.sdy, t.sdyx);
     let line = dx_line4(shift, mean, invstd, t.mdy, t.mdyx);
     for (var r = 0u; r < P().n; r += 1u) {

@@ -80,10 +80,10 @@ fn grad_add4(l: GradLane4, x: vec4<f32>, g: vec4<f32>) -> GradLane4 {
 }
 
 // Writes grad_weight and grad_bias; returns the grad_input line (dx_line4
-// in common.wgsl, as grad_input_line in finalize.wgsl). Sums that
-// overflowed are redone carefully (grads_careful.wgsl).
+// in common.wgsl, as grad_input_line in finalize.wgsl), raising the
+// rescue flag for sums that are not finite, or redoing them (lane_totals4).
 fn grad_line4(q: u32, l: GradLane4) -> DxLine4 {
-    let t = grad_totals4(q, l.sdy, l.sdyx, l.shift, l.mean, l.invstd);
+    let t = lane_totals4(q, l.sdy, l.sdyx, l.shift, l.mean, l.invstd);
     set_grads(q, t.sdy, t.sdyx);
     return dx_line4(l.shift, l.mean, l.invstd, t.mdy, t.mdyx);
 }

@@ -29,7 +29,7 @@ struct Params {
     partial_rows: u32,     // rows of partial states the finalize steps merge
     column_lanes: u32,    // lanes per workgroup of the column kernels
     folds: u32,           // virtual channels per channel in the partial states (rows reductions of odd C or short odd L)
-    rescue_flag: u32,     // vec4 index in `partials` of the flag grads_finalize raises for grads_rescue (cleared before each backward)
+    rescue_flag: u32,     // vec4 index in `partials` of the rescue flag (rescue_flag.wgsl; cleared before each backward)
 }
 
 const FLAG_UPDATE_RUNNING: u32 = 1u;

@@ -28,8 +28,8 @@
 // moments_finalize_groups, grads_finalize_groups: moments_finalize and
 //   grads_finalize with one workgroup per channel (GPUs, many partial rows).
 
-// (read_write for grads_rescue, which carries its sums between chunks.)
-@group(0) @binding(4) var<storage, read_write> partials: array<vec4<f32>>;
+// (`partials`, read_write for grads_rescue, which carries its sums between
+// chunks, is declared with the rescue flag: rescue_flag.wgsl.)
 @group(0) @binding(5) var<storage, read_write> state: array<f32>;
 @group(0) @binding(3) var<storage, read_write> terms: array<f32>;
 @group(0) @binding(8) var<storage, read_write> grad_weight: array<f32>;
@@ -269,8 +269,7 @@ fn finish_grads(ch: u32, st: vec2<f32>) {
     finish_totals(ch, plain_totals(st));
     if (!(is_finite(st.x) && is_finite(st.y))) {
         set_term(TERM_DX_SHIFT, ch, bitcast<f32>(0x7fc00000u));
-        // Every such thread writes the same value (the host cleared it).
-        partials[P().rescue_flag] = vec4<f32>(1.0);
+        raise_rescue_flag();
     }
 }
 
@@ -304,7 +303,7 @@ fn rescue_stride(ids: Ids) -> u32 {
 
 @compute @workgroup_size(WG)
 fn grads_rescue(ids: Ids) {
-    if (partials[P().rescue_flag].x == 0.0) {
+    if (!rescue_flag_up()) {
         return;
     }
     for (var ch = global_index(ids); ch < P().c; ch += rescue_stride(ids)) {
@@ -322,7 +321,7 @@ fn grads_rescue(ids: Ids) {
 
 @compute @workgroup_size(WG)
 fn grads_rescue_finish(ids: Ids) {
-    if (partials[P().rescue_flag].x == 0.0) {
+    if (!rescue_flag_up()) {
         return;
     }
     for (var ch = global_index(ids); ch < P().c; ch += rescue_stride(ids)) {

@@ -6,9 +6,11 @@
 // variance) the result is +-inf or NaN, where the reference (f64 sums,
 // PyTorch's CPU kernels) may be finite, or of the other sign. A
 // non-finite sum is the sign: once an f32 sum overflows it never comes
-// back. The kernels then walk the channel again here, one thread per
-// channel (`careful_channel`), adding each term as a fraction and a
-// power-of-two exponent: a term dy * ((x - shift) - mean) * invstd is the
+// back. The kernels that sum raise the rescue flag (rescue_flag.wgsl),
+// and the rescue kernels after them walk such a channel again here (or
+// the column kernels of small tensors at once: INLINE_RESCUE), one
+// thread per channel (`careful_channel`), adding each term as a fraction
+// and a power-of-two exponent: a term dy * ((x - shift) - mean) * invstd is the
 // product of the three factors' `frexp` fractions at the sum of their
 // exponents, so no product overflows either; the running sum keeps the
 // largest exponent seen (`top`) and holds terms in units of
@@ -223,7 +225,7 @@ fn careful_totals(p: CarefulPair) -> GradTotals {
 
 // The totals of channel ch from its fast sums st = (sum dy, sum dy * x_hat)
 // over the whole tensor (one window), walking it again where they are not
-// finite.
+// finite (the column kernels of small tensors, INLINE_RESCUE).
 fn grad_totals1(ch: u32, a: vec3<f32>, st: vec2<f32>) -> GradTotals {
     if (is_finite(st.x) && is_finite(st.y)) {
         return plain_totals(st);
@@ -239,9 +241,10 @@ struct GradTotals4 {
     mdyx: vec4<f32>,
 }
 
-// (The slow path's code is not free where it is not taken: lavapipe runs
-// part of it masked, about 25% of the column backward of 2 to 4 rows of
-// millions of channels, where a lane's own work is smallest.)
+// (In the column kernels of small tensors only, INLINE_RESCUE: the slow
+// path's code is not free where it is not taken; lavapipe runs part of it
+// masked, about 25% of the column backward of 2 to 4 rows of millions of
+// channels, where a lane's own work is smallest.)
 fn grad_totals4(q: u32, sdy: vec4<f32>, sdyx: vec4<f32>, shift: vec4<f32>, mean: vec4<f32>, invstd: vec4<f32>) -> GradTotals4 {
     let n = f32(P().count);
     var t = GradTotals4(sdy, sdyx, sdy / n, sdyx / n);

@@ -4,72 +4,35 @@
 //! running variance). Every strategy redoes such sums carefully
 //! (`shaders/grads_careful.wgsl`) and must match the reference: no NaN
 //! where it is finite, no infinity of the wrong sign, and grad_input from
-//! means that stay finite where the sums do not. Also across chunks (the
-//! rescue carries its sums from chunk to chunk) and with NaN or infinite
-//! inputs (which take the slow path too and keep their IEEE results).
+//! means that stay finite where the sums do not. Both ways the column
+//! kernels take: redoing them in the kernel (inputs of at most 2^16
+//! values) and raising the rescue flag for `backward_columns_rescue` (or,
+//! sums alone, `grads_rescue`). Also across chunks (the rescue carries its
+//! sums from chunk to chunk) and with NaN or infinite inputs (which take
+//! the slow path too and keep their IEEE results).
 
 mod common;
+#[path = "huge_gradients/inputs.rs"]
+mod inputs;
 
 use common::{check_channels, check_close, context_tuned, Rng};
+use inputs::{check_sums, inputs, term_scales, Inputs, Kind};
 use wgpu_batchnorm::{cpu, wgpu, BatchNorm1d, BatchNormConfig, GpuContext, Tensor};
-
-/// How a case's values are made extreme (even channels only; odd channels
-/// stay ordinary, and must stay exact beside them).
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Kind {
-    /// Eval: x = f32::MAX against a running mean of -3e38 (x - mean past
-    /// f32's range, x_hat 6.4e36 within it).
-    FarFromRunningMean,
-    /// Eval: eps 1e-30 and running variance 0 (invstd 1e15) with x about
-    /// 1e30 and dy about 1e-20: x_hat past f32's range, dy * x_hat not.
-    TinyVariance,
-    /// dy about 2e37: sums past f32's range, means within it.
-    HugeDy,
-    /// dy = +-3e38 by row parity: grad_bias cancels exactly in f64.
-    CancellingDy,
-    /// HugeDy plus one +inf in dy: the sums are +-inf (or NaN) as in f64.
-    InfiniteDy,
-}
 
 /// Runs one training or eval step and compares the gradients channel by
 /// channel (grad_input too, except for `CancellingDy`, whose grad_input
 /// lies within a factor of two of f32's limit: see README's limits).
 fn case(ctx: &GpuContext, shape: &[usize], kind: Kind, train: bool) {
-    let numel: usize = shape.iter().product();
+    let inp = inputs(shape, kind);
+    let (dy_scale, dyx_scale) = term_scales(&inp, shape, train);
+    let Inputs {
+        x,
+        dy,
+        mean,
+        var,
+        cfg,
+    } = inp;
     let (c, l) = (shape[1], shape[2..].iter().product::<usize>());
-    let mut rng = Rng(numel as u64 * 31 + kind as u64);
-    let mut x = rng.normals(numel, 0.0, 1.0);
-    let mut dy = rng.normals(numel, 0.0, 1.0);
-    let (mut mean, mut var) = (vec![0.3f32; c], vec![2.0f32; c]);
-    let mut cfg = BatchNormConfig::new(c);
-    for i in 0..numel {
-        let (row, ch) = (i / (l * c), (i / l) % c);
-        if ch % 2 == 1 {
-            continue;
-        }
-        match kind {
-            Kind::FarFromRunningMean => {
-                x[i] = f32::MAX;
-                (mean[ch], var[ch]) = (-3e38, 1e4);
-            }
-            Kind::TinyVariance => {
-                (x[i], dy[i]) = (x[i] * 1e30, dy[i] * 1e-20);
-                var[ch] = 0.0;
-            }
-            Kind::HugeDy => dy[i] *= 2e37,
-            Kind::CancellingDy => dy[i] = if row % 2 == 0 { 3e38 } else { -3e38 },
-            Kind::InfiniteDy => {
-                dy[i] = if row == 1 {
-                    f32::INFINITY
-                } else {
-                    dy[i] * 2e37
-                }
-            }
-        }
-    }
-    if kind == Kind::TinyVariance {
-        cfg.eps = 1e-30;
-    }
     let (mut gpu, mut reference) = pair(ctx, cfg, (&mean, &var), train);
     gpu.forward(&Tensor::from_slice(ctx, &x, shape).expect("x"))
         .expect("forward");
@@ -85,8 +48,8 @@ fn case(ctx: &GpuContext, shape: &[usize], kind: Kind, train: bool) {
         want.grad_weight.expect("affine"),
         want.grad_bias.expect("affine"),
     );
-    check_channels(&format!("{at} grad_weight"), &gw, &gw_want, (c, 1), 1e-3);
-    check_channels(&format!("{at} grad_bias"), &gb, &gb_want, (c, 1), 1e-3);
+    check_sums(&format!("{at} grad_weight"), &gw, &gw_want, &dyx_scale);
+    check_sums(&format!("{at} grad_bias"), &gb, &gb_want, &dy_scale);
     if kind != Kind::CancellingDy {
         let dx = g.grad_input.to_vec().expect("read");
         check_channels(
@@ -135,7 +98,7 @@ const KINDS: [(Kind, bool); 7] = [
 /// per thread, four, four of odd C; rows in registers or not).
 #[test]
 fn overflowing_gradient_sums_match_the_reference() {
-    let shapes: [&[usize]; 14] = [
+    let shapes: [&[usize]; 17] = [
         &[64, 2],
         &[6, 2],
         &[16, 2, 5],
@@ -151,6 +114,14 @@ fn overflowing_gradient_sums_match_the_reference() {
         // C = 1, and one channel of odd L.
         &[4096, 1],
         &[3, 1, 7],
+        // Past COLUMN_SMALL values, where the column kernels leave the
+        // sums to a rescue dispatch: four channels per thread in 8 rows
+        // and in 40, one per thread in 9 (in 2 or 3 rows, dy of 2e37 makes
+        // grad_input's slope overflow for channels of a small std: README's
+        // limits).
+        &[8, 16384],
+        &[40, 2048],
+        &[9, 7283],
     ];
     for (threads, columns) in [(true, false), (false, false), (true, true)] {
         let Some(ctx) = context_tuned(Some(threads), Some(columns)) else {
@@ -159,6 +130,41 @@ fn overflowing_gradient_sums_match_the_reference() {
         for shape in shapes {
             for (kind, train) in KINDS {
                 case(&ctx, shape, kind, train);
+            }
+        }
+    }
+}
+
+/// A shard's gradient sums alone (`shard_grad_sums`: the sums-only
+/// backward, which the column kernels of one channel per thread do with
+/// `grads_columns`, then the rescue) against the reference's grad_bias and
+/// grad_weight, for small inputs (redone in the kernel) and large ones.
+#[test]
+fn overflowing_shard_sums_match_the_reference() {
+    for columns in [false, true] {
+        let Some(ctx) = context_tuned(None, Some(columns)) else {
+            return;
+        };
+        for shape in [&[6usize, 2][..], &[9, 7], &[9, 7283], &[300, 8]] {
+            for kind in [Kind::HugeDy, Kind::CancellingDy, Kind::InfiniteDy] {
+                let Inputs { x, dy, cfg, .. } = inputs(shape, kind);
+                let mut gpu = BatchNorm1d::new(&ctx, cfg.clone()).expect("module");
+                let mut reference = cpu::BatchNorm1d::new(cfg).expect("cpu");
+                let xt = Tensor::from_slice(&ctx, &x, shape).expect("x");
+                let moments = gpu.shard_moments(&xt).expect("moments");
+                gpu.forward_with_moments(&xt, &moments).expect("forward");
+                let dyt = Tensor::from_slice(&ctx, &dy, shape).expect("dy");
+                let sums = gpu.shard_grad_sums(&dyt).expect("sums");
+                reference.forward(&x, shape).expect("cpu forward");
+                let want = reference.backward(&dy).expect("cpu backward");
+                let at = format!("shard {kind:?} columns {columns} {shape:?}");
+                let f32s = |v: &[f64]| v.iter().map(|&s| s as f32).collect::<Vec<_>>();
+                let (gw, gb) = (f32s(&sums.sum_dy_xhat), f32s(&sums.sum_dy));
+                let gw_want = want.grad_weight.expect("affine");
+                let gb_want = want.grad_bias.expect("affine");
+                let (dy_scale, dyx_scale) = term_scales(&inputs(shape, kind), shape, true);
+                check_sums(&format!("{at} sum_dy_xhat"), &gw, &gw_want, &dyx_scale);
+                check_sums(&format!("{at} sum_dy"), &gb, &gb_want, &dy_scale);
             }
         }
     }

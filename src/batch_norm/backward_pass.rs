@@ -1,7 +1,11 @@
 //! The backward compute pass: through the fused epilogue (if any), then
 //! `grads_partial* -> grads_finalize -> grads_rescue* -> grads_rescue_finish
-//! -> grad_input*` (the rescue: sums that overflowed f32, redone carefully), or
-//! `grads_apply -> grad_input*` with gradient sums merged across devices.
+//! -> grad_input*` (the rescue: sums that overflowed f32, redone carefully),
+//! `backward_columns* -> backward_columns_rescue` or `grads_columns ->
+//! grads_rescue -> grads_rescue_finish -> grad_input*` (the column
+//! strategies), or `grads_apply -> grad_input*` with gradient sums merged
+//! across devices. Each rescue kernel returns at once unless the kernel that
+//! summed raised its flag.
 
 use super::backward::BackwardMode;
 use super::epilogue::Fused;
@@ -10,7 +14,7 @@ use super::{BatchNorm, Saved, SpatialRank};
 use crate::error::Result;
 use crate::gpu::buffer::BufferSlice;
 use crate::gpu::launch::{ChannelStep, ColumnStep, Elementwise, GradsRescue, Partial, Recorder};
-use crate::gpu::plan::{ColumnPass, Strategy};
+use crate::gpu::plan::{rescue_groups, ColumnPass, Strategy};
 use crate::gpu::tensor::Tensor;
 
 impl<R: SpatialRank> BatchNorm<R> {
@@ -44,11 +48,13 @@ impl<R: SpatialRank> BatchNorm<R> {
         let columns = matches!(exec.strategy, Strategy::Columns | Strategy::ColumnStats);
         let column_backward = own_sums && columns && mode.dx().is_some();
         let column_sums = own_sums && exec.strategy == Strategy::ColumnStats;
-        let split = own_sums && !column_backward && !column_sums;
-        // grads_rescue's flag down (grads_finalize raises it) where the
-        // split reductions run (the column kernels' careful sums are their
-        // own).
-        if split {
+        // Whether the column kernels redo sums that overflowed themselves
+        // (small inputs, one dispatch) rather than raise the rescue flag.
+        let inline_rescue = exec.column_inline_rescue();
+        let rescued = own_sums && !((column_backward || column_sums) && inline_rescue);
+        // The rescue flag down (the kernels that sum raise it) wherever
+        // rescue kernels follow them.
+        if rescued {
             let flag = exec.rescue_flag() as u64 * 16;
             encoder.clear_buffer(&partials.buffer, partials.offset + flag, Some(16));
         }
@@ -86,14 +92,30 @@ impl<R: SpatialRank> BatchNorm<R> {
             let step = ColumnStep::Backward {
                 x: x.window(0, numel),
                 dy: dy.window(0, numel),
-                terms,
-                grad_weight,
-                grad_bias,
+                terms: terms.clone(),
+                partials: partials.clone(),
+                grad_weight: grad_weight.clone(),
+                grad_bias: grad_bias.clone(),
                 out: dx.window(0, numel),
                 kernel: exec.column_kernel(ColumnPass::Backward),
                 regs: exec.column_regs(ColumnPass::Backward),
+                inline_rescue,
             };
-            return rec.columns(step, exec.column_groups(ColumnPass::Backward));
+            rec.columns(step, exec.column_groups(ColumnPass::Backward))?;
+            if inline_rescue {
+                return Ok(());
+            }
+            // Sums that overflowed f32: those channels again, carefully.
+            let step = ColumnStep::Rescue {
+                x: x.window(0, numel),
+                dy: dy.window(0, numel),
+                terms,
+                partials,
+                grad_weight,
+                grad_bias,
+                out: dx.window(0, numel),
+            };
+            return rec.columns(step, rescue_groups(c));
         }
         if let BackwardMode::Merged { merged, .. } = mode {
             let step = ChannelStep::GradsApply {
@@ -103,51 +125,57 @@ impl<R: SpatialRank> BatchNorm<R> {
                 merged: BufferSlice::whole(merged),
             };
             rec.channels(step, c)?;
-        } else if column_sums {
-            let step = ColumnStep::Grads {
-                x: x.window(0, numel),
-                dy: dy.window(0, numel),
-                terms: terms.clone(),
-                grad_weight,
-                grad_bias,
-            };
-            rec.columns(step, exec.column_groups(ColumnPass::Backward))?;
         } else {
-            for (i, ch) in exec.chunks.iter().enumerate() {
-                let step = Partial::Grads {
-                    x: x.window(ch.start, ch.count),
-                    dy: dy.window(ch.start, ch.count),
+            if column_sums {
+                let step = ColumnStep::Grads {
+                    x: x.window(0, numel),
+                    dy: dy.window(0, numel),
                     terms: terms.clone(),
                     partials: partials.clone(),
+                    grad_weight: grad_weight.clone(),
+                    grad_bias: grad_bias.clone(),
+                    inline_rescue,
                 };
-                rec.partial(variant, i + 1, step, &ch.reduce)?;
+                rec.columns(step, exec.column_groups(ColumnPass::Backward))?;
+            } else {
+                for (i, ch) in exec.chunks.iter().enumerate() {
+                    let step = Partial::Grads {
+                        x: x.window(ch.start, ch.count),
+                        dy: dy.window(ch.start, ch.count),
+                        terms: terms.clone(),
+                        partials: partials.clone(),
+                    };
+                    rec.partial(variant, i + 1, step, &ch.reduce)?;
+                }
+                let step = ChannelStep::GradsFinalize {
+                    terms: terms.clone(),
+                    partials: partials.clone(),
+                    grad_weight: grad_weight.clone(),
+                    grad_bias: grad_bias.clone(),
+                    groups: exec.finalize_groups(),
+                };
+                rec.channels(step, c)?;
             }
-            let step = ChannelStep::GradsFinalize {
-                terms: terms.clone(),
-                partials: partials.clone(),
-                grad_weight: grad_weight.clone(),
-                grad_bias: grad_bias.clone(),
-                groups: exec.finalize_groups(),
-            };
-            rec.channels(step, c)?;
             // Sums that overflowed f32, redone carefully chunk by chunk
             // (threads return at once where every sum is finite).
-            for (i, ch) in exec.chunks.iter().enumerate() {
-                let step = GradsRescue {
-                    x: x.window(ch.start, ch.count),
-                    dy: dy.window(ch.start, ch.count),
+            if rescued {
+                for (i, ch) in exec.chunks.iter().enumerate() {
+                    let step = GradsRescue {
+                        x: x.window(ch.start, ch.count),
+                        dy: dy.window(ch.start, ch.count),
+                        terms: terms.clone(),
+                        partials: partials.clone(),
+                    };
+                    rec.grads_rescue(i + 1, step, c)?;
+                }
+                let step = ChannelStep::GradsRescueFinish {
                     terms: terms.clone(),
-                    partials: partials.clone(),
+                    partials,
+                    grad_weight,
+                    grad_bias,
                 };
-                rec.grads_rescue(i + 1, step, c)?;
+                rec.channels(step, c)?;
             }
-            let step = ChannelStep::GradsRescueFinish {
-                terms: terms.clone(),
-                partials,
-                grad_weight,
-                grad_bias,
-            };
-            rec.channels(step, c)?;
         }
         let Some(dx) = mode.dx() else {
             return Ok(());

@@ -94,9 +94,10 @@ pub(crate) struct Params {
     /// Virtual channels per channel in the partial states (`C * folds`
     /// per partial row; more than 1 for `Variant::OddRows`).
     pub folds: u32,
-    /// Index (in vec4s) in the partials buffer of the flag `grads_finalize`
-    /// raises where a channel needs `grads_rescue` (cleared by the host
-    /// before each backward; `ExecPlan::rescue_flag`).
+    /// Index (in vec4s) in the partials buffer of the flag the kernels
+    /// that sum gradients raise where a channel needs the rescue kernels
+    /// (cleared by the host before each backward; `ExecPlan::rescue_flag`,
+    /// `shaders/rescue_flag.wgsl`).
     pub rescue_flag: u32,
 }
 

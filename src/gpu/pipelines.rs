@@ -56,11 +56,17 @@ pub(crate) enum Kernel {
     /// values); with rows in registers per [`ColumnRegs`].
     ForwardColumns(u32, ColumnRegs, ColumnKernel),
     /// Gradient sums, grad_weight, grad_bias and grad_input, in the lanes
-    /// of the [`ColumnKernel`].
-    BackwardColumns(ColumnRegs, ColumnKernel),
+    /// of the [`ColumnKernel`]; sums that come out non-finite redone in
+    /// the kernel (`true`, `INLINE_RESCUE`) or left to
+    /// `BackwardColumnsRescue`.
+    BackwardColumns(ColumnRegs, ColumnKernel, bool),
     /// Gradient sums, grad_weight, grad_bias and grad_input terms, one
-    /// channel per thread.
-    GradsColumns,
+    /// channel per thread (`INLINE_RESCUE`: `true`, or left to
+    /// `GradsRescue`).
+    GradsColumns(bool),
+    /// After `BackwardColumns`: the channels whose sums came out
+    /// non-finite, summed again carefully, with their grad_input.
+    BackwardColumnsRescue,
 }
 
 impl Kernel {
@@ -77,12 +83,12 @@ impl Kernel {
             Kernel::Normalize(..) | Kernel::GradInput(..) | Kernel::EpilogueGrad(_) => {
                 Family::Elementwise
             }
-            Kernel::ForwardColumns(_, _, k) | Kernel::BackwardColumns(_, k) => match k {
+            Kernel::ForwardColumns(_, _, k) | Kernel::BackwardColumns(_, k, _) => match k {
                 ColumnKernel::PerChannel => Family::Columns,
                 ColumnKernel::Aligned4 => Family::Columns4,
                 ColumnKernel::Odd4 => Family::Columns4Odd,
             },
-            Kernel::GradsColumns => Family::Columns,
+            Kernel::GradsColumns(_) | Kernel::BackwardColumnsRescue => Family::Columns,
             _ => Family::Finalize,
         }
     }
@@ -93,7 +99,7 @@ impl Kernel {
             Kernel::ForwardColumns(_, r, k) => {
                 return format!("forward_columns{}{}", lanes_suffix(k), r.suffix())
             }
-            Kernel::BackwardColumns(r, k) => {
+            Kernel::BackwardColumns(r, k, _) => {
                 return format!("backward_columns{}{}", lanes_suffix(k), r.suffix())
             }
             Kernel::MomentsPartial(Rows | OddRows, false) => "moments_partial_rows",
@@ -123,13 +129,15 @@ impl Kernel {
             Kernel::GradInput(OddRows | Masked | General, false) => "grad_input",
             Kernel::GradInput(OddRows | Masked | General, true) => "grad_input_runs",
             Kernel::EpilogueGrad(_) => "epilogue_grad",
-            Kernel::GradsColumns => "grads_columns",
+            Kernel::GradsColumns(_) => "grads_columns",
+            Kernel::BackwardColumnsRescue => "backward_columns_rescue",
         };
         name.to_string()
     }
 
     /// Pipeline-overridable constants (`THREAD_PARTIALS`, `WIDTH`,
-    /// `MASKED` in `reduce.wgsl`; `EPILOGUE`).
+    /// `MASKED` in `reduce.wgsl`; `EPILOGUE`; `INLINE_RESCUE` in
+    /// `rescue_flag.wgsl`).
     fn constants(self, thread_partials: bool) -> Vec<(&'static str, f64)> {
         let width = match self {
             Kernel::MomentsPartial(v, _) | Kernel::GradsPartial(v, _)
@@ -157,6 +165,9 @@ impl Kernel {
         | Kernel::ForwardColumns(bits, ..) = self
         {
             c.push(("EPILOGUE", f64::from(bits)));
+        }
+        if let Kernel::BackwardColumns(_, _, inline) | Kernel::GradsColumns(inline) = self {
+            c.push(("INLINE_RESCUE", if inline { 1.0 } else { 0.0 }));
         }
         c
     }

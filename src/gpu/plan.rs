@@ -75,7 +75,7 @@ impl DeviceLimits {
     }
 
     /// Bytes the partial states may take in their binding: all of it but
-    /// the vec4 of `grads_rescue`'s flag after them
+    /// the vec4 of the rescue flag after them
     /// ([`ExecPlan::rescue_flag`]).
     fn partial_budget(&self) -> u64 {
         self.max_binding.saturating_sub(16)
@@ -300,8 +300,9 @@ impl ExecPlan {
     }
 
     /// The vec4 in the partials buffer after the partial states and the
-    /// sums `grads_rescue` carries (two vec4s per channel): the flag
-    /// `grads_finalize` raises where a channel's sums need the rescue.
+    /// sums `grads_rescue` carries (two vec4s per channel): the flag the
+    /// kernels that sum gradients (`grads_finalize`, the column kernels)
+    /// raise where a channel's sums need the rescue.
     pub fn rescue_flag(&self) -> usize {
         self.partial_count().max(2 * self.layout.c)
     }

@@ -32,6 +32,9 @@ const FINALIZE: &str = include_str!("../../shaders/finalize.wgsl");
 /// `shaders/grads_careful.wgsl`: the gradient sums' slow path (sums that
 /// overflowed f32, redone in scaled units).
 const GRADS_CAREFUL: &str = include_str!("../../shaders/grads_careful.wgsl");
+/// `shaders/rescue_flag.wgsl`: the `partials` binding and the flag the
+/// summing kernels raise for the rescue kernels (careful sums).
+const RESCUE_FLAG: &str = include_str!("../../shaders/rescue_flag.wgsl");
 /// `shaders/epilogue.wgsl`: the fused epilogue of the normalize kernels.
 const EPILOGUE: &str = include_str!("../../shaders/epilogue.wgsl");
 /// `shaders/store4.wgsl`: the vec4 output (and residual) through it.
@@ -124,12 +127,13 @@ impl Family {
                 REDUCE_SWEEP,
                 REDUCE_SUBGROUP,
             ],
-            Family::Finalize => &[MOMENTS, MOMENTS4, GRADS_CAREFUL, FINALIZE],
+            Family::Finalize => &[MOMENTS, MOMENTS4, GRADS_CAREFUL, RESCUE_FLAG, FINALIZE],
             Family::Elementwise => &[EPILOGUE, STORE4, ELEMENTWISE],
             Family::Columns => &[
                 MOMENTS,
                 MOMENTS4,
                 GRADS_CAREFUL,
+                RESCUE_FLAG,
                 FINALIZE,
                 EPILOGUE,
                 COLUMNS,
@@ -138,6 +142,7 @@ impl Family {
                 MOMENTS,
                 MOMENTS4,
                 GRADS_CAREFUL,
+                RESCUE_FLAG,
                 EPILOGUE,
                 STORE4,
                 LANES4,
@@ -148,6 +153,7 @@ impl Family {
                 MOMENTS,
                 MOMENTS4,
                 GRADS_CAREFUL,
+                RESCUE_FLAG,
                 EPILOGUE,
                 LANES4_ODD,
                 COLUMNS4,

@@ -105,11 +105,13 @@ pub(crate) enum ColumnStep {
         /// Rows kept in registers (`ExecPlan::column_regs`).
         regs: ColumnRegs,
     },
-    /// Gradient sums, grad_weight, grad_bias and `out = dx`.
+    /// Gradient sums, grad_weight, grad_bias and `out = dx` (raising the
+    /// rescue flag in `partials` for sums that are not finite).
     Backward {
         x: BufferSlice,
         dy: BufferSlice,
         terms: BufferSlice,
+        partials: BufferSlice,
         grad_weight: BufferSlice,
         grad_bias: BufferSlice,
         out: BufferSlice,
@@ -117,14 +119,33 @@ pub(crate) enum ColumnStep {
         kernel: ColumnKernel,
         /// Rows kept in registers (`ExecPlan::column_regs`).
         regs: ColumnRegs,
+        /// Sums that are not finite redone in the kernel
+        /// (`ExecPlan::column_inline_rescue`), not left to `Rescue`.
+        inline_rescue: bool,
     },
-    /// Gradient sums, grad_weight, grad_bias and grad_input terms only.
+    /// Gradient sums, grad_weight, grad_bias and grad_input terms only
+    /// (marking sums that are not finite for `GradsRescue`, or redoing
+    /// them with `inline_rescue`).
     Grads {
         x: BufferSlice,
         dy: BufferSlice,
         terms: BufferSlice,
+        partials: BufferSlice,
         grad_weight: BufferSlice,
         grad_bias: BufferSlice,
+        inline_rescue: bool,
+    },
+    /// After `Backward`, where it raised the flag: the channels of
+    /// non-finite sums summed again carefully, their grad_weight,
+    /// grad_bias and `out = dx` rewritten.
+    Rescue {
+        x: BufferSlice,
+        dy: BufferSlice,
+        terms: BufferSlice,
+        partials: BufferSlice,
+        grad_weight: BufferSlice,
+        grad_bias: BufferSlice,
+        out: BufferSlice,
     },
 }
 

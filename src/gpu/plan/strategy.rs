@@ -56,8 +56,10 @@ const ODD_FOUR_MIN_ROWS: usize = FORWARD_SWEEP_MIN_ROWS;
 /// lanes too (below, one channel per thread: `32x131071` 2.3-2.5x a copy
 /// against 2.9-3.3x; `128x32767` 3.4-4.4 against 3.0-3.3).
 const ODD_FOUR_FORWARD_MIN_ROWS: usize = 33;
-/// Storage buffers the column kernels bind at most (`backward_columns4`).
-pub(crate) const COLUMN_STORAGE_BUFFERS: u32 = 6;
+/// Storage buffers the column kernels bind at most (`backward_columns4`
+/// and `backward_columns_rescue`: x, dy, terms, the rescue flag's
+/// partials, grad_weight, grad_bias, dx).
+pub(crate) const COLUMN_STORAGE_BUFFERS: u32 = 7;
 
 /// Which entry points the column kernels take (the training forward and
 /// the backward; eval reads x once anyway): the plain ones, or those that
@@ -339,6 +341,19 @@ impl ExecPlan {
             Strategy::Columns => ColumnKernel::Odd4,
             Strategy::Split | Strategy::ColumnStats => ColumnKernel::PerChannel,
         }
+    }
+
+    /// Whether the column kernels' backward redoes gradient sums that came
+    /// out non-finite itself (`INLINE_RESCUE` in `shaders/rescue_flag.wgsl`):
+    /// inputs of at most `COLUMN_SMALL` values, which stay one dispatch
+    /// (the rescue's own dispatch cost `8x512` and `32x20` 0.03 ms, a
+    /// quarter of their backward on lavapipe, Zen 5). Larger ones raise
+    /// the rescue flag and `backward_columns_rescue` (or `grads_rescue`)
+    /// follows: the slow path's code in the kernel, even where not taken,
+    /// cost their backward 10-30% on lavapipe (`2x2097152` 3.9-4.0x a copy
+    /// without it, 5.5-6.0x with it).
+    pub fn column_inline_rescue(&self) -> bool {
+        self.layout.numel() <= COLUMN_SMALL
     }
 
     /// Workgroups of the column kernel's dispatch for `pass`.

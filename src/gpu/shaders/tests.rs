@@ -55,6 +55,7 @@ fn override_values(name: &str) -> Vec<f64> {
         "WIDTH" => vec![1.0, 4.0],
         "MASKED" => vec![0.0, 1.0],
         "EPILOGUE" => vec![0.0, 1.0, 2.0, 3.0],
+        "INLINE_RESCUE" => vec![0.0, 1.0],
         _ => vec![],
     }
 }
@@ -122,9 +123,9 @@ fn every_shader_translates_to_every_backend() {
     // Per dtype: every entry point of the seven families (reduce tree and
     // subgroups, finalize, elementwise, columns, columns4 and its odd-C
     // form; finalize.wgsl's, grads_rescue and grads_rescue_finish among
-    // them, twice: in the finalize and columns modules); then the five
-    // baseline kernels.
-    assert_eq!(entries, dtypes().len() * 70 + 5);
+    // them, twice: in the finalize and columns modules; the columns
+    // module's backward_columns_rescue); then the five baseline kernels.
+    assert_eq!(entries, dtypes().len() * 71 + 5);
 }
 
 #[test]
