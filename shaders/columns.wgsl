@@ -1,7 +1,8 @@
 // Column kernels for (N, C) inputs with C % 4 != 0 and few rows next to
 // their channels (wide layers, small batches): one thread owns one channel
 // over all N rows, so no partial states, no merge and no finalize dispatch
-// are needed, and the whole op is one dispatch. Each thread reads and
+// are needed, and the whole op is one dispatch (a backward past 2^16
+// values: then backward_columns_rescue, below). Each thread reads and
 // writes single values (one component of a vec4; its neighbours, the next
 // channels, take the others), so the per-channel terms stay in registers.
 // C % 4 == 0 takes the four-channel kernels of columns4.wgsl instead.
@@ -29,6 +30,9 @@
 // elements (separate memory locations; a write to one component of a vec4
 // may touch the whole vec4 in WGSL's memory model).
 @group(0) @binding(6) var<storage, read_write> out: array<elem>;
+
+// INLINE_RESCUE, as in columns4.wgsl (never in one module with it).
+override INLINE_RESCUE: bool = false;
 @group(0) @binding(12) var<storage, read> residual1: array<elem>;
 
 // Value e of the output, through the epilogue.

@@ -1,7 +1,8 @@
 // Column kernels for (N, C) inputs with few rows next to their channels
 // (wide layers, small batches): one thread owns four consecutive channels
 // (lane q: channels 4q .. 4q + 3) over all N rows, so the whole op is one
-// dispatch with no partial states and no workgroup merge, and the rows a
+// dispatch (a backward past 2^16 values: then backward_columns_rescue,
+// below) with no partial states and no workgroup merge, and the rows a
 // thread reads twice are still in its cache. Lanes reach their values
 // through the accessors of lanes4.wgsl (C % 4 == 0: whole aligned vec4s,
 // per-channel values included, since state, terms and gradients are
@@ -99,6 +100,15 @@ fn set_terms4(q: u32, shift: vec4<f32>, mean: vec4<f32>, invstd: vec4<f32>) -> N
     // finalize step that writes it; a column kernel normalises itself.
     return NormTerms4(shift, scale, offset);
 }
+
+// Whether the backward kernels redo gradient sums that overflowed
+// themselves (grad_totals1, grad_totals4: inputs of at most 2^16 values,
+// kept one dispatch, where a second dispatch would cost more than the
+// slow path's code) or raise the rescue flag for backward_columns_rescue.
+// (The same in columns.wgsl; never in one module. Only the column
+// families carry it: a module without overrides, finalize's, compiles
+// once up front on Vulkan.)
+override INLINE_RESCUE: bool = false;
 
 // Lane q's totals from its f32 sums: with INLINE_RESCUE, sums that are
 // not finite redone here (grad_totals4); else they raise the rescue flag

@@ -8,11 +8,8 @@
 // and return at once where it is down. The slow path stays out of the
 // summing kernels: its code costs lavapipe even where it is not taken
 // (10-30% of the column backward of 2 to 8 rows).
-//
-// INLINE_RESCUE: the column kernels of small tensors redo such sums
-// themselves (grad_totals1, grad_totals4) and keep the op one dispatch,
-// where a second dispatch would cost more than the slow path's code.
-override INLINE_RESCUE: bool = false;
+// (The column kernels of small inputs redo such sums themselves instead:
+// INLINE_RESCUE in columns.wgsl and columns4.wgsl.)
 
 @group(0) @binding(4) var<storage, read_write> partials: array<vec4<f32>>;
 

@@ -17,7 +17,9 @@ mod inputs;
 
 use common::{check_channels, check_close, context_tuned, Rng};
 use inputs::{check_sums, inputs, term_scales, Inputs, Kind};
-use wgpu_batchnorm::{cpu, wgpu, BatchNorm1d, BatchNormConfig, GpuContext, Tensor};
+use wgpu_batchnorm::{
+    cpu, wgpu, BatchNorm1d, BatchNormConfig, Epilogue, GpuContext, MemoryFormat, Tensor,
+};
 
 /// Runs one training or eval step and compares the gradients channel by
 /// channel (grad_input too, except for `CancellingDy`, whose grad_input
@@ -50,6 +52,13 @@ fn case(ctx: &GpuContext, shape: &[usize], kind: Kind, train: bool) {
     );
     check_sums(&format!("{at} grad_weight"), &gw, &gw_want, &dyx_scale);
     check_sums(&format!("{at} grad_bias"), &gb, &gb_want, &dy_scale);
+    if kind == Kind::CancellingDy {
+        // Terms of +-3e38 (the even channels), exact in f32: their sum is
+        // exact (0, or 3e38 for an odd row count), no rounding allowed.
+        for ch in (0..c).step_by(2) {
+            assert_eq!(gb[ch], gb_want[ch], "{at} grad_bias channel {ch}: exact");
+        }
+    }
     if kind != Kind::CancellingDy {
         let dx = g.grad_input.to_vec().expect("read");
         check_channels(
@@ -170,6 +179,50 @@ fn overflowing_shard_sums_match_the_reference() {
     }
 }
 
+/// Through a fused forward (residual add and ReLU): the backward takes dy
+/// through the epilogue into a scratch tensor first, and every kernel
+/// that sums, or redoes the sums, must read that one.
+#[test]
+fn overflowing_sums_through_a_fused_epilogue_match_the_reference() {
+    let Some(ctx) = context_tuned(None, None) else {
+        return;
+    };
+    for shape in [&[8usize, 64][..], &[8, 16384], &[300, 8]] {
+        for kind in [Kind::HugeDy, Kind::CancellingDy, Kind::InfiniteDy] {
+            let inp = inputs(shape, kind);
+            let (dy_scale, dyx_scale) = term_scales(&inp, shape, true);
+            let c = shape[1];
+            let residual = Rng(7).normals(inp.x.len(), 0.0, 1.0);
+            let (mut gpu, mut reference) = pair(&ctx, inp.cfg, (&inp.mean, &inp.var), true);
+            let xt = Tensor::from_slice(&ctx, &inp.x, shape).expect("x");
+            let rt = Tensor::from_slice(&ctx, &residual, shape).expect("residual");
+            gpu.forward_fused(&xt, Epilogue::relu().with_residual(&rt))
+                .expect("forward");
+            let format = MemoryFormat::ChannelsFirst;
+            reference
+                .forward_fused(&inp.x, shape, format, Some(&residual), true)
+                .expect("cpu forward");
+            let g = gpu
+                .backward(&Tensor::from_slice(&ctx, &inp.dy, shape).expect("dy"))
+                .expect("backward");
+            let want = reference.backward(&inp.dy).expect("cpu backward");
+            let at = format!("fused {kind:?} {shape:?}");
+            let gw = g.grad_weight.expect("affine").to_vec().expect("read");
+            let gb = g.grad_bias.expect("affine").to_vec().expect("read");
+            // (The scales of the unmasked dy: a bound on the masked sums'.)
+            let gw_want = want.grad_weight.expect("affine");
+            check_sums(&format!("{at} grad_weight"), &gw, &gw_want, &dyx_scale);
+            let gb_want = want.grad_bias.expect("affine");
+            check_sums(&format!("{at} grad_bias"), &gb, &gb_want, &dy_scale);
+            if kind != Kind::CancellingDy {
+                let dx = g.grad_input.to_vec().expect("read");
+                let want_dx = &want.grad_input;
+                check_channels(&format!("{at} grad_input"), &dx, want_dx, (c, 1), 1e-3);
+            }
+        }
+    }
+}
+
 /// Tensors in many chunks (64 KiB bindings): the careful sums of a channel
 /// whose values span several chunks, some starting inside a row, carried
 /// from chunk to chunk; on a device with WebGPU's downlevel limits (four
@@ -206,7 +259,8 @@ fn overflowing_sums_of_f16_tensors_match_the_reference() {
         if !common::f16_or_skip(&ctx) {
             return;
         }
-        for shape in [&[64usize, 8][..], &[32, 1024], &[16, 6, 5]] {
+        // (64x2048: past 2^16 values, the column kernels' rescue.)
+        for shape in [&[64usize, 8][..], &[32, 1024], &[64, 2048], &[16, 6, 5]] {
             let numel: usize = shape.iter().product();
             let c = shape[1];
             let mut rng = Rng(numel as u64);

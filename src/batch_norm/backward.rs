@@ -1,7 +1,9 @@
 //! The backward pass of the last successful forward: one compute pass of
 //! `grads_partial* -> grads_finalize -> grads_rescue* -> grads_rescue_finish
-//! -> grad_input*` (the rescue: sums that overflowed f32, redone carefully), or
-//! `grads_apply -> grad_input*` with gradient sums merged across devices.
+//! -> grad_input*` (the rescue: sums that overflowed f32, redone carefully),
+//! the column kernels (`backward_columns* -> backward_columns_rescue`), or
+//! `grads_apply -> grad_input*` with gradient sums merged across devices
+//! (`backward_pass.rs`).
 
 use super::workspace::Target;
 use super::{BatchNorm, Saved, SpatialRank};

@@ -1,10 +1,10 @@
 //! The backward compute pass: through the fused epilogue (if any), then
 //! `grads_partial* -> grads_finalize -> grads_rescue* -> grads_rescue_finish
 //! -> grad_input*` (the rescue: sums that overflowed f32, redone carefully),
-//! `backward_columns* -> backward_columns_rescue` or `grads_columns ->
-//! grads_rescue -> grads_rescue_finish -> grad_input*` (the column
-//! strategies), or `grads_apply -> grad_input*` with gradient sums merged
-//! across devices. Each rescue kernel returns at once unless the kernel that
+//! `backward_columns* -> backward_columns_rescue` (the column strategies),
+//! `grads_columns -> grads_rescue -> grads_rescue_finish` (one channel per
+//! thread, the sums alone), or `grads_apply -> grad_input*` with gradient
+//! sums merged across devices. Each rescue kernel returns at once unless the kernel that
 //! summed raised its flag.
 
 use super::backward::BackwardMode;

@@ -58,7 +58,9 @@ pub struct Tuning {
     pub thread_partials: Option<bool>,
     /// Whether `(N, C)` inputs with at most 256 rows take the column
     /// kernels (one thread per channel, or per four channels, over all
-    /// rows: no partial states, one dispatch; on CPU adapters the rows
+    /// rows: no partial states, one dispatch, and for a backward past 2^16
+    /// values a second that returns at once unless a gradient sum
+    /// overflowed f32; on CPU adapters the rows
     /// stay in registers). `None` picks them where there are also enough
     /// channels to fill the device (up to 256 rows with per-thread
     /// partials, CPU adapters' default; 16 otherwise) or few values in all

@@ -139,14 +139,17 @@ pub(crate) enum Strategy {
     /// them, then the elementwise pass: any layout, any size.
     Split,
     /// `(N, C)` with few rows, one chunk: one thread per four channels
-    /// over all rows, the whole op in one dispatch (`columns4.wgsl`);
+    /// over all rows, the whole op in one dispatch (`columns4.wgsl`; a
+    /// backward past `COLUMN_SMALL` values then `backward_columns_rescue`,
+    /// see [`ExecPlan::column_inline_rescue`]);
     /// `C % 4 == 0`, or other `C` from `ODD_FOUR_MIN_ROWS` rows with
     /// per-thread partials (CPU adapters), where the kernels sweep (see
     /// [`ExecPlan::column_kernel`]).
     Columns,
     /// `(N, C)` with few rows, other `C`, one chunk: one thread per
-    /// channel over all rows, the whole op in one dispatch, single values
-    /// read and written (`columns.wgsl`).
+    /// channel over all rows, the whole op in one dispatch (and the
+    /// rescue's, as for `Columns`), single values read and written
+    /// (`columns.wgsl`).
     ColumnStats,
 }
 
