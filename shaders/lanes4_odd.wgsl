@@ -1,11 +1,16 @@
 // The four-channel column kernels' accessors (columns4.wgsl,
 // columns4_regs.wgsl) for C % 4 != 0: lane q's channels 4q .. 4q + 3
-// start anywhere in a vec4, so every value is read and written on its own
-// (each thread writes whole memory locations, as in columns.wgsl; x and
-// dy one component of their vec4 at a time). The
-// last lane has fewer than four channels: its dead components read
+// start anywhere in a vec4, so every value is written on its own (each
+// thread writes whole memory locations, as in columns.wgsl); x and dy are
+// read as the two aligned vec4s a lane's four values span, shifted by
+// their offset in the first, which is the same for every lane of a row
+// (span4: lavapipe, Zen 5, backward x a copy, three alternations,
+// `32x131071` 4.61-5.31 -> 4.41-4.89, `128x32767` 4.66-5.93 -> 4.20-4.47,
+// `17x246723` 4.52-5.64 -> 4.41-4.64, against four single reads). The
+// last lane has fewer than four channels: its dead components repeat
 // channel 4q's values (always live) and are never written, so a lane's
-// arithmetic stays vec4 and no value outside the tensor is touched.
+// arithmetic stays vec4 (and its sums raise no rescue flag of their own),
+// and nothing outside the bindings is read.
 
 @group(0) @binding(3) var<storage, read_write> terms4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> state1: array<f32>;
@@ -87,16 +92,32 @@ fn row_at(q: u32, r: u32) -> u32 {
     return r * P().c + 4u * q;
 }
 
+// The four values from element e = row_at(q, r), taken from the two
+// aligned vec4s they span (v0 at e / 4, v1 after it) shifted by e % 4, the
+// same for every lane of a row; dead components repeat the first.
+fn span4(q: u32, e: u32, v0: vec4<f32>, v1: vec4<f32>) -> vec4<f32> {
+    var v = v0;
+    switch (e % 4u) {
+        case 1u: { v = vec4<f32>(v0.yzw, v1.x); }
+        case 2u: { v = vec4<f32>(v0.zw, v1.xy); }
+        case 3u: { v = vec4<f32>(v0.w, v1.xyz); }
+        default: {}
+    }
+    return select(vec4<f32>(v.x), v, live4(q));
+}
+
 fn row_x(q: u32, r: u32) -> vec4<f32> {
     let e = row_at(q, r);
-    let o = reads4(q);
-    return vec4<f32>(x_at(e + o.x), x_at(e + o.y), x_at(e + o.z), x_at(e + o.w));
+    let a = e / 4u;
+    let b = min(a + 1u, arrayLength(&x4) - 1u);
+    return span4(q, e, vec4<f32>(x4[a]), vec4<f32>(x4[b]));
 }
 
 fn row_dy(q: u32, r: u32) -> vec4<f32> {
     let e = row_at(q, r);
-    let o = reads4(q);
-    return vec4<f32>(dy_at(e + o.x), dy_at(e + o.y), dy_at(e + o.z), dy_at(e + o.w));
+    let a = e / 4u;
+    let b = min(a + 1u, arrayLength(&dy4) - 1u);
+    return span4(q, e, vec4<f32>(dy4[a]), vec4<f32>(dy4[b]));
 }
 
 fn row_store(q: u32, r: u32, v: vec4<f32>) {
