@@ -17,8 +17,9 @@
 @group(0) @binding(6) var<storage, read_write> out1: array<elem>;
 @group(0) @binding(8) var<storage, read_write> grad_weight1: array<f32>;
 @group(0) @binding(9) var<storage, read_write> grad_bias1: array<f32>;
-// The residual added before the activation (x itself when none).
-@group(0) @binding(12) var<storage, read> residual1: array<elem>;
+// The residual added before the activation (x itself when none), read
+// as x is (span4).
+@group(0) @binding(12) var<storage, read> residual4: array<vec4<elem>>;
 
 // Lanes of the dispatch: ceil(C / 4).
 fn lane_count() -> u32 {
@@ -140,8 +141,9 @@ fn row_store_normalized(q: u32, r: u32, v: vec4<f32>) {
     var res = vec4<f32>(0.0);
     if ((EPILOGUE & EPILOGUE_RESIDUAL) != 0u) {
         let e = row_at(q, r);
-        let o = reads4(q);
-        res = vec4<f32>(f32(residual1[e + o.x]), f32(residual1[e + o.y]), f32(residual1[e + o.z]), f32(residual1[e + o.w]));
+        let a = e / 4u;
+        let b = min(a + 1u, arrayLength(&residual4) - 1u);
+        res = span4(q, e, vec4<f32>(residual4[a]), vec4<f32>(residual4[b]));
     }
     row_store(q, r, epilogue_of(v, res));
 }
