@@ -1,10 +1,10 @@
 // The four-channel column kernels' accessors (columns4.wgsl,
 // columns4_regs.wgsl) for C % 4 != 0: lane q's channels 4q .. 4q + 3
 // start anywhere in a vec4, so every value is written on its own (each
-// thread writes whole memory locations, as in columns.wgsl); x and dy are
-// read as the two aligned vec4s a lane's four values span, shifted by
-// their offset in the first, which is the same for every lane of a row
-// (span4: lavapipe, Zen 5, backward x a copy, three alternations,
+// thread writes whole memory locations, as in columns.wgsl); x, dy and
+// the residual are read as the two aligned vec4s a lane's four values
+// span, shifted by their offset in the first, which is the same for every
+// lane of a row (span4: lavapipe, Zen 5, backward x a copy, three alternations,
 // `32x131071` 4.61-5.31 -> 4.41-4.89, `128x32767` 4.66-5.93 -> 4.20-4.47,
 // `17x246723` 4.52-5.64 -> 4.41-4.64, against four single reads). The
 // last lane has fewer than four channels: its dead components repeat

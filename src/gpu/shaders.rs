@@ -48,7 +48,8 @@ const COLUMNS4: &str = include_str!("../../shaders/columns4.wgsl");
 /// `shaders/lanes4.wgsl`: the four-channel lanes' accessors for
 /// `C % 4 == 0` (whole vec4s).
 const LANES4: &str = include_str!("../../shaders/lanes4.wgsl");
-/// `shaders/lanes4_odd.wgsl`: the same for other `C` (single values).
+/// `shaders/lanes4_odd.wgsl`: the same for other `C` (single values
+/// written; x, dy and the residual read as shifted vec4 pairs).
 const LANES4_ODD: &str = include_str!("../../shaders/lanes4_odd.wgsl");
 /// `shaders/columns4_regs.wgsl`: the same with the rows in registers.
 const COLUMNS4_REGS: &str = include_str!("../../shaders/columns4_regs.wgsl");
