@@ -30,10 +30,10 @@
 // elements (separate memory locations; a write to one component of a vec4
 // may touch the whole vec4 in WGSL's memory model).
 @group(0) @binding(6) var<storage, read_write> out: array<elem>;
+@group(0) @binding(12) var<storage, read> residual1: array<elem>;
 
 // INLINE_RESCUE, as in columns4.wgsl (never in one module with it).
 override INLINE_RESCUE: bool = false;
-@group(0) @binding(12) var<storage, read> residual1: array<elem>;
 
 // Value e of the output, through the epilogue.
 fn store_normalized1(e: u32, v: f32) {

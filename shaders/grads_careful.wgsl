@@ -241,13 +241,18 @@ struct GradTotals4 {
     mdyx: vec4<f32>,
 }
 
+// The totals of finite sums, four channels (as plain_totals).
+fn plain_totals4(sdy: vec4<f32>, sdyx: vec4<f32>) -> GradTotals4 {
+    let n = f32(P().count);
+    return GradTotals4(sdy, sdyx, sdy / n, sdyx / n);
+}
+
 // (In the column kernels of small tensors only, INLINE_RESCUE: the slow
 // path's code is not free where it is not taken; lavapipe runs part of it
 // masked, about 25% of the column backward of 2 to 4 rows of millions of
 // channels, where a lane's own work is smallest.)
 fn grad_totals4(q: u32, sdy: vec4<f32>, sdyx: vec4<f32>, shift: vec4<f32>, mean: vec4<f32>, invstd: vec4<f32>) -> GradTotals4 {
-    let n = f32(P().count);
-    var t = GradTotals4(sdy, sdyx, sdy / n, sdyx / n);
+    var t = plain_totals4(sdy, sdyx);
     let ok = finite4(sdy) & finite4(sdyx);
     if (all(ok)) {
         return t;

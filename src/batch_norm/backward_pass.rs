@@ -13,7 +13,9 @@ use super::workspace::{Op, Prepared, Target};
 use super::{BatchNorm, Saved, SpatialRank};
 use crate::error::Result;
 use crate::gpu::buffer::BufferSlice;
-use crate::gpu::launch::{ChannelStep, ColumnStep, Elementwise, GradsRescue, Partial, Recorder};
+use crate::gpu::launch::{
+    ChannelStep, ColumnGrads, ColumnStep, Elementwise, GradsRescue, Partial, Recorder,
+};
 use crate::gpu::plan::{rescue_groups, ColumnPass, Strategy};
 use crate::gpu::tensor::Tensor;
 
@@ -88,14 +90,18 @@ impl<R: SpatialRank> BatchNorm<R> {
         };
         let (grad_weight, grad_bias) = (gw.binding(), gb.binding());
         let numel = layout.numel();
+        // The buffers of the column gradient kernels.
+        let column_grads = || ColumnGrads {
+            x: x.window(0, numel),
+            dy: dy.window(0, numel),
+            terms: terms.clone(),
+            partials: partials.clone(),
+            grad_weight: grad_weight.clone(),
+            grad_bias: grad_bias.clone(),
+        };
         if let (true, Some(dx)) = (column_backward, mode.dx()) {
             let step = ColumnStep::Backward {
-                x: x.window(0, numel),
-                dy: dy.window(0, numel),
-                terms: terms.clone(),
-                partials: partials.clone(),
-                grad_weight: grad_weight.clone(),
-                grad_bias: grad_bias.clone(),
+                grads: column_grads(),
                 out: dx.window(0, numel),
                 kernel: exec.column_kernel(ColumnPass::Backward),
                 regs: exec.column_regs(ColumnPass::Backward),
@@ -107,12 +113,7 @@ impl<R: SpatialRank> BatchNorm<R> {
             }
             // Sums that overflowed f32: those channels again, carefully.
             let step = ColumnStep::Rescue {
-                x: x.window(0, numel),
-                dy: dy.window(0, numel),
-                terms,
-                partials,
-                grad_weight,
-                grad_bias,
+                grads: column_grads(),
                 out: dx.window(0, numel),
             };
             return rec.columns(step, rescue_groups(c));
@@ -128,12 +129,7 @@ impl<R: SpatialRank> BatchNorm<R> {
         } else {
             if column_sums {
                 let step = ColumnStep::Grads {
-                    x: x.window(0, numel),
-                    dy: dy.window(0, numel),
-                    terms: terms.clone(),
-                    partials: partials.clone(),
-                    grad_weight: grad_weight.clone(),
-                    grad_bias: grad_bias.clone(),
+                    grads: column_grads(),
                     inline_rescue,
                 };
                 rec.columns(step, exec.column_groups(ColumnPass::Backward))?;

@@ -12,7 +12,9 @@ use super::context::GpuContext;
 use super::params::PARAMS_BINDING;
 use super::pipelines::Kernel;
 use super::plan::{channel_groups, grid, rescue_groups, vec4_groups, ReducePlan, Slab, Variant};
-pub(crate) use super::steps::{ChannelStep, ColumnStep, Elementwise, GradsRescue, Partial};
+pub(crate) use super::steps::{
+    ChannelStep, ColumnGrads, ColumnStep, Elementwise, GradsRescue, Partial,
+};
 use crate::error::Result;
 use crate::types::DType;
 
@@ -263,66 +265,25 @@ impl<'a, 'p> Recorder<'a, 'p> {
                 )
             }
             ColumnStep::Backward {
-                x,
-                dy,
-                terms,
-                partials,
-                grad_weight,
-                grad_bias,
+                grads,
                 out,
                 kernel,
                 regs,
                 inline_rescue,
             } => (
                 Kernel::BackwardColumns(regs, kernel, inline_rescue),
-                vec![
-                    (X, x),
-                    (Dy, dy),
-                    (Terms, terms),
-                    (Partials, partials),
-                    (GradWeight, grad_weight),
-                    (GradBias, grad_bias),
-                    (Out, out),
-                ],
+                column_grads_bound(grads, Some(out)),
             ),
             ColumnStep::Grads {
-                x,
-                dy,
-                terms,
-                partials,
-                grad_weight,
-                grad_bias,
+                grads,
                 inline_rescue,
             } => (
                 Kernel::GradsColumns(inline_rescue),
-                vec![
-                    (X, x),
-                    (Dy, dy),
-                    (Terms, terms),
-                    (Partials, partials),
-                    (GradWeight, grad_weight),
-                    (GradBias, grad_bias),
-                ],
+                column_grads_bound(grads, None),
             ),
-            ColumnStep::Rescue {
-                x,
-                dy,
-                terms,
-                partials,
-                grad_weight,
-                grad_bias,
-                out,
-            } => (
+            ColumnStep::Rescue { grads, out } => (
                 Kernel::BackwardColumnsRescue,
-                vec![
-                    (X, x),
-                    (Dy, dy),
-                    (Terms, terms),
-                    (Partials, partials),
-                    (GradWeight, grad_weight),
-                    (GradBias, grad_bias),
-                    (Out, out),
-                ],
+                column_grads_bound(grads, Some(out)),
             ),
         };
         self.dispatch(kernel, 1, bound, groups)
@@ -377,6 +338,22 @@ impl<'a, 'p> Recorder<'a, 'p> {
         };
         self.dispatch(kernel, slot, bound, groups)
     }
+}
+
+/// The bindings of a column gradient kernel: its `ColumnGrads`, then
+/// `out` (dx) where it writes one.
+fn column_grads_bound(g: ColumnGrads, out: Option<BufferSlice>) -> Vec<(Binding, BufferSlice)> {
+    use Binding::*;
+    let mut bound = vec![
+        (X, g.x),
+        (Dy, g.dy),
+        (Terms, g.terms),
+        (Partials, g.partials),
+        (GradWeight, g.grad_weight),
+        (GradBias, g.grad_bias),
+    ];
+    bound.extend(out.map(|o| (Out, o)));
+    bound
 }
 
 /// Bytes between uniform slots: one params binding (`PARAMS_BINDING`, two

@@ -108,12 +108,7 @@ pub(crate) enum ColumnStep {
     /// Gradient sums, grad_weight, grad_bias and `out = dx` (raising the
     /// rescue flag in `partials` for sums that are not finite).
     Backward {
-        x: BufferSlice,
-        dy: BufferSlice,
-        terms: BufferSlice,
-        partials: BufferSlice,
-        grad_weight: BufferSlice,
-        grad_bias: BufferSlice,
+        grads: ColumnGrads,
         out: BufferSlice,
         /// Channels per thread and how they are read.
         kernel: ColumnKernel,
@@ -127,26 +122,29 @@ pub(crate) enum ColumnStep {
     /// (marking sums that are not finite for `GradsRescue`, or redoing
     /// them with `inline_rescue`).
     Grads {
-        x: BufferSlice,
-        dy: BufferSlice,
-        terms: BufferSlice,
-        partials: BufferSlice,
-        grad_weight: BufferSlice,
-        grad_bias: BufferSlice,
+        grads: ColumnGrads,
         inline_rescue: bool,
     },
     /// After `Backward`, where it raised the flag: the channels of
     /// non-finite sums summed again carefully, their grad_weight,
     /// grad_bias and `out = dx` rewritten.
     Rescue {
-        x: BufferSlice,
-        dy: BufferSlice,
-        terms: BufferSlice,
-        partials: BufferSlice,
-        grad_weight: BufferSlice,
-        grad_bias: BufferSlice,
+        grads: ColumnGrads,
         out: BufferSlice,
     },
+}
+
+/// The buffers every column gradient kernel binds: the inputs, the
+/// forward's terms, the rescue flag's partials and the two parameter
+/// gradients.
+#[derive(Clone)]
+pub(crate) struct ColumnGrads {
+    pub x: BufferSlice,
+    pub dy: BufferSlice,
+    pub terms: BufferSlice,
+    pub partials: BufferSlice,
+    pub grad_weight: BufferSlice,
+    pub grad_bias: BufferSlice,
 }
 
 /// The elementwise passes, with the buffers each binds.
