@@ -1,5 +1,6 @@
-//! #16: `(N, C)` inputs of `C % 4 != 0` in 17 to 256 rows of many channels
-//! take four channels per thread on CPU adapters (`lanes4_odd.wgsl`: each
+//! #16: `(N, C)` inputs of `C % 4 != 0` in 9 to 256 rows of many channels
+//! take four channels per thread on CPU adapters (the training forward
+//! without a residual from 9 rows, the other passes from 17) (`lanes4_odd.wgsl`: each
 //! value read and written on its own, the last lane short of one to three
 //! channels), forced here on any adapter (per-thread partials and the
 //! column kernels forced on; without, the kernels the adapter picks). Every
@@ -14,11 +15,13 @@ mod common;
 use common::{assert_matches_reference, check_per_channel, context_tuned, Rng};
 use wgpu_batchnorm::{cpu, BatchNorm1d, BatchNormConfig, Epilogue, Tensor};
 
-/// The shapes: each `C % 4`, the first value count past 2^16 (17 rows),
-/// plain forwards one channel per thread (up to 32 rows) and four (from
-/// 33), the arrays of 64 and of 256 rows, the most rows (256), and the
-/// fewest lanes (65, the last of one channel).
-const SHAPES: [[usize; 2]; 7] = [
+/// The shapes: each `C % 4`, value counts just past 2^16 (9, 16 and 17
+/// rows: below 17 only the plain training forward in four-channel lanes,
+/// which do not sweep there), the arrays of 64 and of 256 rows, the most
+/// rows (256), and the fewest lanes (65, the last of one channel).
+const SHAPES: [[usize; 2]; 9] = [
+    [9, 7285],
+    [16, 4098],
     [17, 3857],
     [20, 4099],
     [33, 2050],
@@ -120,9 +123,9 @@ fn odd_channel_lanes_keep_edge_values_to_their_channels() {
     }
 }
 
-/// Training + residual + ReLU in four-channel lanes (from 17 rows, where
-/// the plain forward of up to 32 rows goes one channel per thread) equals
-/// batch norm, add and ReLU, and so do their gradients.
+/// Training + residual + ReLU (in four-channel lanes from 17 rows, one
+/// channel per thread below, as its backward) equals batch norm, add and
+/// ReLU, and so do their gradients.
 #[test]
 fn odd_channel_lanes_fuse_the_epilogue_exactly() {
     let Some(ctx) = context_tuned(Some(true), Some(true)) else {
@@ -133,9 +136,9 @@ fn odd_channel_lanes_fuse_the_epilogue_exactly() {
     }
 }
 
-/// A training forward with a ReLU alone: four-channel lanes from 33 rows
-/// (below, one channel per thread), equal to batch norm then ReLU exactly,
-/// and its backward to the masked gradient's.
+/// A training forward with a ReLU alone (four-channel lanes from 9 rows,
+/// as the plain forward), equal to batch norm then ReLU exactly, and its
+/// backward to the masked gradient's.
 #[test]
 fn odd_channel_lanes_take_a_relu_alone() {
     let Some(ctx) = context_tuned(Some(true), Some(true)) else {

@@ -48,12 +48,15 @@ const CF: MemoryFormat = MemoryFormat::ChannelsFirst;
 const CL: MemoryFormat = MemoryFormat::ChannelsLast;
 
 /// 16 MiB of f32 each (the shapes; 65536x3x21 is 15.75 MiB,
-/// 32x131071 128 bytes less: odd C in few rows).
+/// 32x131071 128 bytes less: odd C in few rows, whose rows are 4 bytes
+/// short of a power of two apart; 24x174761, 8 bytes less, odd C whose
+/// rows are not).
 const SHAPES: &[&[usize]] = &[
     &[4, 1_048_576],
     &[8, 524_288],
     &[32, 131_072],
     &[32, 131_071],
+    &[24, 174_761],
     &[64, 65536],
     &[262_144, 16],
     &[4096, 1024],

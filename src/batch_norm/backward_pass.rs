@@ -16,7 +16,7 @@ use crate::gpu::buffer::BufferSlice;
 use crate::gpu::launch::{
     ChannelStep, ColumnGrads, ColumnStep, Elementwise, GradsRescue, Partial, Recorder,
 };
-use crate::gpu::plan::{rescue_groups, ColumnPass, Strategy};
+use crate::gpu::plan::{rescue_groups, ColumnKernel, ColumnPass, Strategy};
 use crate::gpu::tensor::Tensor;
 
 impl<R: SpatialRank> BatchNorm<R> {
@@ -49,7 +49,9 @@ impl<R: SpatialRank> BatchNorm<R> {
         let own_sums = !matches!(mode, BackwardMode::Merged { .. });
         let columns = matches!(exec.strategy, Strategy::Columns | Strategy::ColumnStats);
         let column_backward = own_sums && columns && mode.dx().is_some();
-        let column_sums = own_sums && exec.strategy == Strategy::ColumnStats;
+        let column_sums = own_sums
+            && columns
+            && exec.column_kernel(ColumnPass::Backward) == ColumnKernel::PerChannel;
         // Whether the column kernels redo sums that overflowed themselves
         // (small inputs, one dispatch) rather than raise the rescue flag.
         let inline_rescue = exec.column_inline_rescue();

@@ -46,16 +46,30 @@ const RESIDUAL_SWEEP_MIN_ROWS: usize = COLUMN_SMALL_REG_ROWS + 1;
 /// Rows from which `C % 4 != 0` takes four-channel lanes where threads
 /// write their own partials (CPU adapters' merge model, or
 /// `Tuning::thread_partials` forced) and those lanes sweep
-/// (`lanes4_odd.wgsl`; lavapipe, Zen 5, three alternations, x a copy:
-/// backward `32x131071` 6.9-7.3 -> 4.2-4.5, `64x65535` 6.0-6.8 ->
+/// (`lanes4_odd.wgsl`): the training forward without a residual from
+/// here, the other passes from `ODD_FOUR_BACKWARD_MIN_ROWS`. One channel
+/// per thread walks each channel's rows a whole row apart, in 32-byte
+/// pieces per SIMD group, and its speed then hangs on the row's stride:
+/// lavapipe, Zen 5, three alternations, training forward x a copy, one
+/// channel per thread against four: `24x174761` 3.7-5.4 -> 3.0-3.4,
+/// `28x149797` 4.0-4.6 -> 3.0-3.1, `32x120001` 3.4-4.1 -> 3.0-3.3,
+/// `12x349525` 3.0-3.1 -> 2.4-2.5, `9x466033` 3.4-3.9 -> 2.7-2.8; only rows
+/// of `2^k - 1` channels (4 bytes short of a power of two) ran one channel
+/// per thread faster: `32x131071` 2.3-2.6 -> 2.9-3.3, `24x131071` 2.3-2.7
+/// -> 3.1-3.2. Below 9 rows four-channel lanes were slower (`2x2097151`
+/// 7.0-7.5 -> 7.4-9.4, `4x1048575` 4.5-4.7 -> 5.1-5.7, `8x524287`
+/// 3.3-3.4 -> 3.4-4.4).
+const ODD_FOUR_MIN_ROWS: usize = 9;
+/// Rows from which the backward and a training forward that adds a
+/// residual take those lanes (below, one channel per thread was faster,
+/// x a copy: backward `9x466033` 3.6-4.1 against 4.9-5.2, `16x250001`
+/// 3.5-4.2 against 4.4-4.7; training + residual + ReLU `9x466033` 3.9-4.0
+/// against 5.4-5.9, `16x250001` 4.2-4.4 against 4.6-4.8); from 17 rows
+/// four-channel lanes sweep
+/// (backward `32x131071` 6.9-7.3 -> 4.2-4.5, `64x65535` 6.0-6.8 ->
 /// 4.1-4.6, `128x32767` 6.6-6.9 -> 4.4-4.6; training + residual + ReLU
-/// `32x131071` 7.4-8.1 -> 4.1-4.5; at 16 rows (`16x262143`) one channel
-/// per thread was faster: backward 3.2-3.5 against 4.4-4.7).
-const ODD_FOUR_MIN_ROWS: usize = FORWARD_SWEEP_MIN_ROWS;
-/// Rows from which a training forward without a residual takes those
-/// lanes too (below, one channel per thread: `32x131071` 2.3-2.5x a copy
-/// against 2.9-3.3x; `128x32767` 3.4-4.4 against 3.0-3.3).
-const ODD_FOUR_FORWARD_MIN_ROWS: usize = 33;
+/// `32x131071` 7.4-8.1 -> 4.1-4.5).
+const ODD_FOUR_BACKWARD_MIN_ROWS: usize = FORWARD_SWEEP_MIN_ROWS;
 /// Storage buffers the column kernels bind at most (`backward_columns4`
 /// and `backward_columns_rescue`: x, dy, terms, the rescue flag's
 /// partials, grad_weight, grad_bias, dx).
@@ -143,8 +157,10 @@ pub(crate) enum Strategy {
     /// backward past `COLUMN_SMALL` values then `backward_columns_rescue`,
     /// see [`ExecPlan::column_inline_rescue`]);
     /// `C % 4 == 0`, or other `C` from `ODD_FOUR_MIN_ROWS` rows with
-    /// per-thread partials (CPU adapters), where the kernels sweep (see
-    /// [`ExecPlan::column_kernel`]).
+    /// per-thread partials (CPU adapters), where the lanes are many enough
+    /// to sweep (see [`ExecPlan::column_kernel`]: below
+    /// `ODD_FOUR_BACKWARD_MIN_ROWS` rows only the training forward without
+    /// a residual takes four channels per thread).
     Columns,
     /// `(N, C)` with few rows, other `C`, one chunk: one thread per
     /// channel over all rows, the whole op in one dispatch (and the
@@ -331,14 +347,15 @@ impl ExecPlan {
 
     /// The column kernel of `pass` (eval: `Forward`): one channel per
     /// thread, or four (whole vec4s where `C % 4 == 0`); other `C` in four
-    /// channels per thread except for a training forward without a
-    /// residual below `ODD_FOUR_FORWARD_MIN_ROWS` rows, which one channel
-    /// per thread does faster (with the plan's lanes per workgroup).
+    /// channels per thread except for the backward and a forward that
+    /// adds a residual below `ODD_FOUR_BACKWARD_MIN_ROWS` rows, which one
+    /// channel per thread does faster (with the plan's lanes per
+    /// workgroup).
     pub fn column_kernel(&self, pass: ColumnPass) -> ColumnKernel {
         let plain_forward = pass == ColumnPass::Forward { residual: false };
         match self.strategy {
             Strategy::Columns if self.layout.c.is_multiple_of(4) => ColumnKernel::Aligned4,
-            Strategy::Columns if plain_forward && self.layout.n < ODD_FOUR_FORWARD_MIN_ROWS => {
+            Strategy::Columns if !plain_forward && self.layout.n < ODD_FOUR_BACKWARD_MIN_ROWS => {
                 ColumnKernel::PerChannel
             }
             Strategy::Columns => ColumnKernel::Odd4,

@@ -5,10 +5,11 @@ use super::*;
 use crate::semantics::Layout;
 
 /// `(N, C)` of `C % 4 != 0` takes four-channel lanes only on CPU adapters,
-/// from 17 rows, where they sweep (at least 64 lanes, more than 2^16
-/// values); a training forward without a residual only from 33 rows (one
-/// channel per thread below, with the plan's lanes per workgroup), and
-/// every dispatch covers every lane.
+/// where they would sweep (at least 64 lanes, more than 2^16 values): a
+/// training forward without a residual from 9 rows, the other passes from
+/// 17 (one channel per thread below, with the plan's lanes per
+/// workgroup); they sweep from 17 rows, and every dispatch covers every
+/// lane.
 #[test]
 fn odd_channels_take_four_channel_lanes_where_they_sweep() {
     use ColumnKernel::*;
@@ -26,14 +27,20 @@ fn odd_channels_take_four_channel_lanes_where_they_sweep() {
             p.column_kernel(back),
         )
     };
-    assert_eq!(kernels(&plan(17, 3857, CPU)), (PerChannel, Odd4, Odd4));
-    assert_eq!(kernels(&plan(32, 131_071, CPU)), (PerChannel, Odd4, Odd4));
+    assert_eq!(kernels(&plan(9, 7285, CPU)), (Odd4, PerChannel, PerChannel));
+    assert_eq!(
+        kernels(&plan(16, 262_143, CPU)),
+        (Odd4, PerChannel, PerChannel)
+    );
+    assert_eq!(kernels(&plan(17, 3857, CPU)), (Odd4, Odd4, Odd4));
+    assert_eq!(kernels(&plan(32, 131_071, CPU)), (Odd4, Odd4, Odd4));
     assert_eq!(kernels(&plan(33, 2050, CPU)), (Odd4, Odd4, Odd4));
     assert_eq!(kernels(&plan(256, 1021, CPU)), (Odd4, Odd4, Odd4));
-    // 16 rows, 2^16 values, fewer than 64 lanes: one channel each; GPUs:
+    // 8 rows, 2^16 values, fewer than 64 lanes: one channel each; GPUs:
     // one channel each or the split reductions.
     for p in [
-        plan(16, 262_143, CPU),
+        plan(8, 524_287, CPU),
+        plan(16, 4095, CPU),
         plan(17, 3855, CPU),
         plan(200, 251, CPU),
         plan(17, 3857, GPU),
@@ -59,14 +66,24 @@ fn odd_channels_take_four_channel_lanes_where_they_sweep() {
         kernels(&plan(32, 131_072, CPU)),
         (Aligned4, Aligned4, Aligned4)
     );
-    for (n, c) in [(17, 3857), (20, 4099), (33, 2050), (64, 1025), (256, 1021)] {
+    for (n, c) in [
+        (9, 7285),
+        (16, 4098),
+        (17, 3857),
+        (20, 4099),
+        (33, 2050),
+        (64, 1025),
+        (256, 1021),
+    ] {
         let p = plan(n, c, CPU);
         for pass in [fwd, res, back] {
-            // Four-channel lanes sweep; one channel per thread does not
-            // (columns.wgsl has no sweeping entry points).
+            // Four-channel lanes sweep from 17 rows; one channel per
+            // thread does not (columns.wgsl has no sweeping entry points).
             let regs = p.column_regs(pass);
             let swept = matches!(regs, ColumnRegs::Rows64Sweep | ColumnRegs::Rows256Sweep);
-            assert_eq!(swept, p.column_kernel(pass) == Odd4, "{n}x{c} {pass:?}");
+            let four = p.column_kernel(pass) == Odd4;
+            assert_eq!(swept, four && n >= 17, "{n}x{c} {pass:?}");
+            assert_eq!(four, pass == fwd || n >= 17, "{n}x{c} {pass:?}");
             let lanes = match p.column_kernel(pass) {
                 PerChannel => c,
                 _ => c.div_ceil(4),
@@ -81,8 +98,8 @@ fn odd_channels_take_four_channel_lanes_where_they_sweep() {
 
 /// tests/odd_lanes.rs forces per-thread partials and the column kernels on
 /// any adapter: there every one of its shapes takes four-channel lanes
-/// (the backward and the residual forward; the plain forward from 33
-/// rows), whatever the merge model's target workgroups.
+/// (the plain training forward; the backward and the residual forward
+/// from 17 rows), whatever the merge model's target workgroups.
 #[test]
 fn odd_lane_tests_reach_the_four_channel_lanes_on_every_adapter() {
     let lim = limits(1 << 30, 256, 65535);
@@ -95,6 +112,8 @@ fn odd_lane_tests_reach_the_four_channel_lanes_on_every_adapter() {
     };
     for merge in [forced(CPU), forced(GPU)] {
         for (n, c) in [
+            (9, 7285),
+            (16, 4098),
             (17, 3857),
             (20, 4099),
             (33, 2050),
@@ -106,10 +125,11 @@ fn odd_lane_tests_reach_the_four_channel_lanes_on_every_adapter() {
             let p = plan_exec(&Layout { n, c, l: 1 }, 4, lim, merge).expect("plan");
             assert_eq!(p.strategy, Strategy::Columns, "{n}x{c} {merge:?}");
             for pass in [ColumnPass::Backward, ColumnPass::Forward { residual: true }] {
-                assert_eq!(p.column_kernel(pass), ColumnKernel::Odd4, "{n}x{c}");
+                let four = p.column_kernel(pass) == ColumnKernel::Odd4;
+                assert_eq!(four, n >= 17, "{n}x{c}");
             }
             let plain = p.column_kernel(ColumnPass::Forward { residual: false });
-            assert_eq!(plain == ColumnKernel::Odd4, n >= 33, "{n}x{c}");
+            assert_eq!(plain, ColumnKernel::Odd4, "{n}x{c}");
         }
     }
 }
