@@ -112,13 +112,14 @@ fn f16_planes_layout_matches_f32() {
 #[test]
 fn f16_rows_layout_matches_f32() {
     f16_matches_f32(&[64, 8], -1.0, 2);
-    // Odd C in 17 to 256 rows of many channels: four channels per thread,
-    // each f16 value written on its own and read from the two vec4s a
-    // lane's values span, on CPU adapters; 17x3857 has an odd count (a
-    // padded last vec4).
+    // Odd C in 9 to 256 rows of many channels: four channels per thread
+    // (below 17 rows the training forward only), each f16 value written on
+    // its own and read from the two vec4s a lane's values span, on CPU
+    // adapters; 17x3857 and 9x7285 have odd counts (a padded last vec4).
     f16_matches_f32(&[20, 4099], 0.5, 7);
     f16_matches_f32(&[40, 2050], -0.5, 8);
     f16_matches_f32(&[17, 3857], 0.25, 9);
+    f16_matches_f32(&[9, 7285], -0.25, 10);
 }
 
 #[test]
