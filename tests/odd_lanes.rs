@@ -172,16 +172,19 @@ fn odd_channel_lanes_take_a_relu_alone() {
 }
 
 /// Recorded work (`encode_forward`, `encode_backward` into the
-/// application's encoder) in four-channel lanes: a training forward of one
-/// channel per thread (20 rows) or four (40), a rejected call, then the
-/// backward in four, twice in a row (the running statistics move between),
-/// against the reference.
+/// application's encoder) in four-channel lanes: a training forward in
+/// four, unswept (9 and 16 rows) or swept (20 and 40), a rejected call,
+/// then the backward, one channel per thread (9 and 16 rows) or four, twice
+/// in a row (the running statistics move between), against the reference.
 #[test]
 fn odd_channel_lanes_in_recorded_work_match_the_reference() {
     let Some(ctx) = context_tuned(Some(true), Some(true)) else {
         return;
     };
-    for (i, shape) in [[20usize, 4099], [40, 2050]].iter().enumerate() {
+    for (i, shape) in [[9usize, 7285], [16, 4098], [20, 4099], [40, 2050]]
+        .iter()
+        .enumerate()
+    {
         let (shape, c) = (shape.to_vec(), shape[1]);
         let numel: usize = shape.iter().product();
         let mut rng = Rng(70 + i as u64);

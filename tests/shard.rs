@@ -7,7 +7,8 @@
 mod common;
 
 use wgpu_batchnorm::{
-    wgpu, BatchNorm1d, BatchNormConfig, Error, GpuContext, ShardGradSums, ShardMoments, Tensor,
+    wgpu, BatchNorm1d, BatchNormConfig, ContextOptions, Error, GpuContext, ShardGradSums,
+    ShardMoments, Tensor,
 };
 
 /// Rows `[a, b)` of a row-major tensor of `shape`.
@@ -29,12 +30,18 @@ fn f64s(t: &Tensor) -> Vec<f64> {
 /// Replicas with `splits[i]` rows each (zeros allowed) against one module
 /// on the whole batch, for three training steps.
 fn shards_match_single_device(shape: &[usize], splits: &[usize], offset: f64) {
-    let Some(ctx) = common::context() else { return };
+    shards_match_with(common::options(), shape, splits, offset);
+}
+
+/// The same with every context made from `options`.
+fn shards_match_with(options: ContextOptions, shape: &[usize], splits: &[usize], offset: f64) {
+    let Some(_) = common::context() else { return };
+    let ctx = GpuContext::with_options(options.clone()).expect("context");
     assert_eq!(splits.iter().sum::<usize>(), shape[0]);
     let c = shape[1];
     let contexts: Vec<GpuContext> = splits
         .iter()
-        .map(|_| GpuContext::with_options(common::options()).expect("replica context"))
+        .map(|_| GpuContext::with_options(options.clone()).expect("replica context"))
         .collect();
     let mut single = BatchNorm1d::new(&ctx, BatchNormConfig::new(c)).expect("bn");
     let mut replicas: Vec<BatchNorm1d> = contexts
@@ -183,6 +190,20 @@ fn shard_large_offset_stays_exact() {
 fn shard_odd_wide_rows_match_one_device() {
     shards_match_single_device(&[34, 4099], &[17, 17], 1.0);
     shards_match_single_device(&[60, 2051], &[20, 40], -2.0);
+}
+
+/// #16: odd C in shards of 9 to 16 rows past 2^16 values, with per-thread
+/// partials and the column kernels forced on (whatever the host's
+/// cores): the shards' training forward in four-channel lanes, their
+/// gradient sums one channel per thread (`grads_columns`), and the whole
+/// batch in four-channel lanes on one device.
+#[test]
+fn shard_odd_wide_few_rows_match_one_device() {
+    let mut forced = common::options();
+    forced.tuning.thread_partials = Some(true);
+    forced.tuning.columns = Some(true);
+    shards_match_with(forced.clone(), &[32, 4099], &[16, 16], 1.0);
+    shards_match_with(forced, &[18, 7285], &[9, 9], -1.0);
 }
 
 #[test]

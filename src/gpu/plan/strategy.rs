@@ -45,9 +45,11 @@ const FORWARD_SWEEP_MIN_ROWS: usize = 17;
 const RESIDUAL_SWEEP_MIN_ROWS: usize = COLUMN_SMALL_REG_ROWS + 1;
 /// Rows from which `C % 4 != 0` takes four-channel lanes where threads
 /// write their own partials (CPU adapters' merge model, or
-/// `Tuning::thread_partials` forced) and those lanes sweep
-/// (`lanes4_odd.wgsl`): the training forward without a residual from
-/// here, the other passes from `ODD_FOUR_BACKWARD_MIN_ROWS`. One channel
+/// `Tuning::thread_partials` forced) and those lanes would sweep (enough
+/// lanes, more than 2^16 values: [`lanes_sweep`]; they sweep from
+/// `FORWARD_SWEEP_MIN_ROWS`) (`lanes4_odd.wgsl`): the training forward
+/// without a residual from here, the other passes from
+/// `ODD_FOUR_BACKWARD_MIN_ROWS`. One channel
 /// per thread walks each channel's rows a whole row apart, in 32-byte
 /// pieces per SIMD group, and its speed then hangs on the row's stride:
 /// lavapipe, Zen 5, three alternations, training forward x a copy, one
@@ -194,10 +196,10 @@ impl Strategy {
             let per_group = candidate.column_lanes(layout, merge) as usize;
             candidate.lanes(layout.c).div_ceil(per_group) * 4 >= merge.target_groups
         };
-        // Other C: four-channel lanes where they sweep (with the rows'
-        // registers of per-thread partials) and fill the device (or the
-        // column kernels are forced on), else one channel per thread (four
-        // times as many lanes).
+        // Other C: four-channel lanes where they would sweep (with the
+        // rows' registers of per-thread partials; they do from 17 rows)
+        // and fill the device (or the column kernels are forced on), else
+        // one channel per thread (four times as many lanes).
         let odd_four = layout.n >= ODD_FOUR_MIN_ROWS
             && lanes_sweep(layout, merge.thread_partials)
             && (merge.columns == Some(true) || fills(Strategy::Columns));
