@@ -46,12 +46,12 @@ const RESIDUAL_SWEEP_MIN_ROWS: usize = COLUMN_SMALL_REG_ROWS + 1;
 /// Rows from which `C % 4 != 0` takes four-channel lanes where threads
 /// write their own partials (CPU adapters' merge model, or
 /// `Tuning::thread_partials` forced) and those lanes would sweep (enough
-/// lanes, more than 2^16 values: [`lanes_sweep`]; they sweep from
-/// `FORWARD_SWEEP_MIN_ROWS`) (`lanes4_odd.wgsl`): the training forward
+/// lanes, more than 2^16 values: [`lanes_sweep`]; they do sweep from
+/// `FORWARD_SWEEP_MIN_ROWS`), in `lanes4_odd.wgsl`: the training forward
 /// without a residual from here, the other passes from
-/// `ODD_FOUR_BACKWARD_MIN_ROWS`. One channel
-/// per thread walks each channel's rows a whole row apart, in 32-byte
-/// pieces per SIMD group, and its speed then hangs on the row's stride:
+/// `ODD_FOUR_BACKWARD_MIN_ROWS`. One channel per thread walks each
+/// channel's rows a whole row apart, in 32-byte pieces per SIMD group, and
+/// its speed then hangs on the row's stride:
 /// lavapipe, Zen 5, three alternations, training forward x a copy, one
 /// channel per thread against four: `24x174761` 3.7-5.4 -> 3.0-3.4,
 /// `28x149797` 4.0-4.6 -> 3.0-3.1, `32x120001` 3.4-4.1 -> 3.0-3.3,
