@@ -99,6 +99,10 @@ fn P() -> Params {
 // (`ColumnRegs`) picks them.
 const REG_ROWS_64: u32 = 64u;
 const REG_ROWS_256: u32 = 256u;
+// Consecutive four-channel lanes each thread of the *_regs64_lanes entry
+// points takes (columns4_lanes.wgsl; the host's
+// ColumnRegs::lanes_per_thread).
+const REG_LANES_64: u32 = 4u;
 
 // Rows between the barriers of a sweep. A CPU adapter runs a workgroup's
 // invocations a SIMD group at a time, each group through its whole loop

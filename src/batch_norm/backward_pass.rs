@@ -16,7 +16,7 @@ use crate::gpu::buffer::BufferSlice;
 use crate::gpu::launch::{
     ChannelStep, ColumnGrads, ColumnStep, Elementwise, GradsRescue, Partial, Recorder,
 };
-use crate::gpu::plan::{rescue_groups, ColumnKernel, ColumnPass, Strategy};
+use crate::gpu::plan::{rescue_groups, ColumnKernel, ColumnPass, ColumnRegs, Strategy};
 use crate::gpu::tensor::Tensor;
 
 impl<R: SpatialRank> BatchNorm<R> {
@@ -101,15 +101,17 @@ impl<R: SpatialRank> BatchNorm<R> {
             grad_weight: grad_weight.clone(),
             grad_bias: grad_bias.clone(),
         };
+        let kernel = exec.column_kernel(ColumnPass::Backward);
         if let (true, Some(dx)) = (column_backward, mode.dx()) {
+            let regs = exec.column_regs(ColumnPass::Backward);
             let step = ColumnStep::Backward {
                 grads: column_grads(),
                 out: dx.window(0, numel),
-                kernel: exec.column_kernel(ColumnPass::Backward),
-                regs: exec.column_regs(ColumnPass::Backward),
+                kernel,
+                regs,
                 inline_rescue,
             };
-            rec.columns(step, exec.column_groups(ColumnPass::Backward))?;
+            rec.columns(step, exec.column_groups(kernel, regs))?;
             if inline_rescue {
                 return Ok(());
             }
@@ -134,7 +136,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                     grads: column_grads(),
                     inline_rescue,
                 };
-                rec.columns(step, exec.column_groups(ColumnPass::Backward))?;
+                rec.columns(step, exec.column_groups(kernel, ColumnRegs::Plain))?;
             } else {
                 for (i, ch) in exec.chunks.iter().enumerate() {
                     let step = Partial::Grads {

@@ -89,6 +89,13 @@ impl<R: SpatialRank> BatchNorm<R> {
                 let pass = ColumnPass::Forward {
                     residual: epilogue.0.is_some(),
                 };
+                let kernel = exec.column_kernel(pass);
+                // Eval reads x once anyway.
+                let regs = if plan.batch_stats {
+                    exec.column_regs(pass)
+                } else {
+                    ColumnRegs::Plain
+                };
                 let step = ColumnStep::Forward {
                     x: x.window(0, layout.numel()),
                     terms: BufferSlice::whole(&terms.buffer),
@@ -96,15 +103,10 @@ impl<R: SpatialRank> BatchNorm<R> {
                     out: y.window(0, layout.numel()),
                     residual: epilogue.0.map(|r| r.window(0, layout.numel())),
                     epilogue: epilogue.1,
-                    kernel: exec.column_kernel(pass),
-                    // Eval reads x once anyway.
-                    regs: if plan.batch_stats {
-                        exec.column_regs(pass)
-                    } else {
-                        ColumnRegs::Plain
-                    },
+                    kernel,
+                    regs,
                 };
-                return rec.columns(step, exec.column_groups(pass));
+                return rec.columns(step, exec.column_groups(kernel, regs));
             }
         }
         let reduce = plan.batch_stats

@@ -376,6 +376,7 @@ pub(crate) fn vec4_groups(count: usize) -> u32 {
     (count.div_ceil(4) as u32).div_ceil(WG)
 }
 
+mod column_regs;
 mod merge;
 mod reduce;
 #[cfg(test)]

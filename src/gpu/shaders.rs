@@ -53,6 +53,9 @@ const LANES4: &str = include_str!("../../shaders/lanes4.wgsl");
 const LANES4_ODD: &str = include_str!("../../shaders/lanes4_odd.wgsl");
 /// `shaders/columns4_regs.wgsl`: the same with the rows in registers.
 const COLUMNS4_REGS: &str = include_str!("../../shaders/columns4_regs.wgsl");
+/// `shaders/columns4_lanes.wgsl`: the `*_regs64_lanes` kernels (C % 4 ==
+/// 0), four lanes per thread.
+const COLUMNS4_LANES: &str = include_str!("../../shaders/columns4_lanes.wgsl");
 /// `shaders/dtype_f32.wgsl`: `alias elem = f32;`.
 const DTYPE_F32: &str = include_str!("../../shaders/dtype_f32.wgsl");
 /// `shaders/dtype_f16.wgsl`: `alias elem = f16;`.
@@ -149,6 +152,7 @@ impl Family {
                 LANES4,
                 COLUMNS4,
                 COLUMNS4_REGS,
+                COLUMNS4_LANES,
             ],
             Family::Columns4Odd => &[
                 MOMENTS,

@@ -72,30 +72,47 @@ fn wide_rows_sweep_or_pair_lanes_on_cpu_adapters() {
     };
     let cols = |n, c, merge| plan(n, c, merge).column_regs(ColumnPass::Backward);
     let fwd = |n, c, residual| plan(n, c, CPU).column_regs(ColumnPass::Forward { residual });
+    // Up to 64 rows of C % 4 == 0 they sweep four lanes per thread
+    // (`Rows64Lanes`), odd C one.
     use strategy::ColumnRegs::*;
-    assert_eq!(cols(64, 65_536, CPU), Rows64Sweep);
+    assert_eq!(cols(64, 65_536, CPU), Rows64Lanes);
+    assert_eq!(cols(64, 65_535, CPU), Rows64Sweep);
     assert_eq!(cols(200, 4096, CPU), Rows256Sweep);
     assert_eq!(cols(32, 20, CPU), Rows64);
     assert_eq!(cols(32, 1024, CPU), Rows64);
     assert_eq!(cols(16, 65_536, GPU), Plain);
     // A training forward sweeps only from 17 rows, or from 9 adding a
     // residual.
-    assert_eq!(cols(16, 262_144, CPU), Rows64Sweep);
+    assert_eq!(cols(16, 262_144, CPU), Rows64Lanes);
     assert_eq!(fwd(16, 262_144, false), Rows64);
-    assert_eq!(fwd(17, 65_536, false), Rows64Sweep);
-    assert_eq!(fwd(64, 65_536, false), Rows64Sweep);
-    assert_eq!(fwd(9, 262_144, true), Rows64Sweep);
-    assert_eq!(fwd(16, 262_144, true), Rows64Sweep);
+    assert_eq!(fwd(17, 65_536, false), Rows64Lanes);
+    assert_eq!(fwd(64, 65_536, false), Rows64Lanes);
+    assert_eq!(fwd(9, 262_144, true), Rows64Lanes);
+    assert_eq!(fwd(16, 262_144, true), Rows64Lanes);
+    assert_eq!(fwd(17, 65_535, false), Rows64Sweep);
     assert_eq!(fwd(8, 262_144, true), Plain);
+    for regs in [Plain, Rows64, Rows256, Rows64Sweep, Rows256Sweep] {
+        assert_eq!(regs.lanes_per_thread(), 1);
+    }
+    assert_eq!(Rows64Lanes.lanes_per_thread(), 4);
     // Tiny column inputs (at most 8 rows of at most 256 lanes, CPU
     // adapters): one workgroup of them all; more rows or lanes: a quarter
     // of the target's workgroups at least.
-    let groups = |n, c, merge| plan(n, c, merge).column_groups(ColumnPass::Backward);
+    let groups = |n, c, merge| {
+        let p = plan(n, c, merge);
+        let pass = ColumnPass::Backward;
+        p.column_groups(p.column_kernel(pass), p.column_regs(pass))
+    };
     assert_eq!(groups(8, 512, CPU), 1);
     assert_eq!(groups(2, 1024, CPU), 1);
     assert_eq!(groups(9, 512, CPU), 4);
     assert_eq!(groups(8, 2048, CPU), 4);
     assert_eq!(groups(8, 512, GPU), 4);
+    // The *_regs64_lanes kernels take four lanes per thread: 16384 lanes,
+    // 256 a workgroup's threads, four each.
+    assert_eq!(plan(32, 65_536, CPU).column_lanes, 256);
+    assert_eq!(groups(32, 65_536, CPU), 16);
+    assert_eq!(groups(100, 65_536, CPU), 64);
     // A whole workgroup of lanes: one thread per lane over its segment.
     let wide = plan_exec(
         &layout(4096, 1024, 1),

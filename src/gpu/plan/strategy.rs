@@ -2,6 +2,9 @@
 //! reductions, and the layout the kernels walk (one channel's values as
 //! rows of a power of two).
 
+pub(crate) use super::column_regs::ColumnRegs;
+#[cfg(test)]
+pub(crate) use super::column_regs::COLUMN_REG_LANES_64;
 use super::reduce::SWEEP_MIN_LANES;
 use super::{ExecPlan, MergeModel, WG};
 use crate::semantics::Layout;
@@ -76,44 +79,6 @@ const ODD_FOUR_BACKWARD_MIN_ROWS: usize = FORWARD_SWEEP_MIN_ROWS;
 /// and `backward_columns_rescue`: x, dy, terms, the rescue flag's
 /// partials, grad_weight, grad_bias, dx).
 pub(crate) const COLUMN_STORAGE_BUFFERS: u32 = 7;
-
-/// Which entry points the column kernels take (the training forward and
-/// the backward; eval reads x once anyway): the plain ones, or those that
-/// keep up to 64 or 256 rows of a lane in registers (`*_regs64`,
-/// `*_regs256`: WGSL zero-fills a function's arrays, so each size is its
-/// own entry point). The four-channel kernels' register entry points also
-/// come sweeping (`*_sweep`, `Rows64Sweep` and `Rows256Sweep`: see
-/// `SWEEP_ROWS` in `shaders/common.wgsl`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum ColumnRegs {
-    Plain,
-    Rows64,
-    Rows256,
-    Rows64Sweep,
-    Rows256Sweep,
-}
-
-impl ColumnRegs {
-    /// The entry point's suffix.
-    pub fn suffix(self) -> &'static str {
-        match self {
-            ColumnRegs::Plain => "",
-            ColumnRegs::Rows64 => "_regs64",
-            ColumnRegs::Rows256 => "_regs256",
-            ColumnRegs::Rows64Sweep => "_regs64_sweep",
-            ColumnRegs::Rows256Sweep => "_regs256_sweep",
-        }
-    }
-
-    /// The same entry point sweeping, where it has such a form.
-    pub fn swept(self) -> Self {
-        match self {
-            ColumnRegs::Rows64 => ColumnRegs::Rows64Sweep,
-            ColumnRegs::Rows256 => ColumnRegs::Rows256Sweep,
-            other => other,
-        }
-    }
-}
 
 /// The column kernel a plan's entry points are asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,10 +283,12 @@ impl ExecPlan {
             ColumnPass::Forward { residual: false } => self.layout.n >= FORWARD_SWEEP_MIN_ROWS,
             ColumnPass::Forward { residual: true } => self.layout.n >= RESIDUAL_SWEEP_MIN_ROWS,
         };
-        if self.columns_sweep(kernel) && rows {
-            regs.swept()
-        } else {
+        if !(self.columns_sweep(kernel) && rows) {
             regs
+        } else if kernel == ColumnKernel::Aligned4 && regs == ColumnRegs::Rows64 {
+            ColumnRegs::Rows64Lanes
+        } else {
+            regs.swept()
         }
     }
 
@@ -378,11 +345,12 @@ impl ExecPlan {
         self.layout.numel() <= COLUMN_SMALL
     }
 
-    /// Workgroups of the column kernel's dispatch for `pass`.
-    pub fn column_groups(&self, pass: ColumnPass) -> u32 {
-        self.column_kernel(pass)
+    /// Workgroups of a dispatch of `kernel`'s entry point `regs`.
+    pub fn column_groups(&self, kernel: ColumnKernel, regs: ColumnRegs) -> u32 {
+        let per_thread = regs.lanes_per_thread() as u32;
+        kernel
             .lanes()
-            .column_groups(self.layout.c, self.column_lanes)
+            .column_groups(self.layout.c, self.column_lanes.saturating_mul(per_thread))
     }
 }
 

@@ -103,8 +103,12 @@ fn odd_lanes_as_planned(p: &ExecPlan, n: usize, c: usize) {
         assert_eq!(swept, four && n >= 17, "{n}x{c} {pass:?}");
         assert_eq!(four, pass == fwd || n >= 17, "{n}x{c} {pass:?}");
         let lanes = if four { c.div_ceil(4) } else { c };
-        let groups = p.column_groups(pass) as usize;
-        let per_group = p.column_lanes as usize;
+        let kernel = p.column_kernel(pass);
+        // Odd C never takes four lanes per thread.
+        let per_thread = regs.lanes_per_thread();
+        assert_eq!(per_thread, 1, "{n}x{c} {pass:?}");
+        let groups = p.column_groups(kernel, regs) as usize;
+        let per_group = p.column_lanes as usize * per_thread;
         assert!(groups * per_group >= lanes, "{n}x{c} {pass:?}");
         assert!((groups - 1) * per_group < lanes, "{n}x{c} {pass:?}");
     }

@@ -1,0 +1,227 @@
+// The four-channel column kernels of C % 4 == 0 where they sweep up to
+// REG_ROWS_64 rows in registers (after columns4_regs.wgsl, whose helpers
+// they use; the host's ColumnRegs::Rows64Lanes: CPU adapters, rows of at
+// least 256 channels past COLUMN_SMALL values). Each thread takes
+// REG_LANES_64 (4) consecutive lanes, so a SIMD group of a CPU adapter
+// (eight invocations) reads 512 contiguous bytes of every row before the
+// next row, not 128 (A/B on lavapipe, Zen 5, five alternations, x a copy:
+// training forward `32x131072` 2.55 -> 2.29, `64x65536` 2.29 -> 1.96;
+// backward `16x262144` 3.91 -> 3.63, `32x131072` 3.73 -> 3.26,
+// `64x65536` 3.43 -> 3.02). Not taken: the same for odd C (lanes4_odd.wgsl,
+// whose lanes read two vec4s each: backward 6-16% slower, training alike),
+// nor without a sweep (training forward `16x262144` 2.18 -> 2.29). Every
+// loop sweeps (SWEEP_ROWS), idle lanes included, so every barrier is in
+// uniform control flow. The rows of all four lanes are one array with a
+// row's four vec4s side by side, and no function takes a pointer to it:
+// GLSL copies such an argument in and out at every call (the GL tests of
+// odd C ran 17 times as long that way).
+
+// REG_LANES_64 lanes' rows in registers: lane q0 + m's row r at
+// r * REG_LANES_64 + m, so each row's four vec4s lie side by side.
+struct LaneRegs64 {
+    v: array<vec4<f32>, REG_ROWS_64 * REG_LANES_64>,
+}
+
+// The first of the thread's REG_LANES_64 consecutive lanes (past every lane
+// for the invocations column_lane leaves without one).
+fn first_reg_lane(ids: Ids) -> u32 {
+    let q = column_lane(ids);
+    return select(q * REG_LANES_64, 0xffffffffu, q == 0xffffffffu);
+}
+
+// Whether lane q0 + m exists (q0 < count keeps q0 + m from wrapping).
+fn reg_lane_live(q0: u32, m: u32, count: u32) -> bool {
+    return q0 < count && q0 + m < count;
+}
+
+// Lane q's row r, folded into f (0 for a lane past C / 4). The callers
+// store it into their arrays themselves: no function takes a pointer to
+// an array, which GLSL would copy in and out at every call.
+fn fold_reg_row(f: ptr<function, RowsFold>, q: u32, r: u32, live: bool) -> vec4<f32> {
+    if (!live) {
+        return vec4<f32>(0.0);
+    }
+    let v = row_x(q, r);
+    rows_fold_step(f, v, vec4<f32>(0.0), r, false);
+    return v;
+}
+
+fn normalize_reg_row(q: u32, r: u32, x: vec4<f32>, t: NormTerms4, live: bool) {
+    if (live) {
+        normalize_row4(q, r, x, t);
+    }
+}
+
+fn reg_shift(q0: u32, live: bool) -> vec4<f32> {
+    if (live) {
+        return lane_shift4(q0);
+    }
+    return vec4<f32>(0.0);
+}
+
+// Training forward with up to REG_ROWS_64 rows of REG_LANES_64 (4)
+// consecutive lanes in registers: x read once, each row's four vec4s one
+// after another (one variable per lane: arrays of states would live in
+// memory).
+fn forward_regs64_lanes(q0: u32) {
+    let count = lane_count();
+    let n = P().n;
+    if (n > REG_ROWS_64) {
+        return;
+    }
+    let live0 = reg_lane_live(q0, 0u, count);
+    let live1 = reg_lane_live(q0, 1u, count);
+    let live2 = reg_lane_live(q0, 2u, count);
+    let live3 = reg_lane_live(q0, 3u, count);
+    let s0 = reg_shift(q0, live0);
+    let s1 = reg_shift(q0 + 1u, live1);
+    let s2 = reg_shift(q0 + 2u, live2);
+    let s3 = reg_shift(q0 + 3u, live3);
+    var f0 = rows_fold_start(s0);
+    var f1 = rows_fold_start(s1);
+    var f2 = rows_fold_start(s2);
+    var f3 = rows_fold_start(s3);
+    var xs: LaneRegs64;
+    for (var r = 0u; r < n; r += 1u) {
+        let i = r * REG_LANES_64;
+        xs.v[i] = fold_reg_row(&f0, q0, r, live0);
+        xs.v[i + 1u] = fold_reg_row(&f1, q0 + 1u, r, live1);
+        xs.v[i + 2u] = fold_reg_row(&f2, q0 + 2u, r, live2);
+        xs.v[i + 3u] = fold_reg_row(&f3, q0 + 3u, r, live3);
+        if (sweep_turn(r)) {
+            workgroupBarrier();
+        }
+    }
+    var t0: NormTerms4;
+    var t1: NormTerms4;
+    var t2: NormTerms4;
+    var t3: NormTerms4;
+    if (live0) {
+        t0 = batch_terms4(q0, s0, f0);
+    }
+    if (live1) {
+        t1 = batch_terms4(q0 + 1u, s1, f1);
+    }
+    if (live2) {
+        t2 = batch_terms4(q0 + 2u, s2, f2);
+    }
+    if (live3) {
+        t3 = batch_terms4(q0 + 3u, s3, f3);
+    }
+    for (var r = 0u; r < n; r += 1u) {
+        let i = r * REG_LANES_64;
+        normalize_reg_row(q0, r, xs.v[i], t0, live0);
+        normalize_reg_row(q0 + 1u, r, xs.v[i + 1u], t1, live1);
+        normalize_reg_row(q0 + 2u, r, xs.v[i + 2u], t2, live2);
+        normalize_reg_row(q0 + 3u, r, xs.v[i + 3u], t3, live3);
+        if (sweep_turn(r)) {
+            workgroupBarrier();
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn forward_columns4_regs64_lanes(ids: Ids) {
+    forward_regs64_lanes(first_reg_lane(ids));
+}
+
+// Lane q's row r of x and dy, added into l's sums (0 for a lane past
+// C / 4; the callers store them, as fold_reg_row's).
+struct RegRow {
+    x: vec4<f32>,
+    dy: vec4<f32>,
+}
+
+fn grad_reg_row(l: ptr<function, GradLane4>, q: u32, r: u32, live: bool) -> RegRow {
+    if (!live) {
+        return RegRow(vec4<f32>(0.0), vec4<f32>(0.0));
+    }
+    let x = row_x(q, r);
+    let g = row_dy(q, r);
+    *l = grad_add4(*l, x, g);
+    return RegRow(x, g);
+}
+
+fn dx_reg_row(q: u32, r: u32, x: vec4<f32>, g: vec4<f32>, l: GradLane4, line: DxLine4, live: bool) {
+    if (live) {
+        grad_row4(q, r, x, g, l, line);
+    }
+}
+
+fn reg_grad_lane(q: u32, live: bool) -> GradLane4 {
+    var l: GradLane4;
+    if (live) {
+        l = grad_lane4(q);
+    }
+    return l;
+}
+
+// Backward with up to REG_ROWS_64 rows of x and dy of REG_LANES_64 (4)
+// consecutive lanes in registers: each read once (one variable per lane,
+// as forward_regs64).
+fn backward_regs64_lanes(q0: u32) {
+    let count = lane_count();
+    let n = P().n;
+    if (n > REG_ROWS_64) {
+        return;
+    }
+    let live0 = reg_lane_live(q0, 0u, count);
+    let live1 = reg_lane_live(q0, 1u, count);
+    let live2 = reg_lane_live(q0, 2u, count);
+    let live3 = reg_lane_live(q0, 3u, count);
+    var l0 = reg_grad_lane(q0, live0);
+    var l1 = reg_grad_lane(q0 + 1u, live1);
+    var l2 = reg_grad_lane(q0 + 2u, live2);
+    var l3 = reg_grad_lane(q0 + 3u, live3);
+    var xs: LaneRegs64;
+    var gs: LaneRegs64;
+    for (var r = 0u; r < n; r += 1u) {
+        let i = r * REG_LANES_64;
+        let a0 = grad_reg_row(&l0, q0, r, live0);
+        let a1 = grad_reg_row(&l1, q0 + 1u, r, live1);
+        let a2 = grad_reg_row(&l2, q0 + 2u, r, live2);
+        let a3 = grad_reg_row(&l3, q0 + 3u, r, live3);
+        xs.v[i] = a0.x;
+        gs.v[i] = a0.dy;
+        xs.v[i + 1u] = a1.x;
+        gs.v[i + 1u] = a1.dy;
+        xs.v[i + 2u] = a2.x;
+        gs.v[i + 2u] = a2.dy;
+        xs.v[i + 3u] = a3.x;
+        gs.v[i + 3u] = a3.dy;
+        if (sweep_turn(r)) {
+            workgroupBarrier();
+        }
+    }
+    var d0: DxLine4;
+    var d1: DxLine4;
+    var d2: DxLine4;
+    var d3: DxLine4;
+    if (live0) {
+        d0 = grad_line4(q0, l0);
+    }
+    if (live1) {
+        d1 = grad_line4(q0 + 1u, l1);
+    }
+    if (live2) {
+        d2 = grad_line4(q0 + 2u, l2);
+    }
+    if (live3) {
+        d3 = grad_line4(q0 + 3u, l3);
+    }
+    for (var r = 0u; r < n; r += 1u) {
+        let i = r * REG_LANES_64;
+        dx_reg_row(q0, r, xs.v[i], gs.v[i], l0, d0, live0);
+        dx_reg_row(q0 + 1u, r, xs.v[i + 1u], gs.v[i + 1u], l1, d1, live1);
+        dx_reg_row(q0 + 2u, r, xs.v[i + 2u], gs.v[i + 2u], l2, d2, live2);
+        dx_reg_row(q0 + 3u, r, xs.v[i + 3u], gs.v[i + 3u], l3, d3, live3);
+        if (sweep_turn(r)) {
+            workgroupBarrier();
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn backward_columns4_regs64_lanes(ids: Ids) {
+    backward_regs64_lanes(first_reg_lane(ids));
+}
