@@ -5,9 +5,11 @@
 // REG_LANES_64 (4) consecutive lanes, so a SIMD group of a CPU adapter
 // (eight invocations) reads 512 contiguous bytes of every row before the
 // next row, not 128 (A/B on lavapipe, Zen 5, five alternations, x a copy:
-// training forward `32x131072` 2.55 -> 2.29, `64x65536` 2.29 -> 1.96;
-// backward `16x262144` 3.91 -> 3.63, `32x131072` 3.73 -> 3.26,
-// `64x65536` 3.43 -> 3.02). Not taken: the same for odd C (lanes4_odd.wgsl,
+// training forward `32x131072` 2.55 -> 2.30, `64x65536` 2.35 -> 2.01;
+// backward `16x262144` 4.21 -> 3.58, `32x131072` 3.70 -> 3.24, `64x65536`
+// 3.56 -> 2.98; training + residual + ReLU `64x65536` 3.18 -> 2.57). The
+// host sizes the grid by threads (Strategy::threads). Not taken: the same
+// for odd C (lanes4_odd.wgsl,
 // whose lanes read two vec4s each: backward 6-16% slower, training alike),
 // nor without a sweep (training forward `16x262144` 2.18 -> 2.29). Every
 // loop sweeps (SWEEP_ROWS), idle lanes included, so every barrier is in

@@ -5,7 +5,9 @@
 // where a second read of rows a whole row apart costs far more than the
 // stack the arrays take. WGSL zero-fills a function's arrays, so each
 // size has its own entry points. The *_sweep entry points (the host's
-// ColumnRegs for rows of at least 256 channels) sweep every loop over the
+// ColumnRegs for rows of at least 256 channels; up to 64 rows of C % 4 ==
+// 0 take columns4_lanes.wgsl's *_regs64_lanes instead, so there
+// *_regs64_sweep serves odd C) sweep every loop over the
 // rows (SWEEP_ROWS, common.wgsl: a barrier every SWEEP_ROWS rows, the
 // workgroup's SIMD groups taking turns over them), the lanes past C/4
 // going through the loops idle so that every barrier is in uniform control

@@ -120,6 +120,11 @@ fn f16_rows_layout_matches_f32() {
     f16_matches_f32(&[40, 2050], -0.5, 8);
     f16_matches_f32(&[17, 3857], 0.25, 9);
     f16_matches_f32(&[9, 7285], -0.25, 10);
+    // C % 4 == 0 in 9 to 64 rows past 2^16 values: four lanes per thread
+    // where the column kernels sweep (the backward; the training forward
+    // from 17 rows), the last thread with one live lane.
+    f16_matches_f32(&[17, 4100], 0.5, 11);
+    f16_matches_f32(&[16, 4100], -0.5, 12);
 }
 
 #[test]

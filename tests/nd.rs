@@ -112,6 +112,8 @@ fn fused_epilogue_equals_its_parts() {
     // kernel sweeps where it adds a residual (the plain forward does not).
     common::fused_equals_parts(&ctx, [9, 8192, 1, 1], 84);
     common::fused_equals_parts(&ctx, [12, 8192, 1, 1], 85);
+    // Four lanes per thread there, the last thread with one live lane.
+    common::fused_equals_parts(&ctx, [12, 4100, 1, 1], 86);
 }
 
 #[test]

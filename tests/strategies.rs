@@ -83,6 +83,11 @@ fn column_kernels_keep_edge_values_to_their_channels() {
             vec![65, 8],
             vec![200, 7],
             vec![256, 12],
+            // Four lanes per thread where the column kernels sweep up to
+            // 64 rows of C % 4 == 0 past 2^16 values (CPU adapters): the
+            // edge channels below lie in every lane of a thread.
+            vec![17, 4100],
+            vec![40, 2048],
             // Spread reductions on CPU adapters: many channels, long
             // planes, short masked runs, masked runs of many channels.
             vec![3, 130, 16],
@@ -109,6 +114,10 @@ fn column_kernels_keep_edge_values_to_their_channels() {
                     // An outlier far past the shift's scale: the fast
                     // pass's squares overflow, the careful pass takes it.
                     4 if r == n / 2 => 3e30,
+                    // The same in the third and fourth lanes of a thread
+                    // that takes four (channels 8.. and 12..).
+                    9 => 1e21,
+                    14 if r == n / 3 => -3e30,
                     _ => *v,
                 };
             }

@@ -236,8 +236,9 @@ impl<'a, 'p> Recorder<'a, 'p> {
 
 // Column and elementwise launches.
 impl<'a, 'p> Recorder<'a, 'p> {
-    /// A column kernel in `groups` workgroups (one thread per lane; the
-    /// tensor is one chunk, in slot 1).
+    /// A column kernel in `groups` workgroups (one thread per lane, or per
+    /// four lanes in the `*_regs64_lanes` kernels; the tensor is one
+    /// chunk, in slot 1).
     pub fn columns(&mut self, step: ColumnStep, groups: u32) -> Result<()> {
         use Binding::*;
         let (kernel, bound) = match step {

@@ -88,8 +88,9 @@ pub(crate) struct Params {
     pub units: u32,
     /// Rows of partial states the finalize steps merge.
     pub partial_rows: u32,
-    /// Lanes per workgroup of the column kernels (a power of two, at most
-    /// `WG`; the other invocations idle).
+    /// Threads per workgroup of the column kernels, with a lane each (four
+    /// in the `*_regs64_lanes` kernels; a power of two, at most `WG`; the
+    /// other invocations idle).
     pub column_lanes: u32,
     /// Virtual channels per channel in the partial states (`C * folds`
     /// per partial row; more than 1 for `Variant::OddRows`).

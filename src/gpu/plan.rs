@@ -47,7 +47,8 @@ pub(crate) struct ExecPlan {
     pub thread_partials: bool,
     /// How statistics are gathered.
     pub strategy: Strategy,
-    /// Lanes per workgroup of the column kernels.
+    /// Threads per workgroup of the column kernels (a lane each, or four
+    /// in the `*_regs64_lanes` kernels: `Strategy::column_lanes`).
     pub column_lanes: u32,
     /// Rows up to which the column kernels may keep a lane's values in
     /// registers (`Strategy::reg_rows`).

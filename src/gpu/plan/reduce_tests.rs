@@ -113,6 +113,23 @@ fn wide_rows_sweep_or_pair_lanes_on_cpu_adapters() {
     assert_eq!(plan(32, 65_536, CPU).column_lanes, 256);
     assert_eq!(groups(32, 65_536, CPU), 16);
     assert_eq!(groups(100, 65_536, CPU), 64);
+    // The workgroups are sized by threads, not lanes: on a host of 64
+    // threads (a target of 256 workgroups) the four-lane kernels keep a
+    // quarter of the target (4096 threads, 64 a workgroup), and near the
+    // fill threshold more, smaller workgroups.
+    let many = MergeModel {
+        target_groups: 256,
+        rows_target_groups: 256,
+        ..CPU
+    };
+    assert_eq!(plan(64, 65_536, many).column_lanes, 64);
+    assert_eq!(groups(64, 65_536, many), 64);
+    assert_eq!(plan(17, 4100, CPU).column_lanes, 64);
+    assert_eq!(groups(17, 4100, CPU), 5);
+    assert_eq!(
+        plan(17, 4100, CPU).column_regs(ColumnPass::Forward { residual: false }),
+        Rows64Lanes
+    );
     // A whole workgroup of lanes: one thread per lane over its segment.
     let wide = plan_exec(
         &layout(4096, 1024, 1),

@@ -3,7 +3,6 @@
 //! rows of a power of two).
 
 pub(crate) use super::column_regs::ColumnRegs;
-#[cfg(test)]
 pub(crate) use super::column_regs::COLUMN_REG_LANES_64;
 use super::reduce::SWEEP_MIN_LANES;
 use super::{ExecPlan, MergeModel, WG};
@@ -159,7 +158,7 @@ impl Strategy {
         let vec4_lanes = layout.c.is_multiple_of(4);
         let fills = |candidate: Strategy| {
             let per_group = candidate.column_lanes(layout, merge) as usize;
-            candidate.lanes(layout.c).div_ceil(per_group) * 4 >= merge.target_groups
+            candidate.threads(layout, merge).div_ceil(per_group) * 4 >= merge.target_groups
         };
         // Other C: four-channel lanes where they would sweep (with the
         // rows' registers of per-thread partials; they do from 17 rows)
@@ -193,11 +192,13 @@ impl Strategy {
         }
     }
 
-    /// Lanes per workgroup of the column kernels over `layout`: a whole
-    /// workgroup where the lanes fill a quarter of the merge model's
-    /// target workgroups anyway, else fewer (at least 32), so that small
-    /// inputs still spread over several workgroups (a CPU adapter runs
-    /// each on one thread). Tiny inputs where threads write their own
+    /// Threads (with a lane or more each) per workgroup of the column
+    /// kernels over `layout`: a whole workgroup where the threads fill a
+    /// quarter of the merge model's target workgroups anyway, else fewer
+    /// (at least 32), so that small inputs still spread over several
+    /// workgroups (a CPU adapter runs each on one thread); counted as the
+    /// `*_regs64_lanes` kernels' threads of four lanes where those may run
+    /// ([`Strategy::threads`]). Tiny inputs where threads write their own
     /// partials (CPU adapters' merge model; at most 8 rows of at most a
     /// workgroup of lanes, at most `COLUMN_SMALL` values) take one
     /// workgroup of every lane (lavapipe, Zen 5, x a copy, three
@@ -214,8 +215,25 @@ impl Strategy {
         if tiny {
             return WG;
         }
-        let per = lanes / (merge.target_groups / 4).max(1);
+        let per = self.threads(layout, merge) / (merge.target_groups / 4).max(1);
         per.next_power_of_two().clamp(32, WG as usize) as u32
+    }
+
+    /// The threads of the op's widest column kernel: its lanes, or a
+    /// quarter of them where the `*_regs64_lanes` kernels (four lanes per
+    /// thread) may run: `C % 4 == 0`, lanes that sweep with per-thread
+    /// partials, and the rows of the `*_regs64` entry points.
+    pub fn threads(self, layout: &Layout, merge: MergeModel) -> usize {
+        let lanes = self.lanes(layout.c);
+        let four = self == Strategy::Columns
+            && layout.c.is_multiple_of(4)
+            && lanes_sweep(layout, merge.thread_partials)
+            && self.column_regs(layout.n, Self::reg_rows(merge)) == ColumnRegs::Rows64;
+        if four {
+            lanes.div_ceil(COLUMN_REG_LANES_64)
+        } else {
+            lanes
+        }
     }
 
     /// Workgroups of a column kernel's dispatch.
@@ -272,7 +290,9 @@ impl ExecPlan {
     /// adds a residual: a SIMD group walking its lanes' rows alone then
     /// reads and writes three rows' streams a whole row apart, which took
     /// 15-37 ms for `16x262144`, `12x349524` and `10x419428` training +
-    /// residual + ReLU, 15-18 ms sweeping.
+    /// residual + ReLU, 15-18 ms sweeping. Where `C % 4 == 0` and the
+    /// `*_regs64` kernels would sweep, `Rows64Lanes` (four lanes per
+    /// thread) instead.
     pub fn column_regs(&self, pass: ColumnPass) -> ColumnRegs {
         let kernel = self.column_kernel(pass);
         let regs = kernel
