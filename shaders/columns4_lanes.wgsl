@@ -49,6 +49,8 @@ fn fold_reg_row(f: ptr<function, RowsFold>, q: u32, r: u32, live: bool) -> vec4<
         return vec4<f32>(0.0);
     }
     let v = row_x(q, r);
+    // The fast fold: the shift serves only the careful pass, which
+    // batch_terms4 runs from x with the lane's own shift.
     rows_fold_step(f, v, vec4<f32>(0.0), r, false);
     return v;
 }

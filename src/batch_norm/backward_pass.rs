@@ -49,9 +49,8 @@ impl<R: SpatialRank> BatchNorm<R> {
         let own_sums = !matches!(mode, BackwardMode::Merged { .. });
         let columns = matches!(exec.strategy, Strategy::Columns | Strategy::ColumnStats);
         let column_backward = own_sums && columns && mode.dx().is_some();
-        let column_sums = own_sums
-            && columns
-            && exec.column_kernel(ColumnPass::Backward) == ColumnKernel::PerChannel;
+        let kernel = exec.column_kernel(ColumnPass::Backward);
+        let column_sums = own_sums && columns && kernel == ColumnKernel::PerChannel;
         // Whether the column kernels redo sums that overflowed themselves
         // (small inputs, one dispatch) rather than raise the rescue flag.
         let inline_rescue = exec.column_inline_rescue();
@@ -101,7 +100,6 @@ impl<R: SpatialRank> BatchNorm<R> {
             grad_weight: grad_weight.clone(),
             grad_bias: grad_bias.clone(),
         };
-        let kernel = exec.column_kernel(ColumnPass::Backward);
         if let (true, Some(dx)) = (column_backward, mode.dx()) {
             let regs = exec.column_regs(ColumnPass::Backward);
             let step = ColumnStep::Backward {

@@ -221,15 +221,10 @@ impl Strategy {
 
     /// The threads of the op's widest column kernel: its lanes, or a
     /// quarter of them where the `*_regs64_lanes` kernels (four lanes per
-    /// thread) may run: `C % 4 == 0`, lanes that sweep with per-thread
-    /// partials, and the rows of the `*_regs64` entry points.
+    /// thread) may run ([`regs64_lanes`]).
     pub fn threads(self, layout: &Layout, merge: MergeModel) -> usize {
         let lanes = self.lanes(layout.c);
-        let four = self == Strategy::Columns
-            && layout.c.is_multiple_of(4)
-            && lanes_sweep(layout, merge.thread_partials)
-            && self.column_regs(layout.n, Self::reg_rows(merge)) == ColumnRegs::Rows64;
-        if four {
+        if self == Strategy::Columns && regs64_lanes(layout, Self::reg_rows(merge)) {
             lanes.div_ceil(COLUMN_REG_LANES_64)
         } else {
             lanes
@@ -305,7 +300,9 @@ impl ExecPlan {
         };
         if !(self.columns_sweep(kernel) && rows) {
             regs
-        } else if kernel == ColumnKernel::Aligned4 && regs == ColumnRegs::Rows64 {
+        } else if kernel == ColumnKernel::Aligned4
+            && regs64_lanes(&self.layout, self.column_reg_rows as usize)
+        {
             ColumnRegs::Rows64Lanes
         } else {
             regs.swept()
@@ -381,6 +378,18 @@ impl ExecPlan {
 /// a sweep keeps its idle lanes in its loops).
 fn lanes_sweep(layout: &Layout, registers: bool) -> bool {
     registers && layout.c.div_ceil(4) >= SWEEP_MIN_LANES && layout.numel() > COLUMN_SMALL
+}
+
+/// Whether the four-channel lanes of `layout` take the `*_regs64_lanes`
+/// kernels (four lanes per thread) where they sweep: `C % 4 == 0`, lanes
+/// that sweep with rows in registers (`reg_rows`: [`Strategy::reg_rows`]),
+/// and the rows of the `*_regs64` entry points. The one rule behind both
+/// the entry point ([`ExecPlan::column_regs`]) and the grid's threads
+/// ([`Strategy::threads`]).
+fn regs64_lanes(layout: &Layout, reg_rows: usize) -> bool {
+    layout.c.is_multiple_of(4)
+        && lanes_sweep(layout, reg_rows > 0)
+        && Strategy::Columns.column_regs(layout.n, reg_rows) == ColumnRegs::Rows64
 }
 
 /// The layout the kernels walk for `layout`: one channel's values are all
