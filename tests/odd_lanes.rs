@@ -18,10 +18,8 @@ use wgpu_batchnorm::{cpu, BatchNorm1d, BatchNormConfig, Epilogue, Tensor};
 /// The shapes: each `C % 4`, value counts just past 2^16 (9, 16 and 17
 /// rows: below 17 only the plain training forward in four-channel lanes,
 /// which do not sweep there), the arrays of 64 and of 256 rows, the most
-/// rows (256), and the fewest lanes (65, the last of one channel). From
-/// 17 to 64 rows a thread takes four lanes (16 channels): its last has 1
-/// (`17x3857`), 2 (`33x2050`), 3 (`20x4099`), 10 (`24x4106`) or 15
-/// (`40x2063`) channels.
+/// rows (256), and the fewest lanes (65, the last of one channel); rows
+/// of `16k + 10` and `16k + 15` channels (`24x4106`, `40x2063`).
 const SHAPES: [[usize; 2]; 11] = [
     [9, 7285],
     [16, 4098],

@@ -49,13 +49,12 @@ const COLUMNS4: &str = include_str!("../../shaders/columns4.wgsl");
 /// `C % 4 == 0` (whole vec4s).
 const LANES4: &str = include_str!("../../shaders/lanes4.wgsl");
 /// `shaders/lanes4_odd.wgsl`: the same for other `C` (single values
-/// written, but whole vec4s where four lanes of a thread cover them; x, dy
-/// and the residual read as shifted vec4 pairs).
+/// written; x, dy and the residual read as shifted vec4 pairs).
 const LANES4_ODD: &str = include_str!("../../shaders/lanes4_odd.wgsl");
 /// `shaders/columns4_regs.wgsl`: the same with the rows in registers.
 const COLUMNS4_REGS: &str = include_str!("../../shaders/columns4_regs.wgsl");
-/// `shaders/columns4_lanes.wgsl`: the `*_regs64_lanes` kernels, four lanes
-/// per thread (both four-channel families).
+/// `shaders/columns4_lanes.wgsl`: the `*_regs64_lanes` kernels (C % 4 ==
+/// 0), four lanes per thread.
 const COLUMNS4_LANES: &str = include_str!("../../shaders/columns4_lanes.wgsl");
 /// `shaders/dtype_f32.wgsl`: `alias elem = f32;`.
 const DTYPE_F32: &str = include_str!("../../shaders/dtype_f32.wgsl");
@@ -81,9 +80,7 @@ pub(crate) enum Family {
     Columns,
     /// The whole op by one thread per four channels, `C % 4 == 0`.
     Columns4,
-    /// The same for other `C`: values read as the aligned vec4s they span,
-    /// written on their own, or as whole vec4s where one thread's four
-    /// lanes cover them (`*_regs64_lanes`).
+    /// The same for other `C`, each value read and written on its own.
     Columns4Odd,
 }
 
@@ -163,11 +160,9 @@ impl Family {
                 GRADS_CAREFUL,
                 RESCUE_FLAG,
                 EPILOGUE,
-                STORE4,
                 LANES4_ODD,
                 COLUMNS4,
                 COLUMNS4_REGS,
-                COLUMNS4_LANES,
             ],
         }
     }

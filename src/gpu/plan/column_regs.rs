@@ -12,9 +12,9 @@ pub(crate) const COLUMN_REG_LANES_64: usize = 4;
 /// `*_regs256`: WGSL zero-fills a function's arrays, so each size is its
 /// own entry point). The four-channel kernels' register entry points also
 /// come sweeping (`*_sweep`, `Rows64Sweep` and `Rows256Sweep`: see
-/// `SWEEP_ROWS` in `shaders/common.wgsl`), and up to 64 rows sweeping with
-/// four lanes per thread (`*_regs64_lanes`, `Rows64Lanes`: see
-/// [`ColumnRegs::lanes_per_thread`]).
+/// `SWEEP_ROWS` in `shaders/common.wgsl`), and for `C % 4 == 0` up to 64
+/// rows sweeping with four lanes per thread (`*_regs64_lanes`,
+/// `Rows64Lanes`: see [`ColumnRegs::lanes_per_thread`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum ColumnRegs {
     Plain,

@@ -285,9 +285,9 @@ impl ExecPlan {
     /// adds a residual: a SIMD group walking its lanes' rows alone then
     /// reads and writes three rows' streams a whole row apart, which took
     /// 15-37 ms for `16x262144`, `12x349524` and `10x419428` training +
-    /// residual + ReLU, 15-18 ms sweeping. Where the `*_regs64` kernels of
-    /// four-channel lanes would sweep ([`regs64_lanes`]), `Rows64Lanes`
-    /// (four lanes per thread) instead.
+    /// residual + ReLU, 15-18 ms sweeping. Where `C % 4 == 0` and the
+    /// `*_regs64` kernels would sweep, `Rows64Lanes` (four lanes per
+    /// thread) instead.
     pub fn column_regs(&self, pass: ColumnPass) -> ColumnRegs {
         let kernel = self.column_kernel(pass);
         let regs = kernel
@@ -300,7 +300,7 @@ impl ExecPlan {
         };
         if !(self.columns_sweep(kernel) && rows) {
             regs
-        } else if kernel != ColumnKernel::PerChannel
+        } else if kernel == ColumnKernel::Aligned4
             && regs64_lanes(&self.layout, self.column_reg_rows as usize)
         {
             ColumnRegs::Rows64Lanes
@@ -381,15 +381,13 @@ fn lanes_sweep(layout: &Layout, registers: bool) -> bool {
 }
 
 /// Whether the four-channel lanes of `layout` take the `*_regs64_lanes`
-/// kernels (four lanes per thread) where they sweep: `C % 4 == 0`, or
-/// other C from `ODD_FOUR_BACKWARD_MIN_ROWS` rows (where every pass takes
-/// four-channel lanes, so the grid's threads serve them all), lanes that
-/// sweep with rows in registers (`reg_rows`: [`Strategy::reg_rows`]), and
-/// the rows of the `*_regs64` entry points. The one rule behind both
+/// kernels (four lanes per thread) where they sweep: `C % 4 == 0`, lanes
+/// that sweep with rows in registers (`reg_rows`: [`Strategy::reg_rows`]),
+/// and the rows of the `*_regs64` entry points. The one rule behind both
 /// the entry point ([`ExecPlan::column_regs`]) and the grid's threads
 /// ([`Strategy::threads`]).
 fn regs64_lanes(layout: &Layout, reg_rows: usize) -> bool {
-    (layout.c.is_multiple_of(4) || layout.n >= ODD_FOUR_BACKWARD_MIN_ROWS)
+    layout.c.is_multiple_of(4)
         && lanes_sweep(layout, reg_rows > 0)
         && Strategy::Columns.column_regs(layout.n, reg_rows) == ColumnRegs::Rows64
 }

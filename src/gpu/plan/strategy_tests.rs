@@ -66,11 +66,11 @@ fn odd_channels_take_four_channel_lanes_where_they_sweep() {
         kernels(&plan(32, 131_072, CPU)),
         (Aligned4, Aligned4, Aligned4)
     );
-    // All but two, too few to fill the CPU unforced: the last's 65 lanes,
-    // and `64x1025`'s 65 threads of four lanes.
+    // All but two, whose lanes are too few to fill the CPU unforced: the
+    // last's 65, and `40x2063`'s 516 (three workgroups of 256).
     for (n, c) in ODD_LANE_SHAPES {
         let p = plan(n, c, CPU);
-        if [(64, 1025), (256, 257)].contains(&(n, c)) {
+        if [(40, 2063), (256, 257)].contains(&(n, c)) {
             assert_eq!(p.strategy, Strategy::ColumnStats, "{n}x{c}");
         } else {
             odd_lanes_as_planned(&p, n, c);
@@ -104,19 +104,15 @@ fn odd_lanes_as_planned(p: &ExecPlan, n: usize, c: usize) {
     let res = ColumnPass::Forward { residual: true };
     for pass in [fwd, res, ColumnPass::Backward] {
         let regs = p.column_regs(pass);
-        let swept = matches!(
-            regs,
-            ColumnRegs::Rows64Sweep | ColumnRegs::Rows256Sweep | ColumnRegs::Rows64Lanes
-        );
+        let swept = matches!(regs, ColumnRegs::Rows64Sweep | ColumnRegs::Rows256Sweep);
         let four = p.column_kernel(pass) == ColumnKernel::Odd4;
         assert_eq!(swept, four && n >= 17, "{n}x{c} {pass:?}");
         assert_eq!(four, pass == fwd || n >= 17, "{n}x{c} {pass:?}");
         let lanes = if four { c.div_ceil(4) } else { c };
         let kernel = p.column_kernel(pass);
-        // Four lanes per thread where they sweep up to 64 rows.
+        // Odd C never takes four lanes per thread.
         let per_thread = regs.lanes_per_thread();
-        let four_per_thread = four && (17..=64).contains(&n);
-        assert_eq!(per_thread == 4, four_per_thread, "{n}x{c} {pass:?}");
+        assert_eq!(per_thread, 1, "{n}x{c} {pass:?}");
         let groups = p.column_groups(kernel, regs) as usize;
         let per_group = p.column_lanes as usize * per_thread;
         assert!(groups * per_group >= lanes, "{n}x{c} {pass:?}");
