@@ -32,8 +32,10 @@
 @group(0) @binding(6) var<storage, read_write> out: array<elem>;
 @group(0) @binding(12) var<storage, read> residual1: array<elem>;
 
-// INLINE_RESCUE, as in columns4.wgsl (never in one module with it).
+// INLINE_RESCUE and COLUMN_WG, as in columns4.wgsl (never in one module
+// with it; backward_columns_rescue keeps WG invocations).
 override INLINE_RESCUE: bool = false;
+override COLUMN_WG: u32 = 256u;
 
 // Value e of the output, through the epilogue.
 fn store_normalized1(e: u32, v: f32) {
@@ -75,7 +77,7 @@ fn column_terms(ch: u32) -> vec3<f32> {
     return set_terms(ch, state[2u * P().c + ch], 0.0, invstd);
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(COLUMN_WG)
 fn forward_columns(ids: Ids) {
     let ch = column_lane(ids);
     if (ch >= P().c) {
@@ -98,7 +100,7 @@ fn column_grad_sums(ch: u32, a: vec3<f32>) -> vec2<f32> {
     return st;
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(COLUMN_WG)
 fn backward_columns(ids: Ids) {
     let ch = column_lane(ids);
     if (ch >= P().c) {
@@ -112,7 +114,7 @@ fn backward_columns(ids: Ids) {
     }
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(COLUMN_WG)
 fn grads_columns(ids: Ids) {
     let ch = column_lane(ids);
     if (ch >= P().c) {
@@ -229,7 +231,7 @@ fn grad_value1(ch: u32, r: u32, x: f32, g: f32, l: GradLine1) {
 
 // Training forward with up to REG_ROWS_64 (REG_ROWS_256) values in
 // registers: x read once.
-@compute @workgroup_size(WG)
+@compute @workgroup_size(COLUMN_WG)
 fn forward_columns_regs64(ids: Ids) {
     let ch = column_lane(ids);
     if (ch >= P().c || P().n > REG_ROWS_64) {
@@ -248,7 +250,7 @@ fn forward_columns_regs64(ids: Ids) {
     }
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(COLUMN_WG)
 fn forward_columns_regs256(ids: Ids) {
     let ch = column_lane(ids);
     if (ch >= P().c || P().n > REG_ROWS_256) {
@@ -269,7 +271,7 @@ fn forward_columns_regs256(ids: Ids) {
 
 // Backward with up to REG_ROWS_64 (REG_ROWS_256) values of x and dy in
 // registers: each read once.
-@compute @workgroup_size(WG)
+@compute @workgroup_size(COLUMN_WG)
 fn backward_columns_regs64(ids: Ids) {
     let ch = column_lane(ids);
     if (ch >= P().c || P().n > REG_ROWS_64) {
@@ -290,7 +292,7 @@ fn backward_columns_regs64(ids: Ids) {
     }
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(COLUMN_WG)
 fn backward_columns_regs256(ids: Ids) {
     let ch = column_lane(ids);
     if (ch >= P().c || P().n > REG_ROWS_256) {

@@ -110,6 +110,16 @@ fn set_terms4(q: u32, shift: vec4<f32>, mean: vec4<f32>, invstd: vec4<f32>) -> N
 // once up front on Vulkan.)
 override INLINE_RESCUE: bool = false;
 
+// Pipeline constant: invocations per workgroup of the column kernels' entry
+// points, the plan's threads per workgroup (Strategy::column_lanes: 32 to
+// WG), so that no workgroup runs invocations without a lane. Idle
+// invocations are not free on CPU adapters: each SIMD group of them runs
+// the sweeps' loops for their barriers and zero-fills its register arrays
+// (4 to 8 KiB per invocation in the *_regs64_lanes kernels), which made
+// the backward of `64x2048` 19x a copy on lavapipe in workgroups of WG
+// with 32 lanes (2.6x in workgroups of 32). (The same in columns.wgsl.)
+override COLUMN_WG: u32 = 256u;
+
 // Lane q's totals from its f32 sums: with INLINE_RESCUE, sums that are
 // not finite redone here (grad_totals4); else they raise the rescue flag
 // (the lane's grad_weight and grad_bias, written as they are, tell
@@ -194,7 +204,7 @@ fn lane_fold(q: u32, shift: vec4<f32>, careful: bool) -> RowsState {
     return RowsState(f32(P().n), f.mean, f.m2, f.tag);
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(COLUMN_WG)
 fn forward_columns4(ids: Ids) {
     let q = column_lane(ids);
     if (q >= lane_count()) {
@@ -219,7 +229,7 @@ fn forward_columns4(ids: Ids) {
     }
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(COLUMN_WG)
 fn backward_columns4(ids: Ids) {
     let q = column_lane(ids);
     if (q >= lane_count()) {

@@ -129,7 +129,7 @@ fn forward_regs64_lanes(q0: u32) {
     }
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(COLUMN_WG)
 fn forward_columns4_regs64_lanes(ids: Ids) {
     forward_regs64_lanes(first_reg_lane(ids));
 }
@@ -226,7 +226,7 @@ fn backward_regs64_lanes(q0: u32) {
     }
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(COLUMN_WG)
 fn backward_columns4_regs64_lanes(ids: Ids) {
     backward_regs64_lanes(first_reg_lane(ids));
 }

@@ -129,12 +129,12 @@ fn forward_regs64(q: u32, sweep: bool) {
     }
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(COLUMN_WG)
 fn forward_columns4_regs64(ids: Ids) {
     forward_regs64(column_lane(ids), false);
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(COLUMN_WG)
 fn forward_columns4_regs64_sweep(ids: Ids) {
     forward_regs64(column_lane(ids), true);
 }
@@ -174,12 +174,12 @@ fn forward_regs256(q: u32, sweep: bool) {
     }
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(COLUMN_WG)
 fn forward_columns4_regs256(ids: Ids) {
     forward_regs256(column_lane(ids), false);
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(COLUMN_WG)
 fn forward_columns4_regs256_sweep(ids: Ids) {
     forward_regs256(column_lane(ids), true);
 }
@@ -221,12 +221,12 @@ fn backward_regs64(q: u32, sweep: bool) {
     }
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(COLUMN_WG)
 fn backward_columns4_regs64(ids: Ids) {
     backward_regs64(column_lane(ids), false);
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(COLUMN_WG)
 fn backward_columns4_regs64_sweep(ids: Ids) {
     backward_regs64(column_lane(ids), true);
 }
@@ -268,12 +268,12 @@ fn backward_regs256(q: u32, sweep: bool) {
     }
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(COLUMN_WG)
 fn backward_columns4_regs256(ids: Ids) {
     backward_regs256(column_lane(ids), false);
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(COLUMN_WG)
 fn backward_columns4_regs256_sweep(ids: Ids) {
     backward_regs256(column_lane(ids), true);
 }

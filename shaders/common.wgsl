@@ -170,8 +170,9 @@ fn group_index(ids: Ids) -> u32 {
 // The column kernels' lane of the invocation (the first of its four in
 // the *_regs64_lanes kernels, columns4_lanes.wgsl): P.column_lanes
 // threads per workgroup (fewer than WG where a small input should still
-// spread over several workgroups); the other invocations get an index
-// past every lane.
+// spread over several workgroups), which is the COLUMN_WG the column
+// entry points' workgroups have (columns4.wgsl); an invocation past them
+// would get an index past every lane.
 fn column_lane(ids: Ids) -> u32 {
     if (ids.li >= P().column_lanes) {
         return 0xffffffffu;

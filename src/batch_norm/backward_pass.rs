@@ -16,7 +16,9 @@ use crate::gpu::buffer::BufferSlice;
 use crate::gpu::launch::{
     ChannelStep, ColumnGrads, ColumnStep, Elementwise, GradsRescue, Partial, Recorder,
 };
-use crate::gpu::plan::{rescue_groups, ColumnKernel, ColumnPass, ColumnRegs, Strategy};
+use crate::gpu::plan::{
+    rescue_groups, ColumnGrid, ColumnKernel, ColumnPass, ColumnRegs, Strategy, WG,
+};
 use crate::gpu::tensor::Tensor;
 
 impl<R: SpatialRank> BatchNorm<R> {
@@ -109,7 +111,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                 regs,
                 inline_rescue,
             };
-            rec.columns(step, exec.column_groups(kernel, regs))?;
+            rec.columns(step, exec.column_grid(kernel, regs))?;
             if inline_rescue {
                 return Ok(());
             }
@@ -118,7 +120,11 @@ impl<R: SpatialRank> BatchNorm<R> {
                 grads: column_grads(),
                 out: dx.window(0, numel),
             };
-            return rec.columns(step, rescue_groups(c));
+            let grid = ColumnGrid {
+                groups: rescue_groups(c),
+                threads: WG,
+            };
+            return rec.columns(step, grid);
         }
         if let BackwardMode::Merged { merged, .. } = mode {
             let step = ChannelStep::GradsApply {
@@ -134,7 +140,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                     grads: column_grads(),
                     inline_rescue,
                 };
-                rec.columns(step, exec.column_groups(kernel, ColumnRegs::Plain))?;
+                rec.columns(step, exec.column_grid(kernel, ColumnRegs::Plain))?;
             } else {
                 for (i, ch) in exec.chunks.iter().enumerate() {
                     let step = Partial::Grads {

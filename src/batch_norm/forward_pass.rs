@@ -106,7 +106,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                     kernel,
                     regs,
                 };
-                return rec.columns(step, exec.column_groups(kernel, regs));
+                return rec.columns(step, exec.column_grid(kernel, regs));
             }
         }
         let reduce = plan.batch_stats

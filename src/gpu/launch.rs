@@ -11,7 +11,9 @@ use super::buffer::BufferSlice;
 use super::context::GpuContext;
 use super::params::PARAMS_BINDING;
 use super::pipelines::Kernel;
-use super::plan::{channel_groups, grid, rescue_groups, vec4_groups, ReducePlan, Slab, Variant};
+use super::plan::{
+    channel_groups, grid, rescue_groups, vec4_groups, ColumnGrid, ReducePlan, Slab, Variant,
+};
 pub(crate) use super::steps::{
     ChannelStep, ColumnGrads, ColumnStep, Elementwise, GradsRescue, Partial,
 };
@@ -236,10 +238,11 @@ impl<'a, 'p> Recorder<'a, 'p> {
 
 // Column and elementwise launches.
 impl<'a, 'p> Recorder<'a, 'p> {
-    /// A column kernel in `groups` workgroups (one thread per lane, or per
-    /// four lanes in the `*_regs64_lanes` kernels; the tensor is one
-    /// chunk, in slot 1).
-    pub fn columns(&mut self, step: ColumnStep, groups: u32) -> Result<()> {
+    /// A column kernel on `grid` (one thread per lane, or per four lanes
+    /// in the `*_regs64_lanes` kernels; the tensor is one chunk, in slot
+    /// 1).
+    pub fn columns(&mut self, step: ColumnStep, grid: ColumnGrid) -> Result<()> {
+        let threads = grid.threads;
         use Binding::*;
         let (kernel, bound) = match step {
             ColumnStep::Forward {
@@ -255,7 +258,7 @@ impl<'a, 'p> Recorder<'a, 'p> {
                 // Without a residual the binding holds x (read, not used).
                 let residual = residual.unwrap_or_else(|| x.clone());
                 (
-                    Kernel::ForwardColumns(epilogue, regs, kernel),
+                    Kernel::ForwardColumns(epilogue, regs, kernel, threads),
                     vec![
                         (X, x),
                         (Terms, terms),
@@ -272,14 +275,14 @@ impl<'a, 'p> Recorder<'a, 'p> {
                 regs,
                 inline_rescue,
             } => (
-                Kernel::BackwardColumns(regs, kernel, inline_rescue),
+                Kernel::BackwardColumns(regs, kernel, inline_rescue, threads),
                 column_grads_bound(grads, Some(out)),
             ),
             ColumnStep::Grads {
                 grads,
                 inline_rescue,
             } => (
-                Kernel::GradsColumns(inline_rescue),
+                Kernel::GradsColumns(inline_rescue, threads),
                 column_grads_bound(grads, None),
             ),
             ColumnStep::Rescue { grads, out } => (
@@ -287,7 +290,7 @@ impl<'a, 'p> Recorder<'a, 'p> {
                 column_grads_bound(grads, Some(out)),
             ),
         };
-        self.dispatch(kernel, 1, bound, groups)
+        self.dispatch(kernel, 1, bound, grid.groups)
     }
 
     /// An elementwise pass over chunk `slot - 1` of `count` elements in

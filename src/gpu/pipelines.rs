@@ -53,17 +53,19 @@ pub(crate) enum Kernel {
     /// Statistics, terms, running update and normalize with the
     /// `EPILOGUE` bits, in the lanes of the [`ColumnKernel`] (one channel
     /// per thread, or four: whole vec4s for `C % 4 == 0`, else single
-    /// values); with rows in registers per [`ColumnRegs`].
-    ForwardColumns(u32, ColumnRegs, ColumnKernel),
+    /// values); with rows in registers per [`ColumnRegs`]; in workgroups
+    /// of the last field's threads (`COLUMN_WG`, the plan's
+    /// `column_lanes`), as every column kernel.
+    ForwardColumns(u32, ColumnRegs, ColumnKernel, u32),
     /// Gradient sums, grad_weight, grad_bias and grad_input, in the lanes
     /// of the [`ColumnKernel`]; sums that come out non-finite redone in
     /// the kernel (`true`, `INLINE_RESCUE`) or left to
     /// `BackwardColumnsRescue`.
-    BackwardColumns(ColumnRegs, ColumnKernel, bool),
+    BackwardColumns(ColumnRegs, ColumnKernel, bool, u32),
     /// Gradient sums, grad_weight, grad_bias and grad_input terms, one
     /// channel per thread (`INLINE_RESCUE`: `true`, or left to
     /// `GradsRescue`).
-    GradsColumns(bool),
+    GradsColumns(bool, u32),
     /// After `BackwardColumns`: the channels whose sums came out
     /// non-finite, summed again carefully, with their grad_input.
     BackwardColumnsRescue,
@@ -83,12 +85,12 @@ impl Kernel {
             Kernel::Normalize(..) | Kernel::GradInput(..) | Kernel::EpilogueGrad(_) => {
                 Family::Elementwise
             }
-            Kernel::ForwardColumns(_, _, k) | Kernel::BackwardColumns(_, k, _) => match k {
+            Kernel::ForwardColumns(_, _, k, _) | Kernel::BackwardColumns(_, k, ..) => match k {
                 ColumnKernel::PerChannel => Family::Columns,
                 ColumnKernel::Aligned4 => Family::Columns4,
                 ColumnKernel::Odd4 => Family::Columns4Odd,
             },
-            Kernel::GradsColumns(_) | Kernel::BackwardColumnsRescue => Family::Columns,
+            Kernel::GradsColumns(..) | Kernel::BackwardColumnsRescue => Family::Columns,
             _ => Family::Finalize,
         }
     }
@@ -96,10 +98,10 @@ impl Kernel {
     fn entry_point(self) -> String {
         use Variant::*;
         let name = match self {
-            Kernel::ForwardColumns(_, r, k) => {
+            Kernel::ForwardColumns(_, r, k, _) => {
                 return format!("forward_columns{}{}", lanes_suffix(k), r.suffix())
             }
-            Kernel::BackwardColumns(r, k, _) => {
+            Kernel::BackwardColumns(r, k, ..) => {
                 return format!("backward_columns{}{}", lanes_suffix(k), r.suffix())
             }
             Kernel::MomentsPartial(Rows | OddRows, false) => "moments_partial_rows",
@@ -129,7 +131,7 @@ impl Kernel {
             Kernel::GradInput(OddRows | Masked | General, false) => "grad_input",
             Kernel::GradInput(OddRows | Masked | General, true) => "grad_input_runs",
             Kernel::EpilogueGrad(_) => "epilogue_grad",
-            Kernel::GradsColumns(_) => "grads_columns",
+            Kernel::GradsColumns(..) => "grads_columns",
             Kernel::BackwardColumnsRescue => "backward_columns_rescue",
         };
         name.to_string()
@@ -137,7 +139,7 @@ impl Kernel {
 
     /// Pipeline-overridable constants (`THREAD_PARTIALS`, `WIDTH`,
     /// `MASKED` in `reduce.wgsl`; `EPILOGUE`; `INLINE_RESCUE` in
-    /// `rescue_flag.wgsl`).
+    /// `rescue_flag.wgsl`; `COLUMN_WG` in `columns4.wgsl`).
     fn constants(self, thread_partials: bool) -> Vec<(&'static str, f64)> {
         let width = match self {
             Kernel::MomentsPartial(v, _) | Kernel::GradsPartial(v, _)
@@ -166,8 +168,14 @@ impl Kernel {
         {
             c.push(("EPILOGUE", f64::from(bits)));
         }
-        if let Kernel::BackwardColumns(_, _, inline) | Kernel::GradsColumns(inline) = self {
+        if let Kernel::BackwardColumns(_, _, inline, _) | Kernel::GradsColumns(inline, _) = self {
             c.push(("INLINE_RESCUE", if inline { 1.0 } else { 0.0 }));
+        }
+        if let Kernel::ForwardColumns(.., threads)
+        | Kernel::BackwardColumns(.., threads)
+        | Kernel::GradsColumns(_, threads) = self
+        {
+            c.push(("COLUMN_WG", f64::from(threads)));
         }
         c
     }
@@ -324,5 +332,31 @@ impl Pipelines {
             })
         })?;
         Ok(cache()?.entry((family, dtype)).or_insert(m).clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The column kernels' workgroups have the plan's threads
+    /// (`COLUMN_WG`), each size its own pipeline; the rescue keeps `WG`.
+    #[test]
+    fn column_kernels_take_their_workgroup_size_as_a_constant() {
+        let forward =
+            Kernel::ForwardColumns(0, ColumnRegs::Rows64Lanes, ColumnKernel::Aligned4, 32);
+        assert!(forward.constants(true).contains(&("COLUMN_WG", 32.0)));
+        let backward = Kernel::BackwardColumns(ColumnRegs::Plain, ColumnKernel::Odd4, false, 64);
+        assert!(backward.constants(true).contains(&("COLUMN_WG", 64.0)));
+        assert!(Kernel::GradsColumns(true, 128)
+            .constants(true)
+            .contains(&("COLUMN_WG", 128.0)));
+        let rescue = Kernel::BackwardColumnsRescue.constants(true);
+        assert!(rescue.iter().all(|(name, _)| *name != "COLUMN_WG"));
+        assert_ne!(
+            Kernel::GradsColumns(true, 32),
+            Kernel::GradsColumns(true, 64),
+            "one pipeline per size"
+        );
     }
 }

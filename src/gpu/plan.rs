@@ -48,7 +48,8 @@ pub(crate) struct ExecPlan {
     /// How statistics are gathered.
     pub strategy: Strategy,
     /// Threads per workgroup of the column kernels (a lane each, or four
-    /// in the `*_regs64_lanes` kernels: `Strategy::column_lanes`).
+    /// in the `*_regs64_lanes` kernels: `Strategy::column_lanes`), and the
+    /// invocations of their workgroups (`ExecPlan::column_grid`).
     pub column_lanes: u32,
     /// Rows up to which the column kernels may keep a lane's values in
     /// registers (`Strategy::reg_rows`).
@@ -398,5 +399,5 @@ use reduce::{
     plan_spread, plan_sweep, spreads, PAIRED_MIN_LANES, SWEEP_MIN_LANES, THREAD_MIN_UNITS,
 };
 pub(crate) use slab::Slab;
-pub(crate) use strategy::{canonical, ColumnKernel, ColumnPass, ColumnRegs, Strategy};
+pub(crate) use strategy::{canonical, ColumnGrid, ColumnKernel, ColumnPass, ColumnRegs, Strategy};
 pub(crate) use variant::Variant;

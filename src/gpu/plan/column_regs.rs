@@ -59,3 +59,13 @@ impl ColumnRegs {
         }
     }
 }
+
+/// A column kernel's dispatch: its workgroups and the threads of each
+/// (the `COLUMN_WG` pipeline constant of the column entry points:
+/// `ExecPlan::column_lanes`, so no invocation of a workgroup is without a
+/// lane; `backward_columns_rescue` keeps `WG`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ColumnGrid {
+    pub groups: u32,
+    pub threads: u32,
+}

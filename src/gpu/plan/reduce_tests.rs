@@ -126,6 +126,22 @@ fn wide_rows_sweep_or_pair_lanes_on_cpu_adapters() {
     assert_eq!(groups(64, 65_536, many), 64);
     assert_eq!(plan(17, 4100, CPU).column_lanes, 64);
     assert_eq!(groups(17, 4100, CPU), 5);
+    // Each workgroup has as many invocations as threads with lanes
+    // (`COLUMN_WG`): `64x2048`, 128 threads of four lanes in four
+    // workgroups of 32, not of 256 with 224 idle.
+    let grid = |n, c| {
+        let p = plan(n, c, CPU);
+        let pass = ColumnPass::Backward;
+        p.column_grid(p.column_kernel(pass), p.column_regs(pass))
+    };
+    let g = grid(64, 2048);
+    assert_eq!((g.groups, g.threads), (4, 32));
+    for (n, c) in [(64, 2048), (17, 4100), (32, 65_536), (8, 512), (20, 4099)] {
+        let p = plan(n, c, CPU);
+        let g = grid(n, c);
+        assert_eq!(g.threads, p.column_lanes, "{n}x{c}");
+        assert!(g.threads.is_power_of_two() && (32..=WG).contains(&g.threads));
+    }
     assert_eq!(
         plan(17, 4100, CPU).column_regs(ColumnPass::Forward { residual: false }),
         Rows64Lanes

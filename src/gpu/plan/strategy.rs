@@ -2,8 +2,8 @@
 //! reductions, and the layout the kernels walk (one channel's values as
 //! rows of a power of two).
 
-pub(crate) use super::column_regs::ColumnRegs;
 pub(crate) use super::column_regs::COLUMN_REG_LANES_64;
+pub(crate) use super::column_regs::{ColumnGrid, ColumnRegs};
 use super::reduce::SWEEP_MIN_LANES;
 use super::{ExecPlan, MergeModel, WG};
 use crate::semantics::Layout;
@@ -205,7 +205,8 @@ impl Strategy {
     /// alternations: `8x512` training 1.48-2.08 -> 1.32-1.68, `2x512`
     /// 1.58-2.16 -> 1.26-1.59, `8x1024` 1.57-1.63 -> 1.38-1.50; backward
     /// alike), where a quarter of the target's workgroups of 32 live lanes
-    /// ran mostly idle invocations.
+    /// ran mostly idle invocations. The workgroups have exactly these
+    /// threads (`COLUMN_WG`, [`ExecPlan::column_grid`]).
     pub fn column_lanes(self, layout: &Layout, merge: MergeModel) -> u32 {
         let lanes = self.lanes(layout.c);
         let tiny = merge.thread_partials
@@ -368,6 +369,15 @@ impl ExecPlan {
         kernel
             .lanes()
             .column_groups(self.layout.c, self.column_lanes.saturating_mul(per_thread))
+    }
+
+    /// The dispatch of `kernel`'s entry point `regs`: its workgroups, of
+    /// `column_lanes` threads each.
+    pub fn column_grid(&self, kernel: ColumnKernel, regs: ColumnRegs) -> ColumnGrid {
+        ColumnGrid {
+            groups: self.column_groups(kernel, regs),
+            threads: self.column_lanes,
+        }
     }
 }
 
