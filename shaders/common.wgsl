@@ -99,6 +99,10 @@ fn P() -> Params {
 // (`ColumnRegs`) picks them.
 const REG_ROWS_64: u32 = 64u;
 const REG_ROWS_256: u32 = 256u;
+// Rows of the *_regs16_lanes entry points (columns4_lanes.wgsl): WGSL
+// zero-fills a function's arrays, and a CPU adapter pays for every byte
+// (ColumnRegs::Rows16Lanes).
+const REG_ROWS_16: u32 = 16u;
 // Consecutive four-channel lanes each thread of the *_regs64_lanes entry
 // points takes (columns4_lanes.wgsl; the host's
 // ColumnRegs::lanes_per_thread).

@@ -85,9 +85,12 @@ fn column_kernels_keep_edge_values_to_their_channels() {
             vec![256, 12],
             // Four lanes per thread where the column kernels sweep up to
             // 64 rows of C % 4 == 0 past 2^16 values (CPU adapters): the
-            // edge channels below lie in every lane of a thread.
+            // edge channels below lie in every lane of a thread (up to 16
+            // rows in arrays of 16: `12x8196`, `16x4100`).
             vec![17, 4100],
             vec![40, 2048],
+            vec![12, 8196],
+            vec![16, 4100],
             // Spread reductions on CPU adapters: many channels, long
             // planes, short masked runs, masked runs of many channels.
             vec![3, 130, 16],

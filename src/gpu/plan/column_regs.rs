@@ -5,6 +5,9 @@
 /// entry points takes (`REG_LANES_64`; see
 /// [`ColumnRegs::lanes_per_thread`]).
 pub(crate) const COLUMN_REG_LANES_64: usize = 4;
+/// Rows the `*_regs16_lanes` entry points keep in registers
+/// (`REG_ROWS_16`).
+pub(crate) const COLUMN_REGS_16: usize = 16;
 
 /// Which entry points the column kernels take (the training forward and
 /// the backward; eval reads x once anyway): the plain ones, or those that
@@ -14,7 +17,9 @@ pub(crate) const COLUMN_REG_LANES_64: usize = 4;
 /// come sweeping (`*_sweep`, `Rows64Sweep` and `Rows256Sweep`: see
 /// `SWEEP_ROWS` in `shaders/common.wgsl`), and for `C % 4 == 0` up to 64
 /// rows sweeping with four lanes per thread (`*_regs64_lanes`,
-/// `Rows64Lanes`: see [`ColumnRegs::lanes_per_thread`]).
+/// `Rows64Lanes`: see [`ColumnRegs::lanes_per_thread`]; up to
+/// [`COLUMN_REGS_16`] rows in arrays of that many, `*_regs16_lanes`,
+/// `Rows16Lanes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum ColumnRegs {
     Plain,
@@ -23,6 +28,7 @@ pub(crate) enum ColumnRegs {
     Rows64Sweep,
     Rows256Sweep,
     Rows64Lanes,
+    Rows16Lanes,
 }
 
 impl ColumnRegs {
@@ -35,6 +41,7 @@ impl ColumnRegs {
             ColumnRegs::Rows64Sweep => "_regs64_sweep",
             ColumnRegs::Rows256Sweep => "_regs256_sweep",
             ColumnRegs::Rows64Lanes => "_regs64_lanes",
+            ColumnRegs::Rows16Lanes => "_regs16_lanes",
         }
     }
 
@@ -45,7 +52,7 @@ impl ColumnRegs {
     /// 128 before the next row; every other entry point one lane.
     pub fn lanes_per_thread(self) -> usize {
         match self {
-            ColumnRegs::Rows64Lanes => COLUMN_REG_LANES_64,
+            ColumnRegs::Rows64Lanes | ColumnRegs::Rows16Lanes => COLUMN_REG_LANES_64,
             _ => 1,
         }
     }

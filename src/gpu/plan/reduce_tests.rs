@@ -83,18 +83,21 @@ fn wide_rows_sweep_or_pair_lanes_on_cpu_adapters() {
     assert_eq!(cols(16, 65_536, GPU), Plain);
     // A training forward sweeps only from 17 rows, or from 9 adding a
     // residual.
-    assert_eq!(cols(16, 262_144, CPU), Rows64Lanes);
+    // (Up to 16 rows in arrays of 16.)
+    assert_eq!(cols(16, 262_144, CPU), Rows16Lanes);
+    assert_eq!(cols(17, 262_144, CPU), Rows64Lanes);
     assert_eq!(fwd(16, 262_144, false), Rows64);
     assert_eq!(fwd(17, 65_536, false), Rows64Lanes);
     assert_eq!(fwd(64, 65_536, false), Rows64Lanes);
-    assert_eq!(fwd(9, 262_144, true), Rows64Lanes);
-    assert_eq!(fwd(16, 262_144, true), Rows64Lanes);
+    assert_eq!(fwd(9, 262_144, true), Rows16Lanes);
+    assert_eq!(fwd(16, 262_144, true), Rows16Lanes);
     assert_eq!(fwd(17, 65_535, false), Rows64Sweep);
     assert_eq!(fwd(8, 262_144, true), Plain);
     for regs in [Plain, Rows64, Rows256, Rows64Sweep, Rows256Sweep] {
         assert_eq!(regs.lanes_per_thread(), 1);
     }
     assert_eq!(Rows64Lanes.lanes_per_thread(), 4);
+    assert_eq!(Rows16Lanes.lanes_per_thread(), 4);
     // Tiny column inputs (at most 8 rows of at most 256 lanes, CPU
     // adapters): one workgroup of them all; more rows or lanes: a quarter
     // of the target's workgroups at least.

@@ -2,8 +2,8 @@
 //! reductions, and the layout the kernels walk (one channel's values as
 //! rows of a power of two).
 
-pub(crate) use super::column_regs::COLUMN_REG_LANES_64;
 pub(crate) use super::column_regs::{ColumnGrid, ColumnRegs};
+pub(crate) use super::column_regs::{COLUMN_REGS_16, COLUMN_REG_LANES_64};
 use super::reduce::SWEEP_MIN_LANES;
 use super::{ExecPlan, MergeModel, WG};
 use crate::semantics::Layout;
@@ -288,7 +288,7 @@ impl ExecPlan {
     /// 15-37 ms for `16x262144`, `12x349524` and `10x419428` training +
     /// residual + ReLU, 15-18 ms sweeping. Where `C % 4 == 0` and the
     /// `*_regs64` kernels would sweep, `Rows64Lanes` (four lanes per
-    /// thread) instead.
+    /// thread) instead, or `Rows16Lanes` for up to `COLUMN_REGS_16` rows.
     pub fn column_regs(&self, pass: ColumnPass) -> ColumnRegs {
         let kernel = self.column_kernel(pass);
         let regs = kernel
@@ -304,7 +304,11 @@ impl ExecPlan {
         } else if kernel == ColumnKernel::Aligned4
             && regs64_lanes(&self.layout, self.column_reg_rows as usize)
         {
-            ColumnRegs::Rows64Lanes
+            if self.layout.n <= COLUMN_REGS_16 {
+                ColumnRegs::Rows16Lanes
+            } else {
+                ColumnRegs::Rows64Lanes
+            }
         } else {
             regs.swept()
         }

@@ -126,9 +126,10 @@ fn every_shader_translates_to_every_backend() {
     // form; finalize.wgsl's, grads_rescue and grads_rescue_finish among
     // them, twice: in the finalize and columns modules; the columns
     // module's backward_columns_rescue; the columns4 module's
-    // *_regs64_lanes, which its odd-C form has not); then the five
+    // *_regs64_lanes and *_regs16_lanes, which its odd-C form has not);
+    // then the five
     // baseline kernels.
-    assert_eq!(entries, dtypes().len() * 73 + 5);
+    assert_eq!(entries, dtypes().len() * 75 + 5);
 }
 
 #[test]
@@ -192,6 +193,10 @@ fn shared_constants_agree_with_the_rust_side() {
     assert_eq!(
         wgsl_u32(&columns4, "REG_LANES_64") as usize,
         plan::strategy::COLUMN_REG_LANES_64
+    );
+    assert_eq!(
+        wgsl_u32(&columns4, "REG_ROWS_16") as usize,
+        plan::strategy::COLUMN_REGS_16
     );
     assert_eq!(
         wgsl_u32(&module, "REG_ROWS_256") as usize,
