@@ -112,8 +112,9 @@ override INLINE_RESCUE: bool = false;
 
 // Pipeline constant: invocations per workgroup of the column kernels' entry
 // points, the plan's threads per workgroup (Strategy::column_lanes: 32 to
-// WG), so that no workgroup runs invocations without a lane. Idle
-// invocations are not free on CPU adapters: each SIMD group of them runs
+// WG), so that only the last workgroup (and a tiny input's one) may run
+// invocations past the lanes. Idle invocations are not free on CPU
+// adapters: each SIMD group of them runs
 // the sweeps' loops for their barriers and zero-fills its register arrays
 // (4 to 8 KiB per invocation in the *_regs64_lanes kernels), which made
 // the backward of `64x2048` 19x a copy on lavapipe in workgroups of WG

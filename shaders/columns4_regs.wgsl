@@ -6,7 +6,8 @@
 // stack the arrays take. WGSL zero-fills a function's arrays, so each
 // size has its own entry points. The *_sweep entry points (the host's
 // ColumnRegs for rows of at least 256 channels; up to 64 rows of C % 4 ==
-// 0 take columns4_lanes.wgsl's *_regs64_lanes instead, so there
+// 0 take columns4_lanes.wgsl's *_regs64_lanes (*_regs16_lanes up to 16
+// rows) instead, so there
 // *_regs64_sweep serves odd C) sweep every loop over the
 // rows (SWEEP_ROWS, common.wgsl: a barrier every SWEEP_ROWS rows, the
 // workgroup's SIMD groups taking turns over them), the lanes past C/4

@@ -103,8 +103,8 @@ const REG_ROWS_256: u32 = 256u;
 // zero-fills a function's arrays, and a CPU adapter pays for every byte
 // (ColumnRegs::Rows16Lanes).
 const REG_ROWS_16: u32 = 16u;
-// Consecutive four-channel lanes each thread of the *_regs64_lanes entry
-// points takes (columns4_lanes.wgsl; the host's
+// Consecutive four-channel lanes each thread of the *_regs64_lanes and
+// *_regs16_lanes entry points takes (columns4_lanes.wgsl; the host's
 // ColumnRegs::lanes_per_thread).
 const REG_LANES_64: u32 = 4u;
 
@@ -172,7 +172,8 @@ fn group_index(ids: Ids) -> u32 {
 }
 
 // The column kernels' lane of the invocation (the first of its four in
-// the *_regs64_lanes kernels, columns4_lanes.wgsl): P.column_lanes
+// the *_regs64_lanes and *_regs16_lanes kernels, columns4_lanes.wgsl):
+// P.column_lanes
 // threads per workgroup (fewer than WG where a small input should still
 // spread over several workgroups), which is the COLUMN_WG the column
 // entry points' workgroups have (columns4.wgsl); an invocation past them

@@ -112,8 +112,11 @@ fn fused_epilogue_equals_its_parts() {
     // kernel sweeps where it adds a residual (the plain forward does not).
     common::fused_equals_parts(&ctx, [9, 8192, 1, 1], 84);
     common::fused_equals_parts(&ctx, [12, 8192, 1, 1], 85);
-    // Four lanes per thread there, the last thread with one live lane.
-    common::fused_equals_parts(&ctx, [12, 4100, 1, 1], 86);
+    // Past 2^16 values the column kernels' lanes sweep four to a thread
+    // (in arrays of 16 rows up to 16 rows, then of 64): 1025 lanes, so
+    // the last thread has one live lane.
+    common::fused_equals_parts(&ctx, [16, 4100, 1, 1], 86);
+    common::fused_equals_parts(&ctx, [17, 4100, 1, 1], 87);
 }
 
 #[test]

@@ -239,7 +239,8 @@ impl<'a, 'p> Recorder<'a, 'p> {
 // Column and elementwise launches.
 impl<'a, 'p> Recorder<'a, 'p> {
     /// A column kernel on `grid` (one thread per lane, or per four lanes
-    /// in the `*_regs64_lanes` kernels; the tensor is one chunk, in slot
+    /// in the `*_regs64_lanes` / `*_regs16_lanes` kernels; the tensor is
+    /// one chunk, in slot
     /// 1).
     pub fn columns(&mut self, step: ColumnStep, grid: ColumnGrid) -> Result<()> {
         let threads = grid.threads;

@@ -56,7 +56,7 @@ fn override_values(name: &str) -> Vec<f64> {
         "MASKED" => vec![0.0, 1.0],
         "EPILOGUE" => vec![0.0, 1.0, 2.0, 3.0],
         "INLINE_RESCUE" => vec![0.0, 1.0],
-        "COLUMN_WG" => vec![32.0, 256.0],
+        "COLUMN_WG" => vec![32.0, 64.0, 128.0, 256.0],
         _ => vec![],
     }
 }
