@@ -114,11 +114,11 @@ override INLINE_RESCUE: bool = false;
 // points, the plan's threads per workgroup (Strategy::column_lanes: 32 to
 // WG), so that only the last workgroup (and a tiny input's one) may run
 // invocations past the lanes. Idle invocations are not free on CPU
-// adapters: each SIMD group of them runs
-// the sweeps' loops for their barriers and zero-fills its register arrays
-// (4 to 8 KiB per invocation in the *_regs64_lanes kernels), which made
-// the backward of `64x2048` 19x a copy on lavapipe in workgroups of WG
-// with 32 lanes (2.6x in workgroups of 32). (The same in columns.wgsl.)
+// adapters: each SIMD group of them runs the sweeps' loops for their
+// barriers and zero-fills its register arrays (4 to 8 KiB per invocation
+// in the *_regs64_lanes kernels), which made the backward of `64x2048`
+// 19x a copy on lavapipe in workgroups of WG with 32 lanes (2.6x in
+// workgroups of 32). (The same in columns.wgsl.)
 override COLUMN_WG: u32 = 256u;
 
 // Lane q's totals from its f32 sums: with INLINE_RESCUE, sums that are

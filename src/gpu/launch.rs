@@ -240,8 +240,7 @@ impl<'a, 'p> Recorder<'a, 'p> {
 impl<'a, 'p> Recorder<'a, 'p> {
     /// A column kernel on `grid` (one thread per lane, or per four lanes
     /// in the `*_regs64_lanes` / `*_regs16_lanes` kernels; the tensor is
-    /// one chunk, in slot
-    /// 1).
+    /// one chunk, in slot 1).
     pub fn columns(&mut self, step: ColumnStep, grid: ColumnGrid) -> Result<()> {
         let threads = grid.threads;
         use Binding::*;

@@ -90,8 +90,8 @@ pub(crate) struct Params {
     pub partial_rows: u32,
     /// Threads per workgroup of the column kernels, with a lane each (four
     /// in the `*_regs64_lanes` / `*_regs16_lanes` kernels; a power of two,
-    /// at most `WG`; their
-    /// workgroups have that many invocations, `COLUMN_WG`).
+    /// at most `WG`; their workgroups have that many invocations,
+    /// `COLUMN_WG`).
     pub column_lanes: u32,
     /// Virtual channels per channel in the partial states (`C * folds`
     /// per partial row; more than 1 for `Variant::OddRows`).
