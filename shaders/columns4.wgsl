@@ -62,17 +62,8 @@ fn update_running4(q: u32, base: vec4<f32>, rel: vec4<f32>, unbiased: vec4<f32>)
         let m = P().momentum;
         let old_mean = state_of(2u, q);
         let old_var = state_of(3u, q);
-        let exact = vec4<bool>(m == 1.0);
-        set_state(2u, q, select(
-            (1.0 - m) * old_mean + m * (base + rel),
-            old_mean + m * ((base - old_mean) + rel),
-            finite4(old_mean) & !exact,
-        ));
-        set_state(3u, q, select(
-            (1.0 - m) * old_var + m * unbiased,
-            old_var + m * (unbiased - old_var),
-            finite4(old_var) & !exact,
-        ));
+        set_state(2u, q, running_blend(m, old_mean, (base - old_mean) + rel, base + rel));
+        set_state(3u, q, running_blend(m, old_var, unbiased - old_var, unbiased));
     }
 }
 

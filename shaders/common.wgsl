@@ -204,6 +204,16 @@ fn finite4(v: vec4<f32>) -> vec4<bool> {
     return (bitcast<vec4<u32>>(v) & vec4<u32>(0x7f800000u)) != vec4<u32>(0x7f800000u);
 }
 
+// A running statistic's update (1 - m) * old + m * batch (update_running
+// in finalize.wgsl): `near`'s form old + m * diff, diff = batch - old
+// computed by the caller, where it and old are finite and m != 1, else
+// PyTorch's form.
+fn running_blend(m: f32, old: vec4<f32>, diff: vec4<f32>, batch: vec4<f32>) -> vec4<f32> {
+    let near = old + m * diff;
+    let torch = (1.0 - m) * old + m * batch;
+    return select(torch, near, finite4(old) & finite4(near) & vec4<bool>(m != 1.0));
+}
+
 // (x - shift) * a + b. Subtracting the shift first keeps data such as
 // 1e4 + noise exact to f32 rounding; where x - shift overflows f32 (values
 // of both signs near its limit, far from the shift but not from the mean)

@@ -133,6 +133,12 @@ fn virtual_run() -> u32 {
 // running + m * (batch - running) with the batch mean given as
 // base + rel: (base - running) is exact when they are close, so the new
 // running mean carries about one f32 rounding, like PyTorch's f32 buffers.
+// PyTorch's own form where that one is not finite but the buffer is
+// (running_blend): an infinite buffer stays infinite as in PyTorch, m = 1
+// (the first step of a cumulative average) takes the batch's values
+// exactly (PyTorch's 0 * old + 1 * batch), and a difference that overflows
+// f32 (a running mean of -2e38 and a batch of 2e38) leaves the result
+// that PyTorch's form gives.
 fn update_running(ch: u32, base: f32, rel: f32, unbiased_var: f32) {
     if ((P().flags & FLAG_UPDATE_RUNNING) != 0u) {
         let m = P().momentum;
@@ -140,19 +146,8 @@ fn update_running(ch: u32, base: f32, rel: f32, unbiased_var: f32) {
         let rv = 3u * P().c + ch;
         let old_mean = state[rm];
         let old_var = state[rv];
-        // Infinite buffers keep PyTorch's form, where inf stays inf; m = 1
-        // (the first step of a cumulative average) takes the batch's
-        // values exactly, as PyTorch's 0 * old + 1 * batch does.
-        state[rm] = select(
-            (1.0 - m) * old_mean + m * (base + rel),
-            old_mean + m * ((base - old_mean) + rel),
-            is_finite(old_mean) && m != 1.0,
-        );
-        state[rv] = select(
-            (1.0 - m) * old_var + m * unbiased_var,
-            old_var + m * (unbiased_var - old_var),
-            is_finite(old_var) && m != 1.0,
-        );
+        state[rm] = running_blend(m, vec4<f32>(old_mean), vec4<f32>((base - old_mean) + rel), vec4<f32>(base + rel)).x;
+        state[rv] = running_blend(m, vec4<f32>(old_var), vec4<f32>(unbiased_var - old_var), vec4<f32>(unbiased_var)).x;
     }
 }
 

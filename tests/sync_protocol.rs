@@ -159,6 +159,49 @@ fn a_failed_forward_fails_every_replica_and_its_backward_never_hangs() {
     }
 }
 
+/// One value per channel in the whole group (rank 0 one row, rank 1 none):
+/// every replica sees it in the merged statistics and rejects the step
+/// alike, so each keeps its previous forward, whose backward still works
+/// (as a rejected plain forward keeps the module's).
+#[test]
+fn one_value_per_channel_in_the_group_keeps_the_previous_forward() {
+    let Some(out) = pair(|ctx, comm, _| {
+        let rank = comm.rank();
+        let bn = BatchNorm1d::new(ctx, BatchNormConfig::new(3)).expect("bn");
+        let mut sync = SyncBatchNorm::new(bn, comm);
+        let x = Tensor::from_slice(ctx, &values(rank as u64, 12), &[4, 3]).expect("x");
+        let dy = Tensor::from_slice(ctx, &values(9, 12), &[4, 3]).expect("dy");
+        sync.forward(&x).expect("forward");
+        let want = sync.backward(&dy).expect("backward").grad_input;
+        let want = want.to_vec().expect("read");
+        let state = sync.module().running_mean().expect("read");
+        let rows = if rank == 0 { 1 } else { 0 };
+        let single = Tensor::zeros(ctx, &[rows, 3]).expect("single");
+        let rejected = sync.forward(&single).map(|_| ());
+        let kept = sync.module().running_mean().expect("read") == state
+            && sync.module().num_batches_tracked() == 1;
+        let again = sync
+            .backward(&dy)
+            .map(|g| g.grad_input.to_vec().expect("read"));
+        (rejected, kept, again, want)
+    }) else {
+        return;
+    };
+    for (rank, (rejected, kept, again, want)) in out.into_iter().enumerate() {
+        let err = rejected.expect_err("one value per channel in training");
+        assert!(
+            matches!(err, Error::TooFewValues { .. }),
+            "rank {rank}: {err}"
+        );
+        assert!(kept, "rank {rank}: a rejected step changed the state");
+        assert_eq!(
+            again.expect("the earlier forward's backward"),
+            want,
+            "rank {rank}"
+        );
+    }
+}
+
 /// A forward that fails on one replica only, after the all-gather (here:
 /// `keep_input_copy` on an input buffer without `COPY_SRC`, which only the
 /// copy needs): that replica changes nothing, the other commits; the next

@@ -34,6 +34,7 @@ mod mpi;
 use crate::batch_norm::{BatchNorm, Gradients, ShardGradSums, ShardMoments};
 use crate::error::{Error, Result};
 use crate::gpu::tensor::Tensor;
+use crate::semantics;
 use crate::types::SpatialRank;
 
 pub use local::{LocalCollective, LocalGroup};
@@ -211,7 +212,21 @@ impl<R: SpatialRank, C: Collective> SyncBatchNorm<R, C> {
                 )));
             }
         };
-        let global = ShardMoments::merge(&shards)?;
+        // What the merged statistics decide (one value per channel in the
+        // whole group) every replica decides alike: none runs the forward.
+        let merged = ShardMoments::merge(&shards).and_then(|global| {
+            let (shape, format) = (x.shape(), x.memory_format());
+            let cfg = self.bn.config();
+            semantics::plan_forward(cfg, R::RANK, true, shape, format, Some(global.count))
+                .map(|_| global)
+        });
+        let global = match merged {
+            Ok(global) => global,
+            Err(e) => {
+                self.last = prev;
+                return Err(e);
+            }
+        };
         let y = self.bn.forward_with_moments(x, &global)?;
         self.last = Last::Synced(global.count);
         Ok(y)
