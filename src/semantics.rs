@@ -25,26 +25,35 @@ impl Layout {
     pub fn of(shape: &[usize], format: MemoryFormat) -> Option<Layout> {
         let (&n, rest) = shape.split_first()?;
         let (&c, spatial) = rest.split_first()?;
-        let s: usize = spatial.iter().product();
+        let s = spatial.iter().fold(1usize, |a, &d| a.saturating_mul(d));
         Some(match format {
             MemoryFormat::ChannelsFirst => Layout { n, c, l: s },
-            MemoryFormat::ChannelsLast => Layout { n: n * s, c, l: 1 },
+            MemoryFormat::ChannelsLast => Layout {
+                n: n.saturating_mul(s),
+                c,
+                l: 1,
+            },
         })
     }
 
+    // The products saturate: a tensor's shape is checked at creation
+    // (`checked_numel`), so only an empty one may have dimensions whose
+    // products pass usize (`[0, 3, 2^33, 2^33]`), and saturating keeps
+    // every zero (no false "one value per channel" from a wrapped count).
+
     /// Values per channel, `N * L`.
     pub fn per_channel(&self) -> usize {
-        self.n * self.l
+        self.n.saturating_mul(self.l)
     }
 
     /// Values in one row, `C * L`.
     pub fn row(&self) -> usize {
-        self.c * self.l
+        self.c.saturating_mul(self.l)
     }
 
     /// All values, `N * C * L`.
     pub fn numel(&self) -> usize {
-        self.n * self.c * self.l
+        self.n.saturating_mul(self.c).saturating_mul(self.l)
     }
 }
 

@@ -266,6 +266,13 @@ fn fold_matches_linear_then_batch_norm() {
     let plain =
         BatchNorm1d::new(&ctx, BatchNorm1dConfig::new(c).track_running_stats(false)).expect("bn");
     assert!(plain.fold_into_linear(&w, None, d_in).is_err());
+    // A conv weight shape (out = C, then anything) whose size passes usize
+    // is an error, not an overflow.
+    assert!(matches!(
+        bn.fold_into_conv(&w, &[c, 1 << 33, 1 << 33], None),
+        Err(wgpu_batchnorm::Error::TooLarge(_))
+    ));
+    assert!(bn.fold_into_conv(&w, &[c, 1, d_in], Some(&b)).is_ok());
 }
 
 #[test]

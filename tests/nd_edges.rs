@@ -4,7 +4,7 @@
 mod common;
 
 use wgpu_batchnorm::{
-    cpu, BatchNorm, BatchNormConfig, MemoryFormat, Rank2d, Rank3d, SpatialRank, Tensor,
+    cpu, BatchNorm, BatchNormConfig, MemoryFormat, Rank1d, Rank2d, Rank3d, SpatialRank, Tensor,
 };
 
 const FORMATS: [MemoryFormat; 2] = [MemoryFormat::ChannelsFirst, MemoryFormat::ChannelsLast];
@@ -48,7 +48,28 @@ fn empty_batch<R: SpatialRank>(shapes: &[Vec<usize>]) {
 #[test]
 fn empty_batches_of_batchnorm2d_behave_as_pytorch() {
     // The second shape has the wrong channel count: skipped when empty.
-    empty_batch::<Rank2d>(&[vec![0, 3, 2, 2], vec![0, 5, 2, 2], vec![2, 3, 0, 4]]);
+    // The last two have dimensions whose products pass usize (N * H * W,
+    // H * W), which only an empty tensor may have.
+    empty_batch::<Rank2d>(&[
+        vec![0, 3, 2, 2],
+        vec![0, 5, 2, 2],
+        vec![2, 3, 0, 4],
+        vec![0, 3, 1 << 33, 1 << 33],
+        vec![1 << 33, 0, 1 << 33, 2],
+    ]);
+}
+
+/// The same for `BatchNorm1d`, where a wrapped `N * L` of an empty input
+/// (`[3, 0, 0xAAAA_AAAA_AAAA_AAAB]`: 1 modulo 2^64) must not read as one
+/// value per channel.
+#[test]
+fn empty_batches_of_batchnorm1d_behave_as_pytorch() {
+    empty_batch::<Rank1d>(&[
+        vec![0, 3],
+        vec![0, 3, 5],
+        vec![1 << 33, 0, 1 << 33],
+        vec![3, 0, 0xAAAA_AAAA_AAAA_AAAB],
+    ]);
 }
 
 #[test]
@@ -57,6 +78,7 @@ fn empty_batches_of_batchnorm3d_behave_as_pytorch() {
         vec![0, 3, 1, 2, 2],
         vec![0, 7, 2, 1, 1],
         vec![1, 3, 2, 0, 2],
+        vec![0, 3, 1 << 22, 1 << 22, 1 << 22],
     ]);
 }
 

@@ -148,7 +148,9 @@ impl<R: SpatialRank> BatchNorm<R> {
                 actual: shape.to_vec(),
             });
         }
-        let per_row = shape.iter().skip(1).product();
+        let per_row = (shape.iter().skip(1))
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| Error::TooLarge(format!("conv weight shape {shape:?} overflows")))?;
         let (weight, bias) = self.fold_rows(weight, per_row, bias)?;
         Ok(FoldedConv {
             weight,
