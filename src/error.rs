@@ -186,8 +186,9 @@ pub enum Error {
         /// The alignment required.
         alignment: u64,
     },
-    /// An output tensor shares memory with an input of the same call.
-    #[error("{what} overlaps an input of the same call")]
+    /// An output tensor shares memory with an input or another output of
+    /// the same call.
+    #[error("{what} overlaps another tensor of the same call")]
     Aliasing {
         /// The output.
         what: &'static str,

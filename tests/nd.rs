@@ -149,6 +149,16 @@ fn fused_epilogue_errors_change_nothing() {
         .expect("forward");
     let dy = Tensor::from_slice(&ctx, &[1.0; 24], &[2, 3, 2, 2]).expect("dy");
     let mut g = bn.backward(&dy).expect("backward");
+    // grad_residual holds dy through the epilogue until grad_input reads
+    // it: grad_input (or a parameter gradient) over it is an error.
+    let mut same = bn.backward(&dy).expect("backward");
+    same.grad_input = same.grad_residual.clone().expect("grad_residual");
+    assert!(matches!(
+        bn.backward_into(&dy, &mut same),
+        Err(Error::Aliasing {
+            what: "grad_residual"
+        })
+    ));
     g.grad_residual = None;
     assert!(matches!(
         bn.backward_into(&dy, &mut g),
@@ -160,6 +170,59 @@ fn fused_epilogue_errors_change_nothing() {
         bn.backward(&dy),
         Err(Error::ModifiedSinceForward { what: "output" })
     ));
+    assert_eq!(bn.num_batches_tracked(), 1);
+}
+
+/// A parameter gradient inside grad_residual (views of one buffer from
+/// `Tensor::from_buffer`) is an error, not gradients read back from over
+/// each other; so is grad_input there.
+#[test]
+fn grad_residual_shares_no_bytes_with_other_gradients() {
+    let Some(ctx) = common::context() else { return };
+    let align = u64::from(ctx.device().limits().min_storage_buffer_offset_alignment).max(16);
+    let c = 4;
+    let l = (align as usize / 4).next_multiple_of(4);
+    let shape = [4, c, l];
+    let numel = 4 * c * l;
+    let mut rng = common::Rng(12);
+    let t = |v: Vec<f32>| Tensor::from_slice(&ctx, &v, &shape).expect("t");
+    let (x, r, dy) = (
+        t(rng.normals(numel, 0.0, 1.0)),
+        t(rng.normals(numel, 0.0, 1.0)),
+        t(rng.normals(numel, 0.0, 1.0)),
+    );
+    let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(c)).expect("bn");
+    bn.forward_fused(&x, Epilogue::relu().with_residual(&r))
+        .expect("forward");
+    let buffer = ctx
+        .device()
+        .create_buffer(&wgpu_batchnorm::wgpu::BufferDescriptor {
+            label: Some("test/shared-gradients"),
+            size: (numel * 4) as u64,
+            usage: wgpu_batchnorm::wgpu::BufferUsages::STORAGE
+                | wgpu_batchnorm::wgpu::BufferUsages::COPY_SRC
+                | wgpu_batchnorm::wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+    let view = |offset: u64, shape: &[usize]| {
+        Tensor::from_buffer(&ctx, buffer.clone(), offset, shape).expect("view")
+    };
+    for (weight_at, bias_at) in [(Some(align), None), (None, Some(align))] {
+        let mut g = bn.backward(&dy).expect("backward");
+        g.grad_residual = Some(view(0, &shape));
+        if let Some(o) = weight_at {
+            g.grad_weight = Some(view(o, &[c]));
+        }
+        if let Some(o) = bias_at {
+            g.grad_bias = Some(view(o, &[c]));
+        }
+        assert!(matches!(
+            bn.backward_into(&dy, &mut g),
+            Err(Error::Aliasing {
+                what: "grad_residual"
+            })
+        ));
+    }
     assert_eq!(bn.num_batches_tracked(), 1);
 }
 

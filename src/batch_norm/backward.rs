@@ -303,6 +303,17 @@ impl<R: SpatialRank> BatchNorm<R> {
                 });
             }
         }
+        // grad_residual holds the output gradient through the epilogue
+        // until grad_input has read it: nothing else may write over it.
+        if let Some(gr) = grad_residual {
+            let clash = mode.dx().is_some_and(|dx| gr.overlaps(dx))
+                || outputs.iter().any(|o| gr.overlaps(o));
+            if clash {
+                return Err(Error::Aliasing {
+                    what: "grad_residual",
+                });
+            }
+        }
         let fused = self.fused_backward(&saved, grad_output, grad_residual)?;
         self.ctx.pipelines().supports(grad_output.dtype())?;
         let dy = grad_output.padded(encoder)?;
