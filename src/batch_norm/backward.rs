@@ -62,8 +62,10 @@ impl<R: SpatialRank> BatchNorm<R> {
     /// `grad_weight = sum(dy * x_hat)`, `grad_bias = sum(dy)` per channel.
     ///
     /// Backward reads the forward's input when it runs (no copy is kept
-    /// unless [`BatchNorm::keep_input_copy`] is on). If that tensor was
-    /// written through the library since the forward, this returns
+    /// unless [`BatchNorm::keep_input_copy`] is on). If any of its bytes
+    /// were written through the library since the forward (through any
+    /// tensor on its buffer: clones, views, another
+    /// [`Tensor::from_buffer`] of it), this returns
     /// [`Error::ModifiedSinceForward`], as PyTorch raises for a tensor
     /// modified in place.
     pub fn backward(&mut self, grad_output: &Tensor) -> Result<Gradients> {
@@ -85,7 +87,7 @@ impl<R: SpatialRank> BatchNorm<R> {
             let residual = grads.grad_residual.as_ref();
             self.record_backward(encoder, grad_output, params, residual, mode, Target::Submit)
         })?;
-        written.iter().for_each(Tensor::bump_version);
+        written.iter().for_each(Tensor::record_write);
         Ok(())
     }
 
@@ -130,7 +132,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                 Target::Encoder,
             )
         })?;
-        written.iter().for_each(Tensor::bump_version);
+        written.iter().for_each(Tensor::record_write);
         Ok(())
     }
 }
@@ -197,7 +199,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                 actual: dy.memory_format(),
             });
         }
-        if x.version() != saved.input_version {
+        if x.written_since(saved.input_mark) {
             return Err(Error::ModifiedSinceForward { what: "input" });
         }
         Ok(())

@@ -80,7 +80,8 @@ impl<'a> Epilogue<'a> {
 #[derive(Clone)]
 pub(crate) struct SavedEpilogue {
     pub bits: u32,
-    /// The output and its write count (for the ReLU mask).
+    /// The output and the write mark after the forward wrote it (for the
+    /// ReLU mask).
     pub output: Option<(Tensor, u64)>,
 }
 
@@ -117,8 +118,8 @@ impl<R: SpatialRank> BatchNorm<R> {
                 }),
             };
         };
-        if let Some((y, version)) = &e.output {
-            if y.version() != *version {
+        if let Some((y, mark)) = &e.output {
+            if y.written_since(*mark) {
                 return Err(Error::ModifiedSinceForward { what: "output" });
             }
         }

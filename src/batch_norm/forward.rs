@@ -137,11 +137,11 @@ impl<R: SpatialRank> BatchNorm<R> {
     pub(super) fn commit(&mut self, mut c: Commit) {
         self.num_batches_tracked = c.num_batches_tracked;
         for t in &c.written {
-            t.bump_version();
+            t.record_write();
         }
         // The saved output is valid as written by this very call.
-        if let Some((y, version)) = c.saved.epilogue.as_mut().and_then(|e| e.output.as_mut()) {
-            *version = y.version();
+        if let Some((y, mark)) = c.saved.epilogue.as_mut().and_then(|e| e.output.as_mut()) {
+            *mark = y.write_mark();
         }
         self.commit_saved(c.saved);
     }
@@ -234,7 +234,7 @@ impl<R: SpatialRank> BatchNorm<R> {
         Ok(Commit {
             num_batches_tracked: nbt,
             saved: Saved {
-                input_version: input.version(),
+                input_mark: input.write_mark(),
                 input,
                 layout: plan.layout,
                 batch_stats: plan.batch_stats,

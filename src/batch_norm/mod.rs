@@ -94,8 +94,9 @@ pub(crate) struct Saved {
     /// application buffers, or the module's own copy with
     /// [`BatchNorm::keep_input_copy`]).
     input: Tensor,
-    /// The input's write count when it was saved.
-    input_version: u64,
+    /// The library's writes to the input's buffer when it was saved
+    /// ([`Tensor::written_since`]).
+    input_mark: u64,
     layout: Layout,
     batch_stats: bool,
     /// Normalised with statistics merged across devices.
@@ -193,9 +194,10 @@ impl<R: SpatialRank> BatchNorm<R> {
     /// Whether each forward keeps its own copy of the input for backward.
     ///
     /// Off by default: backward reads the forward's input buffer when it
-    /// runs, which costs nothing. Writes through the library to that tensor
-    /// after the forward (`write_from_slice`, or using it as another op's
-    /// output) are detected, and backward returns
+    /// runs, which costs nothing. Writes through the library over that
+    /// tensor's bytes after the forward (`write_from_slice`, or using it as
+    /// another op's output, through any tensor on its buffer) are detected,
+    /// and backward returns
     /// [`Error::ModifiedSinceForward`]; writes by the application's own GPU
     /// work to a [`Tensor::from_buffer`] buffer are not visible to the
     /// library. With ping-pong activation buffers, turn this on: each

@@ -49,7 +49,7 @@ use crate::types::DType;
 pub(crate) struct LocalSums {
     sums: ShardGradSums,
     dy: Tensor,
-    dy_version: u64,
+    dy_mark: u64,
 }
 
 impl<R: SpatialRank> BatchNorm<R> {
@@ -219,7 +219,7 @@ impl<R: SpatialRank> BatchNorm<R> {
         self.commit(Commit {
             num_batches_tracked: nbt,
             saved: Saved {
-                input_version: input.version(),
+                input_mark: input.write_mark(),
                 input,
                 layout: plan.layout,
                 batch_stats: true,
@@ -267,7 +267,7 @@ impl<R: SpatialRank> BatchNorm<R> {
             saved.local_sums = Some(LocalSums {
                 sums: sums.clone(),
                 dy: grad_output.clone(),
-                dy_version: grad_output.version(),
+                dy_mark: grad_output.write_mark(),
             });
         }
         Ok(sums)
@@ -299,7 +299,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                 l.dy.same_storage(grad_output)
                     && l.dy.offset() == grad_output.offset()
                     && l.dy.shape() == grad_output.shape()
-                    && l.dy_version == grad_output.version()
+                    && !grad_output.written_since(l.dy_mark)
             })
             .ok_or(Error::WrongBackward(
                 "backward_with_sums needs shard_grad_sums of the same grad_output first",
@@ -347,7 +347,7 @@ impl<R: SpatialRank> BatchNorm<R> {
             let params = (grads.grad_weight.as_ref(), grads.grad_bias.as_ref());
             self.record_backward(encoder, grad_output, params, None, mode, Target::Submit)
         })?;
-        written.iter().for_each(Tensor::bump_version);
+        written.iter().for_each(Tensor::record_write);
         Ok(grads)
     }
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use super::scope::checked;
+use super::storage::Storage;
 use crate::error::Result;
 use crate::types::DType;
 
@@ -101,13 +102,6 @@ impl Drop for OwnedBuffer {
             stats.bytes.fetch_sub(self.buffer.size(), Ordering::SeqCst);
         }
     }
-}
-
-/// A buffer shared by tensor handles, with a count of the writes the
-/// library made to it (what backward checks its saved tensors against).
-pub(crate) struct Storage {
-    pub(crate) buffer: OwnedBuffer,
-    pub(crate) version: AtomicU64,
 }
 
 /// A byte range of a buffer, as bound to one binding. Compared by buffer,

@@ -10,6 +10,7 @@ use super::options::{pick_adapter, ContextOptions};
 use super::pipelines::Pipelines;
 use super::plan::{DeviceLimits, MergeModel, WG};
 use super::poller::Poller;
+use super::storage::StorageRegistry;
 use crate::error::{Error, Result};
 
 static NEXT_CONTEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -41,6 +42,7 @@ pub(crate) struct ContextInner {
     /// the next call returns it.
     uncaptured: Arc<Mutex<Option<String>>>,
     stats: Arc<AllocStats>,
+    storages: StorageRegistry,
     poller: OnceLock<Poller>,
     /// The last handles of the device and queue, and the pipeline caches,
     /// dropped in one driver turn after every other field (declared last).
@@ -226,6 +228,7 @@ impl GpuContext {
                 lost_reason,
                 uncaptured,
                 stats: Default::default(),
+                storages: StorageRegistry::default(),
                 poller: OnceLock::new(),
                 reaper: Reaper::default(),
             }),
@@ -304,6 +307,11 @@ impl GpuContext {
         self.inner
             .poller
             .get_or_init(|| Poller::new(self.inner.device.clone()))
+    }
+
+    /// The live tensor storages, one per buffer ([`StorageRegistry`]).
+    pub(crate) fn storages(&self) -> &StorageRegistry {
+        &self.inner.storages
     }
 
     /// Allocates a buffer counted on this context (see [`OwnedBuffer::new`]).

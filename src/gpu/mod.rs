@@ -18,5 +18,6 @@ pub(crate) mod readback;
 pub(crate) mod scope;
 pub(crate) mod shaders;
 pub(crate) mod steps;
+pub(crate) mod storage;
 pub(crate) mod tensor;
 mod tensor_io;

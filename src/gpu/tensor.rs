@@ -1,11 +1,12 @@
 //! [`Tensor`]: a GPU buffer region with a logical shape, an element type and
 //! a memory format. Host transfers are in `tensor_io.rs`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::ops::Range;
 use std::sync::Arc;
 
-use super::buffer::{padded_bytes, BufferSlice, OwnedBuffer, Storage, TENSOR_USAGE};
+use super::buffer::{padded_bytes, BufferSlice, TENSOR_USAGE};
 use super::context::GpuContext;
+use super::storage::Storage;
 use crate::error::{Error, Result};
 use crate::semantics::checked_numel;
 use crate::types::{DType, MemoryFormat};
@@ -71,12 +72,13 @@ impl Tensor {
         }
         // wgpu zero-initialises new buffers.
         let buffer = ctx.alloc(label, size, TENSOR_USAGE)?;
-        Ok(Self::wrap(ctx, buffer, 0, shape, dtype, format))
+        let storage = ctx.storages().new_storage(buffer);
+        Ok(Self::wrap(ctx, storage, 0, shape, dtype, format))
     }
 
     fn wrap(
         ctx: &GpuContext,
-        buffer: OwnedBuffer,
+        storage: Arc<Storage>,
         offset: u64,
         shape: &[usize],
         dtype: DType,
@@ -84,10 +86,7 @@ impl Tensor {
     ) -> Self {
         Self {
             ctx: ctx.clone(),
-            storage: Arc::new(Storage {
-                buffer,
-                version: AtomicU64::new(0),
-            }),
+            storage,
             offset,
             shape: shape.to_vec(),
             dtype,
@@ -137,7 +136,11 @@ impl Tensor {
     /// kernels then read through a padded copy; `COPY_DST` to be written by
     /// [`Tensor::write_from_slice`]); `offset` must be a multiple of the
     /// device's `min_storage_buffer_offset_alignment`, and the buffer must
-    /// hold `offset + numel * dtype.size()` bytes. Writes the application
+    /// hold `offset + numel * dtype.size()` bytes. The tensors of one
+    /// context on one buffer (wrapped again, or a library tensor's own
+    /// buffer) share the
+    /// record of the library's writes there, which backward checks its
+    /// saved input against, byte range by byte range. Writes the application
     /// makes to the buffer itself are invisible to the library (see
     /// [`BatchNorm::backward`](crate::BatchNorm::backward)).
     ///
@@ -182,7 +185,7 @@ impl Tensor {
         }
         Ok(Self::wrap(
             ctx,
-            OwnedBuffer::foreign(buffer),
+            ctx.storages().storage_of(buffer),
             offset,
             shape,
             dtype,
@@ -262,16 +265,31 @@ impl Tensor {
 
 // What the library's calls check and bind.
 impl Tensor {
-    /// Writes the library made to this tensor's buffer so far.
-    pub(crate) fn version(&self) -> u64 {
-        self.storage.version.load(Ordering::SeqCst)
+    /// A mark of the library's writes to this tensor's buffer so far, for
+    /// [`Tensor::written_since`].
+    pub(crate) fn write_mark(&self) -> u64 {
+        self.storage.mark()
     }
 
-    /// Records a write by the library (an empty tensor has nothing to write).
-    pub(crate) fn bump_version(&self) {
+    /// Records a write by the library (an empty tensor has nothing to
+    /// write): the tensor's bytes, rounded up to the whole vec4s the
+    /// kernels write.
+    pub(crate) fn record_write(&self) {
         if self.numel() > 0 {
-            self.storage.version.fetch_add(1, Ordering::SeqCst);
+            self.storage.record_write(self.written_bytes());
         }
+    }
+
+    /// Whether the library wrote over any of this tensor's bytes (through
+    /// any tensor on its buffer) since `mark`.
+    pub(crate) fn written_since(&self, mark: u64) -> bool {
+        let bytes = self.offset..self.offset + (self.numel() * self.dtype.size()) as u64;
+        self.numel() > 0 && self.storage.written_since(mark, &bytes)
+    }
+
+    /// The bytes the kernels write for this tensor.
+    fn written_bytes(&self) -> Range<u64> {
+        self.offset..self.offset + padded_bytes(self.numel(), self.dtype)
     }
 
     /// Whether `other` is this very storage (same buffer allocation).

@@ -103,7 +103,7 @@ impl Tensor {
                 .write_buffer(self.buffer(), self.offset(), &pad4(bytes));
             Ok(())
         })?;
-        self.bump_version();
+        self.record_write();
         Ok(())
     }
 
