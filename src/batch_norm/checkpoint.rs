@@ -128,7 +128,9 @@ impl StateDict {
     /// `track_running_stats` needs from `.safetensors` bytes. Float
     /// entries of F32, F16, BF16 or F64 are converted to f32 (and
     /// [`StateDict::dtype`] records the type); any other type, a shape
-    /// other than `[C]`, or a missing key is an error.
+    /// other than `[C]`, or a missing key is an error, except
+    /// `num_batches_tracked`, which may be missing (see
+    /// [`BatchNorm::load_state_dict`]).
     pub fn from_safetensors(
         bytes: &[u8],
         prefix: &str,
@@ -172,17 +174,20 @@ impl StateDict {
         if track {
             sd.running_mean = Some(floats("running_mean")?);
             sd.running_var = Some(floats("running_var")?);
-            sd.num_batches_tracked = Some(read_count(st, prefix)?);
+            sd.num_batches_tracked = read_count(st, prefix)?;
         }
         sd.dtype = dtype.unwrap_or_default();
         Ok(sd)
     }
 }
 
-/// `{prefix}num_batches_tracked`: an I64 (or I32) scalar, not negative.
-fn read_count(st: &SafeTensors<'_>, prefix: &str) -> Result<u64> {
+/// `{prefix}num_batches_tracked`, where present: an I64 (or I32) scalar,
+/// not negative.
+fn read_count(st: &SafeTensors<'_>, prefix: &str) -> Result<Option<u64>> {
     let key = format!("{prefix}num_batches_tracked");
-    let t = st.tensor(&key).map_err(|_| Error::missing_key(&key))?;
+    let Ok(t) = st.tensor(&key) else {
+        return Ok(None);
+    };
     let scalar = matches!(t.shape(), [] | [1]);
     let n = match (t.dtype(), scalar) {
         (Dtype::I64, true) => t.data().try_into().ok().map(i64::from_le_bytes),
@@ -204,7 +209,7 @@ fn read_count(st: &SafeTensors<'_>, prefix: &str) -> Result<u64> {
             ),
         )
     })?;
-    u64::try_from(n).map_err(|_| {
+    u64::try_from(n).map(Some).map_err(|_| {
         Error::checkpoint(
             CheckpointProblem::Value,
             Some(&key),
@@ -239,7 +244,8 @@ impl<R: SpatialRank> BatchNorm<R> {
     }
 
     /// Loads the entries under `prefix` from a `.safetensors` file (other
-    /// keys, such as other layers', are ignored). Missing keys, wrong
+    /// keys, such as other layers', are ignored). Missing keys (but
+    /// `num_batches_tracked`: [`BatchNorm::load_state_dict`]), wrong
     /// shapes and unsupported dtypes are errors, and then nothing changes.
     pub fn load_safetensors(&mut self, path: impl AsRef<Path>, prefix: &str) -> Result<()> {
         let _span = crate::trace::span!("BatchNorm::load_safetensors");

@@ -84,9 +84,11 @@ impl<R: SpatialRank> BatchNorm<R> {
     }
 
     /// Loads a state dict (strict, like PyTorch's default): exactly the
-    /// entries this module has, each with `num_features` values. Everything
-    /// is checked before anything is written, and the values are written
-    /// in one step.
+    /// entries this module has, each with `num_features` values, except
+    /// that a missing `num_batches_tracked` keeps the module's count, as
+    /// PyTorch fills it in for state dicts without version metadata (such
+    /// as a `.safetensors` file's). Everything is checked before anything
+    /// is written, and the values are written in one step.
     pub fn load_state_dict(&mut self, sd: &StateDict) -> Result<()> {
         let nf = self.cfg.num_features;
         let (affine, track) = (self.cfg.affine, self.cfg.track_running_stats);
@@ -111,10 +113,8 @@ impl<R: SpatialRank> BatchNorm<R> {
                 _ => {}
             }
         }
-        match (sd.num_batches_tracked, track) {
-            (None, true) => return Err(Error::missing_key("num_batches_tracked")),
-            (Some(_), false) => return Err(Error::unexpected_key("num_batches_tracked")),
-            _ => {}
+        if sd.num_batches_tracked.is_some() && !track {
+            return Err(Error::unexpected_key("num_batches_tracked"));
         }
         let mut writes = Vec::new();
         let params = [

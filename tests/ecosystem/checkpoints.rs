@@ -195,3 +195,51 @@ fn safetensors_half_affine_layers_and_huge_counts_are_errors() {
     let sd = bn.state_dict().expect("state");
     sd.to_safetensors("bn.").expect("a count that fits saves");
 }
+
+/// PyTorch fills in a missing `num_batches_tracked` for state dicts without
+/// version metadata (a `.safetensors` file's: converters that keep only
+/// float tensors drop it), with the module's own count; every other entry
+/// stays strict.
+#[test]
+fn a_missing_batch_count_keeps_the_modules_own() {
+    let Some(ctx) = common::context() else { return };
+    let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(3)).expect("bn");
+    for seed in 0..2 {
+        let x = common::Rng(seed).normals(12, 1.0, 2.0);
+        bn.forward(&Tensor::from_slice(&ctx, &x, &[4, 3]).expect("x"))
+            .expect("train");
+    }
+    let mut sd = bn.state_dict().expect("sd");
+    sd.running_mean = Some(vec![0.5; 3]);
+    sd.num_batches_tracked = None;
+    bn.load_state_dict(&sd).expect("no count");
+    assert_eq!(bn.num_batches_tracked(), 2);
+    assert_eq!(bn.running_mean().expect("rm"), Some(vec![0.5; 3]));
+    // The file without the key: the count stays the loading module's.
+    let bytes = bn
+        .state_dict()
+        .expect("sd")
+        .to_safetensors("bn.")
+        .expect("save");
+    let st = SafeTensors::deserialize(&bytes).expect("file");
+    let kept: Vec<_> = (st.tensors().into_iter())
+        .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
+        .collect();
+    let without = safetensors::serialize(kept, None).expect("rewrite");
+    let read = wgpu_batchnorm::StateDict::from_safetensors(&without, "bn.", true, true)
+        .expect("read without the count");
+    assert_eq!(read.num_batches_tracked, None);
+    let mut fresh = BatchNorm1d::new(&ctx, BatchNormConfig::new(3)).expect("bn");
+    fresh.load_state_dict(&read).expect("load");
+    assert_eq!(fresh.num_batches_tracked(), 0);
+    assert_eq!(fresh.running_mean().expect("rm"), Some(vec![0.5; 3]));
+    // Still strict: a missing running_var, or a count the module lacks.
+    let mut short = read.clone();
+    short.running_var = None;
+    assert!(fresh.load_state_dict(&short).is_err());
+    let plain_cfg = BatchNormConfig::new(3).track_running_stats(false);
+    let mut plain = BatchNorm1d::new(&ctx, plain_cfg).expect("bn");
+    let mut counted = plain.state_dict().expect("sd");
+    counted.num_batches_tracked = Some(1);
+    assert!(plain.load_state_dict(&counted).is_err());
+}
