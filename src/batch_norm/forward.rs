@@ -94,7 +94,12 @@ impl<R: SpatialRank> BatchNorm<R> {
     /// submitting. The module's state (`num_batches_tracked`, what
     /// `backward` differentiates) advances at once; the running statistics
     /// change when the work runs, in submission order. Submit the encoder
-    /// before reading results. Should recording fail half-way for a reason
+    /// before reading results, and before any call that submits work of
+    /// its own over them (`backward`, `backward_into`, the running
+    /// statistics' getters): the queue runs submissions in order, so such
+    /// work would read the per-channel terms before the recorded forward
+    /// wrote them (record the backward with `encode_backward` into the
+    /// same encoder instead). Should recording fail half-way for a reason
     /// validation cannot foresee (a pipeline the driver fails to compile,
     /// a lost device), part of the work may be in `encoder`: drop it
     /// rather than submit it.
