@@ -85,7 +85,13 @@ fn running_updates_past_the_difference_range() {
             // sums, about 1e12, is then within the tolerance).
             let row = numel / shape[0];
             let x: Vec<f32> = (0..numel)
-                .map(|i| 1e18 + if (i / row) % 2 == 0 { 1.2e19 } else { -1.2e19 })
+                .map(|i| {
+                    1e18 + if (i / row).is_multiple_of(2) {
+                        1.2e19
+                    } else {
+                        -1.2e19
+                    }
+                })
                 .collect();
             step_from(&ctx, shape, (0.0, -3e38), &x, &at);
         }
