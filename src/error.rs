@@ -186,9 +186,10 @@ pub enum Error {
         /// The alignment required.
         alignment: u64,
     },
-    /// An output tensor shares memory with an input or another output of
-    /// the same call.
-    #[error("{what} overlaps another tensor of the same call")]
+    /// An output tensor shares a buffer with an input of the same call (a
+    /// dispatch may not bind one buffer both read-only and read-write, even
+    /// at other bytes), or bytes with another output.
+    #[error("{what} shares memory with another tensor of the same call")]
     Aliasing {
         /// The output.
         what: &'static str,

@@ -134,8 +134,8 @@ pub use batch_norm::{
 };
 pub use config::{BatchNorm1dConfig, BatchNormConfig};
 pub use error::{CheckpointProblem, Error, Result};
-pub use gpu::context::{GpuContext, ReductionMerge};
-pub use gpu::options::{ContextOptions, Tuning};
+pub use gpu::context::GpuContext;
+pub use gpu::options::{ContextOptions, ReductionMerge, Tuning};
 pub use gpu::tensor::Tensor;
 /// The `mpi` crate (rsmpi) this crate's [`MpiCollective`] is built on.
 #[cfg(feature = "mpi")]

@@ -148,6 +148,34 @@ fn backward_errors() {
         Err(Error::ContextMismatch { .. })
     ));
     assert_eq!(bn.num_batches_tracked(), 1);
+    // Parameter gradients handed to a module without affine parameters
+    // are an error, not left as they were.
+    let x = Tensor::from_slice(&ctx, &[1.0, 5.0, 2.0, 3.0, 4.0, 0.0], &[3, 2]).expect("x");
+    let dy = Tensor::from_slice(&ctx, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[3, 2]).expect("dy");
+    let mut affine = BatchNorm1d::new(&ctx, BatchNorm1dConfig::new(2)).expect("bn");
+    affine.forward(&x).expect("forward");
+    let mut g = affine.backward(&dy).expect("backward");
+    let mut plain = BatchNorm1d::new(&ctx, BatchNorm1dConfig::new(2).affine(false)).expect("bn");
+    plain.forward(&x).expect("forward");
+    assert!(matches!(
+        plain.backward_into(&dy, &mut g),
+        Err(Error::NotAvailable {
+            name: "grad_weight",
+            ..
+        })
+    ));
+    g.grad_weight = None;
+    assert!(matches!(
+        plain.backward_into(&dy, &mut g),
+        Err(Error::NotAvailable {
+            name: "grad_bias",
+            ..
+        })
+    ));
+    g.grad_bias = None;
+    plain
+        .backward_into(&dy, &mut g)
+        .expect("no parameter gradients");
 }
 
 #[test]

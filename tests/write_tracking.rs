@@ -120,3 +120,75 @@ fn tensors_side_by_side_in_one_buffer_do_not_disturb_each_other() {
         .expect("read");
     assert_eq!(got, want);
 }
+
+/// An input and an output of one call in one buffer, even at other bytes:
+/// a dispatch may not bind one buffer both read-only and read-write, which
+/// wgpu reports for recorded work only when the application finishes its
+/// encoder. Every such call is `Aliasing` before anything is recorded, and
+/// the module does not advance.
+#[test]
+fn an_input_and_an_output_in_one_buffer_are_rejected_up_front() {
+    let Some(ctx) = common::context() else { return };
+    let mut rng = common::Rng(7);
+    let at = step(&ctx);
+    let buffer = arena(&ctx, 3 * at);
+    let wrap =
+        |offset: u64| Tensor::from_buffer(&ctx, buffer.clone(), offset, &SHAPE).expect("wrap");
+    let (x, y, z) = (wrap(0), wrap(at), wrap(2 * at));
+    x.write_from_slice(&rng.normals(32, 1.0, 2.0))
+        .expect("fill");
+    let mut bn = module(&ctx);
+    assert!(matches!(
+        bn.forward_into(&x, &y),
+        Err(Error::Aliasing { .. })
+    ));
+    let mut encoder = common::encoder(&ctx);
+    assert!(matches!(
+        bn.encode_forward_into(&mut encoder, &x, &y),
+        Err(Error::Aliasing { .. })
+    ));
+    assert_eq!(bn.num_batches_tracked(), 0);
+    // The encoder holds nothing wgpu rejects.
+    let scope = ctx.device().push_error_scope(wgpu::ErrorFilter::Validation);
+    ctx.queue().submit([encoder.finish()]);
+    assert!(pollster::block_on(scope.pop()).is_none());
+    // A backward whose gradient shares the output gradient's buffer.
+    let own = Tensor::from_slice(&ctx, &rng.normals(32, 1.0, 2.0), &SHAPE).expect("x");
+    bn.forward(&own).expect("forward");
+    z.write_from_slice(&rng.normals(32, 0.0, 1.0)).expect("dy");
+    let mut g = bn.backward(&z).expect("backward");
+    g.grad_input = y.clone();
+    assert!(matches!(
+        bn.backward_into(&z, &mut g),
+        Err(Error::Aliasing { what: "grad_input" })
+    ));
+    assert_eq!(bn.num_batches_tracked(), 1);
+}
+
+/// A host write of an odd number of f16 values is whole 4-byte words: into
+/// a tensor wrapped on a buffer (here a library tensor's own, wrapped
+/// again) it would overwrite the 2 bytes after it, which are another
+/// tensor's, so it is `Misaligned` there, as for an application's buffer.
+#[cfg(feature = "f16")]
+#[test]
+fn odd_f16_writes_through_a_wrap_stay_inside_it() {
+    let Some(ctx) = common::context() else { return };
+    if !common::f16_or_skip(&ctx) {
+        return;
+    }
+    use half::f16;
+    let own = Tensor::from_f16(&ctx, &[f16::ONE; 64], &[8, 8]).expect("own");
+    let wrap = Tensor::from_buffer_of(
+        &ctx,
+        own.buffer().clone(),
+        0,
+        &[3, 1],
+        wgpu_batchnorm::DType::F16,
+    )
+    .expect("wrap");
+    assert!(matches!(
+        wrap.write_from_f16(&[f16::from_f32(2.0); 3]),
+        Err(Error::Misaligned { .. })
+    ));
+    assert!(own.to_vec().expect("read").iter().all(|&v| v == 1.0));
+}

@@ -76,6 +76,12 @@ impl<R: SpatialRank> BatchNorm<R> {
 
     /// Backward pass writing into `grads` (typically returned by an earlier
     /// [`BatchNorm::backward`] of the same shape), allocating nothing.
+    /// `grad_weight` and `grad_bias` are `Some` exactly for an affine
+    /// module, and `grad_residual` exactly after a forward that added a
+    /// residual (else [`Error::NotAvailable`]). An output may share no
+    /// buffer with `grad_output` or the forward's input, and no bytes with
+    /// another output ([`Error::Aliasing`]; `grad_residual` no buffer with
+    /// the other gradients).
     pub fn backward_into(&mut self, grad_output: &Tensor, grads: &mut Gradients) -> Result<()> {
         let _span = crate::trace::span!("BatchNorm::backward", numel = grad_output.numel());
         let ctx = self.ctx.clone();
@@ -266,7 +272,7 @@ impl<R: SpatialRank> BatchNorm<R> {
         let sums_only = matches!(mode, BackwardMode::SumsOnly);
         if let Some(dx) = mode.dx() {
             self.check_output("grad_input", dx, &saved.input)?;
-            if dx.overlaps(grad_output) || dx.overlaps(&saved.input) {
+            if dx.shares_buffer(grad_output) || dx.shares_buffer(&saved.input) {
                 return Err(Error::Aliasing { what: "grad_input" });
             }
         }
@@ -288,15 +294,25 @@ impl<R: SpatialRank> BatchNorm<R> {
                     reason: "an affine module's backward writes both parameter gradients",
                 })
             }
-            (false, ..) => (
+            (false, None, None) => (
                 self.param_grad(None, "grad_weight", gc)?,
                 self.param_grad(None, "grad_bias", gc)?,
             ),
+            (false, w, _) => {
+                return Err(Error::NotAvailable {
+                    name: if w.is_some() {
+                        "grad_weight"
+                    } else {
+                        "grad_bias"
+                    },
+                    reason: "a module without affine parameters has no parameter gradients",
+                })
+            }
         };
         let outputs = [&gw, &gb];
         for (i, t) in outputs.iter().enumerate() {
-            let clash = t.overlaps(grad_output)
-                || t.overlaps(&saved.input)
+            let clash = t.shares_buffer(grad_output)
+                || t.shares_buffer(&saved.input)
                 || mode.dx().is_some_and(|dx| t.overlaps(dx))
                 || outputs.iter().skip(i + 1).any(|o| t.overlaps(o));
             if clash {
@@ -306,10 +322,11 @@ impl<R: SpatialRank> BatchNorm<R> {
             }
         }
         // grad_residual holds the output gradient through the epilogue
-        // until grad_input has read it: nothing else may write over it.
+        // until grad_input has read it, in the dispatches that write the
+        // other gradients: no other gradient may share its buffer.
         if let Some(gr) = grad_residual {
-            let clash = mode.dx().is_some_and(|dx| gr.overlaps(dx))
-                || outputs.iter().any(|o| gr.overlaps(o));
+            let clash = mode.dx().is_some_and(|dx| gr.shares_buffer(dx))
+                || outputs.iter().any(|o| gr.shares_buffer(o));
             if clash {
                 return Err(Error::Aliasing {
                     what: "grad_residual",

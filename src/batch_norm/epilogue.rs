@@ -127,9 +127,9 @@ impl<R: SpatialRank> BatchNorm<R> {
             (true, Some(t)) => {
                 self.check_output("grad_residual", t, dy)?;
                 let output = e.output.as_ref().map(|(y, _)| y);
-                if t.overlaps(dy)
-                    || t.overlaps(&saved.input)
-                    || output.is_some_and(|y| t.overlaps(y))
+                if t.shares_buffer(dy)
+                    || t.shares_buffer(&saved.input)
+                    || output.is_some_and(|y| t.shares_buffer(y))
                 {
                     return Err(Error::Aliasing {
                         what: "grad_residual",

@@ -33,8 +33,10 @@ impl<R: SpatialRank> BatchNorm<R> {
     }
 
     /// Forward pass writing into `out` (same shape, dtype and memory format
-    /// as `x`, not overlapping it), so steady-state loops allocate nothing.
-    /// `out`'s buffer needs room for the data rounded up to 16 bytes.
+    /// as `x`, in another buffer: a dispatch may not bind one buffer both
+    /// read-only and read-write, else [`Error::Aliasing`]), so steady-state
+    /// loops allocate nothing. `out`'s buffer needs room for the data
+    /// rounded up to 16 bytes.
     pub fn forward_into(&mut self, x: &Tensor, out: &Tensor) -> Result<()> {
         self.forward_fused_into(x, Epilogue::none(), out)
     }
@@ -191,16 +193,16 @@ impl<R: SpatialRank> BatchNorm<R> {
         )?;
         self.check_context("input", x)?;
         self.check_output("forward output", out, x)?;
-        if x.overlaps(out) {
+        if x.shares_buffer(out) {
             return Err(Error::Aliasing {
                 what: "forward output",
             });
         }
         if let Some(r) = epilogue.residual {
             self.check_like("residual", r, x)?;
-            if r.overlaps(out) {
+            if r.shares_buffer(out) {
                 return Err(Error::Aliasing {
-                    what: "forward output (it overlaps the residual)",
+                    what: "forward output (it shares a buffer with the residual)",
                 });
             }
         }

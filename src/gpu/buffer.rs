@@ -87,12 +87,6 @@ impl OwnedBuffer {
     pub(crate) fn size(&self) -> u64 {
         self.buffer.size()
     }
-
-    /// Whether the application owns the buffer (bytes next to a tensor in
-    /// it may be the application's data).
-    pub(crate) fn is_foreign(&self) -> bool {
-        self.stats.is_none()
-    }
 }
 
 impl Drop for OwnedBuffer {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use super::buffer::{AllocStats, OwnedBuffer};
 use super::driver_lock::{serialized, Reaper};
-use super::options::{pick_adapter, ContextOptions};
+use super::options::{pick_adapter, ContextOptions, ReductionMerge};
 use super::pipelines::Pipelines;
 use super::plan::{DeviceLimits, MergeModel, WG};
 use super::poller::Poller;
@@ -14,20 +14,6 @@ use super::storage::StorageRegistry;
 use crate::error::{Error, Result};
 
 static NEXT_CONTEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-/// How the reductions combine a workgroup's threads on a context (see
-/// [`Tuning`](crate::Tuning)); reported by [`GpuContext::reduction_merge`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReductionMerge {
-    /// Each thread writes its own partial state (CPU adapters by default);
-    /// an op falls back to [`ReductionMerge::WorkgroupTree`] where the
-    /// partials would be large next to its tensor.
-    ThreadPartials,
-    /// Subgroup operations first, then a short shared-memory tree.
-    Subgroups,
-    /// A shared-memory tree over the workgroup.
-    WorkgroupTree,
-}
 
 pub(crate) struct ContextInner {
     id: u64,
@@ -182,7 +168,9 @@ impl GpuContext {
 
     /// Wraps a device and queue the application already owns, so batch norm
     /// shares the app's device. The app's error handlers are left alone:
-    /// errors of the app's own work go where the app sends them.
+    /// errors of the app's own work go where the app sends them. Make one
+    /// context per device: backward's check of its saved input covers the
+    /// writes made through one context's tensors.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
         let info = device.adapter_info();
         let thread_partials = info.device_type == wgpu::DeviceType::Cpu;

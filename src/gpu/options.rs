@@ -69,6 +69,21 @@ pub struct Tuning {
     pub columns: Option<bool>,
 }
 
+/// How the reductions combine a workgroup's threads on a context (see
+/// [`Tuning`]); reported by
+/// [`GpuContext::reduction_merge`](crate::GpuContext::reduction_merge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReductionMerge {
+    /// Each thread writes its own partial state (CPU adapters by default);
+    /// an op falls back to [`ReductionMerge::WorkgroupTree`] where the
+    /// partials would be large next to its tensor.
+    ThreadPartials,
+    /// Subgroup operations first, then a short shared-memory tree.
+    Subgroups,
+    /// A shared-memory tree over the workgroup.
+    WorkgroupTree,
+}
+
 impl Default for Tuning {
     fn default() -> Self {
         Self {

@@ -1,15 +1,17 @@
 //! [`Tensor`]: a GPU buffer region with a logical shape, an element type and
-//! a memory format. Host transfers are in `tensor_io.rs`.
+//! a memory format. Host transfers are in `tensor_io.rs`; what the
+//! library checks about a tensor and how it binds one, in `tensor/checks.rs`.
 
-use std::ops::Range;
 use std::sync::Arc;
 
-use super::buffer::{padded_bytes, BufferSlice, TENSOR_USAGE};
+use super::buffer::{padded_bytes, TENSOR_USAGE};
 use super::context::GpuContext;
 use super::storage::Storage;
 use crate::error::{Error, Result};
 use crate::semantics::checked_numel;
 use crate::types::{DType, MemoryFormat};
+
+mod checks;
 
 /// A tensor living in a GPU buffer: a logical shape (channels second, as in
 /// PyTorch), a [`DType`] and a [`MemoryFormat`].
@@ -24,6 +26,10 @@ pub struct Tensor {
     shape: Vec<usize>,
     dtype: DType,
     format: MemoryFormat,
+    /// Made by [`Tensor::from_buffer`] (or a view of such a tensor): the
+    /// bytes around it may be the application's, or another tensor's where
+    /// it wraps a library tensor's buffer.
+    wrapped: bool,
     /// Declared last, so the buffer is released before a tensor that holds
     /// the context's last handle tears the device down.
     ctx: GpuContext,
@@ -73,7 +79,7 @@ impl Tensor {
         // wgpu zero-initialises new buffers.
         let buffer = ctx.alloc(label, size, TENSOR_USAGE)?;
         let storage = ctx.storages().new_storage(buffer);
-        Ok(Self::wrap(ctx, storage, 0, shape, dtype, format))
+        Ok(Self::wrap(ctx, storage, 0, shape, dtype, format, false))
     }
 
     fn wrap(
@@ -83,6 +89,7 @@ impl Tensor {
         shape: &[usize],
         dtype: DType,
         format: MemoryFormat,
+        wrapped: bool,
     ) -> Self {
         Self {
             ctx: ctx.clone(),
@@ -91,6 +98,7 @@ impl Tensor {
             shape: shape.to_vec(),
             dtype,
             format,
+            wrapped,
         }
     }
 
@@ -131,7 +139,10 @@ impl Tensor {
     }
 
     /// Wraps an application's existing buffer without copying. The buffer
-    /// needs `STORAGE` usage (and `COPY_SRC` to be read back, or when its
+    /// must come from this context's device (`ctx.device()`): wgpu cannot
+    /// tell here a buffer of another context's device (each context has an
+    /// instance of its own), and work on it would address this device's
+    /// buffers instead. It needs `STORAGE` usage (and `COPY_SRC` to be read back, or when its
     /// size is not a whole number of 16 bytes past `offset`, which the
     /// kernels then read through a padded copy; `COPY_DST` to be written by
     /// [`Tensor::write_from_slice`]); `offset` must be a multiple of the
@@ -190,6 +201,7 @@ impl Tensor {
             shape,
             dtype,
             MemoryFormat::ChannelsFirst,
+            true,
         ))
     }
 }
@@ -260,128 +272,5 @@ impl Tensor {
             format,
             ..self.clone()
         }
-    }
-}
-
-// What the library's calls check and bind.
-impl Tensor {
-    /// A mark of the library's writes to this tensor's buffer so far, for
-    /// [`Tensor::written_since`].
-    pub(crate) fn write_mark(&self) -> u64 {
-        self.storage.mark()
-    }
-
-    /// Records a write by the library (an empty tensor has nothing to
-    /// write): the tensor's bytes, rounded up to the whole vec4s the
-    /// kernels write.
-    pub(crate) fn record_write(&self) {
-        if self.numel() > 0 {
-            self.storage.record_write(self.written_bytes());
-        }
-    }
-
-    /// Whether the library wrote over any of this tensor's bytes (through
-    /// any tensor on its buffer) since `mark`.
-    pub(crate) fn written_since(&self, mark: u64) -> bool {
-        let bytes = self.offset..self.offset + (self.numel() * self.dtype.size()) as u64;
-        self.numel() > 0 && self.storage.written_since(mark, &bytes)
-    }
-
-    /// The bytes the kernels write for this tensor.
-    fn written_bytes(&self) -> Range<u64> {
-        self.offset..self.offset + padded_bytes(self.numel(), self.dtype)
-    }
-
-    /// Whether `other` is this very storage (same buffer allocation).
-    pub(crate) fn same_storage(&self, other: &Tensor) -> bool {
-        Arc::ptr_eq(&self.storage, &other.storage)
-    }
-
-    /// Whether the two tensors' bytes overlap in one buffer.
-    pub(crate) fn overlaps(&self, other: &Tensor) -> bool {
-        let end = |t: &Tensor| t.offset + (t.numel() * t.dtype.size()) as u64;
-        self.buffer() == other.buffer()
-            && self.offset < end(other)
-            && other.offset < end(self)
-            && self.numel() > 0
-            && other.numel() > 0
-    }
-
-    /// Whether the buffer is an application's ([`Tensor::from_buffer`]).
-    pub(crate) fn is_foreign(&self) -> bool {
-        self.storage.buffer.is_foreign()
-    }
-
-    /// `Err(BufferUsage)` unless the buffer has `usage`.
-    pub(crate) fn require_usage(
-        &self,
-        what: &'static str,
-        usage: wgpu::BufferUsages,
-    ) -> Result<()> {
-        let missing = usage - self.buffer().usage();
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::BufferUsage { what, missing })
-        }
-    }
-
-    /// The binding of elements `[start, start + count)`, rounded up to a
-    /// whole `vec4` where the buffer has room.
-    pub(crate) fn window(&self, start: usize, count: usize) -> BufferSlice {
-        let offset = self.offset + (start * self.dtype.size()) as u64;
-        let avail = self.buffer().size().saturating_sub(offset);
-        let size = padded_bytes(count, self.dtype).min(avail).max(4);
-        BufferSlice {
-            buffer: self.buffer().clone(),
-            offset,
-            size,
-            owner: Some(Arc::downgrade(&self.storage)),
-        }
-    }
-
-    /// The binding of the whole tensor.
-    pub(crate) fn binding(&self) -> BufferSlice {
-        self.window(0, self.numel())
-    }
-
-    /// Whether the buffer has room for whole `vec4` reads and writes past
-    /// the end.
-    pub(crate) fn is_padded(&self) -> bool {
-        self.buffer().size().saturating_sub(self.offset) >= padded_bytes(self.numel(), self.dtype)
-    }
-
-    /// This tensor when its buffer has room for whole `vec4` reads, else a
-    /// padded copy recorded into `encoder` (which needs `COPY_SRC`, checked
-    /// before anything is recorded).
-    pub(crate) fn padded(&self, encoder: &mut wgpu::CommandEncoder) -> Result<Tensor> {
-        if self.is_padded() || self.numel() == 0 {
-            return Ok(self.clone());
-        }
-        self.require_usage(
-            "a tensor without 16 bytes of padding",
-            wgpu::BufferUsages::COPY_SRC,
-        )?;
-        let bytes = self.copy_bytes()?;
-        let copy = Tensor::zeros_with(&self.ctx, &self.shape, self.dtype, self.format)?;
-        encoder.copy_buffer_to_buffer(self.buffer(), self.offset, copy.buffer(), 0, bytes);
-        Ok(copy)
-    }
-
-    /// Bytes to copy for the data: a multiple of 4, as wgpu requires.
-    pub(crate) fn copy_bytes(&self) -> Result<u64> {
-        let bytes = (self.numel() * self.dtype.size()) as u64;
-        let rounded = bytes.next_multiple_of(4);
-        let have = self.buffer().size().saturating_sub(self.offset);
-        if rounded > have {
-            // An f16 tensor with an odd element count in a buffer that
-            // ends right after it.
-            return Err(Error::LengthMismatch {
-                name: "buffer bytes after the tensor's offset (a multiple of 4)",
-                expected: usize::try_from(rounded).unwrap_or(usize::MAX),
-                actual: usize::try_from(have).unwrap_or(usize::MAX),
-            });
-        }
-        Ok(rounded)
     }
 }
