@@ -140,7 +140,9 @@ impl<R: SpatialRank> Pair<'_, R> {
                 let valid = self.gpu.config().affine == sd.weight.is_some()
                     && sd.weight.as_ref().is_none_or(|w| w.len() == nf)
                     && self.gpu.config().track_running_stats == sd.running_var.is_some()
-                    && self.gpu.config().track_running_stats == sd.num_batches_tracked.is_some()
+                    // A missing count keeps the module's (PyTorch, for
+                    // state dicts without version metadata).
+                    && (self.gpu.config().track_running_stats || sd.num_batches_tracked.is_none())
                     && self.gpu.config().track_running_stats == sd.running_mean.is_some();
                 match (self.gpu.load_state_dict(&sd), valid) {
                     (Ok(()), true) => {
