@@ -202,6 +202,52 @@ fn one_value_per_channel_in_the_group_keeps_the_previous_forward() {
     }
 }
 
+/// A rejected eval forward (a 1-D input) keeps the synchronized training
+/// forward before it, as a rejected call keeps the plain module's: both
+/// replicas' backwards still meet in the all-reduce and match one module
+/// fed the whole batch.
+#[test]
+fn a_rejected_eval_forward_keeps_the_synced_forward() {
+    let whole: Vec<f32> = [values(0, 12), values(1, 12)].concat();
+    let dys: Vec<f32> = [values(8, 12), values(9, 12)].concat();
+    let Some(out) = pair(|ctx, comm, _| {
+        let rank = comm.rank();
+        let bn = BatchNorm1d::new(ctx, BatchNormConfig::new(3)).expect("bn");
+        let mut sync = SyncBatchNorm::new(bn, comm);
+        let rows = |v: &[f32]| v[rank * 12..rank * 12 + 12].to_vec();
+        let x = Tensor::from_slice(ctx, &rows(&whole), &[4, 3]).expect("x");
+        sync.forward(&x).expect("synced forward");
+        sync.module_mut().eval();
+        let bad = Tensor::from_slice(ctx, &[1.0, 2.0, 3.0], &[3]).expect("bad");
+        let rejected = sync.forward(&bad).is_err();
+        let dy = Tensor::from_slice(ctx, &rows(&dys), &[4, 3]).expect("dy");
+        let g = sync
+            .backward(&dy)
+            .map(|g| g.grad_input.to_vec().expect("read"));
+        (rejected, g)
+    }) else {
+        return;
+    };
+    let ctx = common::context().expect("context");
+    let mut one = BatchNorm1d::new(&ctx, BatchNormConfig::new(3)).expect("bn");
+    one.forward(&Tensor::from_slice(&ctx, &whole, &[8, 3]).expect("x"))
+        .expect("forward");
+    let dy = Tensor::from_slice(&ctx, &dys, &[8, 3]).expect("dy");
+    let want = one
+        .backward(&dy)
+        .expect("backward")
+        .grad_input
+        .to_vec()
+        .expect("read");
+    for (rank, (rejected, g)) in out.into_iter().enumerate() {
+        assert!(rejected, "rank {rank}: a 1-D input is rejected");
+        let got = g.expect("the synced forward's backward");
+        let want = &want[rank * 12..rank * 12 + 12];
+        common::check_close(&format!("rank {rank} dx"), &got, &common::f64s(want), 1e-4)
+            .expect("dx");
+    }
+}
+
 /// A forward that fails on one replica only, after the all-gather (here:
 /// `keep_input_copy` on an input buffer without `COPY_SRC`, which only the
 /// copy needs): that replica changes nothing, the other commits; the next

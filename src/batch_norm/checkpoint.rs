@@ -305,9 +305,10 @@ impl AnyBatchNorm {
 
 /// The key prefixes of the batch-norm layers in `.safetensors` bytes
 /// (e.g. `["bn1.", "features.1."]`), sorted: every prefix with 1-D
-/// `running_mean`, `running_var` and a `num_batches_tracked`. (Layers
-/// without running statistics hold only `weight` and `bias`, which other
-/// layers have too, so they cannot be told apart.)
+/// `running_mean` and `running_var` (with or without a
+/// `num_batches_tracked`, which converters that keep only float tensors
+/// drop). (Layers without running statistics hold only `weight` and
+/// `bias`, which other layers have too, so they cannot be told apart.)
 pub fn batch_norm_prefixes(bytes: &[u8]) -> Result<Vec<String>> {
     let st = SafeTensors::deserialize(bytes).map_err(err)?;
     let names = st.names();
@@ -315,13 +316,7 @@ pub fn batch_norm_prefixes(bytes: &[u8]) -> Result<Vec<String>> {
     let mut prefixes: Vec<String> = names
         .iter()
         .filter_map(|k| k.strip_suffix("running_mean"))
-        .filter(|p| {
-            is_vector(&format!("{p}running_mean"))
-                && is_vector(&format!("{p}running_var"))
-                && names
-                    .iter()
-                    .any(|k| **k == format!("{p}num_batches_tracked"))
-        })
+        .filter(|p| is_vector(&format!("{p}running_mean")) && is_vector(&format!("{p}running_var")))
         .map(str::to_string)
         .collect();
     prefixes.sort();

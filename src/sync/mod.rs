@@ -167,8 +167,10 @@ impl<R: SpatialRank, C: Collective> SyncBatchNorm<R, C> {
     pub fn forward(&mut self, x: &Tensor) -> Result<Tensor> {
         let _span = crate::trace::span!("SyncBatchNorm::forward", rank = self.comm.rank());
         if !self.bn.is_training() {
+            // A rejected forward keeps the previous one, as the module does.
+            let y = self.bn.forward(x)?;
             self.last = Last::Local;
-            return self.bn.forward(x);
+            return Ok(y);
         }
         let nf = self.bn.config().num_features;
         let local = self.bn.shard_moments(x).and_then(|m| {

@@ -229,6 +229,16 @@ fn a_missing_batch_count_keeps_the_modules_own() {
     let read = wgpu_batchnorm::StateDict::from_safetensors(&without, "bn.", true, true)
         .expect("read without the count");
     assert_eq!(read.num_batches_tracked, None);
+    // Such a layer is still found in a model file, and loaded.
+    assert_eq!(
+        batch_norm_prefixes(&without).expect("prefixes"),
+        vec!["bn.".to_string()]
+    );
+    let path = std::env::temp_dir().join(format!("bn-no-count-{}.safetensors", std::process::id()));
+    std::fs::write(&path, &without).expect("write");
+    let layers = load_batch_norms(&ctx, &path, |_| Some((Rank::D1, BatchNormConfig::new(0))));
+    let _ = std::fs::remove_file(&path);
+    assert!(layers.expect("load").contains_key("bn."));
     let mut fresh = BatchNorm1d::new(&ctx, BatchNormConfig::new(3)).expect("bn");
     fresh.load_state_dict(&read).expect("load");
     assert_eq!(fresh.num_batches_tracked(), 0);

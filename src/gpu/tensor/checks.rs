@@ -51,12 +51,15 @@ impl Tensor {
         self.buffer() == other.buffer() && self.numel() > 0 && other.numel() > 0
     }
 
-    /// Whether the two tensors' bytes overlap in one buffer.
+    /// Whether two outputs' bytes overlap in one buffer.
     pub(crate) fn overlaps(&self, other: &Tensor) -> bool {
-        let end = |t: &Tensor| t.offset + (t.numel() * t.dtype.size()) as u64;
+        // As the kernels write them: whole vec4s (on an adapter whose
+        // offset alignment is under 16 bytes, a tensor may start in the
+        // padding another output's last vec4 writes).
+        let (a, b) = (self.written_bytes(), other.written_bytes());
         self.buffer() == other.buffer()
-            && self.offset < end(other)
-            && other.offset < end(self)
+            && a.start < b.end
+            && b.start < a.end
             && self.numel() > 0
             && other.numel() > 0
     }
