@@ -313,26 +313,7 @@ impl ExecPlan {
     pub fn folds(&self) -> usize {
         self.variant.folds(&self.layout)
     }
-
-    /// Whether the finalize steps merge each channel's partial states with
-    /// a workgroup per channel (`*_finalize_groups` in
-    /// `shaders/finalize.wgsl`) rather than a thread: without per-thread
-    /// partials (GPUs), where a channel has at least
-    /// `FINALIZE_GROUP_STATES` states and there are at most
-    /// `FINALIZE_GROUP_MAX_C` channels (more channels keep a GPU busy with
-    /// a thread each, and a workgroup each would be mostly idle).
-    pub fn finalize_groups(&self) -> bool {
-        !self.thread_partials
-            && self.layout.c <= FINALIZE_GROUP_MAX_C
-            && self.partial_rows as usize * self.folds() >= FINALIZE_GROUP_STATES
-    }
 }
-
-/// Partial states per channel from which GPUs merge them with a workgroup
-/// per channel ([`ExecPlan::finalize_groups`]).
-const FINALIZE_GROUP_STATES: usize = 64;
-/// Channels up to which GPUs merge with a workgroup per channel.
-const FINALIZE_GROUP_MAX_C: usize = 8192;
 
 /// `chunks` with each chunk's reduction split replaced by `split(chunk)`
 /// (the sweeps, paired lanes and spread planes of CPU adapters).
@@ -379,6 +360,7 @@ pub(crate) fn vec4_groups(count: usize) -> u32 {
 }
 
 mod column_regs;
+mod finalize;
 mod merge;
 mod reduce;
 #[cfg(test)]

@@ -379,7 +379,7 @@ fn column_registers_take_the_smallest_arrays() {
 }
 
 #[test]
-fn workgroup_finalize_only_for_many_states_of_few_channels_on_gpus() {
+fn workgroup_finalize_only_for_many_states_of_few_channels() {
     let lim = limits(1 << 30, 256, 65535);
     let plan = |n, c, merge| plan_exec(&layout(n, c, 1), 4, lim, merge).expect("plan");
     // Many rows of few channels: hundreds of partial rows.
@@ -388,8 +388,14 @@ fn workgroup_finalize_only_for_many_states_of_few_channels_on_gpus() {
     assert!(long.finalize_groups());
     // Odd C: virtual channels, states counted over the folds.
     assert!(plan(200_003, 3, GPU).finalize_groups());
-    // The same on a CPU adapter (per-thread partials): a thread each.
+    // The same on a CPU adapter (per-thread partials): a thread each,
+    // but for fewer channels than a SIMD group's lanes.
     assert!(!plan(262_144, 16, CPU).finalize_groups());
+    let one = plan(4_194_304, 1, CPU);
+    assert!(one.partial_rows >= 64 && one.finalize_groups(), "{one:?}");
+    assert!(plan(200_003, 3, CPU).finalize_groups());
+    let few = plan(16, 2, CPU);
+    assert!(!few.finalize_groups(), "few states: {few:?}");
     // Few rows: few partial states per channel.
     assert!(!plan(64, 1024, GPU).finalize_groups());
     // Many channels: a thread each fills the GPU.
