@@ -19,10 +19,13 @@ use crate::error::{Error, Result};
 pub struct BatchNormConfig {
     /// `C`, the number of channels.
     pub num_features: usize,
-    /// Added to the variance before the square root; finite and > 0.
+    /// Added to the variance before the square root, as an f32 (as
+    /// PyTorch does): finite and at least `f32::MIN_POSITIVE` there.
     pub eps: f64,
     /// Running-statistics factor in `[0, 1]`; `None` is the cumulative
-    /// average (`1 / num_batches_tracked`).
+    /// average (`1 / num_batches_tracked`). The kernels apply it as an f32,
+    /// as PyTorch's CUDA kernels do (within 3e-8 of 1 it acts as 1; the
+    /// CPU reference keeps the f64, as PyTorch's CPU kernels do).
     pub momentum: Option<f64>,
     /// Learnable per-channel `weight` (init 1) and `bias` (init 0).
     pub affine: bool,
@@ -72,7 +75,9 @@ impl BatchNormConfig {
     }
 
     /// Checks the values: `0 < num_features <= u32::MAX`, `eps` finite and
-    /// `> 0` as an `f32` (the kernels' type), `momentum` in `[0, 1]`.
+    /// at least `f32::MIN_POSITIVE` (about 1.2e-38) as an `f32`, the
+    /// kernels' type (a subnormal one reads as 0 on GPUs that flush
+    /// subnormals), `momentum` in `[0, 1]`.
     pub fn validate(&self) -> Result<()> {
         let bad = |field, message: String| Err(Error::InvalidConfig { field, message });
         if self.num_features == 0 {
@@ -84,13 +89,17 @@ impl BatchNormConfig {
                 format!("{} exceeds u32::MAX", self.num_features),
             );
         }
-        // The kernels take eps as an f32: finite and > 0 there (so also as
-        // the f64 it came from; NaN fails both comparisons).
+        // The kernels take eps as an f32: finite and normal there (so also
+        // > 0 as the f64 it came from; NaN fails both comparisons), as GPUs
+        // that flush subnormals would add 0.
         let eps32 = self.eps as f32;
-        if !(eps32.is_finite() && eps32 > 0.0) {
+        if !(eps32.is_finite() && eps32 >= f32::MIN_POSITIVE) {
             return bad(
                 "eps",
-                format!("must be finite and > 0 as an f32, got {}", self.eps),
+                format!(
+                    "must be finite and at least f32::MIN_POSITIVE (1.2e-38) as an f32, got {}",
+                    self.eps
+                ),
             );
         }
         if let Some(m) = self.momentum {

@@ -238,6 +238,8 @@ fn config_errors() {
         // Finite and > 0 as an f64, but not as the kernels' f32.
         BatchNorm1dConfig::new(3).eps(1e39),
         BatchNorm1dConfig::new(3).eps(1e-50),
+        // Subnormal as an f32: 0 on GPUs that flush subnormals.
+        BatchNorm1dConfig::new(3).eps(1e-45),
         BatchNorm1dConfig::new(3).momentum(Some(-0.1)),
         BatchNorm1dConfig::new(3).momentum(Some(1.5)),
         BatchNorm1dConfig::new(3).momentum(Some(f64::NAN)),

@@ -186,7 +186,9 @@ impl<R: SpatialRank> BatchNorm<R> {
             for (((h, l), (is, v)), (&mean, &m2)) in cols.zip(global.mean.iter().zip(&global.m2)) {
                 *h = mean as f32;
                 *l = (mean - f64::from(*h)) as f32;
-                *is = (1.0 / (m2 / n + self.cfg.eps).sqrt()) as f32;
+                // eps as the kernels (and PyTorch) add it: an f32.
+                let eps = f64::from(self.cfg.eps as f32);
+                *is = (1.0 / (m2 / n + eps).sqrt()) as f32;
                 *v = (m2 / (n - 1.0)) as f32;
             }
             let buffer = self.upload_merged("batchnorm/merged-moments", &merged)?;
