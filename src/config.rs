@@ -74,6 +74,12 @@ impl BatchNormConfig {
         self
     }
 
+    /// `eps` as it is added to the variance: an f32, the kernels' type and
+    /// PyTorch's for an f32 input (the CPU reference adds it the same way).
+    pub(crate) fn eps_f32(&self) -> f32 {
+        self.eps as f32
+    }
+
     /// Checks the values: `0 < num_features <= u32::MAX`, `eps` finite and
     /// at least `f32::MIN_POSITIVE` (about 1.2e-38) as an `f32`, the
     /// kernels' type (a subnormal one reads as 0 on GPUs that flush
@@ -92,7 +98,7 @@ impl BatchNormConfig {
         // The kernels take eps as an f32: finite and normal there (so also
         // > 0 as the f64 it came from; NaN fails both comparisons), as GPUs
         // that flush subnormals would add 0.
-        let eps32 = self.eps as f32;
+        let eps32 = self.eps_f32();
         if !(eps32.is_finite() && eps32 >= f32::MIN_POSITIVE) {
             return bad(
                 "eps",

@@ -279,33 +279,29 @@ impl<R: SpatialRank> BatchNorm<R> {
         let gc = self.grad_channels(&saved);
         // A shard's sums always go to the given tensors, affine or not.
         let want = self.cfg.affine || sums_only;
-        let (gw, gb) = match (want, grad_weight, grad_bias) {
-            (true, Some(w), Some(b)) => (
+        let (gw, gb) = match (grad_weight, grad_bias) {
+            (Some(w), Some(b)) if want => (
                 self.param_grad(Some(w), "grad_weight", gc)?,
                 self.param_grad(Some(b), "grad_bias", gc)?,
             ),
-            (true, w, _) => {
-                return Err(Error::NotAvailable {
-                    name: if w.is_none() {
-                        "grad_weight"
-                    } else {
-                        "grad_bias"
-                    },
-                    reason: "an affine module's backward writes both parameter gradients",
-                })
-            }
-            (false, None, None) => (
+            (None, None) if !want => (
                 self.param_grad(None, "grad_weight", gc)?,
                 self.param_grad(None, "grad_bias", gc)?,
             ),
-            (false, w, _) => {
+            // The first of the two that is missing where both are wanted,
+            // or given where neither is.
+            (w, _) => {
                 return Err(Error::NotAvailable {
-                    name: if w.is_some() {
-                        "grad_weight"
-                    } else {
+                    name: if w.is_some() == want {
                         "grad_bias"
+                    } else {
+                        "grad_weight"
                     },
-                    reason: "a module without affine parameters has no parameter gradients",
+                    reason: if want {
+                        "an affine module's backward writes both parameter gradients"
+                    } else {
+                        "a module without affine parameters has no parameter gradients"
+                    },
                 })
             }
         };

@@ -177,6 +177,7 @@ impl<R: SpatialRank> BatchNorm<R> {
         let mut input = x.clone();
         if let Some(terms) = &terms {
             let n = global.count as f64;
+            let eps = f64::from(self.cfg.eps_f32());
             // [mean high part | low part | invstd | unbiased var], from f64.
             let mut merged = vec![0f32; 4 * c];
             let (hi, rest) = merged.split_at_mut(c);
@@ -186,8 +187,6 @@ impl<R: SpatialRank> BatchNorm<R> {
             for (((h, l), (is, v)), (&mean, &m2)) in cols.zip(global.mean.iter().zip(&global.m2)) {
                 *h = mean as f32;
                 *l = (mean - f64::from(*h)) as f32;
-                // eps as the kernels (and PyTorch) add it: an f32.
-                let eps = f64::from(self.cfg.eps as f32);
                 *is = (1.0 / (m2 / n + eps).sqrt()) as f32;
                 *v = (m2 / (n - 1.0)) as f32;
             }

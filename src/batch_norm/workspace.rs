@@ -238,7 +238,7 @@ impl<R: SpatialRank> BatchNorm<R> {
         let partials = BufferSlice::whole(&self.ws.partials(&ctx, &exec)?);
         let scalars = OpScalars {
             flags,
-            eps: self.cfg.eps as f32,
+            eps: self.cfg.eps_f32(),
             momentum,
             subgroups: ctx.pipelines().subgroups().unwrap_or(0),
         };

@@ -290,7 +290,7 @@ impl<R: SpatialRank> BatchNorm<R> {
         }
         // PyTorch adds eps in the input's type: as an f32 (the GPU kernels
         // too), which matters where var + eps cancels to 0 or eps is tiny.
-        let eps = f64::from(self.cfg.eps as f32);
+        let eps = f64::from(self.cfg.eps_f32());
         let invstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
         let (affine, w, b) = (self.cfg.affine, &self.weight, &self.bias);
         let y = map_channels(&lay, x, |ch, v| {

@@ -95,7 +95,7 @@ impl StorageRegistry {
     /// A new storage of a buffer the library allocated, registered.
     pub(crate) fn new_storage(&self, buffer: OwnedBuffer) -> Arc<Storage> {
         let storage = Arc::new(Storage::new(buffer));
-        self.register(&mut self.live(), &storage);
+        Self::register(&mut self.live(), &storage);
         storage
     }
 
@@ -111,13 +111,13 @@ impl StorageRegistry {
             return storage;
         }
         let storage = Arc::new(Storage::new(OwnedBuffer::foreign(buffer)));
-        self.register(&mut live, &storage);
+        Self::register(&mut live, &storage);
         storage
     }
 
     /// Adds `storage`, dropping the entries of dropped storages whenever
     /// the list reaches a power of two (amortised constant time).
-    fn register(&self, live: &mut Vec<Weak<Storage>>, storage: &Arc<Storage>) {
+    fn register(live: &mut Vec<Weak<Storage>>, storage: &Arc<Storage>) {
         live.push(Arc::downgrade(storage));
         if live.len() >= 64 && live.len().is_power_of_two() {
             live.retain(|w| w.strong_count() > 0);

@@ -78,7 +78,7 @@ impl Tensor {
         check_data_len(name, self.shape(), len)?;
         self.require_usage(name, wgpu::BufferUsages::COPY_DST)?;
         let bytes = self.copy_bytes()?;
-        if bytes != (len * dtype.size()) as u64 && self.is_foreign() {
+        if bytes != (len * dtype.size()) as u64 && self.is_wrapped() {
             // Queue writes are whole 4-byte words: the last word of an odd
             // number of f16 values would overwrite the 2 bytes after the
             // tensor, which in an application's buffer are its data.

@@ -67,7 +67,7 @@ impl Tensor {
     /// Whether the tensor was made by [`Tensor::from_buffer`]: the bytes
     /// next to it may be the application's data (or, in a library
     /// tensor's buffer wrapped again, that tensor's).
-    pub(crate) fn is_foreign(&self) -> bool {
+    pub(crate) fn is_wrapped(&self) -> bool {
         self.wrapped
     }
 
