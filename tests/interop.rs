@@ -275,6 +275,32 @@ fn fold_matches_linear_then_batch_norm() {
     assert!(bn.fold_into_conv(&w, &[c, 1, d_in], Some(&b)).is_ok());
 }
 
+/// Folding adds eps to the running variance as an f32, as the eval forward
+/// and PyTorch's `fuse_linear_bn_eval` do: a running variance of `-eps`
+/// (an f32) gives an infinite scale in all three, not the f64 remainder's
+/// finite 6e6.
+#[test]
+fn fold_adds_eps_as_the_eval_forward_does() {
+    let Some(ctx) = common::context() else { return };
+    let eps = 1e-5_f32;
+    let mut bn = BatchNorm1d::new(&ctx, BatchNorm1dConfig::new(2)).expect("bn");
+    bn.set_running_var(&[-eps, 0.5]).expect("var");
+    bn.eval();
+    let x = Tensor::from_slice(&ctx, &[1.0, 1.0], &[1, 2]).expect("x");
+    let y = bn.forward(&x).expect("eval").to_vec().expect("read");
+    let folded = bn.fold_into_linear(&[1.0, 1.0], None, 1).expect("fold");
+    assert!(
+        y[0].is_infinite() && folded.weight[0].is_infinite(),
+        "{y:?} {folded:?}"
+    );
+    let s = 1.0 / f64::from(0.5_f32 + eps).sqrt();
+    assert_eq!(folded.weight[1], s as f32);
+    assert!(
+        (y[1] - folded.weight[1]).abs() <= 1e-6 * y[1].abs(),
+        "{y:?} {folded:?}"
+    );
+}
+
 #[test]
 fn encode_into_the_apps_encoder_and_buffers() {
     let Some(ctx) = common::context() else { return };

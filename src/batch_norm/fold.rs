@@ -4,7 +4,9 @@
 //! With `s = weight / sqrt(running_var + eps)` per output channel `o`:
 //! `W'[o, ...] = W[o, ...] * s[o]` and `b'[o] = s[o] * (b[o] - running_mean[o]) + bias[o]`,
 //! so the folded layer computes `BatchNorm.eval(layer(x))`. Computed in f64
-//! on the host.
+//! on the host, except `running_var + eps`, which is added as an f32, as the
+//! eval kernels and PyTorch's `fuse_linear_bn_eval` / `fuse_conv_bn_eval`
+//! add it.
 
 use super::{BatchNorm, SpatialRank};
 use crate::error::{Error, Result};
@@ -66,13 +68,15 @@ impl<R: SpatialRank> BatchNorm<R> {
         };
         let gamma = self.weight()?.unwrap_or_else(|| vec![1.0; c]);
         let beta = self.bias()?.unwrap_or_else(|| vec![0.0; c]);
-        let eps = self.cfg.eps;
+        // Added as an f32, as the eval kernels and PyTorch's
+        // `fuse_*_bn_eval` (`rsqrt(running_var + eps)` on f32 tensors) do.
+        let eps = self.cfg.eps_f32();
         Ok(rm
             .iter()
             .zip(&rv)
             .zip(gamma.iter().zip(&beta))
             .map(|((&m, &v), (&g, &b))| {
-                let s = f64::from(g) / (f64::from(v) + eps).sqrt();
+                let s = f64::from(g) / f64::from(v + eps).sqrt();
                 (s, f64::from(b) - s * f64::from(m))
             })
             .collect())
