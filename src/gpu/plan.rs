@@ -359,6 +359,7 @@ pub(crate) fn vec4_groups(count: usize) -> u32 {
     (count.div_ceil(4) as u32).div_ceil(WG)
 }
 
+mod column_kernel;
 mod column_regs;
 mod finalize;
 mod merge;
@@ -375,11 +376,12 @@ mod variant;
 #[cfg(test)]
 mod variant_tests;
 
+pub(crate) use column_kernel::{ColumnKernel, ColumnPass};
 pub(crate) use merge::MergeModel;
 pub(crate) use reduce::{plan_reduce, ReducePlan, PAIR_GAP};
 use reduce::{
     plan_spread, plan_sweep, spreads, PAIRED_MIN_LANES, SWEEP_MIN_LANES, THREAD_MIN_UNITS,
 };
 pub(crate) use slab::Slab;
-pub(crate) use strategy::{canonical, ColumnGrid, ColumnKernel, ColumnPass, ColumnRegs, Strategy};
+pub(crate) use strategy::{canonical, ColumnGrid, ColumnRegs, Strategy};
 pub(crate) use variant::Variant;
