@@ -99,3 +99,84 @@ fn eval_is_local() {
     assert!((y[0] - 1.0 / (1.0f32 + 1e-5).sqrt()).abs() < 1e-6);
     assert_eq!(sync.world_size(), 1);
 }
+
+/// Without per-channel parameters or running statistics, the input's
+/// channels need not be `num_features`, as for the plain module and
+/// PyTorch's SyncBatchNorm: the replicas agree on them in one more
+/// all-gather and match one module on the whole batch. A replica with
+/// other channels, or a rejected input, fails every replica, and the last
+/// synced forward's backward still pairs up.
+#[test]
+fn channel_free_modules_take_any_channel_count_the_replicas_agree_on() {
+    let Some(_) = common::context() else { return };
+    let cfg = BatchNormConfig::new(2)
+        .affine(false)
+        .track_running_stats(false);
+    let (c, rows) = (5, [3usize, 4]);
+    let n: usize = rows.iter().sum();
+    let x = common::Rng(3).normals(n * c, 0.5, 2.0);
+    let dy = common::Rng(4).normals(n * c, 0.0, 1.0);
+    let results = on_replicas(2, |comm| -> Result<(), String> {
+        let rank = comm.rank();
+        let e = |e: Error| e.to_string();
+        let ctx = GpuContext::with_options(common::options()).map_err(e)?;
+        let t = |v: &[f32], shape: &[usize]| Tensor::from_slice(&ctx, v, shape).map_err(e);
+        let mut single = BatchNorm1d::new(&ctx, cfg.clone()).map_err(e)?;
+        let module = BatchNorm1d::new(&ctx, cfg.clone()).map_err(e)?;
+        let mut sync = SyncBatchNorm::new(module, comm);
+        let (start, len) = (rows[..rank].iter().sum::<usize>() * c, rows[rank] * c);
+        let local = |v: &[f32]| v[start..start + len].to_vec();
+        let want_y = local(
+            &single
+                .forward(&t(&x, &[n, c])?)
+                .map_err(e)?
+                .to_vec()
+                .map_err(e)?,
+        );
+        let got_y = sync.forward(&t(&local(&x), &[rows[rank], c])?).map_err(e)?;
+        common::check_close(
+            "output",
+            &got_y.to_vec().map_err(e)?,
+            &common::f64s(&want_y),
+            1e-5,
+        )?;
+        let want_dx = single.backward(&t(&dy, &[n, c])?).map_err(e)?.grad_input;
+        let want_dx = common::f64s(&local(&want_dx.to_vec().map_err(e)?));
+        let dy_local = t(&local(&dy), &[rows[rank], c])?;
+        let g = sync.backward(&dy_local).map_err(e)?;
+        common::check_close(
+            "grad_input",
+            &g.grad_input.to_vec().map_err(e)?,
+            &want_dx,
+            1e-5,
+        )?;
+        // Other channels on rank 1, then a 1-D input on rank 0.
+        let other = c + rank;
+        if sync
+            .forward(&t(&vec![1.0; 2 * other], &[2, other])?)
+            .is_ok()
+        {
+            return Err(format!("rank {rank}: replicas of other channels ran"));
+        }
+        let bad = if rank == 0 {
+            t(&[1.0; 5], &[5])?
+        } else {
+            t(&local(&x), &[rows[1], c])?
+        };
+        if sync.forward(&bad).is_ok() {
+            return Err(format!(
+                "rank {rank}: a forward beside a rejected input ran"
+            ));
+        }
+        let g = sync.backward(&dy_local).map_err(e)?;
+        common::check_close(
+            "grad_input again",
+            &g.grad_input.to_vec().map_err(e)?,
+            &want_dx,
+            1e-5,
+        )
+    });
+    for r in results {
+        r.expect("replica");
+    }
+}

@@ -86,7 +86,11 @@ impl<R: SpatialRank> BatchNorm<R> {
         let c = plan.layout.c;
         if plan.empty {
             self.ctx.check_alive()?;
-            return Ok(ShardMoments::empty(c));
+            // No values, but `N * L` of them per channel where C is 0.
+            return Ok(ShardMoments {
+                count: plan.layout.per_channel() as u64,
+                ..ShardMoments::empty(c)
+            });
         }
         let ctx = self.ctx.clone();
         let out = ctx.alloc(
@@ -149,8 +153,10 @@ impl<R: SpatialRank> BatchNorm<R> {
             });
         }
         // Running statistics change only with values somewhere (an empty
-        // batch everywhere skips the checks, as a plain empty forward does).
-        if plan.track_step && global.count > 0 && c != self.cfg.num_features {
+        // batch everywhere, no rows or no channels, skips the checks, as a
+        // plain empty forward does).
+        let values = global.count > 0 && c > 0;
+        if plan.track_step && values && c != self.cfg.num_features {
             return Err(Error::ChannelMismatch {
                 name: "running_mean",
                 expected: c,
@@ -165,7 +171,7 @@ impl<R: SpatialRank> BatchNorm<R> {
         let y = Tensor::zeros_like(x)?;
         let nbt = semantics::next_batch_count(self.num_batches_tracked, plan.track_step)?;
         let factor = semantics::momentum_factor(&self.cfg, nbt) as f32;
-        let run = !plan.empty || (plan.track_step && global.count > 0);
+        let run = !plan.empty || (plan.track_step && values);
         let ctx = self.ctx.clone();
         let terms = if run {
             Some(self.ws.take_terms(&ctx, c)?)

@@ -3,7 +3,9 @@
 //! replica per GPU.
 //!
 //! Per training step, as PyTorch: forward all-gathers every replica's
-//! `(count, mean, M2)` per channel ([`Collective::all_gather`], one call)
+//! `(count, mean, M2)` per channel ([`Collective::all_gather`], one call;
+//! a module without affine parameters or running statistics, which takes
+//! any channel count, first all-gathers each replica's, which must agree)
 //! and normalizes with the merged statistics; backward all-reduces
 //! `(Σdy, Σdy·x̂)` ([`Collective::all_reduce_sum`], one call) for
 //! `grad_input`, and returns this replica's **local** `grad_weight` /
@@ -90,13 +92,14 @@ pub struct SyncBatchNorm<R: SpatialRank, C: Collective> {
 enum Last {
     /// None yet, or a local (eval) forward: backward is the module's own.
     Local,
-    /// A synchronized forward over `count` values in all: backward
-    /// all-reduces.
-    Synced(u64),
-    /// A training forward that failed: backward still takes part in the
+    /// A synchronized forward over `count` values in all, of `channels`
+    /// channels: backward all-reduces.
+    Synced { count: u64, channels: usize },
+    /// A training forward of `channels` channels that failed after the
+    /// replicas agreed on them: backward still takes part in the
     /// all-reduce (with a failure flag), so replicas whose forward
     /// succeeded get an error instead of waiting for this one.
-    Failed,
+    Failed { channels: usize },
 }
 
 impl<R: SpatialRank, C: Collective> std::fmt::Debug for SyncBatchNorm<R, C> {
@@ -153,6 +156,48 @@ impl<R: SpatialRank, C: Collective> SyncBatchNorm<R, C> {
         &self.comm
     }
 
+    /// The channel count every replica's payload carries: the module's
+    /// `num_features` where it has per-channel parameters or running
+    /// statistics; otherwise the input's, which the replicas exchange first
+    /// (one more all-gather) and must agree on, as PyTorch's all-gather of
+    /// equal sizes needs. `Ok(Err(_))`: the forward is rejected on every
+    /// replica alike (this replica's own error where its input was bad).
+    fn agreed_channels(&self, local: &Result<ShardMoments>) -> Result<Result<usize>> {
+        let cfg = self.bn.config();
+        if cfg.affine || cfg.track_running_stats {
+            return Ok(Ok(cfg.num_features));
+        }
+        let mine = local.as_ref().map_or(-1.0, |m| m.mean.len() as f64);
+        let all = self.comm.all_gather(&[mine])?;
+        if all.len() != self.comm.size() {
+            return Err(Error::Collective(format!(
+                "all-gather returned {} values, expected {}",
+                all.len(),
+                self.comm.size()
+            )));
+        }
+        if let Err(e) = local {
+            return Ok(Err(e.clone()));
+        }
+        let failed: Vec<usize> = (all.iter().enumerate())
+            .filter(|(_, &c)| c < 0.0)
+            .map(|(r, _)| r)
+            .collect();
+        if !failed.is_empty() {
+            return Ok(Err(Error::Collective(format!(
+                "replica(s) {failed:?} rejected their input; no replica ran the forward"
+            ))));
+        }
+        match all.iter().find(|&&c| c != mine) {
+            Some(&other) => Ok(Err(Error::ChannelMismatch {
+                name: "SyncBatchNorm input (another replica's channels)",
+                expected: other as usize,
+                actual: mine as usize,
+            })),
+            None => Ok(Ok(mine as usize)),
+        }
+    }
+
     /// Forward of this replica's shard `x` (its rows of the global batch;
     /// it may be empty). In training, one all-gather merges every
     /// replica's statistics and every replica updates its running
@@ -172,8 +217,10 @@ impl<R: SpatialRank, C: Collective> SyncBatchNorm<R, C> {
             self.last = Last::Local;
             return Ok(y);
         }
-        let nf = self.bn.config().num_features;
-        let local = self.bn.shard_moments(x).and_then(|m| {
+        let prev = self.last;
+        let local = self.bn.shard_moments(x);
+        let nf = self.agreed_channels(&local)??;
+        let local = local.and_then(|m| {
             if m.mean.len() == nf {
                 Ok(m)
             } else {
@@ -197,7 +244,7 @@ impl<R: SpatialRank, C: Collective> SyncBatchNorm<R, C> {
         };
         // Until the forward succeeds, a backward must not pair with the
         // peers' as if this replica had run it.
-        let prev = std::mem::replace(&mut self.last, Last::Failed);
+        self.last = Last::Failed { channels: nf };
         let gathered = self.comm.all_gather(&payload)?;
         let shards = match (local, read_moments(&gathered, self.comm.size(), nf)?) {
             (Ok(_), Ok(shards)) => shards,
@@ -230,7 +277,10 @@ impl<R: SpatialRank, C: Collective> SyncBatchNorm<R, C> {
             }
         };
         let y = self.bn.forward_with_moments(x, &global)?;
-        self.last = Last::Synced(global.count);
+        self.last = Last::Synced {
+            count: global.count,
+            channels: nf,
+        };
         Ok(y)
     }
 
@@ -241,12 +291,11 @@ impl<R: SpatialRank, C: Collective> SyncBatchNorm<R, C> {
     /// local forward, the module's plain backward.
     pub fn backward(&mut self, grad_output: &Tensor) -> Result<Gradients> {
         let _span = crate::trace::span!("SyncBatchNorm::backward", rank = self.comm.rank());
-        let count = match self.last {
+        let (count, nf) = match self.last {
             Last::Local => return self.bn.backward(grad_output),
-            Last::Synced(count) => Some(count),
-            Last::Failed => None,
+            Last::Synced { count, channels } => (Some(count), channels),
+            Last::Failed { channels } => (None, channels),
         };
-        let nf = self.bn.config().num_features;
         let local = match count {
             Some(_) => self.bn.shard_grad_sums(grad_output),
             None => Err(Error::NoForward),
