@@ -48,6 +48,39 @@ fn encode_forward_checks_what_the_recorded_work_needs() {
     assert_eq!(bn.num_batches_tracked(), 1);
 }
 
+/// A residual whose padded copy cannot be made (no `COPY_SRC`) is an `Err`
+/// before the input's own padded copy is recorded: the encoder holds
+/// nothing, so it submits cleanly even after the input's buffer is gone.
+#[test]
+fn a_residual_that_cannot_be_copied_records_nothing() {
+    let Some(ctx) = common::context() else { return };
+    let buffer = |label: &str, usage: wgpu::BufferUsages| {
+        ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: 60,
+            usage,
+            mapped_at_creation: false,
+        })
+    };
+    let storage = wgpu::BufferUsages::STORAGE;
+    let x_buffer = buffer("test/x", storage | wgpu::BufferUsages::COPY_SRC);
+    let x = Tensor::from_buffer(&ctx, x_buffer.clone(), 0, &[3, 5]).expect("wrap x");
+    let r = Tensor::from_buffer(&ctx, buffer("test/residual", storage), 0, &[3, 5]).expect("r");
+    let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(5)).expect("bn");
+    let y = Tensor::zeros(&ctx, &[3, 5]).expect("y");
+    let mut encoder = encoder(&ctx);
+    let epilogue = wgpu_batchnorm::Epilogue::relu().with_residual(&r);
+    let err = bn
+        .encode_forward_fused_into(&mut encoder, &x, epilogue, &y)
+        .expect_err("COPY_SRC missing on the residual");
+    assert!(matches!(err, Error::BufferUsage { .. }), "{err}");
+    assert_eq!(bn.num_batches_tracked(), 0);
+    x_buffer.destroy();
+    ctx.queue().submit([encoder.finish()]);
+    ctx.synchronize()
+        .expect("the encoder holds no copy of the destroyed input");
+}
+
 /// #12.6: work recorded into an application encoder keeps its own
 /// parameters, whatever the module does before the encoder is submitted.
 #[test]

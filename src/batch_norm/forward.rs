@@ -207,8 +207,12 @@ impl<R: SpatialRank> BatchNorm<R> {
             }
         }
         self.ctx.pipelines().supports(x.dtype())?;
-        // Every check before the first copy is recorded into `encoder`.
+        // Every check before the first copy is recorded into `encoder`
+        // (the residual's padded copy comes after the input's).
         let nbt = semantics::next_batch_count(self.num_batches_tracked, plan.track_step)?;
+        if let Some(r) = epilogue.residual {
+            r.padding_copy()?;
+        }
         let input = self.saved_input(encoder, x)?;
         let residual = epilogue.residual.map(|r| r.padded(encoder)).transpose()?;
         let data = if plan.empty {

@@ -114,17 +114,27 @@ impl Tensor {
     /// padded copy recorded into `encoder` (which needs `COPY_SRC`, checked
     /// before anything is recorded).
     pub(crate) fn padded(&self, encoder: &mut wgpu::CommandEncoder) -> Result<Tensor> {
-        if self.is_padded() || self.numel() == 0 {
+        let Some(bytes) = self.padding_copy()? else {
             return Ok(self.clone());
+        };
+        let copy = Tensor::zeros_with(&self.ctx, &self.shape, self.dtype, self.format)?;
+        encoder.copy_buffer_to_buffer(self.buffer(), self.offset, copy.buffer(), 0, bytes);
+        Ok(copy)
+    }
+
+    /// What [`Tensor::padded`] checks before it records anything: `None`
+    /// where the tensor serves as it is, else the bytes its copy takes
+    /// (the buffer must allow `COPY_SRC`). Callers that record other work
+    /// before the copy check with this first.
+    pub(crate) fn padding_copy(&self) -> Result<Option<u64>> {
+        if self.is_padded() || self.numel() == 0 {
+            return Ok(None);
         }
         self.require_usage(
             "a tensor without 16 bytes of padding",
             wgpu::BufferUsages::COPY_SRC,
         )?;
-        let bytes = self.copy_bytes()?;
-        let copy = Tensor::zeros_with(&self.ctx, &self.shape, self.dtype, self.format)?;
-        encoder.copy_buffer_to_buffer(self.buffer(), self.offset, copy.buffer(), 0, bytes);
-        Ok(copy)
+        self.copy_bytes().map(Some)
     }
 
     /// Bytes to copy for the data: a multiple of 4, as wgpu requires.
