@@ -5,6 +5,7 @@
 // across all kernel files (`Binding` in src/gpu/launch.rs):
 //   0 params   1 x    2 dy        3 terms      4 partials   5 state
 //   6 out      7 head 8 grad_weight 9 grad_bias 10 moments_out 11 merged
+//   12 residual 13 y  14 heads
 // The constants below are checked against the Rust side by a unit test.
 
 struct Params {
@@ -36,6 +37,7 @@ const FLAG_UPDATE_RUNNING: u32 = 1u;
 const FLAG_AFFINE: u32 = 2u;
 const FLAG_BATCH_STATS: u32 = 4u;
 const FLAG_FROM_STATE: u32 = 8u;
+const FLAG_GATHERED_HEADS: u32 = 16u; // `head` holds each channel's first value at [ch] (heads.wgsl)
 const FLAG_PAIRED_LANES: u32 = 32u;
 const FLAG_FIRST_CHUNK: u32 = 64u; // the first chunk of a tensor (grads_rescue)
 
@@ -192,7 +194,8 @@ fn global_index(ids: Ids) -> u32 {
 }
 
 
-// The input's first row (n = 0), bound by the kernels that need the shift.
+// The input's first row (n = 0), bound by the kernels that need the shift;
+// with FLAG_GATHERED_HEADS, each channel's first value (heads.wgsl).
 @group(0) @binding(7) var<storage, read> head: array<elem>;
 
 // Bit test, so no compiler may assume finite math away.

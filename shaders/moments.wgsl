@@ -34,11 +34,13 @@ fn fast_state_ok(mean: vec4<f32>, m2: vec4<f32>) -> bool {
 // The largest exponent: 2^-126 is the smallest normal f32.
 const MAX_EXPONENT: f32 = 126.0;
 
-// Shift of channel ch: its first value (n = 0, l = 0) when finite and bound.
-// Statistics are accumulated relative to it, which keeps data such as
-// 1e4 + noise exact to f32 rounding.
+// Shift of channel ch: its first value (n = 0, l = 0) when finite and bound
+// (at head[ch] where the first row was gathered, heads.wgsl). Statistics are
+// accumulated relative to it, which keeps data such as 1e4 + noise exact to
+// f32 rounding.
 fn shift_of(ch: u32) -> f32 {
-    let i = ch * P().l;
+    let gathered = (P().flags & FLAG_GATHERED_HEADS) != 0u;
+    let i = select(ch * P().l, ch, gathered);
     if (i >= arrayLength(&head)) {
         return 0.0;
     }

@@ -83,3 +83,84 @@ fn spread_reductions_span_chunks() {
     compare(&ctx, &[8000, 3, 21], 14);
     compare(&ctx, &[40, 3, 4100], 15);
 }
+
+/// A first row longer than one binding (here 16384 values): each channel's
+/// shift is its first value wherever the row's chunks put it, so data far
+/// from 0 keeps its statistics (channels past the first binding took a
+/// shift of 0: `1e7 + 0..4` got a running variance of 2.36 instead of
+/// 2.0001 and outputs in steps of 0.5), with per-thread partials or
+/// without, and through the shard protocol. (Rows of `(N, C)` and
+/// channels-last rows are C values: a module's state, 16 bytes a channel,
+/// would not fit one binding first.)
+#[test]
+fn rows_larger_than_a_binding_keep_each_channels_shift() {
+    use wgpu_batchnorm::{
+        BatchNorm2d, BatchNormConfig, MemoryFormat, Rank2d, ShardMoments, Tensor,
+    };
+    for thread_partials in [None, Some(false), Some(true)] {
+        let Some(_) = common::context() else { return };
+        let mut opts = common::options();
+        opts.limits = Some(wgpu::Limits {
+            max_storage_buffer_binding_size: 64 * 1024,
+            ..wgpu::Limits::default()
+        });
+        opts.tuning.thread_partials = thread_partials;
+        let ctx = GpuContext::with_options(opts).expect("context");
+        common::assert_matches_reference(&ctx, &[3, 2, 20_001], &[true], 11, 1e4, 0.1);
+        common::assert_matches_reference(&ctx, &[1, 3, 30_000], &[true], 12, -3e4, 1.0);
+        common::assert_matches_reference_in::<Rank2d>(
+            &ctx,
+            &[1, 3, 130, 129],
+            MemoryFormat::ChannelsFirst,
+            &[true, false],
+            13,
+            1e4,
+            0.1,
+        );
+        // 1e7 + 0, 1, 2, 3, 4 repeated in each channel: biased variance 2.
+        let (c, l) = (2usize, 20_000usize);
+        let x: Vec<f32> = (0..c * l).map(|i| 1e7 + ((i % l) % 5) as f32).collect();
+        let cfg = BatchNormConfig::new(c).momentum(Some(1.0));
+        let mut bn = BatchNorm2d::new(&ctx, cfg.clone()).expect("bn");
+        let tx = Tensor::from_slice(&ctx, &x, &[1, c, 1, l]).expect("x");
+        let y = bn.forward(&tx).expect("forward").to_vec().expect("read");
+        let rv = bn.running_var().expect("rv").expect("tracked");
+        let unbiased = 2.0 * l as f32 / (l - 1) as f32;
+        assert!(rv.iter().all(|v| (v - unbiased).abs() < 1e-4), "{rv:?}");
+        let step = 1.0 / 2f32.sqrt();
+        for (k, v) in y[l..l + 5].iter().enumerate() {
+            assert!(
+                (v - (k as f32 - 2.0) * step).abs() < 1e-4,
+                "{:?}",
+                &y[l..l + 5]
+            );
+        }
+        let mut shard = BatchNorm2d::new(&ctx, cfg).expect("shard");
+        let m = shard.shard_moments(&tx).expect("moments");
+        assert!(
+            (0..c).all(|ch| (m.variance(ch).unwrap_or(0.0) - 2.0).abs() < 1e-5),
+            "{m:?}"
+        );
+        let merged = ShardMoments::merge(&[m]).expect("merge");
+        let ys = shard.forward_with_moments(&tx, &merged).expect("forward");
+        let ys = ys.to_vec().expect("read");
+        assert!(ys.iter().zip(&y).all(|(a, b)| (a - b).abs() < 1e-4));
+        // A constant channel of 1e21 has variance 0.
+        let t = Tensor::from_slice(&ctx, &vec![1e21f32; c * l], &[1, c, 1, l]).expect("x");
+        bn.forward(&t).expect("constant");
+        assert_eq!(bn.running_var().expect("rv"), Some(vec![0.0; c]));
+        // f16 (32768 values a binding): 1500 + 0..4, the gather in f16.
+        #[cfg(feature = "f16")]
+        if common::f16_or_skip(&ctx) {
+            let h: Vec<half::f16> = (0..c * l)
+                .map(|i| half::f16::from_f32(1500.0 + ((i % l) % 5) as f32))
+                .collect();
+            let t = Tensor::from_f16(&ctx, &h, &[1, c, 1, l]).expect("x16");
+            let y = bn.forward(&t).expect("f16").to_vec_f16().expect("read");
+            for (k, v) in y[l..l + 5].iter().enumerate() {
+                let want = (k as f32 - 2.0) * step;
+                assert!((v.to_f32() - want).abs() < 2e-3, "{:?}", &y[l..l + 5]);
+            }
+        }
+    }
+}

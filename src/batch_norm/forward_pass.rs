@@ -15,6 +15,7 @@ use crate::gpu::params::FLAG_FROM_STATE;
 use crate::gpu::plan::{canonical, ColumnPass, ColumnRegs, ExecPlan, Variant};
 use crate::gpu::tensor::Tensor;
 use crate::semantics::ForwardPlan;
+use crate::types::MemoryFormat;
 
 /// What a forward records.
 pub(super) enum Output<'a> {
@@ -67,8 +68,25 @@ impl<R: SpatialRank> BatchNorm<R> {
             uniforms,
         } = self.prepare_op(encoder, (&layout, x.dtype()), ops, target)?;
         let state = BufferSlice::whole(&self.state.buffer);
-        let head = x.window(0, exec.head);
         let (c, variant) = (layout.c, exec.variant);
+        // A first row longer than one binding: its channels' first values
+        // gathered for the kernels that take the shift (batch statistics;
+        // eval's come from the state).
+        let heads = if exec.gathers_heads() && plan.batch_stats {
+            Some(Tensor::alloc(
+                &ctx,
+                &[c],
+                x.dtype(),
+                MemoryFormat::ChannelsFirst,
+                "batchnorm/heads",
+            )?)
+        } else {
+            None
+        };
+        let head = match &heads {
+            Some(h) => h.window(0, c),
+            None => x.window(0, exec.head),
+        };
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("batchnorm/forward"),
             timestamp_writes: None,
@@ -107,6 +125,11 @@ impl<R: SpatialRank> BatchNorm<R> {
                     regs,
                 };
                 return rec.columns(step, exec.column_grid(kernel, regs));
+            }
+        }
+        if heads.is_some() {
+            for (i, ch) in exec.head_chunks() {
+                rec.gather_heads(i + 1, x.window(ch.start, ch.count), head.clone(), c)?;
             }
         }
         let reduce = plan.batch_stats

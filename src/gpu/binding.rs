@@ -20,4 +20,5 @@ pub(crate) enum Binding {
     Merged = 11,
     Residual = 12,
     Output = 13,
+    Heads = 14,
 }

@@ -234,6 +234,19 @@ impl<'a, 'p> Recorder<'a, 'p> {
         let bound = vec![(X, x), (Dy, dy), (Terms, terms), (Partials, partials)];
         self.dispatch(Kernel::GradsRescue, slot, bound, rescue_groups(channels))
     }
+
+    /// `gather_heads` over chunk `slot - 1` of `x` (its binding), one
+    /// thread per channel, into `heads` (`channels` values).
+    pub fn gather_heads(
+        &mut self,
+        slot: usize,
+        x: BufferSlice,
+        heads: BufferSlice,
+        channels: usize,
+    ) -> Result<()> {
+        let bound = vec![(Binding::X, x), (Binding::Heads, heads)];
+        self.dispatch(Kernel::GatherHeads, slot, bound, channel_groups(channels))
+    }
 }
 
 // Column and elementwise launches.

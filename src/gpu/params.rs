@@ -14,6 +14,9 @@ pub(crate) const FLAG_BATCH_STATS: u32 = 4;
 /// Eval normalize reading the module's state (bound as `terms`) instead of
 /// terms: no eval_prepare dispatch, no terms written.
 pub(crate) const FLAG_FROM_STATE: u32 = 8;
+/// `head` holds each channel's first value at its index, gathered by
+/// `gather_heads` ([`ExecPlan::gathers_heads`]).
+pub(crate) const FLAG_GATHERED_HEADS: u32 = 16;
 /// Rows reductions with two lanes per thread (`ReducePlan::paired`).
 pub(crate) const FLAG_PAIRED_LANES: u32 = 32;
 /// The first chunk of a tensor (`grads_rescue` starts its sums there).
@@ -26,6 +29,7 @@ const _: () = assert!(
         | FLAG_AFFINE
         | FLAG_BATCH_STATS
         | FLAG_FROM_STATE
+        | FLAG_GATHERED_HEADS
         | FLAG_PAIRED_LANES
         | FLAG_FIRST_CHUNK)
         .leading_zeros()
@@ -163,6 +167,7 @@ impl ExecPlan {
             partial_rows: self.partial_rows,
             folds: self.folds() as u32,
             rescue_flag: self.rescue_flag() as u32,
+            flags: s.flags | self.heads_flag(),
             ..Params::base(&self.layout, &first, s)
         }
     }
@@ -190,6 +195,7 @@ impl ExecPlan {
             folds: self.folds() as u32,
             rescue_flag: self.rescue_flag() as u32,
             flags: s.flags
+                | self.heads_flag()
                 | if ch.reduce.paired {
                     FLAG_PAIRED_LANES
                 } else {
@@ -198,6 +204,15 @@ impl ExecPlan {
                 | if k == 0 { FLAG_FIRST_CHUNK } else { 0 },
             ..base
         })
+    }
+
+    /// `FLAG_GATHERED_HEADS` where the plan gathers its heads.
+    fn heads_flag(&self) -> u32 {
+        if self.gathers_heads() {
+            FLAG_GATHERED_HEADS
+        } else {
+            0
+        }
     }
 
     /// Slot 0: the totals; slot `k + 1`: chunk `k`.

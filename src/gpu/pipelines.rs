@@ -25,6 +25,9 @@ pub(crate) enum Kernel {
     /// Merge moment partials; terms; running-statistics update (one
     /// workgroup per channel: `true`).
     MomentsFinalize(bool),
+    /// Each channel's first value out of a first row longer than one
+    /// binding, over one chunk (`heads.wgsl`).
+    GatherHeads,
     /// Terms from the running statistics.
     EvalPrepare,
     /// A shard's merged moments out, for statistics across devices.
@@ -112,6 +115,7 @@ impl Kernel {
             Kernel::GradsPartial(..) => "grads_partial",
             Kernel::MomentsFinalize(false) => "moments_finalize",
             Kernel::MomentsFinalize(true) => "moments_finalize_groups",
+            Kernel::GatherHeads => "gather_heads",
             Kernel::EvalPrepare => "eval_prepare",
             Kernel::MomentsExport => "moments_export",
             Kernel::MomentsApply => "moments_apply",

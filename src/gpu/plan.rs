@@ -309,6 +309,23 @@ impl ExecPlan {
         self.partial_count().max(2 * self.layout.c)
     }
 
+    /// Whether the input's first row is longer than the `head` binding
+    /// holds (one storage binding): then `gather_heads` collects each
+    /// channel's first value from the chunks of that row
+    /// ([`ExecPlan::head_chunks`]) for the kernels that take the shift.
+    pub fn gathers_heads(&self) -> bool {
+        self.head < self.layout.row() && self.layout.numel() > 0
+    }
+
+    /// The chunks (with their index) that hold part of the first row.
+    pub fn head_chunks(&self) -> impl Iterator<Item = (usize, &Chunk)> {
+        let row = self.layout.row();
+        self.chunks
+            .iter()
+            .enumerate()
+            .filter(move |(_, c)| c.start < row)
+    }
+
     /// Virtual channels per channel in the partial states.
     pub fn folds(&self) -> usize {
         self.variant.folds(&self.layout)

@@ -29,6 +29,9 @@ const REDUCE_SUBGROUP: &str = include_str!("../../shaders/reduce_subgroup.wgsl")
 /// `shaders/finalize.wgsl`: one thread per channel, or one workgroup per
 /// channel (`*_finalize_groups`).
 const FINALIZE: &str = include_str!("../../shaders/finalize.wgsl");
+/// `shaders/heads.wgsl`: each channel's first value, gathered where the
+/// first row spans several bindings.
+const HEADS: &str = include_str!("../../shaders/heads.wgsl");
 /// `shaders/grads_careful.wgsl`: the gradient sums' slow path (sums that
 /// overflowed f32, redone in scaled units).
 const GRADS_CAREFUL: &str = include_str!("../../shaders/grads_careful.wgsl");
@@ -131,7 +134,14 @@ impl Family {
                 REDUCE_SWEEP,
                 REDUCE_SUBGROUP,
             ],
-            Family::Finalize => &[MOMENTS, MOMENTS4, GRADS_CAREFUL, RESCUE_FLAG, FINALIZE],
+            Family::Finalize => &[
+                MOMENTS,
+                MOMENTS4,
+                GRADS_CAREFUL,
+                RESCUE_FLAG,
+                FINALIZE,
+                HEADS,
+            ],
             Family::Elementwise => &[EPILOGUE, STORE4, ELEMENTWISE],
             Family::Columns => &[
                 MOMENTS,

@@ -126,10 +126,9 @@ fn every_shader_translates_to_every_backend() {
     // form; finalize.wgsl's, grads_rescue and grads_rescue_finish among
     // them, twice: in the finalize and columns modules; the columns
     // module's backward_columns_rescue; the columns4 module's
-    // *_regs64_lanes and *_regs16_lanes, which its odd-C form has not);
-    // then the five
-    // baseline kernels.
-    assert_eq!(entries, dtypes().len() * 75 + 5);
+    // *_regs64_lanes and *_regs16_lanes, which its odd-C form has not;
+    // the finalize module's gather_heads); then the five baseline kernels.
+    assert_eq!(entries, dtypes().len() * 76 + 5);
 }
 
 #[test]
@@ -215,6 +214,10 @@ fn shared_constants_agree_with_the_rust_side() {
     assert_eq!(
         wgsl_u32(&module, "FLAG_FROM_STATE"),
         params::FLAG_FROM_STATE
+    );
+    assert_eq!(
+        wgsl_u32(&module, "FLAG_GATHERED_HEADS"),
+        params::FLAG_GATHERED_HEADS
     );
     assert_eq!(
         wgsl_u32(&module, "FLAG_PAIRED_LANES"),
