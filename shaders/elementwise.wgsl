@@ -387,7 +387,7 @@ fn epilogue_grad(ids: Ids) {
     if (in_tensor(i)) {
         let g = vec4<f32>(dy4[i]);
         if ((EPILOGUE & EPILOGUE_RELU) != 0u) {
-            store(i, select(g, vec4<f32>(0.0), vec4<f32>(y4[i]) <= vec4<f32>(0.0)));
+            store(i, select(g, vec4<f32>(0.0), relu_stops(vec4<f32>(y4[i]))));
         } else {
             store(i, g);
         }

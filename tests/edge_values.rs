@@ -227,3 +227,30 @@ fn huge_spreads_keep_their_gradients() {
         }
     }
 }
+
+/// A fused ReLU keeps NaN as NaN (PyTorch's `relu`), and passes the
+/// gradient where the output is NaN (`threshold_backward`: zero only where
+/// the output is `<= 0`), on every backend: llvmpipe's GL compiled the
+/// comparison into a `max` that made NaN 0. Also `-0.0` stays `-0.0`.
+#[test]
+fn fused_relu_keeps_nan() {
+    use wgpu_batchnorm::Epilogue;
+    let Some(ctx) = common::context() else { return };
+    // Channel 0 of (4, 2) is poisoned; channel 1 has negatives.
+    let x = [f32::NAN, -1.0, 2.0, 1.0, 3.0, -2.0, 0.0, 4.0];
+    let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(2)).expect("bn");
+    let t = Tensor::from_slice(&ctx, &x, &[4, 2]).expect("x");
+    let y = bn.forward_fused(&t, Epilogue::relu()).expect("forward");
+    let y = y.to_vec().expect("read");
+    assert!(y.iter().step_by(2).all(|v| v.is_nan()), "{y:?}");
+    assert!(y.iter().skip(1).step_by(2).all(|v| *v >= 0.0), "{y:?}");
+    assert!(y.iter().skip(1).step_by(2).any(|v| *v == 0.0), "{y:?}");
+    let dy = Tensor::from_slice(&ctx, &[1.0; 8], &[4, 2]).expect("dy");
+    let g = bn.backward(&dy).expect("backward");
+    // Channel 0: x_hat is NaN, so grad_input is NaN; grad_bias is the sum
+    // of the passed dy (every output NaN: all four pass).
+    let gb = g.grad_bias.expect("affine").to_vec().expect("read");
+    assert_eq!(gb[0], 4.0, "{gb:?}");
+    let zeros = y.iter().skip(1).step_by(2).filter(|v| **v == 0.0).count();
+    assert_eq!(gb[1], (4 - zeros) as f32, "{gb:?} {y:?}");
+}
