@@ -263,3 +263,41 @@ fn empty_inputs_go_through_the_shard_protocol_as_through_forward() {
         }
     }
 }
+
+/// An infinite input makes its channel's mean infinite through the shard
+/// protocol as through a plain forward (the merged mean's low part was
+/// `inf - inf`: a NaN running mean where PyTorch's is inf), and NaN
+/// poisons only its channel.
+#[test]
+fn infinite_inputs_go_through_the_shard_protocol_as_through_forward() {
+    let Some(ctx) = common::context() else { return };
+    let mut x = common::Rng(9).normals(24, 1.0, 2.0);
+    x[0] = f32::INFINITY; // channel 0 of (8, 3)
+    x[4] = f32::NAN; // channel 1
+    let t = Tensor::from_slice(&ctx, &x, &[8, 3]).expect("x");
+    let mut plain = BatchNorm1d::new(&ctx, BatchNormConfig::new(3)).expect("plain");
+    let mut shard = BatchNorm1d::new(&ctx, BatchNormConfig::new(3)).expect("shard");
+    let want = plain.forward(&t).expect("forward").to_vec().expect("read");
+    let m = shard.shard_moments(&t).expect("moments");
+    let merged = ShardMoments::merge(&[m]).expect("merge");
+    let got = shard.forward_with_moments(&t, &merged).expect("forward");
+    let got = got.to_vec().expect("read");
+    let same = |a: &[f32], b: &[f32]| {
+        a.iter().zip(b).all(|(p, q)| {
+            p == q || (p.is_nan() && q.is_nan()) || (p - q).abs() <= 1e-5 * q.abs().max(1.0)
+        })
+    };
+    assert!(same(&got, &want), "{got:?} vs {want:?}");
+    for (a, b) in [
+        (shard.running_mean(), plain.running_mean()),
+        (shard.running_var(), plain.running_var()),
+    ] {
+        let (a, b) = (a.expect("a").expect("a"), b.expect("b").expect("b"));
+        assert!(same(&a, &b), "{a:?} vs {b:?}");
+    }
+    let rm = plain.running_mean().expect("rm").expect("rm");
+    assert!(
+        rm[0].is_infinite() && rm[1].is_nan() && rm[2].is_finite(),
+        "{rm:?}"
+    );
+}

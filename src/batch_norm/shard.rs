@@ -192,7 +192,13 @@ impl<R: SpatialRank> BatchNorm<R> {
             let cols = hi.iter_mut().zip(lo).zip(invstd.iter_mut().zip(var));
             for (((h, l), (is, v)), (&mean, &m2)) in cols.zip(global.mean.iter().zip(&global.m2)) {
                 *h = mean as f32;
-                *l = (mean - f64::from(*h)) as f32;
+                // An infinite mean (an infinite input) is its high part
+                // alone: inf - inf would make the sum NaN.
+                *l = if h.is_finite() {
+                    (mean - f64::from(*h)) as f32
+                } else {
+                    0.0
+                };
                 *is = (1.0 / (m2 / n + eps).sqrt()) as f32;
                 *v = (m2 / (n - 1.0)) as f32;
             }
