@@ -31,6 +31,7 @@ struct Params {
     column_lanes: u32,    // lanes per workgroup of the column kernels
     folds: u32,           // virtual channels per channel in the partial states (rows reductions of odd C or short odd L)
     rescue_flag: u32,     // vec4 index in `partials` of the rescue flag (rescue_flag.wgsl; cleared before each backward)
+    rescue_windows: u32,  // windows of this chunk's careful gradient walk per channel (grads_careful.wgsl)
 }
 
 const FLAG_UPDATE_RUNNING: u32 = 1u;

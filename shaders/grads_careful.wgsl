@@ -23,7 +23,9 @@
 //
 // The walk covers the dispatch's window of the tensor (P().n rows from
 // P().lead, P().numel values: one chunk, or the whole tensor), reading
-// single values (x_at, dy_at).
+// single values (x_at, dy_at); grads_rescue walks it in windows of at most
+// RESCUE_WINDOW values of a channel (careful_window), one invocation each,
+// and grads_rescue_merge adds them up in order.
 
 // Terms are at most 2^CAREFUL_HEADROOM in a sum's units.
 const CAREFUL_HEADROOM: i32 = 94;
@@ -179,14 +181,47 @@ fn careful_step(acc: CarefulPair, x: f32, g: f32, a: vec3<f32>) -> CarefulPair {
 // (r * C + ch) * L + l of the rows the window overlaps, within
 // [lead, lead + numel) of them (each run clamped to the window, so a long
 // row cut into many chunks is walked once in all). Both sums NaN: done.
+// For at most a few hundred values per channel (the column kernels' rows);
+// longer walks go by windows (careful_window).
 fn careful_channel(ch: u32, a: vec3<f32>) -> CarefulPair {
+    return careful_rows(ch, a, vec2<u32>(0u, P().n), vec2<u32>(0u, P().l));
+}
+
+// Values of a channel in one window of grads_rescue (ExecPlan::rescue_windows
+// on the host). Mesa's llvmpipe (lavapipe, and llvmpipe's GL) ends every
+// loop of an invocation once the invocation has run 65535 loop iterations
+// in all, silently: a walk of a whole chunk by one thread per channel
+// stopped after 21845 rows. A window's walk takes about three iterations
+// per value at most (a run of one value costs its inner loop two).
+const RESCUE_WINDOW: u32 = 2048u;
+
+// Windows of this dispatch's chunk per channel: rows of at most
+// RESCUE_WINDOW values (RESCUE_WINDOW / L rows), or pieces of RESCUE_WINDOW
+// values of rows longer than that; P().rescue_windows, from the host.
+// Window w of channel ch: its careful sums over those values.
+fn careful_window(ch: u32, w: u32, a: vec3<f32>) -> CarefulPair {
+    let l = P().l;
+    if (l > RESCUE_WINDOW) {
+        let pieces = (l + RESCUE_WINDOW - 1u) / RESCUE_WINDOW;
+        let r = w / pieces;
+        let j = (w % pieces) * RESCUE_WINDOW;
+        return careful_rows(ch, a, vec2<u32>(r, r + 1u), vec2<u32>(j, min(l, j + RESCUE_WINDOW)));
+    }
+    let rows = RESCUE_WINDOW / l;
+    let r = w * rows;
+    return careful_rows(ch, a, vec2<u32>(r, min(P().n, r + rows)), vec2<u32>(0u, l));
+}
+
+// Channel ch's careful sums over rows [rows.x, rows.y) of the dispatch's
+// window, values [run.x, run.y) of each of its runs (careful_channel).
+fn careful_rows(ch: u32, a: vec3<f32>, rows: vec2<u32>, run: vec2<u32>) -> CarefulPair {
     var acc = careful_empty();
     let row = P().c * P().l;
     let end = P().lead + P().numel;
-    for (var r = 0u; r < P().n; r += 1u) {
+    for (var r = rows.x; r < rows.y; r += 1u) {
         let base = r * row + ch * P().l;
-        let first = max(base, P().lead);
-        let last = min(base + P().l, end);
+        let first = max(base + run.x, P().lead);
+        let last = min(base + run.y, end);
         for (var g = first; g < last; g += 1u) {
             let e = g - P().lead;
             acc = careful_step(acc, x_at(e), dy_at(e), a);

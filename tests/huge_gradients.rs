@@ -245,6 +245,44 @@ fn overflowing_sums_across_chunks_match_the_reference() {
     }
 }
 
+/// Long walks: a channel's careful sums over more values than one loop may
+/// run on Mesa's llvmpipe (65535 iterations per invocation in all, after
+/// which every loop ends silently: one thread per channel summed 21845
+/// rows, so grad_bias of a NaN-poisoned channel of 30000 rows came out
+/// 21845), in windows of rows and of pieces of long rows, with one chunk
+/// and with chunks of 25024 values.
+#[test]
+fn overflowing_sums_of_long_channels_match_the_reference() {
+    let Some(ctx) = common::context() else { return };
+    let mut opts = common::options();
+    opts.limits = Some(wgpu::Limits {
+        max_storage_buffer_binding_size: 100_096,
+        ..wgpu::Limits::default()
+    });
+    let chunked = GpuContext::with_options(opts).expect("context with small bindings");
+    let long: [&[usize]; 3] = [&[30_000, 2], &[1, 1, 100_001], &[100, 2, 1001]];
+    for (ctx, shapes) in [(&ctx, &long[..]), (&chunked, &[&[32_763usize, 1][..]][..])] {
+        for shape in shapes {
+            for (kind, train) in [KINDS[2], KINDS[3], KINDS[6]] {
+                case(ctx, shape, kind, train);
+            }
+            // A NaN in channel 0's x takes it to the rescue: grad_bias is
+            // still the exact count of its dy of 1.
+            let numel: usize = shape.iter().product();
+            let mut x: Vec<f32> = (0..numel).map(|i| (i % 101) as f32 / 50.0).collect();
+            x[0] = f32::NAN;
+            let mut bn = BatchNorm1d::new(ctx, BatchNormConfig::new(shape[1])).expect("bn");
+            bn.forward(&Tensor::from_slice(ctx, &x, shape).expect("x"))
+                .expect("forward");
+            let dy = Tensor::from_slice(ctx, &vec![1.0; numel], shape).expect("dy");
+            let g = bn.backward(&dy).expect("backward");
+            let gb = g.grad_bias.expect("affine").to_vec().expect("read");
+            let per_channel = (numel / shape[1]) as f32;
+            assert!(gb.iter().all(|&v| v == per_channel), "{shape:?}: {gb:?}");
+        }
+    }
+}
+
 /// f16 tensors (read as f32 by the careful walk): in eval, values against
 /// a running mean of -3e38 with a running variance of 0 give x_hat past
 /// f32's range (x - mean = 3e38, invstd 316) while dy * x_hat is not.

@@ -170,7 +170,8 @@ impl<R: SpatialRank> BatchNorm<R> {
                         terms: terms.clone(),
                         partials: partials.clone(),
                     };
-                    rec.grads_rescue(i + 1, step, c)?;
+                    let items = c.saturating_mul(exec.rescue_windows(i));
+                    rec.grads_rescue(i + 1, step, (c, items))?;
                 }
                 let step = ChannelStep::GradsRescueFinish {
                     terms: terms.clone(),

@@ -12,7 +12,8 @@ use super::context::GpuContext;
 use super::params::PARAMS_BINDING;
 use super::pipelines::Kernel;
 use super::plan::{
-    channel_groups, grid, rescue_groups, vec4_groups, ColumnGrid, ReducePlan, Slab, Variant,
+    channel_groups, grid, rescue_groups, rescue_window_groups, vec4_groups, ColumnGrid, ReducePlan,
+    Slab, Variant,
 };
 pub(crate) use super::steps::{
     ChannelStep, ColumnGrads, ColumnStep, Elementwise, GradsRescue, Partial,
@@ -222,8 +223,17 @@ impl<'a, 'p> Recorder<'a, 'p> {
 }
 
 impl<'a, 'p> Recorder<'a, 'p> {
-    /// `grads_rescue` over chunk `slot - 1`, one thread per channel.
-    pub fn grads_rescue(&mut self, slot: usize, step: GradsRescue, channels: usize) -> Result<()> {
+    /// `grads_rescue` over chunk `slot - 1` (`items`: channels times the
+    /// chunk's windows, [`ExecPlan::rescue_windows`]), then
+    /// `grads_rescue_merge`, one thread per channel.
+    ///
+    /// [`ExecPlan::rescue_windows`]: super::plan::ExecPlan::rescue_windows
+    pub fn grads_rescue(
+        &mut self,
+        slot: usize,
+        step: GradsRescue,
+        (channels, items): (usize, usize),
+    ) -> Result<()> {
         use Binding::*;
         let GradsRescue {
             x,
@@ -231,8 +241,20 @@ impl<'a, 'p> Recorder<'a, 'p> {
             terms,
             partials,
         } = step;
+        let merged = vec![(Terms, terms.clone()), (Partials, partials.clone())];
         let bound = vec![(X, x), (Dy, dy), (Terms, terms), (Partials, partials)];
-        self.dispatch(Kernel::GradsRescue, slot, bound, rescue_groups(channels))
+        self.dispatch(
+            Kernel::GradsRescue,
+            slot,
+            bound,
+            rescue_window_groups(items),
+        )?;
+        self.dispatch(
+            Kernel::GradsRescueMerge,
+            slot,
+            merged,
+            rescue_groups(channels),
+        )
     }
 
     /// `gather_heads` over chunk `slot - 1` of `x` (its binding), one

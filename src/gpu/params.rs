@@ -105,6 +105,9 @@ pub(crate) struct Params {
     /// (cleared by the host before each backward; `ExecPlan::rescue_flag`,
     /// `shaders/rescue_flag.wgsl`).
     pub rescue_flag: u32,
+    /// Windows of this chunk's careful gradient walk per channel
+    /// (`ExecPlan::rescue_windows`; 0 in the totals).
+    pub rescue_windows: u32,
 }
 
 /// Size of one [`Params`] block.
@@ -194,6 +197,7 @@ impl ExecPlan {
             column_lanes: self.column_lanes,
             folds: self.folds() as u32,
             rescue_flag: self.rescue_flag() as u32,
+            rescue_windows: self.rescue_windows(k) as u32,
             flags: s.flags
                 | self.heads_flag()
                 | if ch.reduce.paired {

@@ -42,6 +42,9 @@ pub(crate) enum Kernel {
     /// Gradient sums redone carefully where they came out non-finite, over
     /// one chunk (`grads_careful.wgsl`).
     GradsRescue,
+    /// After `GradsRescue` over a chunk: its windows' sums added, in order,
+    /// to the sums carried from the chunks before.
+    GradsRescueMerge,
     /// grad_weight, grad_bias and grad_input terms from those sums.
     GradsRescueFinish,
     /// `y = act((x - shift) * scale + offset + residual)` over run slabs
@@ -123,6 +126,7 @@ impl Kernel {
             Kernel::GradsFinalize(true) => "grads_finalize_groups",
             Kernel::GradsApply => "grads_apply",
             Kernel::GradsRescue => "grads_rescue",
+            Kernel::GradsRescueMerge => "grads_rescue_merge",
             Kernel::GradsRescueFinish => "grads_rescue_finish",
             Kernel::Normalize(Planes, false, _) => "normalize_planes",
             Kernel::Normalize(Planes, true, _) => "normalize_planes_runs",

@@ -119,3 +119,37 @@ fn short_runs_reduce_over_virtual_channels() {
     let chunked = plan_exec(&short, 4, limits(1 << 20, 256, 65535), CPU).expect("plan");
     assert_eq!(chunked.variant, Variant::General);
 }
+
+/// The careful gradient walk's windows (`ExecPlan::rescue_windows`): rows
+/// of at most `RESCUE_WINDOW` values of a channel, or pieces of longer
+/// rows; their sums fit before the rescue flag; and `grads_rescue`'s grid
+/// gives no thread more than four (channel, window) items.
+#[test]
+fn rescue_windows_cover_each_channel_in_bounded_walks() {
+    let lim = limits(1 << 27, 256, 65535);
+    let plan = |n, c, l| plan_exec(&Layout { n, c, l }, 4, lim, CPU).expect("plan");
+    // (N, C): RESCUE_WINDOW rows a window.
+    let p = plan(30_000, 2, 1);
+    assert_eq!(p.rescue_windows(0), 30_000usize.div_ceil(RESCUE_WINDOW));
+    // Rows longer than a window: pieces of RESCUE_WINDOW values.
+    let p = plan(1, 1, 100_001);
+    assert_eq!(p.rescue_windows(0), 100_001usize.div_ceil(RESCUE_WINDOW));
+    // Runs of 1001: two rows a window.
+    let p = plan(100, 2, 1001);
+    assert_eq!(p.rescue_windows(0), 50);
+    assert!(p.rescue_flag() >= 2 * 2 * (1 + 50));
+    assert_eq!(p.rescue_windows(1), 0);
+    // Chunks: each its own windows over the rows it overlaps.
+    let p = plan_exec(&layout(32_763, 1, 1), 4, limits(100_096, 256, 65535), CPU).expect("plan");
+    assert!(p.chunks.len() > 1);
+    for (k, ch) in p.chunks.iter().enumerate() {
+        let (n, l) = (ch.layout.n, ch.layout.l);
+        let values = p.rescue_windows(k) * RESCUE_WINDOW;
+        assert!(values >= n * l, "chunk {k}: {n}x{l} in {values}");
+    }
+    // The grid: one thread an item up to RESCUE_GROUPS workgroups, then at
+    // most four items a thread.
+    assert_eq!(rescue_window_groups(30), 1);
+    assert_eq!(rescue_window_groups(64 * 256), 64);
+    assert_eq!(rescue_window_groups(1 << 20), (1 << 20) / (4 * 256));
+}

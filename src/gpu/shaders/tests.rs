@@ -127,8 +127,9 @@ fn every_shader_translates_to_every_backend() {
     // them, twice: in the finalize and columns modules; the columns
     // module's backward_columns_rescue; the columns4 module's
     // *_regs64_lanes and *_regs16_lanes, which its odd-C form has not;
-    // the finalize module's gather_heads); then the five baseline kernels.
-    assert_eq!(entries, dtypes().len() * 76 + 5);
+    // the finalize module's gather_heads; grads_rescue_merge, in the
+    // finalize and columns modules); then the five baseline kernels.
+    assert_eq!(entries, dtypes().len() * 78 + 5);
 }
 
 #[test]
@@ -183,6 +184,12 @@ fn shared_constants_agree_with_the_rust_side() {
     let source = module_source(Family::ReduceTree, DType::F32);
     let (reduce, _) = parse("reduce", &source, Capabilities::default()).expect("parse");
     assert_eq!(wgsl_u32(&reduce, "PAIR_GAP"), plan::PAIR_GAP);
+    let source = module_source(Family::Finalize, DType::F32);
+    let (finalize, _) = parse("finalize", &source, Capabilities::default()).expect("parse");
+    assert_eq!(
+        wgsl_u32(&finalize, "RESCUE_WINDOW") as usize,
+        plan::RESCUE_WINDOW
+    );
     let source = module_source(Family::Columns4, DType::F32);
     let (columns4, _) = parse("columns4", &source, Capabilities::default()).expect("parse");
     assert_eq!(
@@ -266,6 +273,7 @@ fn params_block_agrees_with_the_rust_struct() {
         ("column_lanes", offset_of!(Params, column_lanes)),
         ("folds", offset_of!(Params, folds)),
         ("rescue_flag", offset_of!(Params, rescue_flag)),
+        ("rescue_windows", offset_of!(Params, rescue_windows)),
     ];
     let source = module_source(Family::Finalize, DType::F32);
     let (module, _) = parse("finalize", &source, Capabilities::default()).expect("parse");
