@@ -16,19 +16,9 @@
 //   grad_bias = sum(dy), and grad_input's line: dx_shift, slope and
 //   intercept (dx_line4 in common.wgsl; slope and intercept zero in eval).
 // grads_apply:      the same from gradient sums merged across devices.
-// grads_rescue:     after grads_finalize, once per chunk (the chunk's
-//   params): channels whose sums came out non-finite (an overflow, or NaN
-//   and infinite inputs; grads_finalize marks them: a NaN TERM_DX_SHIFT) are
-//   summed again carefully (grads_careful.wgsl), one window of at most
-//   RESCUE_WINDOW values of a channel per item, into the partials buffer
-//   (no longer read by then: two vec4s per channel and window, after the
-//   carried sums). Four storage bindings (x, dy, terms, partials), as
-//   every kernel of the split path: WebGPU's downlevel limit.
-// grads_rescue_merge: after grads_rescue over each chunk: a marked
-//   channel's window sums added in order to the sums carried from chunk to
-//   chunk (two vec4s per channel).
-// grads_rescue_finish: grad_weight, grad_bias and the grad_input terms of
-//   the marked channels from the carried sums.
+// grads_rescue, grads_rescue_merge, grads_rescue_finish: the careful
+//   sums of channels whose gradient sums came out non-finite (rescue.wgsl,
+//   after this file in the finalize module).
 // moments_finalize_groups, grads_finalize_groups: moments_finalize and
 //   grads_finalize with one workgroup per channel (GPUs, many partial rows).
 
@@ -177,7 +167,11 @@ fn finish_moments(ch: u32, st: vec4<f32>) {
 fn moments_export(ids: Ids) {
     let ch = global_index(ids);
     if (ch >= P().c) { return; }
-    let st = channel_moments(ch);
+    export_moments(ch, channel_moments(ch));
+}
+
+// Channel ch's merged moments out (moments_export, moments_export_groups).
+fn export_moments(ch: u32, st: vec4<f32>) {
     let r = channel_stats(st, f32(P().count), P().eps);
     let nan = bitcast<f32>(0x7fc00000u);
     moments_out[4u * ch] = shift_of(ch);
@@ -221,9 +215,12 @@ fn grads_finalize(ids: Ids) {
 // The *_groups forms: one workgroup per channel, for GPUs with many
 // partial rows, where one thread merging them all in turn is a long
 // dependent chain (on an H100, 512 partial rows of a (262144, 16) input
-// made the forward 4x its best shape's time per byte). Thread t merges
-// rows t, t + WG, ... in order, then the threads' states merge in a fixed
-// tree: the same result run after run.
+// made the forward 4x its best shape's time per byte), and on every
+// adapter past a few thousand states per channel (Mesa's llvmpipe ends an
+// invocation's loops after 65535 iterations in all: one thread merging
+// 12288 rows stopped after about 11000). Thread t merges rows t, t + WG,
+// ... in order, then the threads' states merge in a fixed tree: the same
+// result run after run.
 var<workgroup> finalize_states: array<vec4<f32>, WG>;
 
 // Moment states (`moments`) or gradient sums (xy) of channel ch merged
@@ -248,6 +245,16 @@ fn moments_finalize_groups(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     let st = channel_merge_group(ch, li, true);
     if (li == 0u) {
         finish_moments(ch, st);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn moments_export_groups(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let ch = linear_group(wid, nwg);
+    if (ch >= P().c) { return; }
+    let st = channel_merge_group(ch, li, true);
+    if (li == 0u) {
+        export_moments(ch, st);
     }
 }
 
@@ -289,80 +296,11 @@ fn saved_grad_terms(ch: u32) -> vec3<f32> {
     return vec3<f32>(get_term(TERM_SHIFT, ch), get_term(TERM_MEAN, ch), get_term(TERM_INVSTD, ch));
 }
 
-fn carried_sums(ch: u32) -> CarefulPair {
-    return CarefulPair(careful_unpack(partials[2u * ch]), careful_unpack(partials[2u * ch + 1u]));
-}
-
 // The rescue kernels run on a capped grid (RESCUE_GROUPS workgroups at
 // most, src/gpu/plan.rs), each thread taking channels a grid apart: nothing to do (the
 // flag down) costs one load per thread, whatever C.
 fn rescue_stride(ids: Ids) -> u32 {
     return ids.nwg.x * ids.nwg.y * WG;
-}
-
-// Window w's sums of channel ch (grads_rescue), after the carried sums.
-fn window_index(w: u32, ch: u32) -> u32 {
-    return 2u * (P().c * (w + 1u) + ch);
-}
-
-// Each (channel, window) item of the chunk: the window's careful sums
-// (careful_window), its threads taking items a grid apart (at most four
-// each: the host sizes the grid, rescue_window_groups).
-@compute @workgroup_size(WG)
-fn grads_rescue(ids: Ids) {
-    if (!rescue_flag_up()) {
-        return;
-    }
-    let windows = P().rescue_windows;
-    let items = P().c * windows;
-    for (var i = global_index(ids); i < items; i += rescue_stride(ids)) {
-        let ch = i / windows;
-        if (!marked_for_rescue(ch)) {
-            continue;
-        }
-        let w = i % windows;
-        let acc = careful_window(ch, w, saved_grad_terms(ch));
-        partials[window_index(w, ch)] = careful_pack(acc.dy);
-        partials[window_index(w, ch) + 1u] = careful_pack(acc.dyx);
-    }
-}
-
-// After grads_rescue over a chunk: each marked channel's window sums added
-// in order to the sums carried from the chunks before (none before the
-// first), carried on.
-@compute @workgroup_size(WG)
-fn grads_rescue_merge(ids: Ids) {
-    if (!rescue_flag_up()) {
-        return;
-    }
-    for (var ch = global_index(ids); ch < P().c; ch += rescue_stride(ids)) {
-        if (!marked_for_rescue(ch)) {
-            continue;
-        }
-        var acc = careful_empty();
-        if ((P().flags & FLAG_FIRST_CHUNK) == 0u) {
-            acc = carried_sums(ch);
-        }
-        for (var w = 0u; w < P().rescue_windows; w += 1u) {
-            let i = window_index(w, ch);
-            let sums = CarefulPair(careful_unpack(partials[i]), careful_unpack(partials[i + 1u]));
-            acc = careful_merge_pair(acc, sums);
-        }
-        partials[2u * ch] = careful_pack(acc.dy);
-        partials[2u * ch + 1u] = careful_pack(acc.dyx);
-    }
-}
-
-@compute @workgroup_size(WG)
-fn grads_rescue_finish(ids: Ids) {
-    if (!rescue_flag_up()) {
-        return;
-    }
-    for (var ch = global_index(ids); ch < P().c; ch += rescue_stride(ids)) {
-        if (marked_for_rescue(ch)) {
-            finish_totals(ch, careful_totals(carried_sums(ch)));
-        }
-    }
 }
 
 // grad_input = scale * (dy - mean(dy) - x_hat * mean(dy * x_hat)) with

@@ -194,18 +194,22 @@ fn careful_channel(ch: u32, a: vec3<f32>) -> CarefulPair {
 // stopped after 21845 rows. A window's walk takes about three iterations
 // per value at most (a run of one value costs its inner loop two).
 const RESCUE_WINDOW: u32 = 2048u;
+// Values of a piece of a run longer than RESCUE_WINDOW: one iteration
+// each.
+const RESCUE_PIECE: u32 = 4096u;
 
-// Windows of this dispatch's chunk per channel: rows of at most
-// RESCUE_WINDOW values (RESCUE_WINDOW / L rows), or pieces of RESCUE_WINDOW
-// values of rows longer than that; P().rescue_windows, from the host.
-// Window w of channel ch: its careful sums over those values.
+// Windows of this dispatch's chunk per channel (P().rescue_windows, from
+// the host): RESCUE_WINDOW / L rows each, or, for runs longer than
+// RESCUE_WINDOW, pieces of RESCUE_PIECE values of the part of each row's
+// run inside the chunk (at most min(L, numel) of them). Window w of
+// channel ch: its careful sums over those values.
 fn careful_window(ch: u32, w: u32, a: vec3<f32>) -> CarefulPair {
     let l = P().l;
     if (l > RESCUE_WINDOW) {
-        let pieces = (l + RESCUE_WINDOW - 1u) / RESCUE_WINDOW;
+        let pieces = (min(l, P().numel) + RESCUE_PIECE - 1u) / RESCUE_PIECE;
         let r = w / pieces;
-        let j = (w % pieces) * RESCUE_WINDOW;
-        return careful_rows(ch, a, vec2<u32>(r, r + 1u), vec2<u32>(j, min(l, j + RESCUE_WINDOW)));
+        let j = (w % pieces) * RESCUE_PIECE;
+        return careful_rows(ch, a, vec2<u32>(r, r + 1u), vec2<u32>(j, j + RESCUE_PIECE));
     }
     let rows = RESCUE_WINDOW / l;
     let r = w * rows;
@@ -213,15 +217,17 @@ fn careful_window(ch: u32, w: u32, a: vec3<f32>) -> CarefulPair {
 }
 
 // Channel ch's careful sums over rows [rows.x, rows.y) of the dispatch's
-// window, values [run.x, run.y) of each of its runs (careful_channel).
-fn careful_rows(ch: u32, a: vec3<f32>, rows: vec2<u32>, run: vec2<u32>) -> CarefulPair {
+// window: of each row's run, clamped to the window, the values
+// [piece.x, piece.y) from the clamped start (careful_channel: all of them).
+fn careful_rows(ch: u32, a: vec3<f32>, rows: vec2<u32>, piece: vec2<u32>) -> CarefulPair {
     var acc = careful_empty();
     let row = P().c * P().l;
     let end = P().lead + P().numel;
     for (var r = rows.x; r < rows.y; r += 1u) {
         let base = r * row + ch * P().l;
-        let first = max(base + run.x, P().lead);
-        let last = min(base + run.y, end);
+        let start = max(base, P().lead);
+        let first = start + piece.x;
+        let last = min(min(base + P().l, end), start + piece.y);
         for (var g = first; g < last; g += 1u) {
             let e = g - P().lead;
             acc = careful_step(acc, x_at(e), dy_at(e), a);

@@ -164,3 +164,51 @@ fn rows_larger_than_a_binding_keep_each_channels_shift() {
         }
     }
 }
+
+/// Many partial states per channel (chunks of small bindings, each with
+/// its segments): the finalize step and `shard_moments` merge every one
+/// (one thread per channel stopped after about 11000 states on llvmpipe,
+/// which ends an invocation's loops after 65535 iterations: a ramp's mean
+/// came out 0.33 instead of 0.5). Ramps `x = n / N + c`: mean `c + (N - 1)
+/// / 2N`, biased variance `(1 - 1 / N^2) / 12`.
+#[test]
+fn long_merges_keep_every_partial_state() {
+    use wgpu_batchnorm::{BatchNorm1d, BatchNormConfig, Tensor};
+    for (shape, binding) in [
+        (vec![1_398_096usize, 12], 4u64 << 20),
+        (vec![436_906, 1, 3], 1 << 20),
+    ] {
+        let Some(ctx) = binding_context(binding) else {
+            return;
+        };
+        let (n, c) = (shape[0], shape[1]);
+        let l: usize = shape[2..].iter().product();
+        let x: Vec<f32> = (0..n * c * l)
+            .map(|i| {
+                let (row, ch) = (i / (c * l), i / l % c);
+                (row * l + i % l) as f32 / (n * l) as f32 + ch as f32
+            })
+            .collect();
+        let count = (n * l) as f64;
+        let mean = |ch: usize| ch as f64 + (count - 1.0) / (2.0 * count);
+        let var = (1.0 - 1.0 / (count * count)) / 12.0;
+        let t = Tensor::from_slice(&ctx, &x, &shape).expect("x");
+        let cfg = BatchNormConfig::new(c).momentum(Some(1.0));
+        let mut bn = BatchNorm1d::new(&ctx, cfg).expect("bn");
+        bn.forward(&t).expect("forward");
+        let rm = bn.running_mean().expect("rm").expect("tracked");
+        let rv = bn.running_var().expect("rv").expect("tracked");
+        for ch in 0..c {
+            let at = format!("{shape:?} at {binding}, channel {ch}: {rm:?} {rv:?}");
+            assert!((f64::from(rm[ch]) - mean(ch)).abs() < 1e-4, "{at}");
+            let unbiased = var * count / (count - 1.0);
+            assert!((f64::from(rv[ch]) - unbiased).abs() < 1e-4, "{at}");
+        }
+        let m = bn.shard_moments(&t).expect("moments");
+        for ch in 0..c {
+            let at = format!("{shape:?} at {binding}: shard {m:?}");
+            assert!((m.mean[ch] - mean(ch)).abs() < 1e-4, "{at}");
+            assert!((m.variance(ch).unwrap_or(0.0) - var).abs() < 1e-4, "{at}");
+        }
+    }
+}

@@ -208,8 +208,12 @@ impl<R: SpatialRank> BatchNorm<R> {
         }
         self.ctx.pipelines().supports(x.dtype())?;
         // Every check before the first copy is recorded into `encoder`
-        // (the residual's padded copy comes after the input's).
+        // (the residual's padded copy comes after the input's), the launch
+        // plan's too.
         let nbt = semantics::next_batch_count(self.num_batches_tracked, plan.track_step)?;
+        if !plan.empty {
+            self.plan_op(&plan.layout, x.dtype())?;
+        }
         if let Some(r) = epilogue.residual {
             r.padding_copy()?;
         }

@@ -154,6 +154,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                     partials,
                     head,
                     moments_out,
+                    groups: exec.finalize_groups(),
                 };
                 return rec.channels(step, c);
             }

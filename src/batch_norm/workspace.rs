@@ -82,11 +82,10 @@ impl Workspace {
         })
     }
 
-    /// The partial-state buffer, grown to hold `plan`'s partials.
-    pub fn partials(&mut self, ctx: &GpuContext, plan: &ExecPlan) -> Result<wgpu::Buffer> {
-        // The partial states, or two vec4s per channel where grads_rescue
-        // carries its sums, then the rescue's flag (cleared before each
-        // backward: COPY_DST).
+    /// Bytes of `plan`'s partials buffer: the partial states, or the
+    /// rescue's sums, then its flag (cleared before each backward); an
+    /// error where one binding cannot hold them.
+    pub fn partials_bytes(ctx: &GpuContext, plan: &ExecPlan) -> Result<u64> {
         let need = (plan.rescue_flag() as u64 + 1) * 16;
         let limit = ctx.device().limits().max_storage_buffer_binding_size;
         if need > limit {
@@ -95,6 +94,13 @@ impl Workspace {
                 plan.layout.c
             )));
         }
+        Ok(need)
+    }
+
+    /// The partial-state buffer, grown to hold `plan`'s partials
+    /// (`COPY_DST`: the rescue's flag is cleared before each backward).
+    pub fn partials(&mut self, ctx: &GpuContext, plan: &ExecPlan) -> Result<wgpu::Buffer> {
+        let need = Self::partials_bytes(ctx, plan)?;
         if let Some(p) = self.partials.as_ref().filter(|p| p.size() >= need) {
             return Ok(p.buffer.clone());
         }
@@ -223,6 +229,17 @@ pub(crate) struct Prepared {
 }
 
 impl<R: SpatialRank> BatchNorm<R> {
+    /// The launch plan of an op over `layout` of `dtype` values, checked
+    /// (its partials fit one binding), so that callers can reject a layout
+    /// the device cannot take before they record anything.
+    pub(super) fn plan_op(&self, layout: &Layout, dtype: DType) -> Result<ExecPlan> {
+        let ctx = &self.ctx;
+        let exec = plan_exec(layout, dtype.size(), ctx.limits(), ctx.merge_model())
+            .map_err(Error::TooLarge)?;
+        Workspace::partials_bytes(ctx, &exec)?;
+        Ok(exec)
+    }
+
     /// Plans an op over `layout` of `dtype` values, grows the partials, and
     /// writes the uniforms (`flags`, the module's eps, `momentum`).
     pub(super) fn prepare_op(
@@ -233,8 +250,7 @@ impl<R: SpatialRank> BatchNorm<R> {
         target: Target,
     ) -> Result<Prepared> {
         let ctx = self.ctx.clone();
-        let exec = plan_exec(layout, dtype.size(), ctx.limits(), ctx.merge_model())
-            .map_err(Error::TooLarge)?;
+        let exec = self.plan_op(layout, dtype)?;
         let partials = BufferSlice::whole(&self.ws.partials(&ctx, &exec)?);
         let scalars = OpScalars {
             flags,

@@ -147,8 +147,9 @@ impl<'a, 'p> Recorder<'a, 'p> {
                 partials,
                 head,
                 moments_out,
+                groups,
             } => (
-                Kernel::MomentsExport,
+                Kernel::MomentsExport(groups),
                 vec![
                     (Partials, partials),
                     (Head, head),
@@ -214,7 +215,9 @@ impl<'a, 'p> Recorder<'a, 'p> {
             ),
         };
         let groups = match kernel {
-            Kernel::MomentsFinalize(true) | Kernel::GradsFinalize(true) => channels as u32,
+            Kernel::MomentsFinalize(true)
+            | Kernel::MomentsExport(true)
+            | Kernel::GradsFinalize(true) => channels as u32,
             Kernel::GradsRescueFinish => rescue_groups(channels),
             _ => channel_groups(channels),
         };

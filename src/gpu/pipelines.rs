@@ -30,8 +30,9 @@ pub(crate) enum Kernel {
     GatherHeads,
     /// Terms from the running statistics.
     EvalPrepare,
-    /// A shard's merged moments out, for statistics across devices.
-    MomentsExport,
+    /// A shard's merged moments out, for statistics across devices (one
+    /// workgroup per channel: `true`).
+    MomentsExport(bool),
     /// Terms (and the running update) from moments merged across devices.
     MomentsApply,
     /// Merge gradient partials; grad_weight, grad_bias, grad_input terms
@@ -120,7 +121,8 @@ impl Kernel {
             Kernel::MomentsFinalize(true) => "moments_finalize_groups",
             Kernel::GatherHeads => "gather_heads",
             Kernel::EvalPrepare => "eval_prepare",
-            Kernel::MomentsExport => "moments_export",
+            Kernel::MomentsExport(false) => "moments_export",
+            Kernel::MomentsExport(true) => "moments_export_groups",
             Kernel::MomentsApply => "moments_apply",
             Kernel::GradsFinalize(false) => "grads_finalize",
             Kernel::GradsFinalize(true) => "grads_finalize_groups",

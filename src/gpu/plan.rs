@@ -10,6 +10,13 @@ use crate::semantics::Layout;
 pub(crate) const WG: u32 = 256;
 /// vec4s per elementwise invocation (`SLAB` in `shaders/elementwise.wgsl`).
 pub(crate) const SLAB: usize = 8;
+/// Partial states per channel the finalize steps merge at most where
+/// threads write their own partials: a workgroup per channel then gives
+/// each thread `THREAD_MERGE_MAX_STATES` of them at most, within Mesa's
+/// llvmpipe's 65535 loop iterations per invocation
+/// ([`ExecPlan::finalize_groups`]); more take the workgroup merge, whose
+/// partial rows are the segments.
+const MAX_MERGE_STATES: u64 = WG as u64 * finalize::THREAD_MERGE_MAX_STATES as u64;
 /// One chunk of a tensor: an element range small enough for one storage
 /// binding, starting on an aligned offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,7 +224,9 @@ pub(crate) fn plan_exec(
             .sum::<u64>()
             + u64::from(variant.tail_rows());
         let thread_bytes = thread_rows * partial_width * 16;
+        let states = thread_rows * variant.folds(layout) as u64;
         thread_rows <= u64::from(u32::MAX)
+            && states <= MAX_MERGE_STATES
             && thread_bytes <= limits.partial_budget()
             && thread_bytes <= ((numel * elem_size) as u64 / 4).max(1 << 20)
     };
@@ -281,7 +290,7 @@ pub(crate) fn plan_exec(
     let partial_rows = partial_base
         .checked_add(variant.tail_rows())
         .ok_or_else(|| "too many reduction segments".to_string())?;
-    Ok(ExecPlan {
+    let plan = ExecPlan {
         layout: *layout,
         variant,
         chunks,
@@ -291,7 +300,9 @@ pub(crate) fn plan_exec(
         strategy,
         column_lanes: strategy.column_lanes(layout, merge),
         column_reg_rows: Strategy::reg_rows(merge) as u32,
-    })
+    };
+    plan.check_loops()?;
+    Ok(plan)
 }
 
 impl ExecPlan {
@@ -339,6 +350,8 @@ mod column_kernel;
 mod column_regs;
 mod finalize;
 mod grid;
+#[cfg(test)]
+mod loop_tests;
 mod merge;
 mod reduce;
 #[cfg(test)]
@@ -354,9 +367,9 @@ mod variant;
 mod variant_tests;
 
 pub(crate) use column_kernel::{ColumnKernel, ColumnPass};
-#[cfg(test)]
-pub(crate) use grid::RESCUE_WINDOW;
 pub(crate) use grid::{channel_groups, grid, rescue_groups, rescue_window_groups, vec4_groups};
+#[cfg(test)]
+pub(crate) use grid::{RESCUE_PIECE, RESCUE_WINDOW};
 pub(crate) use merge::MergeModel;
 pub(crate) use reduce::{plan_reduce, ReducePlan, PAIR_GAP};
 use reduce::{

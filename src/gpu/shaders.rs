@@ -29,6 +29,9 @@ const REDUCE_SUBGROUP: &str = include_str!("../../shaders/reduce_subgroup.wgsl")
 /// `shaders/finalize.wgsl`: one thread per channel, or one workgroup per
 /// channel (`*_finalize_groups`).
 const FINALIZE: &str = include_str!("../../shaders/finalize.wgsl");
+/// `shaders/rescue.wgsl`: the careful gradient sums' kernels after the
+/// split reductions (with the finalize steps, after `finalize.wgsl`).
+const RESCUE: &str = include_str!("../../shaders/rescue.wgsl");
 /// `shaders/heads.wgsl`: each channel's first value, gathered where the
 /// first row spans several bindings.
 const HEADS: &str = include_str!("../../shaders/heads.wgsl");
@@ -140,6 +143,7 @@ impl Family {
                 GRADS_CAREFUL,
                 RESCUE_FLAG,
                 FINALIZE,
+                RESCUE,
                 HEADS,
             ],
             Family::Elementwise => &[EPILOGUE, STORE4, ELEMENTWISE],

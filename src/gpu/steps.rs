@@ -39,11 +39,12 @@ pub(crate) enum ChannelStep {
         terms: BufferSlice,
         state: BufferSlice,
     },
-    /// A shard's merged moments out.
+    /// A shard's merged moments out (`groups` as in `MomentsFinalize`).
     MomentsExport {
         partials: BufferSlice,
         head: BufferSlice,
         moments_out: BufferSlice,
+        groups: bool,
     },
     /// Terms (and the running update) from moments merged across devices.
     MomentsApply {

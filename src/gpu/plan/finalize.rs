@@ -22,6 +22,15 @@ const FINALIZE_GROUP_CPU_MAX_C: usize = 8;
 /// channel ([`ExecPlan::finalize_groups`]).
 const FINALIZE_GROUP_CPU_MIN_VALUES: usize = 1 << 16;
 
+/// Partial states per channel up to which one thread may merge them on
+/// any adapter: Mesa's llvmpipe (lavapipe, llvmpipe's GL) ends every loop
+/// of an invocation once it has run 65535 iterations in all, about six
+/// per state here (one thread merging 12288 rows stopped after about
+/// 11000, silently); past this, a workgroup per channel merges them,
+/// WG threads each taking every WG-th row. The plan keeps the states per
+/// channel within `WG` times this (`MAX_MERGE_STATES` in `plan.rs`).
+pub(crate) const THREAD_MERGE_MAX_STATES: usize = 2048;
+
 impl ExecPlan {
     /// Whether the finalize steps merge each channel's partial states with
     /// a workgroup per channel (`*_finalize_groups` in
@@ -33,8 +42,13 @@ impl ExecPlan {
     /// (CPU adapters) and at least `FINALIZE_GROUP_CPU_MIN_VALUES` values
     /// per channel (every thread has a row of states there, most of them
     /// empty in small inputs).
+    /// Past `THREAD_MERGE_MAX_STATES` states per channel, always.
     pub fn finalize_groups(&self) -> bool {
-        let states = self.partial_rows as usize * self.folds() >= FINALIZE_GROUP_STATES;
+        let per_channel = self.partial_rows as usize * self.folds();
+        if per_channel > THREAD_MERGE_MAX_STATES {
+            return true;
+        }
+        let states = per_channel >= FINALIZE_GROUP_STATES;
         if self.thread_partials {
             states
                 && self.layout.c <= FINALIZE_GROUP_CPU_MAX_C

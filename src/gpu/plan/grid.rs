@@ -2,6 +2,8 @@
 //! gradient walk (`grads_rescue`), whose grid and partial-buffer room
 //! they decide.
 
+use super::finalize::THREAD_MERGE_MAX_STATES;
+use super::reduce::MAX_THREAD_UNITS;
 use super::{ExecPlan, WG};
 
 /// Splits `groups` workgroups over a 2-D grid within the per-dimension
@@ -38,6 +40,12 @@ pub(crate) const RESCUE_GROUPS: u32 = 64;
 /// [`ExecPlan::rescue_windows`]).
 pub(crate) const RESCUE_WINDOW: usize = 2048;
 
+/// Values of a piece of a run longer than `RESCUE_WINDOW` (`RESCUE_PIECE`
+/// in `shaders/grads_careful.wgsl`): one loop iteration each, and at most
+/// `2 * 2^26 / RESCUE_PIECE` pieces of a channel for the merge to add in
+/// a chunk of f16 values of a 128 MiB binding.
+pub(crate) const RESCUE_PIECE: usize = 4096;
+
 /// (channel, window) items each thread of `grads_rescue` takes at most:
 /// with about three loop iterations per value (a row's run of one value
 /// costs its inner loop two), four windows stay near 25000 iterations,
@@ -57,7 +65,53 @@ pub(crate) fn vec4_groups(count: usize) -> u32 {
     (count.div_ceil(4) as u32).div_ceil(WG)
 }
 
+/// Windows of a chunk's careful walk the merge adds per channel at most
+/// (one loop iteration each, within llvmpipe's 65535).
+const MAX_RESCUE_WINDOWS: usize = 32_768;
+
 impl ExecPlan {
+    /// Checks that no invocation of the plan's kernels loops past a bound
+    /// well within the 65535 loop iterations Mesa's llvmpipe (lavapipe,
+    /// llvmpipe's GL) runs per invocation before it ends every loop
+    /// silently: each reduction thread's units (`MAX_THREAD_UNITS`), a
+    /// finalize thread's partial states (`THREAD_MERGE_MAX_STATES`, with a
+    /// workgroup per channel past it), the careful walk's windows. The
+    /// planner keeps them for every shape up to 2 GiB at a 128 MiB
+    /// binding; a layout it cannot (rows far longer than a tiny binding
+    /// the application asked for) is an error, never a silent cut.
+    pub(super) fn check_loops(&self) -> Result<(), String> {
+        for (k, ch) in self.chunks.iter().enumerate() {
+            let r = &ch.reduce;
+            let units = (r.seg_len as usize).div_ceil(r.threads_per_lane.max(1) as usize);
+            if units > MAX_THREAD_UNITS {
+                return Err(format!(
+                    "{:?}: a reduction thread would walk {units} units of chunk {k}",
+                    self.layout
+                ));
+            }
+            if self.rescue_windows(k) > MAX_RESCUE_WINDOWS {
+                return Err(format!(
+                    "{:?}: chunk {k} needs {} careful windows per channel",
+                    self.layout,
+                    self.rescue_windows(k)
+                ));
+            }
+        }
+        let states = self.partial_rows as usize * self.folds();
+        let per_thread = if self.finalize_groups() {
+            states.div_ceil(WG as usize)
+        } else {
+            states
+        };
+        if per_thread > THREAD_MERGE_MAX_STATES {
+            return Err(format!(
+                "{:?}: {states} partial states per channel; use larger storage bindings",
+                self.layout
+            ));
+        }
+        Ok(())
+    }
+
     /// The vec4 in the partials buffer after the partial states and the
     /// rescue's sums (two vec4s per channel carried between chunks, then
     /// two per channel and window of a chunk, [`ExecPlan::rescue_windows`]):
@@ -70,9 +124,10 @@ impl ExecPlan {
     }
 
     /// Windows of chunk `k`'s careful gradient walk per channel
-    /// (`rescue_windows` in `shaders/grads_careful.wgsl`): rows of at most
-    /// `RESCUE_WINDOW` values of a channel, or pieces of that many of a
-    /// longer row. A window is one invocation's walk, so that none runs
+    /// (`careful_window` in `shaders/grads_careful.wgsl`): rows of at most
+    /// `RESCUE_WINDOW` values of a channel, or, for longer runs, pieces of
+    /// `RESCUE_PIECE` values of the part of each row's run inside the
+    /// chunk. A window is one invocation's walk, so that none runs
     /// past `RESCUE_WINDOW` values (Mesa's llvmpipe, lavapipe's and GL's,
     /// ends every loop of an invocation once it has run 65535 iterations in
     /// all: one thread per channel over a chunk summed 21845 rows and
@@ -83,7 +138,7 @@ impl ExecPlan {
         };
         let (n, l) = (ch.layout.n, ch.layout.l.max(1));
         if l > RESCUE_WINDOW {
-            n * l.div_ceil(RESCUE_WINDOW)
+            n * l.min(ch.count).div_ceil(RESCUE_PIECE)
         } else {
             n.div_ceil(RESCUE_WINDOW / l)
         }

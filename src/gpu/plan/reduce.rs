@@ -15,6 +15,14 @@ pub(crate) const THREAD_MIN_UNITS: usize = 64;
 /// Upper bound on reduction segments per channel (the finalize steps merge
 /// them, one thread or, on GPUs, one workgroup per channel).
 const MAX_SEGMENTS: usize = 1024;
+/// Units a reduction thread walks at most (`thread_run_len` in
+/// `shaders/reduce.wgsl`; its careful pass walks them again): Mesa's
+/// llvmpipe (lavapipe, llvmpipe's GL) ends every loop of an invocation
+/// once it has run 65535 iterations in all, silently. Inputs with more
+/// units per lane than this times the lane's threads take more segments
+/// (rows longer than a chunk, each chunk walking the units of the whole
+/// rows it overlaps: `(1, 3, 2^28)` f16 took 65537 a thread).
+pub(crate) const MAX_THREAD_UNITS: usize = 8192;
 /// Lanes per workgroup of the rows reductions at most.
 const MAX_LANES_PER_GROUP: usize = 64;
 /// How a per-channel reduction is split over workgroups: each workgroup
@@ -277,10 +285,14 @@ fn split(
     let max_segments = units
         .div_ceil(threads_per_lane * MIN_VALUES_PER_THREAD)
         .clamp(1, MAX_SEGMENTS);
+    let bounded = units
+        .div_ceil(threads_per_lane * MAX_THREAD_UNITS)
+        .min(MAX_SEGMENTS);
     let segments = target
         .max(1)
         .div_ceil(tiles)
         .clamp(1, max_segments)
+        .max(bounded)
         .min((max_groups / tiles).max(1));
     let seg_len = units.div_ceil(segments);
     let segments = units.div_ceil(seg_len);

@@ -131,9 +131,9 @@ fn rescue_windows_cover_each_channel_in_bounded_walks() {
     // (N, C): RESCUE_WINDOW rows a window.
     let p = plan(30_000, 2, 1);
     assert_eq!(p.rescue_windows(0), 30_000usize.div_ceil(RESCUE_WINDOW));
-    // Rows longer than a window: pieces of RESCUE_WINDOW values.
+    // Rows longer than a window: pieces of RESCUE_PIECE values.
     let p = plan(1, 1, 100_001);
-    assert_eq!(p.rescue_windows(0), 100_001usize.div_ceil(RESCUE_WINDOW));
+    assert_eq!(p.rescue_windows(0), 100_001usize.div_ceil(RESCUE_PIECE));
     // Runs of 1001: two rows a window.
     let p = plan(100, 2, 1001);
     assert_eq!(p.rescue_windows(0), 50);
@@ -146,6 +146,13 @@ fn rescue_windows_cover_each_channel_in_bounded_walks() {
         let (n, l) = (ch.layout.n, ch.layout.l);
         let values = p.rescue_windows(k) * RESCUE_WINDOW;
         assert!(values >= n * l, "chunk {k}: {n}x{l} in {values}");
+    }
+    // A row longer than a chunk: pieces of the part inside it only.
+    let lim = limits(64 << 10, 256, 65535);
+    let p = plan_exec(&layout(1, 2, 1 << 20), 4, lim, CPU).expect("plan");
+    for (k, ch) in p.chunks.iter().enumerate() {
+        let pieces = ch.count.min(1 << 20).div_ceil(RESCUE_PIECE);
+        assert_eq!(p.rescue_windows(k), ch.layout.n * pieces, "chunk {k}");
     }
     // The grid: one thread an item up to RESCUE_GROUPS workgroups, then at
     // most four items a thread.

@@ -123,13 +123,12 @@ fn every_shader_translates_to_every_backend() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     // Per dtype: every entry point of the seven families (reduce tree and
     // subgroups, finalize, elementwise, columns, columns4 and its odd-C
-    // form; finalize.wgsl's, grads_rescue and grads_rescue_finish among
-    // them, twice: in the finalize and columns modules; the columns
+    // form; finalize.wgsl's twice: in the finalize and columns modules;
+    // the finalize module's rescue.wgsl and heads.wgsl; the columns
     // module's backward_columns_rescue; the columns4 module's
-    // *_regs64_lanes and *_regs16_lanes, which its odd-C form has not;
-    // the finalize module's gather_heads; grads_rescue_merge, in the
-    // finalize and columns modules); then the five baseline kernels.
-    assert_eq!(entries, dtypes().len() * 78 + 5);
+    // *_regs64_lanes and *_regs16_lanes, which its odd-C form has not);
+    // then the five baseline kernels.
+    assert_eq!(entries, dtypes().len() * 77 + 5);
 }
 
 #[test]
@@ -189,6 +188,10 @@ fn shared_constants_agree_with_the_rust_side() {
     assert_eq!(
         wgsl_u32(&finalize, "RESCUE_WINDOW") as usize,
         plan::RESCUE_WINDOW
+    );
+    assert_eq!(
+        wgsl_u32(&finalize, "RESCUE_PIECE") as usize,
+        plan::RESCUE_PIECE
     );
     let source = module_source(Family::Columns4, DType::F32);
     let (columns4, _) = parse("columns4", &source, Capabilities::default()).expect("parse");

@@ -1,0 +1,109 @@
+//! Unit tests of the loop bounds the plans keep: Mesa's llvmpipe
+//! (lavapipe, llvmpipe's GL) ends every loop of a shader invocation once
+//! it has run 65535 iterations in all, silently, so no invocation may walk
+//! more than a bounded number of units, partial states or careful values,
+//! whatever the shape, binding size, dtype and merge model.
+
+use super::finalize::THREAD_MERGE_MAX_STATES;
+use super::reduce::MAX_THREAD_UNITS;
+use super::tests::{limits, CPU, GPU};
+use super::*;
+
+/// Every plan over a grid of shapes up to 2 GiB, bindings from 64 KiB to
+/// 128 MiB (many chunks, rows longer than a chunk), f32 and f16, CPU
+/// merge models of 16 and 512 target workgroups and the GPU one: each
+/// reduction thread walks at most `MAX_THREAD_UNITS` units; one thread
+/// merges at most `THREAD_MERGE_MAX_STATES` partial states of a channel,
+/// a workgroup's thread as many; the careful walk's windows and their
+/// merge stay within bounds.
+#[test]
+fn no_invocation_loops_past_a_bounded_count() {
+    let many_cores = MergeModel {
+        target_groups: 512,
+        rows_target_groups: 512,
+        ..CPU
+    };
+    let lens = [
+        1usize,
+        3,
+        4,
+        13,
+        1001,
+        1 << 16,
+        (1 << 20) + 2,
+        1 << 24,
+        1 << 28,
+    ];
+    let mut planned = 0;
+    for merge in [CPU, many_cores, GPU] {
+        for binding in [64 << 10, (1 << 20) + 256, 4 << 20, 128 << 20] {
+            for elem in [4usize, 2] {
+                for c in [1usize, 2, 3, 9, 12, 64, 1000] {
+                    for l in lens {
+                        for n in [1usize, 2, 5, 1000, 1 << 20, 1 << 27] {
+                            let bytes = (n as u128) * (c as u128) * (l as u128) * elem as u128;
+                            if bytes > (1 << 31) {
+                                continue;
+                            }
+                            let layout = Layout { n, c, l };
+                            let lim = limits(binding, 256, 65535);
+                            let Ok(p) = plan_exec(&layout, elem, lim, merge) else {
+                                continue;
+                            };
+                            check(
+                                &p,
+                                &format!("{layout:?} x{elem} binding {binding} {merge:?}"),
+                            );
+                            planned += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(planned > 1000, "{planned} plans");
+    // Layouts past the old bounds plan (and keep them) at 128 MiB
+    // bindings, and at the small bindings of the audit's reproducers.
+    for (n, c, l, elem, binding) in [
+        (1usize, 2usize, 1usize << 27, 4usize, 128u64 << 20),
+        (5, 1, 16_777_217, 4, 128 << 20),
+        (1, 3, 1 << 28, 2, 128 << 20),
+        (2, 9, 1 << 24, 2, 128 << 20),
+        (67_108_864, 12, 1, 2, 128 << 20),
+        (1_398_096, 12, 1, 4, 4 << 20),
+        (436_906, 1, 3, 4, 1 << 20),
+    ] {
+        for merge in [CPU, many_cores, GPU] {
+            let layout = Layout { n, c, l };
+            let p = plan_exec(&layout, elem, limits(binding, 256, 65535), merge);
+            let at = format!("{layout:?} x{elem} binding {binding} {merge:?}");
+            check(&p.unwrap_or_else(|e| panic!("{at}: {e}")), &at);
+        }
+    }
+}
+
+fn check(p: &ExecPlan, at: &str) {
+    for (k, ch) in p.chunks.iter().enumerate() {
+        let r = &ch.reduce;
+        let per_thread = (r.seg_len as usize).div_ceil(r.threads_per_lane as usize);
+        assert!(
+            per_thread <= MAX_THREAD_UNITS,
+            "{at}: chunk {k} walks {per_thread} units a thread"
+        );
+        let windows = p.rescue_windows(k);
+        assert!(
+            windows <= 32_768,
+            "{at}: chunk {k} merges {windows} rescue windows"
+        );
+    }
+    let states = p.partial_rows as usize * p.folds();
+    let per_thread = if p.finalize_groups() {
+        states.div_ceil(WG as usize)
+    } else {
+        states
+    };
+    assert!(
+        per_thread <= THREAD_MERGE_MAX_STATES,
+        "{at}: {states} states a channel, {per_thread} a thread"
+    );
+}
