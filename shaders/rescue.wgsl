@@ -7,7 +7,8 @@
 //   summed again carefully (grads_careful.wgsl), one window of at most
 //   RESCUE_WINDOW values of a channel per item, into the partials buffer
 //   (no longer read by then: two vec4s per channel and window, after the
-//   carried sums). Four storage bindings (x, dy, terms, partials), as
+//   carried sums; a chunk of one window a channel adds it to the carried
+//   sums at once). Four storage bindings (x, dy, terms, partials), as
 //   every kernel of the split path: WebGPU's downlevel limit.
 // grads_rescue_merge: after grads_rescue over each chunk: a marked
 //   channel's window sums added in order to the sums carried from chunk to
@@ -40,18 +41,28 @@ fn grads_rescue(ids: Ids) {
             continue;
         }
         let w = i % windows;
-        let acc = careful_window(ch, w, saved_grad_terms(ch));
-        partials[window_index(w, ch)] = careful_pack(acc.dy);
-        partials[window_index(w, ch) + 1u] = careful_pack(acc.dyx);
+        var acc = careful_window(ch, w, saved_grad_terms(ch));
+        if (windows > 1u) {
+            partials[window_index(w, ch)] = careful_pack(acc.dy);
+            partials[window_index(w, ch) + 1u] = careful_pack(acc.dyx);
+            continue;
+        }
+        // One window: straight onto the carried sums (no merge follows).
+        if ((P().flags & FLAG_FIRST_CHUNK) == 0u) {
+            acc = careful_merge_pair(carried_sums(ch), acc);
+        }
+        partials[2u * ch] = careful_pack(acc.dy);
+        partials[2u * ch + 1u] = careful_pack(acc.dyx);
     }
 }
 
-// After grads_rescue over a chunk: each marked channel's window sums added
+// After grads_rescue over a chunk of more than one window per channel (the
+// host dispatches it only there): each marked channel's window sums added
 // in order to the sums carried from the chunks before (none before the
 // first), carried on.
 @compute @workgroup_size(WG)
 fn grads_rescue_merge(ids: Ids) {
-    if (!rescue_flag_up()) {
+    if (!rescue_flag_up() || P().rescue_windows < 2u) {
         return;
     }
     for (var ch = global_index(ids); ch < P().c; ch += rescue_stride(ids)) {

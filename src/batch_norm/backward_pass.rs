@@ -170,8 +170,7 @@ impl<R: SpatialRank> BatchNorm<R> {
                         terms: terms.clone(),
                         partials: partials.clone(),
                     };
-                    let items = c.saturating_mul(exec.rescue_windows(i));
-                    rec.grads_rescue(i + 1, step, (c, items))?;
+                    rec.grads_rescue(i + 1, step, (c, exec.rescue_windows(i)))?;
                 }
                 let step = ChannelStep::GradsRescueFinish {
                     terms: terms.clone(),

@@ -226,8 +226,8 @@ impl<'a, 'p> Recorder<'a, 'p> {
 }
 
 impl<'a, 'p> Recorder<'a, 'p> {
-    /// `grads_rescue` over chunk `slot - 1` (`items`: channels times the
-    /// chunk's windows, [`ExecPlan::rescue_windows`]), then
+    /// `grads_rescue` over chunk `slot - 1` (`windows`: the chunk's per
+    /// channel, [`ExecPlan::rescue_windows`]), then, for more than one,
     /// `grads_rescue_merge`, one thread per channel.
     ///
     /// [`ExecPlan::rescue_windows`]: super::plan::ExecPlan::rescue_windows
@@ -235,7 +235,7 @@ impl<'a, 'p> Recorder<'a, 'p> {
         &mut self,
         slot: usize,
         step: GradsRescue,
-        (channels, items): (usize, usize),
+        (channels, windows): (usize, usize),
     ) -> Result<()> {
         use Binding::*;
         let GradsRescue {
@@ -246,18 +246,14 @@ impl<'a, 'p> Recorder<'a, 'p> {
         } = step;
         let merged = vec![(Terms, terms.clone()), (Partials, partials.clone())];
         let bound = vec![(X, x), (Dy, dy), (Terms, terms), (Partials, partials)];
-        self.dispatch(
-            Kernel::GradsRescue,
-            slot,
-            bound,
-            rescue_window_groups(items),
-        )?;
-        self.dispatch(
-            Kernel::GradsRescueMerge,
-            slot,
-            merged,
-            rescue_groups(channels),
-        )
+        let items = channels.saturating_mul(windows);
+        let groups = rescue_window_groups(items);
+        self.dispatch(Kernel::GradsRescue, slot, bound, groups)?;
+        if windows < 2 {
+            return Ok(());
+        }
+        let groups = rescue_groups(channels);
+        self.dispatch(Kernel::GradsRescueMerge, slot, merged, groups)
     }
 
     /// `gather_heads` over chunk `slot - 1` of `x` (its binding), one

@@ -113,12 +113,18 @@ impl ExecPlan {
     }
 
     /// The vec4 in the partials buffer after the partial states and the
-    /// rescue's sums (two vec4s per channel carried between chunks, then
-    /// two per channel and window of a chunk, [`ExecPlan::rescue_windows`]):
+    /// rescue's sums (two vec4s per channel carried between chunks, then,
+    /// where a chunk has more than one, two per channel and window of a
+    /// chunk, [`ExecPlan::rescue_windows`]):
     /// the flag the kernels that sum gradients (`grads_finalize`, the
     /// column kernels) raise where a channel's sums need the rescue.
     pub fn rescue_flag(&self) -> usize {
-        let windows = (0..self.chunks.len()).map(|k| self.rescue_windows(k)).max();
+        // Chunks of one window a channel add it to the carried sums at
+        // once: no room for windows.
+        let windows = (0..self.chunks.len())
+            .map(|k| self.rescue_windows(k))
+            .filter(|&w| w > 1)
+            .max();
         let sums = 2 * self.layout.c * (1 + windows.unwrap_or(0));
         self.partial_count().max(sums)
     }

@@ -72,12 +72,20 @@ fn no_invocation_loops_past_a_bounded_count() {
         (67_108_864, 12, 1, 2, 128 << 20),
         (1_398_096, 12, 1, 4, 4 << 20),
         (436_906, 1, 3, 4, 1 << 20),
+        // Millions of channels: the rescue's room stays two vec4s a
+        // channel where each chunk has one window a channel.
+        (2, 2_097_152, 1, 4, 128 << 20),
+        (2, 2_097_151, 1, 4, 128 << 20),
+        (4, 1_048_576, 1, 4, 128 << 20),
     ] {
         for merge in [CPU, many_cores, GPU] {
             let layout = Layout { n, c, l };
             let p = plan_exec(&layout, elem, limits(binding, 256, 65535), merge);
             let at = format!("{layout:?} x{elem} binding {binding} {merge:?}");
-            check(&p.unwrap_or_else(|e| panic!("{at}: {e}")), &at);
+            let p = p.unwrap_or_else(|e| panic!("{at}: {e}"));
+            check(&p, &at);
+            let partials = (p.rescue_flag() as u64 + 1) * 16;
+            assert!(partials <= binding, "{at}: {partials} bytes of partials");
         }
     }
 }
