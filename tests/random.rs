@@ -189,6 +189,10 @@ fn larger_shapes_match_reference() {
         vec![64, 3, 1000],
         vec![513, 7, 9],
         vec![2, 100_000],
+        // Millions of channels in two rows: the partials buffer (the
+        // rescue's room, two vec4s a channel) within a 128 MiB binding.
+        vec![2, 2_097_152],
+        vec![2, 2_097_151],
     ]
     .into_iter()
     .enumerate()
