@@ -301,3 +301,29 @@ fn infinite_inputs_go_through_the_shard_protocol_as_through_forward() {
         "{rm:?}"
     );
 }
+
+/// Shards merged in either order keep an infinite mean infinite (Chan's
+/// step made `inf - inf` once a finite shard followed the infinite one),
+/// as one module on the whole batch does.
+#[test]
+fn merged_shards_keep_an_infinite_mean() {
+    let Some(ctx) = common::context() else { return };
+    let t = |v: &[f32]| Tensor::from_slice(&ctx, v, &[v.len(), 1]).expect("x");
+    let mut whole = BatchNorm1d::new(&ctx, BatchNormConfig::new(1)).expect("bn");
+    whole
+        .forward(&t(&[f32::INFINITY, 1.0, 2.0, 3.0]))
+        .expect("forward");
+    let want = whole.running_mean().expect("rm");
+    assert_eq!(want, Some(vec![f32::INFINITY]));
+    let mut probe = BatchNorm1d::new(&ctx, BatchNormConfig::new(1)).expect("bn");
+    let a = probe.shard_moments(&t(&[f32::INFINITY, 1.0])).expect("a");
+    let b = probe.shard_moments(&t(&[2.0, 3.0])).expect("b");
+    for shards in [[a.clone(), b.clone()], [b, a]] {
+        let merged = ShardMoments::merge(&shards).expect("merge");
+        assert_eq!(merged.mean, vec![f64::INFINITY], "{merged:?}");
+        let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(1)).expect("bn");
+        bn.forward_with_moments(&t(&[f32::INFINITY, 1.0]), &merged)
+            .expect("forward");
+        assert_eq!(bn.running_mean().expect("rm"), want);
+    }
+}

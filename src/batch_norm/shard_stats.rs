@@ -94,8 +94,14 @@ impl ShardMoments {
             let rows = acc.mean.iter_mut().zip(acc.m2.iter_mut());
             for ((mean, m2), (&sm, &sm2)) in rows.zip(s.mean.iter().zip(&s.m2)) {
                 let d = sm - *mean;
-                *mean += d * nb / n;
                 *m2 += sm2 + d * d * na * nb / n;
+                // An infinite mean (an infinite input) stays infinite, as a
+                // sum of the values would: Chan's step makes inf - inf.
+                *mean = if mean.is_finite() && sm.is_finite() {
+                    *mean + d * nb / n
+                } else {
+                    (*mean * na + sm * nb) / n
+                };
             }
             acc.count += s.count;
         }
