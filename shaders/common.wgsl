@@ -32,6 +32,7 @@ struct Params {
     folds: u32,           // virtual channels per channel in the partial states (rows reductions of odd C or short odd L)
     rescue_flag: u32,     // vec4 index in `partials` of the rescue flag (rescue_flag.wgsl; cleared before each backward)
     rescue_windows: u32,  // windows of this chunk's careful gradient walk per channel (grads_careful.wgsl)
+    rescue_window: u32,   // values of a channel per window of that walk
 }
 
 const FLAG_UPDATE_RUNNING: u32 = 1u;

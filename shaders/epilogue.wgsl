@@ -14,20 +14,21 @@ const EPILOGUE_RELU: u32 = 2u;
 // Decided on the bits: llvmpipe's GL compiled `select(v, 0, v < 0)` into a
 // max that made NaN 0.
 fn relu(v: vec4<f32>) -> vec4<f32> {
-    let b = bitcast<vec4<u32>>(v);
-    let mag = b & vec4<u32>(0x7fffffffu);
-    let negative = (b >> vec4<u32>(31u)) == vec4<u32>(1u);
-    let below = negative & (mag != vec4<u32>(0u)) & (mag <= vec4<u32>(0x7f800000u));
+    let below = below_zero(v) & (bitcast<vec4<u32>>(v) != vec4<u32>(0x80000000u));
     return select(v, vec4<f32>(0.0), below);
 }
 
 // Where ReLU's backward stops the gradient: an output <= 0 (+-0 or below;
 // NaN passes, as PyTorch's threshold_backward), on the bits as `relu`.
 fn relu_stops(y: vec4<f32>) -> vec4<bool> {
-    let b = bitcast<vec4<u32>>(y);
-    let mag = b & vec4<u32>(0x7fffffffu);
+    return below_zero(y) | ((bitcast<vec4<u32>>(y) & vec4<u32>(0x7fffffffu)) == vec4<u32>(0u));
+}
+
+// The sign bit set and not NaN (-0 included).
+fn below_zero(v: vec4<f32>) -> vec4<bool> {
+    let b = bitcast<vec4<u32>>(v);
     let negative = (b >> vec4<u32>(31u)) == vec4<u32>(1u);
-    return (mag == vec4<u32>(0u)) | (negative & (mag <= vec4<u32>(0x7f800000u)));
+    return negative & ((b & vec4<u32>(0x7fffffffu)) <= vec4<u32>(0x7f800000u));
 }
 
 // The epilogue of normalized values v with their residual r (read only

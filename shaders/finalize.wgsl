@@ -296,9 +296,10 @@ fn saved_grad_terms(ch: u32) -> vec3<f32> {
     return vec3<f32>(get_term(TERM_SHIFT, ch), get_term(TERM_MEAN, ch), get_term(TERM_INVSTD, ch));
 }
 
-// The rescue kernels run on a capped grid (RESCUE_GROUPS workgroups at
-// most, src/gpu/plan.rs), each thread taking channels a grid apart: nothing to do (the
-// flag down) costs one load per thread, whatever C.
+// The rescue kernels run on a capped grid (RESCUE_GROUPS workgroups,
+// src/gpu/plan/grid.rs; grads_rescue more where its threads would take more
+// than four windows each), each thread taking channels (or windows) a grid
+// apart: nothing to do (the flag down) costs one load per thread.
 fn rescue_stride(ids: Ids) -> u32 {
     return ids.nwg.x * ids.nwg.y * WG;
 }

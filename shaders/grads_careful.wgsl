@@ -23,9 +23,9 @@
 //
 // The walk covers the dispatch's window of the tensor (P().n rows from
 // P().lead, P().numel values: one chunk, or the whole tensor), reading
-// single values (x_at, dy_at); grads_rescue walks it in windows of at most
-// RESCUE_WINDOW values of a channel (careful_window), one invocation each,
-// and grads_rescue_merge adds them up in order.
+// single values (x_at, dy_at); grads_rescue walks it in windows of
+// P().rescue_window values of a channel (careful_window), one invocation
+// each, and grads_rescue_merge (rescue.wgsl) adds them up in order.
 
 // Terms are at most 2^CAREFUL_HEADROOM in a sum's units.
 const CAREFUL_HEADROOM: i32 = 94;
@@ -184,57 +184,63 @@ fn careful_step(acc: CarefulPair, x: f32, g: f32, a: vec3<f32>) -> CarefulPair {
 // For at most a few hundred values per channel (the column kernels' rows);
 // longer walks go by windows (careful_window).
 fn careful_channel(ch: u32, a: vec3<f32>) -> CarefulPair {
-    return careful_rows(ch, a, vec2<u32>(0u, P().n), vec2<u32>(0u, P().l));
-}
-
-// Values of a channel in one window of grads_rescue (ExecPlan::rescue_windows
-// on the host). Mesa's llvmpipe (lavapipe, and llvmpipe's GL) ends every
-// loop of an invocation once the invocation has run 65535 loop iterations
-// in all, silently: a walk of a whole chunk by one thread per channel
-// stopped after 21845 rows. A window's walk takes about three iterations
-// per value at most (a run of one value costs its inner loop two).
-const RESCUE_WINDOW: u32 = 2048u;
-// Values of a piece of a run longer than RESCUE_WINDOW: one iteration
-// each.
-const RESCUE_PIECE: u32 = 4096u;
-
-// Windows of this dispatch's chunk per channel (P().rescue_windows, from
-// the host): RESCUE_WINDOW / L rows each, or, for runs longer than
-// RESCUE_WINDOW, pieces of RESCUE_PIECE values of the part of each row's
-// run inside the chunk (at most min(L, numel) of them). Window w of
-// channel ch: its careful sums over those values.
-fn careful_window(ch: u32, w: u32, a: vec3<f32>) -> CarefulPair {
-    let l = P().l;
-    if (l > RESCUE_WINDOW) {
-        let pieces = (min(l, P().numel) + RESCUE_PIECE - 1u) / RESCUE_PIECE;
-        let r = w / pieces;
-        let j = (w % pieces) * RESCUE_PIECE;
-        return careful_rows(ch, a, vec2<u32>(r, r + 1u), vec2<u32>(j, j + RESCUE_PIECE));
-    }
-    let rows = RESCUE_WINDOW / l;
-    let r = w * rows;
-    return careful_rows(ch, a, vec2<u32>(r, min(P().n, r + rows)), vec2<u32>(0u, l));
-}
-
-// Channel ch's careful sums over rows [rows.x, rows.y) of the dispatch's
-// window: of each row's run, clamped to the window, the values
-// [piece.x, piece.y) from the clamped start (careful_channel: all of them).
-fn careful_rows(ch: u32, a: vec3<f32>, rows: vec2<u32>, piece: vec2<u32>) -> CarefulPair {
     var acc = careful_empty();
-    let row = P().c * P().l;
-    let end = P().lead + P().numel;
-    for (var r = rows.x; r < rows.y; r += 1u) {
-        let base = r * row + ch * P().l;
-        let start = max(base, P().lead);
-        let first = start + piece.x;
-        let last = min(min(base + P().l, end), start + piece.y);
-        for (var g = first; g < last; g += 1u) {
-            let e = g - P().lead;
-            acc = careful_step(acc, x_at(e), dy_at(e), a);
-        }
+    for (var r = 0u; r < P().n; r += 1u) {
+        acc = careful_run(acc, ch, a, r, vec2<u32>(0u, P().l));
         if (is_nan(acc.dy.s) && is_nan(acc.dyx.s)) {
             break;
         }
+    }
+    return acc;
+}
+
+// Window w of channel ch's careful walk in grads_rescue: P().rescue_window
+// values (ExecPlan::rescue_split on the host, which counts the windows the
+// same way). Mesa's llvmpipe (lavapipe, and llvmpipe's GL) ends every
+// loop of an invocation once the invocation has run 65535 loop iterations
+// in all, silently: a walk of a whole chunk by one thread per channel
+// stopped after 21845 rows. Runs of at most a window's values: the
+// channel's values in order (run after run, across rows), a window's worth
+// each, about three loop iterations per value at most (a run of one value
+// costs its inner loop two); longer runs: pieces of a window's values of
+// the part of each row's run inside the chunk.
+fn careful_window(ch: u32, w: u32, a: vec3<f32>) -> CarefulPair {
+    let l = P().l;
+    let e = P().rescue_window;
+    if (l > e) {
+        let pieces = (min(l, P().numel) + e - 1u) / e;
+        let r = w / pieces;
+        // The piece's offsets from where the run enters the chunk.
+        let base = r * P().c * l + ch * l;
+        let skip = select(0u, P().lead - base, P().lead > base);
+        let j = skip + (w % pieces) * e;
+        return careful_run(careful_empty(), ch, a, r, vec2<u32>(j, min(l, j + e)));
+    }
+    var acc = careful_empty();
+    let k0 = w * e;
+    let k1 = k0 + e;
+    let r1 = min(P().n, (k1 + l - 1u) / l);
+    for (var r = k0 / l; r < r1; r += 1u) {
+        let lo = max(k0, r * l) - r * l;
+        let hi = min(k1, r * l + l) - r * l;
+        acc = careful_run(acc, ch, a, r, vec2<u32>(lo, hi));
+        if (is_nan(acc.dy.s) && is_nan(acc.dyx.s)) {
+            break;
+        }
+    }
+    return acc;
+}
+
+// acc plus channel ch's values [run.x, run.y) of row r's run (offsets from
+// the run's start), within the dispatch's window [lead, lead + numel).
+fn careful_run(acc0: CarefulPair, ch: u32, a: vec3<f32>, r: u32, run: vec2<u32>) -> CarefulPair {
+    var acc = acc0;
+    let base = r * P().c * P().l + ch * P().l;
+    let first = max(base + run.x, P().lead);
+    let last = min(base + run.y, P().lead + P().numel);
+    for (var g = first; g < last; g += 1u) {
+        let e = g - P().lead;
+        acc = careful_step(acc, x_at(e), dy_at(e), a);
     }
     return acc;
 }

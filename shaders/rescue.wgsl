@@ -4,8 +4,8 @@
 // grads_rescue:       after grads_finalize, once per chunk (the chunk's
 //   params): channels whose sums came out non-finite (an overflow, or NaN
 //   and infinite inputs; grads_finalize marks them: a NaN TERM_DX_SHIFT) are
-//   summed again carefully (grads_careful.wgsl), one window of at most
-//   RESCUE_WINDOW values of a channel per item, into the partials buffer
+//   summed again carefully (grads_careful.wgsl), one window of
+//   P().rescue_window values of a channel per item, into the partials buffer
 //   (no longer read by then: two vec4s per channel and window, after the
 //   carried sums; a chunk of one window a channel adds it to the carried
 //   sums at once). Four storage bindings (x, dy, terms, partials), as

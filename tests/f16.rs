@@ -163,3 +163,25 @@ fn f16_round_trips_and_mixed_dtypes_are_rejected() {
         "f32 grad_output for an f16 forward"
     );
 }
+
+/// One channel of 2^25 f16 values in runs of 1025 (one 128 MiB chunk):
+/// forward, eval and backward plan and run (the careful walk's windows
+/// count the channel's values across rows; by whole rows they passed the
+/// merge's bound and every op was `TooLarge`).
+#[test]
+fn one_long_f16_channel_of_short_runs_plans() {
+    let Some(ctx) = common::context() else { return };
+    if !common::f16_or_skip(&ctx) {
+        return;
+    }
+    let shape = [32_769usize, 1, 1025];
+    let numel: usize = shape.iter().product();
+    let ramp: Vec<f16> = (0..numel).map(|i| f16::from_f32((i % 7) as f32)).collect();
+    let x = Tensor::from_f16(&ctx, &ramp, &shape).expect("x");
+    let mut bn = BatchNorm1d::new(&ctx, BatchNorm1dConfig::new(1)).expect("bn");
+    bn.forward(&x).expect("train");
+    let g = bn.backward(&x).expect("backward");
+    assert!(g.grad_bias.expect("affine").to_vec().expect("read")[0].is_finite());
+    bn.eval();
+    bn.forward(&x).expect("eval");
+}

@@ -261,7 +261,11 @@ fn overflowing_sums_of_long_channels_match_the_reference() {
     });
     let chunked = GpuContext::with_options(opts).expect("context with small bindings");
     let long: [&[usize]; 3] = [&[30_000, 2], &[1, 1, 100_001], &[100, 2, 1001]];
-    for (ctx, shapes) in [(&ctx, &long[..]), (&chunked, &[&[32_763usize, 1][..]][..])] {
+    // Chunks of 25024 values: starting inside a row, a run that enters the
+    // chunk part-way (pieces of runs longer than a window), and runs
+    // shorter than a window walked across rows and chunk edges.
+    let edges: [&[usize]; 3] = [&[32_763, 1], &[3, 2, 20_001], &[40, 3, 1001]];
+    for (ctx, shapes) in [(&ctx, &long[..]), (&chunked, &edges[..])] {
         for shape in shapes {
             for (kind, train) in [KINDS[2], KINDS[3], KINDS[6]] {
                 case(ctx, shape, kind, train);

@@ -15,7 +15,6 @@ use crate::gpu::params::FLAG_FROM_STATE;
 use crate::gpu::plan::{canonical, ColumnPass, ColumnRegs, ExecPlan, Variant};
 use crate::gpu::tensor::Tensor;
 use crate::semantics::ForwardPlan;
-use crate::types::MemoryFormat;
 
 /// What a forward records.
 pub(super) enum Output<'a> {
@@ -73,13 +72,7 @@ impl<R: SpatialRank> BatchNorm<R> {
         // gathered for the kernels that take the shift (batch statistics;
         // eval's come from the state).
         let heads = if exec.gathers_heads() && plan.batch_stats {
-            Some(Tensor::alloc(
-                &ctx,
-                &[c],
-                x.dtype(),
-                MemoryFormat::ChannelsFirst,
-                "batchnorm/heads",
-            )?)
+            Some(self.ws.heads(&ctx, c, x.dtype())?)
         } else {
             None
         };

@@ -59,6 +59,9 @@ pub(crate) struct Workspace {
     grad_scratch: Vec<(&'static str, Tensor)>,
     /// The output gradient through an epilogue without a residual.
     dy_scratch: Option<Tensor>,
+    /// Each channel's first value where the first row is longer than a
+    /// binding (`gather_heads`): written and read within one submission.
+    heads: Option<Tensor>,
     pub(crate) binds: BindGroupCache,
 }
 
@@ -78,6 +81,7 @@ impl Workspace {
             recorded_uniforms: RecordedUniforms::default(),
             grad_scratch: Vec::new(),
             dy_scratch: None,
+            heads: None,
             binds: BindGroupCache::new(),
         })
     }
@@ -95,6 +99,28 @@ impl Workspace {
             )));
         }
         Ok(need)
+    }
+
+    /// The buffer `gather_heads` fills with each channel's first value, `c`
+    /// values of `dtype`: reused while large enough (every op that gathers
+    /// writes it before it reads it, within one submission).
+    pub fn heads(&mut self, ctx: &GpuContext, c: usize, dtype: DType) -> Result<Tensor> {
+        if let Some(h) = self
+            .heads
+            .as_ref()
+            .filter(|h| h.dtype() == dtype && h.numel() >= c)
+        {
+            return Ok(h.clone());
+        }
+        let heads = Tensor::alloc(
+            ctx,
+            &[c],
+            dtype,
+            MemoryFormat::ChannelsFirst,
+            "batchnorm/heads",
+        )?;
+        self.heads = Some(heads.clone());
+        Ok(heads)
     }
 
     /// The partial-state buffer, grown to hold `plan`'s partials

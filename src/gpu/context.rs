@@ -288,7 +288,10 @@ impl GpuContext {
     }
 
     pub(crate) fn limits(&self) -> DeviceLimits {
-        DeviceLimits::of(&self.inner.device.limits())
+        DeviceLimits::of(
+            &self.inner.device.limits(),
+            self.inner.adapter_info.device_type,
+        )
     }
 
     pub(crate) fn poller(&self) -> &Poller {

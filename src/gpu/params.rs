@@ -106,8 +106,10 @@ pub(crate) struct Params {
     /// `shaders/rescue_flag.wgsl`).
     pub rescue_flag: u32,
     /// Windows of this chunk's careful gradient walk per channel
-    /// (`ExecPlan::rescue_windows`; 0 in the totals).
+    /// (`ExecPlan::rescue_split`; 0 in the totals).
     pub rescue_windows: u32,
+    /// Values of a channel per window of that walk.
+    pub rescue_window: u32,
 }
 
 /// Size of one [`Params`] block.
@@ -155,8 +157,9 @@ impl Params {
 }
 
 impl ExecPlan {
-    /// Params of the per-channel finalize steps: totals over all chunks.
-    pub fn total_params(&self, s: &OpScalars) -> Params {
+    /// Params of the per-channel finalize steps: totals over all chunks
+    /// (`rescue_flag`: [`ExecPlan::rescue_flag`], found once per op).
+    fn total_params(&self, s: &OpScalars, rescue_flag: u32) -> Params {
         let first = self.chunks.first().map(|c| c.reduce).unwrap_or(ReducePlan {
             lanes_per_group: 1,
             threads_per_lane: super::plan::WG,
@@ -169,15 +172,16 @@ impl ExecPlan {
         Params {
             partial_rows: self.partial_rows,
             folds: self.folds() as u32,
-            rescue_flag: self.rescue_flag() as u32,
+            rescue_flag,
             flags: s.flags | self.heads_flag(),
             ..Params::base(&self.layout, &first, s)
         }
     }
 
     /// Params of chunk `k` (its reduction and elementwise dispatches).
-    pub fn chunk_params(&self, k: usize, s: &OpScalars) -> Option<Params> {
+    fn chunk_params(&self, k: usize, s: &OpScalars, rescue_flag: u32) -> Option<Params> {
         let ch = self.chunks.get(k)?;
+        let (rescue_window, rescue_windows) = self.rescue_split(k);
         let base = Params::base(&ch.layout, &ch.reduce, s);
         // Subgroup combining applies when one lane owns a workgroup.
         let subgroups = if ch.reduce.lanes_per_group == 1 {
@@ -196,8 +200,9 @@ impl ExecPlan {
             subgroups,
             column_lanes: self.column_lanes,
             folds: self.folds() as u32,
-            rescue_flag: self.rescue_flag() as u32,
-            rescue_windows: self.rescue_windows(k) as u32,
+            rescue_flag,
+            rescue_windows: rescue_windows as u32,
+            rescue_window: rescue_window as u32,
             flags: s.flags
                 | self.heads_flag()
                 | if ch.reduce.paired {
@@ -221,8 +226,9 @@ impl ExecPlan {
 
     /// Slot 0: the totals; slot `k + 1`: chunk `k`.
     pub fn all_params(&self, s: &OpScalars) -> Vec<Params> {
-        std::iter::once(self.total_params(s))
-            .chain((0..self.chunks.len()).filter_map(|k| self.chunk_params(k, s)))
+        let flag = self.rescue_flag() as u32;
+        std::iter::once(self.total_params(s, flag))
+            .chain((0..self.chunks.len()).filter_map(|k| self.chunk_params(k, s, flag)))
             .collect()
     }
 }

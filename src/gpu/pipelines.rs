@@ -41,7 +41,8 @@ pub(crate) enum Kernel {
     /// The same from gradient sums merged across devices.
     GradsApply,
     /// Gradient sums redone carefully where they came out non-finite, over
-    /// one chunk (`grads_careful.wgsl`).
+    /// one chunk, a window of a channel's values per item (`rescue.wgsl`,
+    /// `grads_careful.wgsl`).
     GradsRescue,
     /// After `GradsRescue` over a chunk: its windows' sums added, in order,
     /// to the sums carried from the chunks before.

@@ -35,16 +35,11 @@ pub(crate) fn rescue_groups(c: usize) -> u32 {
 /// need more: [`rescue_window_groups`]).
 pub(crate) const RESCUE_GROUPS: u32 = 64;
 
-/// Values of a channel one invocation of `grads_rescue` walks at most
-/// (`RESCUE_WINDOW` in `shaders/grads_careful.wgsl`; see
-/// [`ExecPlan::rescue_windows`]).
+/// Values of a channel one invocation of `grads_rescue` walks: at least
+/// this many per window (more only where a chunk's channel would need
+/// more than `MAX_RESCUE_WINDOWS` of them: bindings past 128 MiB, on GPUs;
+/// [`ExecPlan::rescue_split`]).
 pub(crate) const RESCUE_WINDOW: usize = 2048;
-
-/// Values of a piece of a run longer than `RESCUE_WINDOW` (`RESCUE_PIECE`
-/// in `shaders/grads_careful.wgsl`): one loop iteration each, and at most
-/// `2 * 2^26 / RESCUE_PIECE` pieces of a channel for the merge to add in
-/// a chunk of f16 values of a 128 MiB binding.
-pub(crate) const RESCUE_PIECE: usize = 4096;
 
 /// (channel, window) items each thread of `grads_rescue` takes at most:
 /// with about three loop iterations per value (a row's run of one value
@@ -67,7 +62,7 @@ pub(crate) fn vec4_groups(count: usize) -> u32 {
 
 /// Windows of a chunk's careful walk the merge adds per channel at most
 /// (one loop iteration each, within llvmpipe's 65535).
-const MAX_RESCUE_WINDOWS: usize = 32_768;
+pub(crate) const MAX_RESCUE_WINDOWS: usize = 32_768;
 
 impl ExecPlan {
     /// Checks that no invocation of the plan's kernels loops past a bound
@@ -78,7 +73,9 @@ impl ExecPlan {
     /// workgroup per channel past it), the careful walk's windows. The
     /// planner keeps them for every shape up to 2 GiB at a 128 MiB
     /// binding; a layout it cannot (rows far longer than a tiny binding
-    /// the application asked for) is an error, never a silent cut.
+    /// the application asked for) is an error, never a silent cut. Only
+    /// where the adapter caps loops (`DeviceLimits::bounded_loops`: CPU
+    /// adapters); elsewhere longer walks just take longer.
     pub(super) fn check_loops(&self) -> Result<(), String> {
         for (k, ch) in self.chunks.iter().enumerate() {
             let r = &ch.reduce;
@@ -89,11 +86,11 @@ impl ExecPlan {
                     self.layout
                 ));
             }
-            if self.rescue_windows(k) > MAX_RESCUE_WINDOWS {
+            let (window, _) = self.rescue_split(k);
+            if window > RESCUE_WINDOW {
                 return Err(format!(
-                    "{:?}: chunk {k} needs {} careful windows per channel",
-                    self.layout,
-                    self.rescue_windows(k)
+                    "{:?}: chunk {k}'s careful walk needs windows of {window} values",
+                    self.layout
                 ));
             }
         }
@@ -130,23 +127,38 @@ impl ExecPlan {
     }
 
     /// Windows of chunk `k`'s careful gradient walk per channel
-    /// (`careful_window` in `shaders/grads_careful.wgsl`): rows of at most
-    /// `RESCUE_WINDOW` values of a channel, or, for longer runs, pieces of
-    /// `RESCUE_PIECE` values of the part of each row's run inside the
-    /// chunk. A window is one invocation's walk, so that none runs
-    /// past `RESCUE_WINDOW` values (Mesa's llvmpipe, lavapipe's and GL's,
-    /// ends every loop of an invocation once it has run 65535 iterations in
-    /// all: one thread per channel over a chunk summed 21845 rows and
-    /// silently stopped).
+    /// ([`ExecPlan::rescue_split`]).
     pub fn rescue_windows(&self, k: usize) -> usize {
+        self.rescue_split(k).1
+    }
+
+    /// Chunk `k`'s careful gradient walk per channel (`careful_window` in
+    /// `shaders/grads_careful.wgsl`): values per window and windows. Runs
+    /// of at most a window's values are walked as the channel's values in
+    /// order, a window's worth at a time (across rows); longer runs in
+    /// pieces of the part of each row's run inside the chunk. A window is
+    /// one invocation's walk (Mesa's llvmpipe, lavapipe's and GL's, ends
+    /// every loop of an invocation once it has run 65535 iterations in
+    /// all: one thread per channel over a chunk summed 21845 rows and
+    /// silently stopped). `RESCUE_WINDOW` values, or, where a chunk's
+    /// channel would need more than `MAX_RESCUE_WINDOWS` windows (the
+    /// merge adds them in one loop), a power-of-two multiple of it.
+    pub fn rescue_split(&self, k: usize) -> (usize, usize) {
         let Some(ch) = self.chunks.get(k) else {
-            return 0;
+            return (RESCUE_WINDOW, 0);
         };
         let (n, l) = (ch.layout.n, ch.layout.l.max(1));
-        if l > RESCUE_WINDOW {
-            n * l.min(ch.count).div_ceil(RESCUE_PIECE)
-        } else {
-            n.div_ceil(RESCUE_WINDOW / l)
+        let windows = |e: usize| {
+            if l > e {
+                n.saturating_mul(l.min(ch.count).div_ceil(e))
+            } else {
+                n.saturating_mul(l).div_ceil(e)
+            }
+        };
+        let mut window = RESCUE_WINDOW;
+        while windows(window) > MAX_RESCUE_WINDOWS {
+            window *= 2;
         }
+        (window, windows(window))
     }
 }

@@ -62,6 +62,20 @@ fn no_invocation_loops_past_a_bounded_count() {
         }
     }
     assert!(planned > 1000, "{planned} plans");
+    // GPUs (no cap on loops) with bindings of 2 GiB: one chunk of 2^29
+    // values plans, its careful windows widened to keep the merge's count.
+    let gpu_limits = DeviceLimits {
+        bounded_loops: false,
+        ..limits((1 << 31) - 1, 256, 65535)
+    };
+    for (n, c, l) in [(67_110_000usize, 3usize, 1usize), (171, 3, 1 << 20)] {
+        let layout = Layout { n, c, l };
+        let p = plan_exec(&layout, 4, gpu_limits, GPU).expect("plan");
+        for k in 0..p.chunks.len() {
+            let (window, windows) = p.rescue_split(k);
+            assert!(windows <= MAX_RESCUE_WINDOWS && window >= RESCUE_WINDOW);
+        }
+    }
     // Layouts past the old bounds plan (and keep them) at 128 MiB
     // bindings, and at the small bindings of the audit's reproducers.
     for (n, c, l, elem, binding) in [
@@ -77,6 +91,10 @@ fn no_invocation_loops_past_a_bounded_count() {
         (2, 2_097_152, 1, 4, 128 << 20),
         (2, 2_097_151, 1, 4, 128 << 20),
         (4, 1_048_576, 1, 4, 128 << 20),
+        // One channel of runs shorter than a window in f16: windows of
+        // the channel's values across rows, not of whole rows.
+        (32_769, 1, 1025, 2, 128 << 20),
+        (65_535, 1, 1023, 2, 128 << 20),
     ] {
         for merge in [CPU, many_cores, GPU] {
             let layout = Layout { n, c, l };
@@ -98,10 +116,25 @@ fn check(p: &ExecPlan, at: &str) {
             per_thread <= MAX_THREAD_UNITS,
             "{at}: chunk {k} walks {per_thread} units a thread"
         );
-        let windows = p.rescue_windows(k);
+        let (window, windows) = p.rescue_split(k);
         assert!(
-            windows <= 32_768,
-            "{at}: chunk {k} merges {windows} rescue windows"
+            window <= RESCUE_WINDOW,
+            "{at}: chunk {k} walks windows of {window}"
+        );
+        assert!(
+            windows <= MAX_RESCUE_WINDOWS,
+            "{at}: chunk {k} merges {windows} windows"
+        );
+        // Every value of the chunk's channel lies in some window.
+        let (n, l) = (ch.layout.n, ch.layout.l);
+        let covered = if l > window {
+            n * l.min(ch.count).div_ceil(window) * window
+        } else {
+            windows * window
+        };
+        assert!(
+            covered >= (n * l).min(ch.count),
+            "{at}: chunk {k} covers {covered}"
         );
     }
     let states = p.partial_rows as usize * p.folds();

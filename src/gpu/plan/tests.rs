@@ -8,6 +8,7 @@ pub(super) fn limits(max_binding: u64, align: u64, max_dim: u32) -> DeviceLimits
         align,
         max_dim,
         storage_buffers: 8,
+        bounded_loops: true,
     }
 }
 

@@ -131,13 +131,16 @@ fn rescue_windows_cover_each_channel_in_bounded_walks() {
     // (N, C): RESCUE_WINDOW rows a window.
     let p = plan(30_000, 2, 1);
     assert_eq!(p.rescue_windows(0), 30_000usize.div_ceil(RESCUE_WINDOW));
-    // Rows longer than a window: pieces of RESCUE_PIECE values.
+    // Rows longer than a window: pieces of RESCUE_WINDOW values.
     let p = plan(1, 1, 100_001);
-    assert_eq!(p.rescue_windows(0), 100_001usize.div_ceil(RESCUE_PIECE));
-    // Runs of 1001: two rows a window.
+    assert_eq!(p.rescue_windows(0), 100_001usize.div_ceil(RESCUE_WINDOW));
+    // Runs of 1001: the channel's values in order, across rows.
     let p = plan(100, 2, 1001);
-    assert_eq!(p.rescue_windows(0), 50);
-    assert!(p.rescue_flag() >= 2 * 2 * (1 + 50));
+    assert_eq!(
+        p.rescue_windows(0),
+        (100 * 1001usize).div_ceil(RESCUE_WINDOW)
+    );
+    assert!(p.rescue_flag() >= 2 * 2 * (1 + p.rescue_windows(0)));
     assert_eq!(p.rescue_windows(1), 0);
     // Chunks: each its own windows over the rows it overlaps.
     let p = plan_exec(&layout(32_763, 1, 1), 4, limits(100_096, 256, 65535), CPU).expect("plan");
@@ -151,7 +154,7 @@ fn rescue_windows_cover_each_channel_in_bounded_walks() {
     let lim = limits(64 << 10, 256, 65535);
     let p = plan_exec(&layout(1, 2, 1 << 20), 4, lim, CPU).expect("plan");
     for (k, ch) in p.chunks.iter().enumerate() {
-        let pieces = ch.count.min(1 << 20).div_ceil(RESCUE_PIECE);
+        let pieces = ch.count.min(1 << 20).div_ceil(RESCUE_WINDOW);
         assert_eq!(p.rescue_windows(k), ch.layout.n * pieces, "chunk {k}");
     }
     // The grid: one thread an item up to RESCUE_GROUPS workgroups, then at

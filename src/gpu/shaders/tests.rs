@@ -183,16 +183,7 @@ fn shared_constants_agree_with_the_rust_side() {
     let source = module_source(Family::ReduceTree, DType::F32);
     let (reduce, _) = parse("reduce", &source, Capabilities::default()).expect("parse");
     assert_eq!(wgsl_u32(&reduce, "PAIR_GAP"), plan::PAIR_GAP);
-    let source = module_source(Family::Finalize, DType::F32);
-    let (finalize, _) = parse("finalize", &source, Capabilities::default()).expect("parse");
-    assert_eq!(
-        wgsl_u32(&finalize, "RESCUE_WINDOW") as usize,
-        plan::RESCUE_WINDOW
-    );
-    assert_eq!(
-        wgsl_u32(&finalize, "RESCUE_PIECE") as usize,
-        plan::RESCUE_PIECE
-    );
+
     let source = module_source(Family::Columns4, DType::F32);
     let (columns4, _) = parse("columns4", &source, Capabilities::default()).expect("parse");
     assert_eq!(
@@ -277,6 +268,7 @@ fn params_block_agrees_with_the_rust_struct() {
         ("folds", offset_of!(Params, folds)),
         ("rescue_flag", offset_of!(Params, rescue_flag)),
         ("rescue_windows", offset_of!(Params, rescue_windows)),
+        ("rescue_window", offset_of!(Params, rescue_window)),
     ];
     let source = module_source(Family::Finalize, DType::F32);
     let (module, _) = parse("finalize", &source, Capabilities::default()).expect("parse");
