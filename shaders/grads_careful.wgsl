@@ -9,7 +9,8 @@
 // back. The kernels that sum raise the rescue flag (rescue_flag.wgsl),
 // and the rescue kernels after them walk such a channel again here (or
 // the column kernels of small tensors at once: INLINE_RESCUE), one
-// thread per channel (`careful_channel`), adding each term as a fraction
+// invocation per channel (`careful_channel`, a few hundred rows) or per
+// channel and window of its values (`careful_window`), adding each term as a fraction
 // and a power-of-two exponent: a term dy * ((x - shift) - mean) * invstd is the
 // product of the three factors' `frexp` fractions at the sum of their
 // exponents, so no product overflows either; the running sum keeps the
@@ -195,31 +196,26 @@ fn careful_channel(ch: u32, a: vec3<f32>) -> CarefulPair {
 }
 
 // Window w of channel ch's careful walk in grads_rescue: P().rescue_window
-// values (ExecPlan::rescue_split on the host, which counts the windows the
-// same way). Mesa's llvmpipe (lavapipe, and llvmpipe's GL) ends every
-// loop of an invocation once the invocation has run 65535 loop iterations
-// in all, silently: a walk of a whole chunk by one thread per channel
-// stopped after 21845 rows. Runs of at most a window's values: the
-// channel's values in order (run after run, across rows), a window's worth
-// each, about three loop iterations per value at most (a run of one value
-// costs its inner loop two); longer runs: pieces of a window's values of
-// the part of each row's run inside the chunk.
+// of the channel's values inside the dispatch's window, in order, run after
+// run across rows (ExecPlan::rescue_split on the host counts the windows
+// over min(N * L, numel) values). Mesa's llvmpipe (lavapipe, and
+// llvmpipe's GL) ends every loop of an invocation once the invocation has
+// run 65535 loop iterations in all, silently: a walk of a whole chunk by
+// one thread per channel stopped after 21845 rows. A window takes about
+// three loop iterations per value at most (a run of one value costs its
+// inner loop two).
 fn careful_window(ch: u32, w: u32, a: vec3<f32>) -> CarefulPair {
     let l = P().l;
     let e = P().rescue_window;
-    if (l > e) {
-        let pieces = (min(l, P().numel) + e - 1u) / e;
-        let r = w / pieces;
-        // The piece's offsets from where the run enters the chunk.
-        let base = r * P().c * l + ch * l;
-        let skip = select(0u, P().lead - base, P().lead > base);
-        let j = skip + (w % pieces) * e;
-        return careful_run(careful_empty(), ch, a, r, vec2<u32>(j, min(l, j + e)));
-    }
-    var acc = careful_empty();
-    let k0 = w * e;
+    // The channel's values as ordinals r * L + j over the rows the window
+    // overlaps, from the first inside it (the first row's run may start
+    // before the window: P().lead).
+    let base = ch * l;
+    let k_lo = select(0u, min(P().lead - base, l), P().lead > base);
+    let k0 = k_lo + w * e;
     let k1 = k0 + e;
     let r1 = min(P().n, (k1 + l - 1u) / l);
+    var acc = careful_empty();
     for (var r = k0 / l; r < r1; r += 1u) {
         let lo = max(k0, r * l) - r * l;
         let hi = min(k1, r * l + l) - r * l;

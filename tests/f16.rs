@@ -164,24 +164,41 @@ fn f16_round_trips_and_mixed_dtypes_are_rejected() {
     );
 }
 
-/// One channel of 2^25 f16 values in runs of 1025 (one 128 MiB chunk):
-/// forward, eval and backward plan and run (the careful walk's windows
-/// count the channel's values across rows; by whole rows they passed the
-/// merge's bound and every op was `TooLarge`).
+/// One channel of f16 values in runs shorter or longer than a careful
+/// window (odd counts stay rows), from 2^25 values to a little more than
+/// one 128 MiB chunk of 2^26: forward, backward and eval plan and run (the
+/// careful walk's windows count the channel's values inside the chunk,
+/// across rows; counted by whole rows or by pieces of each row they passed
+/// the merge's bound, and every op was `TooLarge`).
 #[test]
 fn one_long_f16_channel_of_short_runs_plans() {
     let Some(ctx) = common::context() else { return };
     if !common::f16_or_skip(&ctx) {
         return;
     }
-    let shape = [32_769usize, 1, 1025];
-    let numel: usize = shape.iter().product();
-    let ramp: Vec<f16> = (0..numel).map(|i| f16::from_f32((i % 7) as f32)).collect();
-    let x = Tensor::from_f16(&ctx, &ramp, &shape).expect("x");
-    let mut bn = BatchNorm1d::new(&ctx, BatchNorm1dConfig::new(1)).expect("bn");
-    bn.forward(&x).expect("train");
-    let g = bn.backward(&x).expect("backward");
-    assert!(g.grad_bias.expect("affine").to_vec().expect("read")[0].is_finite());
-    bn.eval();
-    bn.forward(&x).expect("eval");
+    for shape in [[32_769usize, 1, 1025], [32_755, 1, 2049]] {
+        let numel: usize = shape.iter().product();
+        let ramp: Vec<f16> = (0..numel).map(|i| f16::from_f32((i % 7) as f32)).collect();
+        let x = Tensor::from_f16(&ctx, &ramp, &shape).expect("x");
+        let mut bn = BatchNorm1d::new(&ctx, BatchNorm1dConfig::new(1)).expect("bn");
+        bn.forward(&x).expect("train");
+        let g = bn.backward(&x).expect("backward");
+        assert!(g.grad_bias.expect("affine").to_vec().expect("read")[0].is_finite());
+        bn.eval();
+        bn.forward(&x).expect("eval");
+        // A NaN takes the channel to the careful walk, 32768 windows of
+        // 2048 values: grad_bias is still the count of its dy of 1.
+        let mut poisoned = ramp;
+        poisoned[0] = f16::NAN;
+        bn.train();
+        bn.forward(&Tensor::from_f16(&ctx, &poisoned, &shape).expect("x"))
+            .expect("train");
+        let ones = Tensor::from_f16(&ctx, &vec![f16::ONE; numel], &shape).expect("dy");
+        let gb = bn
+            .backward(&ones)
+            .expect("backward")
+            .grad_bias
+            .expect("affine");
+        assert_eq!(gb.to_vec().expect("read"), vec![numel as f32], "{shape:?}");
+    }
 }

@@ -35,9 +35,10 @@ pub(crate) fn rescue_groups(c: usize) -> u32 {
 /// need more: [`rescue_window_groups`]).
 pub(crate) const RESCUE_GROUPS: u32 = 64;
 
-/// Values of a channel one invocation of `grads_rescue` walks: at least
-/// this many per window (more only where a chunk's channel would need
-/// more than `MAX_RESCUE_WINDOWS` of them: bindings past 128 MiB, on GPUs;
+/// Values of a channel one invocation of `grads_rescue` walks: this many
+/// per window (more only where a chunk's channel would need more than
+/// `MAX_RESCUE_WINDOWS` of them: more than 2^26 values of a channel in a
+/// chunk, past lavapipe's 128 MiB bindings, so on GPUs;
 /// [`ExecPlan::rescue_split`]).
 pub(crate) const RESCUE_WINDOW: usize = 2048;
 
@@ -71,9 +72,10 @@ impl ExecPlan {
     /// silently: each reduction thread's units (`MAX_THREAD_UNITS`), a
     /// finalize thread's partial states (`THREAD_MERGE_MAX_STATES`, with a
     /// workgroup per channel past it), the careful walk's windows. The
-    /// planner keeps them for every shape up to 2 GiB at a 128 MiB
-    /// binding; a layout it cannot (rows far longer than a tiny binding
-    /// the application asked for) is an error, never a silent cut. Only
+    /// planner keeps them for every shape up to 2 GiB at lavapipe's 128 MiB
+    /// bindings (`loop_tests`); a layout it cannot (rows far longer than a
+    /// tiny binding the application asked for) is an error, never a silent
+    /// cut. Only
     /// where the adapter caps loops (`DeviceLimits::bounded_loops`: CPU
     /// adapters); elsewhere longer walks just take longer.
     pub(super) fn check_loops(&self) -> Result<(), String> {
@@ -133,11 +135,10 @@ impl ExecPlan {
     }
 
     /// Chunk `k`'s careful gradient walk per channel (`careful_window` in
-    /// `shaders/grads_careful.wgsl`): values per window and windows. Runs
-    /// of at most a window's values are walked as the channel's values in
-    /// order, a window's worth at a time (across rows); longer runs in
-    /// pieces of the part of each row's run inside the chunk. A window is
-    /// one invocation's walk (Mesa's llvmpipe, lavapipe's and GL's, ends
+    /// `shaders/grads_careful.wgsl`): values per window and windows. The
+    /// channel's values inside the chunk are walked in order, run after run
+    /// across rows, a window's worth at a time. A window is one
+    /// invocation's walk (Mesa's llvmpipe, lavapipe's and GL's, ends
     /// every loop of an invocation once it has run 65535 iterations in
     /// all: one thread per channel over a chunk summed 21845 rows and
     /// silently stopped). `RESCUE_WINDOW` values, or, where a chunk's
@@ -147,14 +148,10 @@ impl ExecPlan {
         let Some(ch) = self.chunks.get(k) else {
             return (RESCUE_WINDOW, 0);
         };
-        let (n, l) = (ch.layout.n, ch.layout.l.max(1));
-        let windows = |e: usize| {
-            if l > e {
-                n.saturating_mul(l.min(ch.count).div_ceil(e))
-            } else {
-                n.saturating_mul(l).div_ceil(e)
-            }
-        };
+        // A channel's values inside the chunk: at most its runs over the
+        // rows the chunk overlaps, and at most the chunk.
+        let values = ch.layout.n.saturating_mul(ch.layout.l).min(ch.count);
+        let windows = |e: usize| values.div_ceil(e);
         let mut window = RESCUE_WINDOW;
         while windows(window) > MAX_RESCUE_WINDOWS {
             window *= 2;

@@ -120,8 +120,8 @@ fn short_runs_reduce_over_virtual_channels() {
     assert_eq!(chunked.variant, Variant::General);
 }
 
-/// The careful gradient walk's windows (`ExecPlan::rescue_windows`): rows
-/// of at most `RESCUE_WINDOW` values of a channel, or pieces of longer
+/// The careful gradient walk's windows (`ExecPlan::rescue_split`):
+/// `RESCUE_WINDOW` of a channel's values inside the chunk each, across
 /// rows; their sums fit before the rescue flag; and `grads_rescue`'s grid
 /// gives no thread more than four (channel, window) items.
 #[test]
@@ -150,12 +150,16 @@ fn rescue_windows_cover_each_channel_in_bounded_walks() {
         let values = p.rescue_windows(k) * RESCUE_WINDOW;
         assert!(values >= n * l, "chunk {k}: {n}x{l} in {values}");
     }
-    // A row longer than a chunk: pieces of the part inside it only.
+    // A row longer than a chunk: windows of the part inside it only.
     let lim = limits(64 << 10, 256, 65535);
     let p = plan_exec(&layout(1, 2, 1 << 20), 4, lim, CPU).expect("plan");
     for (k, ch) in p.chunks.iter().enumerate() {
-        let pieces = ch.count.min(1 << 20).div_ceil(RESCUE_WINDOW);
-        assert_eq!(p.rescue_windows(k), ch.layout.n * pieces, "chunk {k}");
+        let inside = ch.count.min(ch.layout.n << 20);
+        assert_eq!(
+            p.rescue_windows(k),
+            inside.div_ceil(RESCUE_WINDOW),
+            "chunk {k}"
+        );
     }
     // The grid: one thread an item up to RESCUE_GROUPS workgroups, then at
     // most four items a thread.
