@@ -75,9 +75,9 @@ impl ExecPlan {
     /// planner keeps them for every shape up to 2 GiB at lavapipe's 128 MiB
     /// bindings (`loop_tests`); a layout it cannot (rows far longer than a
     /// tiny binding the application asked for) is an error, never a silent
-    /// cut. Only
-    /// where the adapter caps loops (`DeviceLimits::bounded_loops`: CPU
-    /// adapters); elsewhere longer walks just take longer.
+    /// cut. Only where the adapter caps loops
+    /// (`DeviceLimits::bounded_loops`: CPU adapters); elsewhere longer
+    /// walks just take longer.
     pub(super) fn check_loops(&self) -> Result<(), String> {
         for (k, ch) in self.chunks.iter().enumerate() {
             let r = &ch.reduce;
