@@ -78,8 +78,12 @@ fn absorb_outliers4(st: Moments4, v: vec4<f32>) -> Moments4 {
 }
 
 // Whether values `v` fit the state's units (no NaN, infinity or outlier).
+// NaN fails on its bits: llvmpipe's GL compiled `!all(abs(v) <= limit)`
+// into `any(abs(v) > limit)`, which a NaN passes, so a NaN after an
+// infinity went into the mean unrecorded and the channel's mean came out
+// infinite instead of NaN.
 fn in_range(v: vec4<f32>) -> bool {
-    return all(abs(v) <= vec4<f32>(RESCALE_LIMIT));
+    return all(finite4(v)) && all(abs(v) <= vec4<f32>(RESCALE_LIMIT));
 }
 
 // Values e .. e + 3 of x, e a multiple of 4: the four-channel lanes

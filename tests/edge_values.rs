@@ -254,3 +254,38 @@ fn fused_relu_keeps_nan() {
     let zeros = y.iter().skip(1).step_by(2).filter(|v| **v == 0.0).count();
     assert_eq!(gb[1], (4 - zeros) as f32, "{gb:?} {y:?}");
 }
+
+/// A channel holding an infinity and a NaN has a NaN running mean (its
+/// batch mean is NaN), on every backend and in every kernel: on llvmpipe's
+/// GL the four-channel states' merge kept the infinity (`inf`, or `-inf`,
+/// whatever the order of the two values).
+#[test]
+fn inf_and_nan_in_one_channel_give_a_nan_running_mean() {
+    let (inf, nan) = (f32::INFINITY, f32::NAN);
+    for (threads, columns) in [
+        (None, None),
+        (Some(false), Some(false)),
+        (Some(true), Some(true)),
+    ] {
+        let Some(ctx) = common::context_tuned(threads, columns) else {
+            return;
+        };
+        for (a, b) in [(inf, nan), (nan, inf), (-inf, nan), (nan, -inf)] {
+            for c in [4usize, 3, 8] {
+                // [2, C]: channel 0 holds a and b; the others are ordinary.
+                let mut x: Vec<f32> = (0..2 * c).map(|i| (i % c) as f32 * 0.25 + 0.5).collect();
+                x[0] = a;
+                x[c] = b;
+                let mut bn = BatchNorm1d::new(&ctx, BatchNormConfig::new(c)).expect("bn");
+                bn.forward(&Tensor::from_slice(&ctx, &x, &[2, c]).expect("x"))
+                    .expect("forward");
+                let rm = bn.running_mean().expect("rm").expect("tracked");
+                assert!(
+                    rm[0].is_nan(),
+                    "{a} and {b}, C = {c} ({threads:?}, {columns:?}): {rm:?}"
+                );
+                assert!(rm[1..].iter().all(|v| v.is_finite()), "{rm:?}");
+            }
+        }
+    }
+}
