@@ -62,6 +62,10 @@ pub(crate) struct Workspace {
     /// Each channel's first value where the first row is longer than a
     /// binding (`gather_heads`): written and read within one submission.
     heads: Option<Tensor>,
+    /// The last op's launch plan and what it planned: a training loop
+    /// plans each layout once (and a forward, which checks its plan before
+    /// recording anything, does not plan it twice).
+    plan: Option<(Layout, DType, ExecPlan)>,
     pub(crate) binds: BindGroupCache,
 }
 
@@ -82,6 +86,7 @@ impl Workspace {
             grad_scratch: Vec::new(),
             dy_scratch: None,
             heads: None,
+            plan: None,
             binds: BindGroupCache::new(),
         })
     }
@@ -257,12 +262,19 @@ pub(crate) struct Prepared {
 impl<R: SpatialRank> BatchNorm<R> {
     /// The launch plan of an op over `layout` of `dtype` values, checked
     /// (its partials fit one binding), so that callers can reject a layout
-    /// the device cannot take before they record anything.
-    pub(super) fn plan_op(&self, layout: &Layout, dtype: DType) -> Result<ExecPlan> {
+    /// the device cannot take before they record anything; the last one is
+    /// kept (a plan depends only on the layout, the dtype and the context).
+    pub(super) fn plan_op(&mut self, layout: &Layout, dtype: DType) -> Result<ExecPlan> {
+        if let Some((l, d, exec)) = &self.ws.plan {
+            if l == layout && *d == dtype {
+                return Ok(exec.clone());
+            }
+        }
         let ctx = &self.ctx;
         let exec = plan_exec(layout, dtype.size(), ctx.limits(), ctx.merge_model())
             .map_err(Error::TooLarge)?;
         Workspace::partials_bytes(ctx, &exec)?;
+        self.ws.plan = Some((*layout, dtype, exec.clone()));
         Ok(exec)
     }
 
