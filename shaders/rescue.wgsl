@@ -16,8 +16,19 @@
 // grads_rescue_finish: grad_weight, grad_bias and the grad_input terms of
 //   the marked channels from the carried sums.
 
+// The pair of sums at vec4 i of `partials` (two vec4s), and storing one.
+fn sums_at(i: u32) -> CarefulPair {
+    return CarefulPair(careful_unpack(partials[i]), careful_unpack(partials[i + 1u]));
+}
+
+fn store_sums(i: u32, acc: CarefulPair) {
+    partials[i] = careful_pack(acc.dy);
+    partials[i + 1u] = careful_pack(acc.dyx);
+}
+
+// Channel ch's sums carried from chunk to chunk.
 fn carried_sums(ch: u32) -> CarefulPair {
-    return CarefulPair(careful_unpack(partials[2u * ch]), careful_unpack(partials[2u * ch + 1u]));
+    return sums_at(2u * ch);
 }
 
 // Window w's sums of channel ch (grads_rescue), after the carried sums.
@@ -43,16 +54,14 @@ fn grads_rescue(ids: Ids) {
         let w = i % windows;
         var acc = careful_window(ch, w, saved_grad_terms(ch));
         if (windows > 1u) {
-            partials[window_index(w, ch)] = careful_pack(acc.dy);
-            partials[window_index(w, ch) + 1u] = careful_pack(acc.dyx);
+            store_sums(window_index(w, ch), acc);
             continue;
         }
         // One window: straight onto the carried sums (no merge follows).
         if ((P().flags & FLAG_FIRST_CHUNK) == 0u) {
             acc = careful_merge_pair(carried_sums(ch), acc);
         }
-        partials[2u * ch] = careful_pack(acc.dy);
-        partials[2u * ch + 1u] = careful_pack(acc.dyx);
+        store_sums(2u * ch, acc);
     }
 }
 
@@ -74,12 +83,9 @@ fn grads_rescue_merge(ids: Ids) {
             acc = carried_sums(ch);
         }
         for (var w = 0u; w < P().rescue_windows; w += 1u) {
-            let i = window_index(w, ch);
-            let sums = CarefulPair(careful_unpack(partials[i]), careful_unpack(partials[i + 1u]));
-            acc = careful_merge_pair(acc, sums);
+            acc = careful_merge_pair(acc, sums_at(window_index(w, ch)));
         }
-        partials[2u * ch] = careful_pack(acc.dy);
-        partials[2u * ch + 1u] = careful_pack(acc.dyx);
+        store_sums(2u * ch, acc);
     }
 }
 
