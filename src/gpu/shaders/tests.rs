@@ -183,7 +183,6 @@ fn shared_constants_agree_with_the_rust_side() {
     let source = module_source(Family::ReduceTree, DType::F32);
     let (reduce, _) = parse("reduce", &source, Capabilities::default()).expect("parse");
     assert_eq!(wgsl_u32(&reduce, "PAIR_GAP"), plan::PAIR_GAP);
-
     let source = module_source(Family::Columns4, DType::F32);
     let (columns4, _) = parse("columns4", &source, Capabilities::default()).expect("parse");
     assert_eq!(
